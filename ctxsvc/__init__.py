@@ -1,0 +1,1 @@
+"""ctxsvc: context management and retrieval for AI coding agents."""

@@ -1,0 +1,104 @@
+"""The one exception hierarchy of ctxsvc.
+
+Every failure a user can meet is one of these. Each class knows whether a
+retry can help (``retryable``), a stable machine code (``code``), the HTTP
+status and the CLI exit code it maps to, and carries a ``hint`` saying what
+to do next. Adapters (CLI, HTTP) translate; nothing else catches broadly.
+
+    CtxError
+    ├── UserError                  not retryable: fix the input
+    │   ├── ConfigError            a setting or option is invalid
+    │   ├── InvalidPath            outside the root, missing, not a directory
+    │   ├── InvalidRequest         malformed arguments (budget, query, ...)
+    │   ├── RepoNotFound           no index under that name or path
+    │   └── ModelMismatch          index built with another embedding model
+    ├── IndexBusy                  retryable: another run holds the repo lock
+    ├── ModelUnavailable           not retryable: the embedding model cannot load
+    └── StoreError                 retryable: LanceDB read or write failed
+        └── StoreCorrupt           not retryable: the index needs a rebuild
+"""
+
+from __future__ import annotations
+
+
+class CtxError(Exception):
+    """Base of every ctxsvc failure."""
+
+    code = "internal"
+    retryable = False
+    http_status = 500
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as plain data, for JSON output."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+            "retryable": self.retryable,
+        }
+
+
+class UserError(CtxError):
+    code = "bad_input"
+    http_status = 400
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    code = "bad_config"
+
+
+class InvalidPath(UserError):
+    code = "invalid_path"
+
+
+class InvalidRequest(UserError):
+    code = "invalid_request"
+    http_status = 422
+
+
+class RepoNotFound(UserError):
+    code = "repo_not_found"
+    http_status = 404
+    exit_code = 3
+
+
+class ModelMismatch(UserError):
+    code = "model_mismatch"
+    http_status = 409
+    exit_code = 4
+
+
+class IndexBusy(CtxError):
+    code = "index_busy"
+    retryable = True
+    http_status = 409
+    exit_code = 75  # EX_TEMPFAIL
+
+
+class ModelUnavailable(CtxError):
+    code = "model_unavailable"
+    http_status = 503
+    exit_code = 5
+
+
+class StoreError(CtxError):
+    code = "store_error"
+    retryable = True
+    http_status = 503
+    exit_code = 74  # EX_IOERR
+
+
+class StoreCorrupt(StoreError):
+    code = "store_corrupt"
+    retryable = False
+    http_status = 500

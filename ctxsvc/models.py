@@ -1,0 +1,190 @@
+"""The plain vocabulary every stage passes: frozen dataclasses, stdlib only.
+
+Lines are 1-based and inclusive everywhere. Paths are repository-relative,
+POSIX-style strings.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class SkipReason(str, enum.Enum):
+    """Why a discovered file was not indexed."""
+
+    BINARY = "binary"
+    TOO_LARGE = "too_large"
+    MINIFIED = "minified"
+    UNREADABLE = "unreadable"
+    SYMLINK_OUTSIDE = "symlink_outside_root"
+    SYMLINK_LOOP = "symlink_loop"
+    NOT_A_FILE = "not_a_regular_file"
+    EMPTY = "empty"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file found by discovery, before its content is read."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    language: str | None  # a tree-sitter language name, or None for plain text
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    reason: SkipReason
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class FileText:
+    """The decoded content of a file that passed the content checks."""
+
+    text: str
+    sha256: str  # of the raw bytes
+    lossy: bool = False  # not valid UTF-8: decoded with replacement characters
+
+
+@dataclass(frozen=True)
+class Span:
+    """A node of a file's outline: what chunking needs of the syntax tree.
+
+    Top-level statements of a file are spans; a definition's span has the
+    statements (or members) of its body as children, so a large definition
+    can be split at statement boundaries.
+    """
+
+    start_line: int
+    end_line: int
+    symbol: str | None = None  # qualified name when this span is a definition
+    children: tuple[Span, ...] = ()
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A definition: function, method, class, struct, interface, trait, enum,
+    type alias or module constant."""
+
+    name: str
+    qualname: str  # dotted path of enclosing definitions, e.g. "Client.send"
+    kind: str
+    path: str
+    start_line: int
+    end_line: int
+    signature: str  # the header line(s) up to the body, whitespace-normalised
+    docstring: str = ""
+    parent: str | None = None  # qualname of the enclosing definition
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An identifier used or called at a line."""
+
+    name: str
+    path: str
+    line: int
+    kind: str = "use"  # "call" or "use"
+    scope: str | None = None  # qualname of the enclosing definition
+
+
+@dataclass(frozen=True)
+class Import:
+    path: str
+    line: int
+    module: str  # what is imported from, as written ("os.path", "./utils", "fmt")
+    names: tuple[str, ...] = ()  # the names bound, when the syntax lists them
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    """What the parser learned of one file."""
+
+    path: str
+    language: str | None
+    symbols: tuple[Symbol, ...] = ()
+    references: tuple[Reference, ...] = ()
+    imports: tuple[Import, ...] = ()
+    outline: tuple[Span, ...] = ()
+    syntax_errors: int = 0  # count of ERROR/MISSING nodes; the partial tree is used
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """An AST-aligned piece of a file, the unit of retrieval and embedding."""
+
+    id: str  # stable: sha256 of path, span and content
+    path: str
+    language: str | None
+    start_line: int
+    end_line: int
+    header: str  # enclosing scopes' signatures, one per line ("" at top level)
+    text: str  # the file's lines start_line..end_line, verbatim
+    symbols: tuple[str, ...] = ()  # qualnames defined in the chunk
+    tokens: int = 0  # tokens of header + text
+    content_hash: str = ""  # sha256 of what is embedded (header + text)
+
+    @property
+    def embed_text(self) -> str:
+        """What the embedder sees: path, scope headers, then the code."""
+        head = f"{self.path}\n{self.header}\n" if self.header else f"{self.path}\n"
+        return head + self.text
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    stage: str
+    seconds: float
+    items: int = 0
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    """What one ``index`` run did."""
+
+    repo: str
+    root: str
+    commit: str | None
+    files_seen: int
+    files_indexed: int  # parsed in this run (new or changed)
+    files_unchanged: int
+    files_deleted: int
+    skipped: dict[str, int]  # reason -> count
+    files_with_syntax_errors: int
+    symbols: int  # totals in the index after the run
+    references: int
+    chunks: int
+    tokens: int
+    chunks_embedded: int  # embedded in this run
+    chunks_reused: int  # vectors taken from the content-hash cache
+    vectors: str  # "complete", "missing" or "disabled"
+    model: str | None
+    timings: tuple[StageTiming, ...] = ()
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class RepoStatus:
+    """What is indexed under a name, how fresh it is, and what is degraded."""
+
+    name: str
+    root: str
+    commit: str | None
+    indexed_at: str
+    files: int
+    chunks: int
+    symbols: int
+    model: str | None
+    dimension: int | None
+    tokenizer: str
+    vectors: str  # "complete", "missing" or "disabled"
+    changed: tuple[str, ...] = ()  # files changed on disk since indexing
+    added: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    degraded: tuple[str, ...] = ()
+    skipped: dict[str, int] = field(default_factory=dict)
+    version: int = 0

@@ -1,0 +1,1 @@
+"""Pure producers: discovery, languages, symbols, chunking, embedding."""
