@@ -16,6 +16,7 @@ class SkipReason(str, enum.Enum):
     BINARY = "binary"
     TOO_LARGE = "too_large"
     MINIFIED = "minified"
+    GENERATED = "generated"
     UNREADABLE = "unreadable"
     SYMLINK_OUTSIDE = "symlink_outside_root"
     SYMLINK_LOOP = "symlink_loop"
