@@ -126,13 +126,16 @@ class Chunk:
     text: str  # the file's lines start_line..end_line, verbatim
     symbols: tuple[str, ...] = ()  # qualnames defined in the chunk
     tokens: int = 0  # tokens of header + text
-    content_hash: str = ""  # sha256 of what is embedded (header + text)
+    content_hash: str = ""  # sha256 of embed_text: the key of the vector cache
 
     @property
     def embed_text(self) -> str:
-        """What the embedder sees: path, scope headers, then the code."""
-        head = f"{self.path}\n{self.header}\n" if self.header else f"{self.path}\n"
-        return head + self.text
+        """What the embedder sees: scope headers, then the code.
+
+        The path is left out on purpose: a renamed file keeps its content
+        hashes and so reuses its vectors. Paths reach full-text search.
+        """
+        return f"{self.header}\n{self.text}" if self.header else self.text
 
 
 @dataclass(frozen=True)
@@ -189,3 +192,79 @@ class RepoStatus:
     degraded: tuple[str, ...] = ()
     skipped: dict[str, int] = field(default_factory=dict)
     version: int = 0
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """The stored state of one discovered file: indexed, or skipped with a reason."""
+
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    language: str | None
+    status: str  # "indexed" or "skipped"
+    reason: str = ""  # a SkipReason value when skipped
+    detail: str = ""
+    syntax_errors: int = 0
+    lossy: bool = False  # decoded with replacement characters
+    chunks: int = 0
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk with its fused score and the signals that found it."""
+
+    chunk: Chunk
+    score: float
+    why: tuple[str, ...] = ()  # e.g. ("fts#1", "vector#4")
+
+
+@dataclass(frozen=True)
+class ContextItem:
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+    kind: str  # "snippet", "skeleton" or "file"
+    score: float
+    tokens: int  # of the rendered block, as counted alone
+    text: str
+    why: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Omitted:
+    """A candidate that did not fit the budget: how to fetch it next."""
+
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+    tokens: int
+    score: float
+
+
+@dataclass(frozen=True)
+class IndexVersion:
+    commit: str | None
+    indexed_at: str
+    generation: int
+    changed_since: tuple[str, ...] = ()  # files changed on disk since indexing
+
+
+@dataclass(frozen=True)
+class ContextPack:
+    """What an agent receives: items within the budget, and what was left out."""
+
+    repo: str
+    query: str
+    items: tuple[ContextItem, ...]
+    tokens_used: int  # of ``rendered``, counted exactly
+    budget_tokens: int
+    encoding: str
+    rendered: str
+    omitted: tuple[Omitted, ...] = ()
+    index: IndexVersion | None = None
+    degraded: tuple[str, ...] = ()

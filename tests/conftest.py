@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakes import HashEmbedder  # noqa: E402
+
+from ctxsvc.service import ContextService  # noqa: E402
+from ctxsvc.settings import Settings  # noqa: E402
+from ctxsvc.stores.lance import LanceStore  # noqa: E402
+from ctxsvc.tokens import TiktokenCounter  # noqa: E402
+
+SAMPLE = {
+    "app/server.py": '''"""HTTP server for the demo app."""
+import os
+
+from app.store import Store
+
+PORT = 8080
+
+
+class Server:
+    """Serves requests from a store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def handle(self, path: str) -> str:
+        """Answer one request."""
+        value = self.store.get(path)
+        return value or "not found"
+
+
+def main() -> None:
+    Server(Store(os.environ.get("DB", "db.json"))).handle("/")
+''',
+    "app/store.py": '''"""A tiny key-value store persisted as JSON."""
+import json
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.data: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: str) -> None:
+        self.data[key] = value
+        with open(self.path, "w") as f:
+            json.dump(self.data, f)
+''',
+    "web/client.ts": '''import { fetchJson } from "./http";
+
+export interface User { id: number; name: string }
+
+export async function loadUser(id: number): Promise<User> {
+  return fetchJson(`/users/${id}`);
+}
+''',
+    "README.md": "# Demo\n\nA demo app with a server and a store.\n\n## Usage\n\nRun `python -m app.server`.\n",
+    "logo.png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64),
+}
+
+
+def write_tree(root: Path, files: dict[str, str | bytes]) -> None:
+    for rel, content in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content)
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "demo"
+    write_tree(root, SAMPLE)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "init")
+    return root
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env({}, home=tmp_path / "home")
+
+
+@pytest.fixture
+def counter() -> TiktokenCounter:
+    return TiktokenCounter("cl100k_base")
+
+
+@pytest.fixture
+def embedder() -> HashEmbedder:
+    return HashEmbedder()
+
+
+@pytest.fixture
+def service(settings: Settings, counter: TiktokenCounter, embedder: HashEmbedder) -> ContextService:
+    return ContextService(settings, LanceStore(settings.db_path), counter, embedder)

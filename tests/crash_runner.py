@@ -1,0 +1,26 @@
+"""Runs one index of ROOT into HOME with a slow fake embedder; killed by tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakes import HashEmbedder  # noqa: E402
+
+from ctxsvc import indexing  # noqa: E402
+from ctxsvc.service import ContextService  # noqa: E402
+from ctxsvc.settings import Settings  # noqa: E402
+from ctxsvc.stores.lance import LanceStore  # noqa: E402
+from ctxsvc.tokens import TiktokenCounter  # noqa: E402
+
+if __name__ == "__main__":
+    home, root, delay = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+    indexing.EMBED_COMMIT_EVERY = 8
+    settings = Settings.from_env({}, home=home)
+    service = ContextService(
+        settings, LanceStore(settings.db_path), TiktokenCounter(), HashEmbedder(delay=delay)
+    )
+    s = service.index(root, "crash")
+    print(f"done {s.chunks} {s.chunks_embedded}", flush=True)
