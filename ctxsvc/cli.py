@@ -19,7 +19,14 @@ from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from ctxsvc.errors import CtxError
@@ -93,7 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     ix.add_argument("--name", help="index name (default: the directory name)")
     ix.add_argument("--model", help="sentence-transformers model name or path")
     ix.add_argument("--no-vectors", action="store_true", help="full text and symbols only")
-    ix.add_argument("--reembed", action="store_true", help="replace every vector (after a model change)")
+    ix.add_argument(
+        "--reembed", action="store_true", help="replace every vector (after a model change)"
+    )
     ix.add_argument("--rebuild", action="store_true", help="drop the index and build it again")
     ix.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -122,12 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args, settings)
         return _query(args, settings)
     except CtxError as exc:
-        err.print(f"[bold red]error[/] ({exc.code}{', retryable' if exc.retryable else ''}): {exc.message}")
+        err.print(
+            f"[bold red]error[/] ({exc.code}{', retryable' if exc.retryable else ''}): {exc.message}"
+        )
         if exc.hint:
             err.print(f"  hint: {exc.hint}")
         return exc.exit_code
     except KeyboardInterrupt:
-        err.print("interrupted: the last committed index is intact; run the command again to resume")
+        err.print(
+            "interrupted: the last committed index is intact; run the command again to resume"
+        )
         return EXIT_INTERRUPTED
 
 
@@ -175,7 +188,11 @@ def _index(args: argparse.Namespace, settings: Settings) -> int:
     service = _service(settings, model=args.model, load_model=not args.no_vectors)
     if args.json:
         summary = service.index(
-            args.path, args.name, vectors=not args.no_vectors, reembed=args.reembed, rebuild=args.rebuild
+            args.path,
+            args.name,
+            vectors=not args.no_vectors,
+            reembed=args.reembed,
+            rebuild=args.rebuild,
         )
         out.print_json(json.dumps(asdict(summary)))
     else:
@@ -195,20 +212,31 @@ def _index(args: argparse.Namespace, settings: Settings) -> int:
 def _print_summary(s: IndexSummary) -> None:
     t = Table(title=f"indexed {s.repo} ({s.root})", show_header=False)
     t.add_row("commit", s.commit or "(not a git repository)")
-    t.add_row("files", f"{s.files_seen} seen, {s.files_indexed} parsed, {s.files_unchanged} unchanged, "
-              f"{s.files_deleted} deleted")
+    t.add_row(
+        "files",
+        f"{s.files_seen} seen, {s.files_indexed} parsed, {s.files_unchanged} unchanged, "
+        f"{s.files_deleted} deleted",
+    )
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(s.skipped.items())) or "none"
     t.add_row("skipped", skipped)
     t.add_row("syntax errors", f"{s.files_with_syntax_errors} files (partial trees used)")
-    t.add_row("index", f"{s.chunks} chunks, {s.tokens} tokens, {s.symbols} symbols, {s.references} references")
-    t.add_row("vectors", f"{s.vectors} ({s.model}); {s.chunks_embedded} embedded, {s.chunks_reused} reused")
+    t.add_row(
+        "index",
+        f"{s.chunks} chunks, {s.tokens} tokens, {s.symbols} symbols, {s.references} references",
+    )
+    t.add_row(
+        "vectors",
+        f"{s.vectors} ({s.model}); {s.chunks_embedded} embedded, {s.chunks_reused} reused",
+    )
     t.add_row("seconds", ", ".join(f"{x.stage} {x.seconds:.2f}" for x in s.timings))
     out.print(t)
     for w in s.warnings:
         err.print(f"[bold yellow]warning[/]: {w}")
     if s.vectors == "missing":
-        err.print("[bold yellow]DEGRADED[/]: vectors are missing; queries use full text and symbols only. "
-                  "Run `ctxsvc index` again once the model loads.")
+        err.print(
+            "[bold yellow]DEGRADED[/]: vectors are missing; queries use full text and symbols only. "
+            "Run `ctxsvc index` again once the model loads."
+        )
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
@@ -230,8 +258,12 @@ def _print_status(s: RepoStatus) -> None:
     t.add_row("indexed", f"{s.indexed_at}, commit {s.commit or '-'}, generation {s.version}")
     t.add_row("contents", f"{s.files} files, {s.chunks} chunks, {s.symbols} symbols")
     t.add_row("vectors", f"{s.vectors} ({s.model}, {s.dimension} dims); tokenizer {s.tokenizer}")
-    fresh = "up to date" if not (s.changed or s.added or s.deleted) else (
-        f"{len(s.changed)} changed, {len(s.added)} added, {len(s.deleted)} deleted since indexing"
+    fresh = (
+        "up to date"
+        if not (s.changed or s.added or s.deleted)
+        else (
+            f"{len(s.changed)} changed, {len(s.added)} added, {len(s.deleted)} deleted since indexing"
+        )
     )
     t.add_row("freshness", fresh)
     t.add_row("skipped", ", ".join(f"{k} {v}" for k, v in sorted(s.skipped.items())) or "none")
@@ -258,10 +290,14 @@ def _query(args: argparse.Namespace, settings: Settings) -> int:
 
 def _print_pack(p: ContextPack, ms: float) -> None:
     out.out(p.rendered, highlight=False)
-    err.print(f"[bold]{len(p.items)} snippets, {p.tokens_used}/{p.budget_tokens} tokens ({p.encoding}), "
-              f"{len(p.omitted)} more candidates left out, {ms:.0f} ms[/]")
+    err.print(
+        f"[bold]{len(p.items)} snippets, {p.tokens_used}/{p.budget_tokens} tokens ({p.encoding}), "
+        f"{len(p.omitted)} more candidates left out, {ms:.0f} ms[/]"
+    )
     for o in p.omitted[:5]:
-        err.print(f"  left out: {o.path}:{o.start_line}-{o.end_line} {o.symbol or ''} ({o.tokens} tokens)")
+        err.print(
+            f"  left out: {o.path}:{o.start_line}-{o.end_line} {o.symbol or ''} ({o.tokens} tokens)"
+        )
     if p.index and p.index.changed_since:
         err.print(f"[yellow]{len(p.index.changed_since)} files changed on disk since indexing[/]")
     for d in p.degraded:

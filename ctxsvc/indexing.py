@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -91,7 +91,9 @@ class _Run:
         seconds = time.perf_counter() - t0
         reporter.finish(name)
         self.timings.append(StageTiming(name, seconds, items[0]))
-        log.info("stage done", extra={"stage": name, "seconds": round(seconds, 3), "items": items[0]})
+        log.info(
+            "stage done", extra={"stage": name, "seconds": round(seconds, 3), "items": items[0]}
+        )
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -119,7 +121,9 @@ def index_repository(
     """
     reporter = reporter or NullReporter()
     with FileLock(settings.locks_path / f"{name}.lock", f"index {name!r}"):
-        return _index(store, root, name, settings, counter, embedder, vectors, reembed, reporter, on_batch)
+        return _index(
+            store, root, name, settings, counter, embedder, vectors, reembed, reporter, on_batch
+        )
 
 
 def _index(
@@ -136,14 +140,22 @@ def _index(
 ) -> IndexSummary:
     run = _Run()
     previous = store.meta(name)
-    if embedder is not None and previous and previous.model and previous.model != embedder.name and not reembed:
+    if (
+        embedder is not None
+        and previous
+        and previous.model
+        and previous.model != embedder.name
+        and not reembed
+    ):
         raise ModelMismatch(
             f"index {name!r} holds vectors of {previous.model}, this run embeds with {embedder.name}",
             hint=f"pass --reembed to replace them all, or --model {previous.model.split('@')[0]}",
         )
     if embedder is None and vectors == "missing":
-        run.warn("the embedding model is unavailable: indexing full text and symbols only; "
-                 "vectors are missing until a later run with a working model fills them in")
+        run.warn(
+            "the embedding model is unavailable: indexing full text and symbols only; "
+            "vectors are missing until a later run with a working model fills them in"
+        )
 
     with run.stage("discover", reporter) as n:
         found = discover(root, max_file_bytes=settings.max_file_bytes)
@@ -154,12 +166,13 @@ def _index(
 
     seen: set[str] = set()
     todo: list[SourceFile] = []
-    for sf in found.files:
+    files, skipped = _storable(found.files, found.skipped)
+    for sf in files:
         seen.add(sf.path)
         rec = stored.get(sf.path)
         if rec is None or (rec.size, rec.mtime_ns) != (sf.size, sf.mtime_ns):
             todo.append(sf)
-    for sk in found.skipped:
+    for sk in skipped:
         seen.add(sk.path)
         rec = stored.get(sk.path)
         if rec is None or rec.status != "skipped" or rec.reason != sk.reason.value:
@@ -178,7 +191,9 @@ def _index(
 
     with run.stage("write", reporter) as n:
         terms = [_terms(c) for c in run.chunks]
-        writer.replace_paths(run.removed, run.files, run.chunks, run.symbols, run.refs, run.imports, terms)
+        writer.replace_paths(
+            run.removed, run.files, run.chunks, run.symbols, run.refs, run.imports, terms
+        )
         n[0] = len(run.chunks)
 
     with run.stage("commit", reporter):
@@ -197,7 +212,9 @@ def _index(
             stats=stats,
             generation=(previous.generation + 1) if previous else 1,
         )
-        meta = writer.commit(meta, rebuild_fts=cold or len(run.chunks) > 0.2 * max(stats["chunks"], 1))
+        meta = writer.commit(
+            meta, rebuild_fts=cold or len(run.chunks) > 0.2 * max(stats["chunks"], 1)
+        )
 
     return IndexSummary(
         repo=name,
@@ -205,7 +222,7 @@ def _index(
         commit=found.commit,
         files_seen=len(seen),
         files_indexed=sum(1 for r in run.files if r.status == "indexed"),
-        files_unchanged=len(seen) - len(todo) - sum(1 for sk in found.skipped if sk.path in run.removed),
+        files_unchanged=len(seen) - len(todo) - sum(1 for sk in skipped if sk.path in run.removed),
         files_deleted=len(deleted),
         skipped=dict(stats["skipped"]),
         files_with_syntax_errors=stats["syntax_error_files"],
@@ -223,14 +240,33 @@ def _index(
     )
 
 
-def _parse_one(root: Path, sf: SourceFile, settings: Settings, counter: TokenCounter, run: _Run) -> None:
+def _storable(
+    files: Sequence[SourceFile], skipped: Sequence[SkippedFile]
+) -> tuple[list[SourceFile], list[SkippedFile]]:
+    """Files whose names cannot be stored as UTF-8 become skipped, under a
+    printable form of their name (the same from run to run)."""
+    ok: list[SourceFile] = []
+    out = [replace(sk, path=_printable(sk.path)) for sk in skipped]
+    for sf in files:
+        if _printable(sf.path) == sf.path:
+            ok.append(sf)
+        else:
+            reason = "file name is not valid UTF-8"
+            out.append(SkippedFile(_printable(sf.path), SkipReason.UNREADABLE, reason))
+    return ok, out
+
+
+def _printable(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _parse_one(
+    root: Path, sf: SourceFile, settings: Settings, counter: TokenCounter, run: _Run
+) -> None:
     run.removed.add(sf.path)
-    try:
-        sf.path.encode("utf-8")
-    except UnicodeEncodeError:
-        run.files.append(_skipped_record(SkippedFile(sf.path, SkipReason.UNREADABLE, "file name is not valid UTF-8")))
-        return
-    got = read_text(root, sf, max_file_bytes=settings.max_file_bytes, max_line_chars=settings.max_line_chars)
+    got = read_text(
+        root, sf, max_file_bytes=settings.max_file_bytes, max_line_chars=settings.max_line_chars
+    )
     if isinstance(got, SkippedFile):
         run.files.append(_skipped_record(got, sf))
         return
@@ -306,7 +342,9 @@ def _embed(
         return vectors, 0, 0
     have = writer.vector_hashes()
     reused = sum(1 for c in run.chunks if c.content_hash in have)
-    todo: dict[str, str] = {c.content_hash: c.embed_text for c in run.chunks if c.content_hash not in have}
+    todo: dict[str, str] = {
+        c.content_hash: c.embed_text for c in run.chunks if c.content_hash not in have
+    }
     # Stored chunks of untouched files may lack vectors too (a degraded earlier run).
     stale = writer.chunk_hashes() - have - set(todo)
     if stale:
@@ -327,8 +365,10 @@ def _embed(
         except CtxError:
             raise
         except Exception as exc:  # the model failing mid-run degrades, it does not lose the run
-            run.warn(f"embedding failed after {n[0]} chunks ({type(exc).__name__}: {exc}); "
-                     "vectors are missing for the rest until the next run")
+            run.warn(
+                f"embedding failed after {n[0]} chunks ({type(exc).__name__}: {exc}); "
+                "vectors are missing for the rest until the next run"
+            )
             return "missing", n[0], reused
     return "complete", n[0], reused
 
@@ -351,4 +391,3 @@ def _totals(writer: RepoWriter) -> dict[str, Any]:
         "tokens": sum(r.tokens for r in files.values()),
         **writer.counts(("symbols", "refs")),
     }
-

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 
 
-class SkipReason(str, enum.Enum):
+class SkipReason(enum.StrEnum):
     """Why a discovered file was not indexed."""
 
     BINARY = "binary"

@@ -71,13 +71,17 @@ def pack(
             blocks, sizes = trial, trial_sizes
         elif len(omitted) < MAX_OMITTED:
             c = hit.chunk
-            omitted.append(Omitted(c.path, c.start_line, c.end_line, _symbol(hit), c.tokens, hit.score))
+            omitted.append(
+                Omitted(c.path, c.start_line, c.end_line, _symbol(hit), c.tokens, hit.score)
+            )
     # The sum of parts is an estimate: enforce the budget on the exact count.
     while blocks and counter.count(render(blocks)) > budget_tokens:
         last = min(range(len(blocks)), key=lambda i: blocks[i].score)
         b = blocks.pop(last)
         sizes.pop(last)
-        omitted.insert(0, Omitted(b.path, b.start, b.end, b.symbol, counter.count(b.render()), b.score))
+        omitted.insert(
+            0, Omitted(b.path, b.start, b.end, b.symbol, counter.count(b.render()), b.score)
+        )
     rendered = render(blocks)
     items = tuple(
         ContextItem(
@@ -130,7 +134,17 @@ def _with(blocks: list[_Block], hit: Hit) -> tuple[list[_Block], int]:
             )
             return out, i
     out.append(
-        _Block(c.path, c.start_line, c.end_line, c.header, new_lines, c.language, _symbol(hit), hit.score, list(hit.why))
+        _Block(
+            c.path,
+            c.start_line,
+            c.end_line,
+            c.header,
+            new_lines,
+            c.language,
+            _symbol(hit),
+            hit.score,
+            list(hit.why),
+        )
     )
     return out, len(out) - 1
 

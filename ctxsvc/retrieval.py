@@ -41,7 +41,9 @@ def retrieve(
     if embedder is None:
         degraded.append("vector: no embedding model loaded")
     elif reader.meta.model != embedder.name:
-        degraded.append(f"vector: index holds {reader.meta.model} vectors, the service runs {embedder.name}")
+        degraded.append(
+            f"vector: index holds {reader.meta.model} vectors, the service runs {embedder.name}"
+        )
     elif "vectors" not in reader.meta.versions:
         degraded.append("vector: this index has no vectors")
     else:

@@ -167,7 +167,9 @@ class ContextService:
         if len(query) > MAX_QUERY_CHARS:
             raise InvalidRequest(f"the query is longer than {MAX_QUERY_CHARS} characters")
         if not 1 <= budget_tokens <= MAX_BUDGET:
-            raise InvalidRequest(f"budget_tokens must be between 1 and {MAX_BUDGET}, got {budget_tokens}")
+            raise InvalidRequest(
+                f"budget_tokens must be between 1 and {MAX_BUDGET}, got {budget_tokens}"
+            )
         meta = self.resolve(name_or_path)
         reader = self.store.reader(meta.name)
         hits, degraded = retrieve(reader, query, self.embedder)
@@ -178,7 +180,9 @@ class ContextService:
             generation=meta.generation,
             changed_since=status.changed + status.added + status.deleted,
         )
-        return pack(meta.name, query, hits, budget_tokens, self.tokens, index=version, degraded=degraded)
+        return pack(
+            meta.name, query, hits, budget_tokens, self.tokens, index=version, degraded=degraded
+        )
 
 
 def _directory(path: str | Path) -> Path:

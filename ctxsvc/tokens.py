@@ -8,7 +8,7 @@ instead; it is byte-identical, and the fallback is reported once.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from functools import cache
 from typing import Protocol
 
 from ctxsvc.errors import ConfigError
@@ -40,7 +40,7 @@ class TiktokenCounter:
         return [len(t) for t in self._enc.encode_batch(texts, disallowed_special=())]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(encoding: str):  # type: ignore[no-untyped-def]
     import tiktoken
 

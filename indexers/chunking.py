@@ -138,7 +138,11 @@ def _inside(spans: tuple[Span, ...], lo: int, hi: int) -> tuple[Span, ...]:
         start, end = max(s.start_line, last + 1), min(s.end_line, hi)
         if start > end:
             continue
-        out.append(s if (start, end) == (s.start_line, s.end_line) else Span(start, end, s.symbol, s.children))
+        out.append(
+            s
+            if (start, end) == (s.start_line, s.end_line)
+            else Span(start, end, s.symbol, s.children)
+        )
         last = end
     return tuple(out)
 
@@ -159,7 +163,9 @@ def _windows(
         while e < end and lines.tokens(s, e + 1) <= target:
             e += 1
         first = s == start
-        out.append(_Piece(s, e, scope if first else inner, symbol if first else None, lines.tokens(s, e)))
+        out.append(
+            _Piece(s, e, scope if first else inner, symbol if first else None, lines.tokens(s, e))
+        )
         s = e + 1
     return out
 
@@ -214,7 +220,11 @@ def _text_pieces(lines: _Lines, target: int) -> tuple[list[_Piece], list[str]]:
         heading: tuple[int, str] | None = None
         if m := _MD_HEADING.match(line):
             heading = (len(m.group(1)), line.strip())
-        elif line.strip() and (u := _RST_UNDERLINE.match(nxt)) and len(nxt.strip()) >= len(line.strip()):
+        elif (
+            line.strip()
+            and (u := _RST_UNDERLINE.match(nxt))
+            and len(nxt.strip()) >= len(line.strip())
+        ):
             if u.group(1) not in rst_levels:
                 rst_levels.append(u.group(1))
             heading = (rst_levels.index(u.group(1)) + 1, line.strip())
@@ -233,7 +243,13 @@ def _trail(trail: list[tuple[int, str]]) -> str:
 
 
 def _paragraphs(
-    lines: _Lines, lo: int, hi: int, target: int, header: str, pieces: list[_Piece], headers: list[str]
+    lines: _Lines,
+    lo: int,
+    hi: int,
+    target: int,
+    header: str,
+    pieces: list[_Piece],
+    headers: list[str],
 ) -> None:
     """Split a section at blank lines, merge paragraphs up to target, window big ones."""
     start = lo
@@ -278,7 +294,9 @@ def _finish(
         if not body.strip():
             continue
         content_hash = hashlib.sha256(embed.encode("utf-8", "surrogatepass")).hexdigest()
-        ident = hashlib.sha256(f"{path}\0{p.start}\0{p.end}\0{content_hash}".encode("utf-8", "surrogatepass"))
+        ident = hashlib.sha256(
+            f"{path}\0{p.start}\0{p.end}\0{content_hash}".encode("utf-8", "surrogatepass")
+        )
         chunks.append(
             Chunk(
                 id=ident.hexdigest()[:32],

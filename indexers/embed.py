@@ -104,4 +104,4 @@ def _quantize(model: Any) -> Any:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the eager API is deprecated, still the fastest on CPU
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]

@@ -8,12 +8,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakes import HashEmbedder  # noqa: E402
+from fakes import HashEmbedder
 
-from ctxsvc.service import ContextService  # noqa: E402
-from ctxsvc.settings import Settings  # noqa: E402
-from ctxsvc.stores.lance import LanceStore  # noqa: E402
-from ctxsvc.tokens import TiktokenCounter  # noqa: E402
+from ctxsvc.service import ContextService
+from ctxsvc.settings import Settings
+from ctxsvc.stores.lance import LanceStore
+from ctxsvc.tokens import TiktokenCounter
 
 SAMPLE = {
     "app/server.py": '''"""HTTP server for the demo app."""
@@ -56,14 +56,14 @@ class Store:
         with open(self.path, "w") as f:
             json.dump(self.data, f)
 ''',
-    "web/client.ts": '''import { fetchJson } from "./http";
+    "web/client.ts": """import { fetchJson } from "./http";
 
 export interface User { id: number; name: string }
 
 export async function loadUser(id: number): Promise<User> {
   return fetchJson(`/users/${id}`);
 }
-''',
+""",
     "README.md": "# Demo\n\nA demo app with a server and a store.\n\n## Usage\n\nRun `python -m app.server`.\n",
     "logo.png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64),
 }

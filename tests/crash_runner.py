@@ -7,13 +7,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakes import HashEmbedder  # noqa: E402
+from fakes import HashEmbedder
 
-from ctxsvc import indexing  # noqa: E402
-from ctxsvc.service import ContextService  # noqa: E402
-from ctxsvc.settings import Settings  # noqa: E402
-from ctxsvc.stores.lance import LanceStore  # noqa: E402
-from ctxsvc.tokens import TiktokenCounter  # noqa: E402
+from ctxsvc import indexing
+from ctxsvc.service import ContextService
+from ctxsvc.settings import Settings
+from ctxsvc.stores.lance import LanceStore
+from ctxsvc.tokens import TiktokenCounter
 
 if __name__ == "__main__":
     home, root, delay = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])

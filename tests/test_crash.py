@@ -98,11 +98,13 @@ def test_kill9_at_random_points(tmp_path: Path) -> None:
         proc.wait(timeout=60)
         generations.append(assert_consistent(home))
 
-    vectors_before = LanceStore(Settings.from_env({}, home=home).db_path).open("crash__vectors").count_rows()
+    vectors_before = (
+        LanceStore(Settings.from_env({}, home=home).db_path).open("crash__vectors").count_rows()
+    )
     proc = run(home, root)
     out, errs = proc.communicate(timeout=300)
     assert proc.returncode == 0, errs
-    _, chunks, embedded = out.split()
+    _, _, embedded = out.split()
     assert snapshot(home) == clean
     # Finished embedding batches of killed runs were not redone.
     assert int(embedded) <= len(set(clean["vectors"])) - min(vectors_before, 1)  # type: ignore[arg-type]

@@ -45,12 +45,18 @@ def test_cold_index(service: ContextService, repo: Path, embedder: HashEmbedder)
         assert "\n".join(lines[int(c["start_line"]) - 1 : int(c["end_line"])]) == c["text"]
 
 
-def test_incremental_after_one_edit(service: ContextService, repo: Path, embedder: HashEmbedder) -> None:
+def test_incremental_after_one_edit(
+    service: ContextService, repo: Path, embedder: HashEmbedder
+) -> None:
     service.index(repo)
     before = {(c["path"], c["content_hash"]) for c in rows(service, "demo", "chunks")}
     calls = embedder.embedded
     store_py = repo / "app" / "store.py"
-    store_py.write_text(store_py.read_text().replace("return self.data.get(key)", "return self.data.get(key.strip())"))
+    store_py.write_text(
+        store_py.read_text().replace(
+            "return self.data.get(key)", "return self.data.get(key.strip())"
+        )
+    )
     (repo / "README.md").unlink()
 
     s = service.index(repo)
@@ -72,12 +78,18 @@ def test_rename_reuses_vectors(service: ContextService, repo: Path, embedder: Ha
     git(repo, "mv", "app/store.py", "app/kv.py")
     s = service.index(repo)
     assert s.chunks_embedded == 0 and embedder.embedded == embedded
-    assert s.chunks_reused == sum(1 for c in rows(service, "demo", "chunks") if c["path"] == "app/kv.py") > 0
+    assert (
+        s.chunks_reused
+        == sum(1 for c in rows(service, "demo", "chunks") if c["path"] == "app/kv.py")
+        > 0
+    )
     assert {c["path"] for c in rows(service, "demo", "chunks")} >= {"app/kv.py"}
     assert not any(c["path"] == "app/store.py" for c in rows(service, "demo", "chunks"))
 
 
-def test_unchanged_run_does_no_work(service: ContextService, repo: Path, embedder: HashEmbedder) -> None:
+def test_unchanged_run_does_no_work(
+    service: ContextService, repo: Path, embedder: HashEmbedder
+) -> None:
     first = service.index(repo)
     embedded = embedder.embedded
     s = service.index(repo)
@@ -85,7 +97,9 @@ def test_unchanged_run_does_no_work(service: ContextService, repo: Path, embedde
     assert (s.chunks, s.symbols) == (first.chunks, first.symbols)
 
 
-def test_degraded_without_model_then_filled(settings: Settings, counter: TiktokenCounter, repo: Path) -> None:
+def test_degraded_without_model_then_filled(
+    settings: Settings, counter: TiktokenCounter, repo: Path
+) -> None:
     store = LanceStore(settings.db_path)
     degraded = ContextService(settings, store, counter, None, embedder_error="no model")
     s = degraded.index(repo)
@@ -98,7 +112,9 @@ def test_degraded_without_model_then_filled(settings: Settings, counter: Tiktoke
     embedder = HashEmbedder()
     s2 = ContextService(settings, store, counter, embedder).index(repo)
     assert s2.vectors == "complete"
-    assert s2.files_indexed == 0 and s2.chunks_embedded == len({c["content_hash"] for c in rows(degraded, "demo", "chunks")})
+    assert s2.files_indexed == 0 and s2.chunks_embedded == len(
+        {c["content_hash"] for c in rows(degraded, "demo", "chunks")}
+    )
 
 
 def test_embedder_failing_mid_run_keeps_finished_batches(
@@ -112,14 +128,20 @@ def test_embedder_failing_mid_run_keeps_finished_batches(
     resumed = HashEmbedder()
     s2 = ContextService(settings, store, counter, resumed).index(repo)
     assert s2.vectors == "complete"
-    assert s2.chunks_embedded == resumed.embedded == len({c["content_hash"] for c in rows_of(store)}) - 4
+    assert (
+        s2.chunks_embedded
+        == resumed.embedded
+        == len({c["content_hash"] for c in rows_of(store)}) - 4
+    )
 
 
 def rows_of(store: LanceStore) -> list[dict[str, object]]:
     return store.reader("demo").table("chunks").to_arrow().to_pylist()  # type: ignore[no-any-return]
 
 
-def test_model_change_needs_reembed(settings: Settings, counter: TiktokenCounter, repo: Path) -> None:
+def test_model_change_needs_reembed(
+    settings: Settings, counter: TiktokenCounter, repo: Path
+) -> None:
     store = LanceStore(settings.db_path)
     ContextService(settings, store, counter, HashEmbedder()).index(repo)
     other = HashEmbedder(dimension=32, name="hash-32")
@@ -132,12 +154,17 @@ def test_model_change_needs_reembed(settings: Settings, counter: TiktokenCounter
 
 
 def test_concurrent_run_is_refused(service: ContextService, settings: Settings, repo: Path) -> None:
-    with FileLock(settings.locks_path / "demo.lock", "index 'demo'"), pytest.raises(IndexBusy) as err:
+    with (
+        FileLock(settings.locks_path / "demo.lock", "index 'demo'"),
+        pytest.raises(IndexBusy) as err,
+    ):
         service.index(repo)
     assert err.value.retryable and str(os.getpid()) in err.value.message
 
 
-def test_uncommitted_writes_are_invisible_and_rolled_back(service: ContextService, repo: Path) -> None:
+def test_uncommitted_writes_are_invisible_and_rolled_back(
+    service: ContextService, repo: Path
+) -> None:
     clean = service.index(repo)
     store = service.store
     # A run that dies after writing its tables but before pinning them.
@@ -171,3 +198,22 @@ def test_syntax_errors_are_flagged_not_fatal(service: ContextService, repo: Path
     rec = service.store.reader("demo").files()["broken.py"]
     assert rec.status == "indexed" and rec.syntax_errors > 0 and "partial tree" in rec.detail
     assert "ok" in {r["qualname"] for r in rows(service, "demo", "symbols")}
+
+
+def test_hostile_names_and_contents_never_stop_a_run(service: ContextService, repo: Path) -> None:
+    raw = os.fsencode(repo) + b"/bad-\xff-name.py"
+    with open(raw, "wb") as f:
+        f.write(b"X = 1\n")
+    (repo / "latin1.py").write_bytes(b"# caf\xe9\nNAME = 'caf\xe9'\n")
+    (repo / "-dash name\n.py").write_text("def dashed():\n    return 1\n")
+    (repo / "loop").symlink_to(repo / "loop")
+    (repo / "etc_passwd").symlink_to("/etc/passwd")
+    first = service.index(repo)
+    files = service.store.reader("demo").files()
+    assert files["bad-\ufffd-name.py"].detail == "file name is not valid UTF-8"
+    assert files["latin1.py"].lossy and files["latin1.py"].status == "indexed"
+    assert files["-dash name\n.py"].status == "indexed"
+    assert files["etc_passwd"].reason == "symlink_outside_root"
+    assert files["loop"].reason == "symlink_loop"
+    again = service.index(repo)  # stable: nothing re-read, nothing churns
+    assert (again.files_indexed, again.files_deleted, again.chunks) == (0, 0, first.chunks)

@@ -116,7 +116,13 @@ def _schemas(dim: int | None) -> dict[str, Any]:
             ]
         ),
         "refs": pa.schema(
-            [*common, pa.field("name", s), pa.field("line", i32), pa.field("kind", s), pa.field("scope", s)]
+            [
+                *common,
+                pa.field("name", s),
+                pa.field("line", i32),
+                pa.field("kind", s),
+                pa.field("scope", s),
+            ]
         ),
         "imports": pa.schema(
             [*common, pa.field("line", i32), pa.field("module", s), pa.field("names", pa.list_(s))]
@@ -181,7 +187,13 @@ class LanceStore:
     def _commit_meta(self, meta: IndexMeta) -> None:
         pa = _pa()
         row = {"name": meta.name, "name_id": path_id(meta.name), "meta": json.dumps(asdict(meta))}
-        schema = pa.schema([pa.field("name", pa.string()), pa.field("name_id", pa.string()), pa.field("meta", pa.string())])
+        schema = pa.schema(
+            [
+                pa.field("name", pa.string()),
+                pa.field("name_id", pa.string()),
+                pa.field("meta", pa.string()),
+            ]
+        )
         data = pa.Table.from_pylist([row], schema=schema)
         # One short global lock: runs of different repositories share this table.
         with FileLock(self._locks / "_repos.lock", "the repository registry", wait=True):
@@ -189,7 +201,9 @@ class LanceStore:
             if table is None:
                 self._db.create_table("repos", data=data)
                 return
-            table.merge_insert("name_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+            table.merge_insert(
+                "name_id"
+            ).when_matched_update_all().when_not_matched_insert_all().execute(data)
 
     def drop(self, name: str) -> None:
         """Forget a repository: its metadata row, then its tables."""
@@ -216,7 +230,9 @@ class LanceStore:
     def reader(self, name: str) -> RepoReader:
         meta = self.meta(name)
         if meta is None:
-            raise RepoNotFound(f"no index named {name!r}", hint="run `ctxsvc index PATH --name NAME` first")
+            raise RepoNotFound(
+                f"no index named {name!r}", hint="run `ctxsvc index PATH --name NAME` first"
+            )
         return RepoReader(self, meta)
 
     def open(self, table: str, version: int | None = None) -> Any:
@@ -246,7 +262,9 @@ def _meta(row: dict[str, Any]) -> IndexMeta:
 class RepoWriter:
     """Writes one repository's tables; :meth:`commit` publishes them."""
 
-    def __init__(self, store: LanceStore, name: str, dimension: int | None, drop_vectors: bool) -> None:
+    def __init__(
+        self, store: LanceStore, name: str, dimension: int | None, drop_vectors: bool
+    ) -> None:
         self.store = store
         self.name = name
         self.dimension = dimension
@@ -282,7 +300,9 @@ class RepoWriter:
             table = self.store.open(full)
             dim = table.schema.field("vector").type.list_size
             if dim != self.dimension:
-                raise StoreCorrupt(f"vector table {full} has dimension {dim}, expected {self.dimension}")
+                raise StoreCorrupt(
+                    f"vector table {full} has dimension {dim}, expected {self.dimension}"
+                )
             return table
         return self.store._db.create_table(full, schema=self._schemas["vectors"])
 
@@ -306,7 +326,9 @@ class RepoWriter:
 
     def embed_texts(self, hashes: set[str]) -> dict[str, str]:
         """What to embed for stored chunks whose content hash is in ``hashes``."""
-        cols = self._tables["chunks"].to_arrow().select(["content_hash", "header", "text"]).to_pylist()
+        cols = (
+            self._tables["chunks"].to_arrow().select(["content_hash", "header", "text"]).to_pylist()
+        )
         return {
             r["content_hash"]: (f"{r['header']}\n{r['text']}" if r["header"] else r["text"])
             for r in cols
@@ -360,7 +382,9 @@ class RepoWriter:
         for t, data in rows.items():
             if data:
                 schema = self._schemas[t]
-                table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in data], schema=schema)
+                table = pa.Table.from_pylist(
+                    [{k: r.get(k) for k in schema.names} for r in data], schema=schema
+                )
                 self._tables[t].add(table)
 
     def commit(self, meta: IndexMeta, *, rebuild_fts: bool) -> IndexMeta:
@@ -371,7 +395,9 @@ class RepoWriter:
         if chunks.count_rows() and (rebuild_fts or not chunks.list_indices()):
             chunks.create_index(
                 "terms",
-                config=FTS(base_tokenizer="whitespace", lower_case=True, stem=True, remove_stop_words=True),
+                config=FTS(
+                    base_tokenizer="whitespace", lower_case=True, stem=True, remove_stop_words=True
+                ),
                 replace=True,
             )
         if self._vectors is not None and meta.vectors == "complete":
@@ -401,9 +427,7 @@ class RepoReader:
     def __init__(self, store: LanceStore, meta: IndexMeta) -> None:
         self.meta = meta
         self._store = store
-        self._tables = {
-            t: store.open(f"{meta.name}__{t}", v) for t, v in meta.versions.items()
-        }
+        self._tables = {t: store.open(f"{meta.name}__{t}", v) for t, v in meta.versions.items()}
 
     def table(self, name: str) -> Any:
         if name not in self._tables:
@@ -434,7 +458,12 @@ class RepoReader:
         table = self.table("chunks")
         if not terms.strip() or not table.list_indices():
             return []
-        rows = table.search(terms, query_type="fts", fts_columns="terms").select(_CHUNK_COLS).limit(limit).to_list()
+        rows = (
+            table.search(terms, query_type="fts", fts_columns="terms")
+            .select(_CHUNK_COLS)
+            .limit(limit)
+            .to_list()
+        )
         return [(_chunk(r), float(r["_score"])) for r in rows]
 
     def vector_search(self, vector: npt.NDArray[np.float32], limit: int) -> list[tuple[str, float]]:
@@ -452,7 +481,18 @@ class RepoReader:
         return [(r["content_hash"], 1.0 - float(r["_distance"])) for r in rows]
 
 
-_CHUNK_COLS = ["id", "path", "language", "start_line", "end_line", "header", "text", "symbols", "tokens", "content_hash"]
+_CHUNK_COLS = [
+    "id",
+    "path",
+    "language",
+    "start_line",
+    "end_line",
+    "header",
+    "text",
+    "symbols",
+    "tokens",
+    "content_hash",
+]
 
 
 def _chunk(r: dict[str, Any]) -> Chunk:

