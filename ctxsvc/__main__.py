@@ -1,0 +1,3 @@
+from ctxsvc.cli import main
+
+raise SystemExit(main())
