@@ -27,7 +27,14 @@ from indexers.discover import discover, read_text
 from indexers.embed import SentenceTransformerEmbedder
 from indexers.symbols import extract
 
-CONFIGS = [("fp32", 256, False), ("fp32", 128, False), ("int8", 256, True), ("int8", 128, True)]
+CONFIGS = [
+    ("fp32", 256, False),
+    ("fp32", 128, False),
+    ("int8", 256, True),
+    ("int8", 192, True),
+    ("int8", 128, True),
+]
+BATCH = 8
 TASKS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "tasks"
 
 

@@ -61,7 +61,8 @@ BUDGETS = (2000, 4000, 8000, 16000)
 TASKS_DIR = Path("/work/shared/bench/tasks")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
-out = Console(highlight=False)
+# Redirected output keeps the tables whole rather than wrapping at 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, highlight=False)
 
 

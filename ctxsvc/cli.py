@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _logging(args.log_json)
     try:
-        settings = Settings.from_env(home=args.home)
+        settings = Settings.from_env(home=Path(args.home) if args.home else None)
         if args.command == "index":
             return _index(args, settings)
         if args.command == "status":

@@ -17,6 +17,7 @@ class SkipReason(enum.StrEnum):
     TOO_LARGE = "too_large"
     MINIFIED = "minified"
     GENERATED = "generated"
+    ASSET = "asset"
     UNREADABLE = "unreadable"
     SYMLINK_OUTSIDE = "symlink_outside_root"
     SYMLINK_LOOP = "symlink_loop"

@@ -172,7 +172,9 @@ class ContextService:
             )
         meta = self.resolve(name_or_path)
         reader = self.store.reader(meta.name)
-        hits, degraded = retrieve(reader, query, self.embedder)
+        # Enough candidates to fill the budget with chunks of the target size, twice over.
+        limit = max(60, 2 * budget_tokens // self.settings.chunk_target_tokens)
+        hits, degraded = retrieve(reader, query, self.embedder, limit=limit)
         status = self.status(meta.name)
         version = IndexVersion(
             commit=meta.commit,

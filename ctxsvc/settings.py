@@ -29,8 +29,9 @@ class Settings:
     max_line_chars: int = 1000  # a longer average line marks a minified file
     chunk_target_tokens: int = 256
     chunk_max_tokens: int = 512
-    embed_batch_size: int = 16
-    embed_max_seq_tokens: int = 256
+    # Measured in benchmarks/embed_tradeoff.py: int8 at 192 tokens, batches of 8.
+    embed_batch_size: int = 8
+    embed_max_seq_tokens: int = 192
     embed_quantize: bool = True
     embed_threads: int = 0  # 0: torch's default
 

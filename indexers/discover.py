@@ -60,6 +60,8 @@ LOCK_FILES: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 MINIFIED_SUFFIXES: tuple[str, ...] = (".min.js", ".min.mjs", ".min.css")
+# Text-encoded design and document formats: large, and no help to a coding agent.
+ASSET_SUFFIXES: tuple[str, ...] = (".ai", ".eps", ".ps", ".pdf", ".psd", ".sketch", ".map")
 # Long lines in prose are paragraphs, not minified code.
 PROSE_SUFFIXES: tuple[str, ...] = (".md", ".markdown", ".rst", ".txt", ".adoc")
 
@@ -155,6 +157,8 @@ def read_text(
         return SkippedFile(path, SkipReason.GENERATED, "lock file")
     if name.lower().endswith(MINIFIED_SUFFIXES):
         return SkippedFile(path, SkipReason.MINIFIED, "minified by its name")
+    if name.lower().endswith(ASSET_SUFFIXES):
+        return SkippedFile(path, SkipReason.ASSET, "design, document or source-map format")
 
     # Re-resolve: the tree may have changed since discovery, and nothing outside
     # the root is ever opened.

@@ -58,7 +58,11 @@ class SentenceTransformerEmbedder:
         self._model.max_seq_length = self.max_seq_tokens
         if quantize:
             self._model = _quantize(self._model)
-        dim = self._model.get_sentence_embedding_dimension()
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        dim = get_dim()
         if not dim:
             raise ModelUnavailable(f"model {model!r} does not report an embedding dimension")
         self.dimension = int(dim)
@@ -82,6 +86,9 @@ def _load(model: str, threads: int) -> Any:
     try:
         import torch
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in a user's terminal
 
         if threads > 0:
             torch.set_num_threads(threads)

@@ -460,7 +460,7 @@ class RepoReader:
             return []
         rows = (
             table.search(terms, query_type="fts", fts_columns="terms")
-            .select(_CHUNK_COLS)
+            .select([*_CHUNK_COLS, "_score"])
             .limit(limit)
             .to_list()
         )
@@ -474,7 +474,7 @@ class RepoReader:
             self._tables["vectors"]
             .search(vector.astype(np.float32), vector_column_name="vector")
             .distance_type("cosine")
-            .select(["content_hash"])
+            .select(["content_hash", "_distance"])
             .limit(limit)
             .to_list()
         )

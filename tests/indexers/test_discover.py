@@ -69,6 +69,7 @@ def build_tree(root: Path) -> None:
         "mentions.py": '"""Explains what the @generated marker means."""\n\nX = 1\n',
         "package-lock.json": '{"lockfileVersion": 3}\n',
         "Cargo.lock": "version = 3\n",
+        "logo.ai": "%!PS-Adobe-3.0\n%%Creator: Adobe Illustrator\n",
         "empty.py": "",
         # pruned
         "node_modules/pkg/index.js": "module.exports = 1;\n",
@@ -133,6 +134,7 @@ INDEXED = {
     "mentions.py",
     "package-lock.json",
     "Cargo.lock",
+    "logo.ai",
     "empty.py",
     "pkg/venv/create.py",
     ".gitignore",
@@ -249,6 +251,7 @@ READ_CASES: list[tuple[str, SkipReason | None, Callable[[FileText], bool] | None
     ("mentions.py", None, lambda t: "@generated" in t.text),  # in a docstring, not a header
     ("package-lock.json", SkipReason.GENERATED, None),
     ("Cargo.lock", SkipReason.GENERATED, None),
+    ("logo.ai", SkipReason.ASSET, None),
     ("empty.py", SkipReason.EMPTY, None),
 ]
 
