@@ -88,7 +88,7 @@ def _load(model: str, threads: int) -> Any:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar in a user's terminal
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no bar in the terminal
 
         if threads > 0:
             torch.set_num_threads(threads)
