@@ -114,6 +114,11 @@ class ParsedFile:
     syntax_errors: int = 0  # count of ERROR/MISSING nodes; the partial tree is used
 
 
+def embed_text(header: str, text: str) -> str:
+    """What the embedder reads of a chunk: its scope headers, then its code."""
+    return f"{header}\n{text}" if header else text
+
+
 @dataclass(frozen=True)
 class Chunk:
     """An AST-aligned piece of a file, the unit of retrieval and embedding."""
@@ -136,7 +141,7 @@ class Chunk:
         The path is left out on purpose: a renamed file keeps its content
         hashes and so reuses its vectors. Paths reach full-text search.
         """
-        return f"{self.header}\n{self.text}" if self.header else self.text
+        return embed_text(self.header, self.text)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from ctxsvc.models import Chunk, ParsedFile, Span, Symbol
+from ctxsvc.models import Chunk, ParsedFile, Span, Symbol, embed_text
 from ctxsvc.tokens import TokenCounter
 
 
@@ -286,7 +286,7 @@ def _finish(
 ) -> list[Chunk]:
     chunks: list[Chunk] = []
     texts = [lines.text(p.start, p.end) for p in pieces]
-    embeds = [f"{h}\n{t}" if h else t for h, t in zip(headers, texts, strict=True)]
+    embeds = [embed_text(h, t) for h, t in zip(headers, texts, strict=True)]
     counts = counter.count_many(embeds)
     for p, header, body, embed, tokens, syms in zip(
         pieces, headers, texts, embeds, counts, names, strict=True

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ctxsvc.errors import InvalidRequest, RepoNotFound, StoreCorrupt, StoreError
-from ctxsvc.models import Chunk, FileRecord, Import, Reference, Symbol
+from ctxsvc.models import Chunk, FileRecord, Import, Reference, Symbol, embed_text
 from ctxsvc.stores.locks import FileLock
 
 SCHEMA_VERSION = 1
@@ -330,7 +330,7 @@ class RepoWriter:
             self._tables["chunks"].to_arrow().select(["content_hash", "header", "text"]).to_pylist()
         )
         return {
-            r["content_hash"]: (f"{r['header']}\n{r['text']}" if r["header"] else r["text"])
+            r["content_hash"]: embed_text(r["header"], r["text"])
             for r in cols
             if r["content_hash"] in hashes
         }
