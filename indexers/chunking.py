@@ -285,6 +285,12 @@ def _finish(
     counter: TokenCounter,
 ) -> list[Chunk]:
     chunks: list[Chunk] = []
+    # Blank lines at a piece's edges carry nothing: keep spans tight.
+    for p in pieces:
+        while p.start < p.end and not lines.lines[p.start - 1].strip():
+            p.start += 1
+        while p.end > p.start and not lines.lines[p.end - 1].strip():
+            p.end -= 1
     texts = [lines.text(p.start, p.end) for p in pieces]
     embeds = [embed_text(h, t) for h, t in zip(headers, texts, strict=True)]
     counts = counter.count_many(embeds)
