@@ -30,7 +30,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ctxsvc.errors import CtxError
+from ctxsvc.context import DETAILS
+from ctxsvc.errors import CtxError, InvalidRequest
 from ctxsvc.models import ContextPack, IndexSummary, RepoStatus
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
@@ -115,10 +116,35 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("repo", help="index name or repository path")
     q.add_argument("question")
     q.add_argument("--budget", type=int, default=8000, help="token budget (default 8000)")
-    fmt = q.add_mutually_exclusive_group()
+    q.add_argument("--detail", choices=DETAILS, default="snippets", help="how much of each file")
+    q.add_argument("--session", help="session id: what it already received is not sent again")
+    q.add_argument("--include", action="append", help="only paths matching this glob (repeatable)")
+    q.add_argument("--exclude", action="append", help="never paths matching this glob (repeatable)")
+    q.add_argument(
+        "--no-refresh",
+        action="store_true",
+        help="answer from the index as is, even if files changed",
+    )
+    _formats(q)
+
+    e = sub.add_parser("expand", help="one symbol or line range, with callers and callees")
+    e.add_argument("repo", help="index name or repository path")
+    target = e.add_mutually_exclusive_group(required=True)
+    target.add_argument("--symbol", help="a definition's name or qualified name")
+    target.add_argument("--path", help="a file of the index")
+    e.add_argument("--lines", help="START-END, with --path")
+    e.add_argument("--callers", action="store_true")
+    e.add_argument("--callees", action="store_true")
+    e.add_argument("--budget", type=int, default=4000)
+    e.add_argument("--session")
+    _formats(e)
+    return p
+
+
+def _formats(p: argparse.ArgumentParser) -> None:
+    fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--markdown", action="store_true", help="only the rendered context")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _index(args, settings)
         if args.command == "status":
             return _status(args, settings)
+        if args.command == "expand":
+            return _expand(args, settings)
         return _query(args, settings)
     except CtxError as exc:
         err.print(
@@ -163,12 +191,14 @@ def _logging(as_json: bool) -> None:
 
 def _service(settings: Settings, *, model: str | None, load_model: bool) -> ContextService:
     from ctxsvc.stores.lance import LanceStore
+    from ctxsvc.stores.ledger import SessionLedger
     from ctxsvc.tokens import TiktokenCounter
 
     store = LanceStore(settings.db_path)
     tokens = TiktokenCounter(settings.encoding)
+    ledger = SessionLedger(settings.state_path)
     if not load_model:
-        return ContextService(settings, store, tokens)
+        return ContextService(settings, store, tokens, ledger=ledger)
     from indexers.embed import SentenceTransformerEmbedder
 
     try:
@@ -181,8 +211,8 @@ def _service(settings: Settings, *, model: str | None, load_model: bool) -> Cont
         )
     except CtxError as exc:
         err.print(f"[bold yellow]warning[/]: {exc}")
-        return ContextService(settings, store, tokens, embedder_error=str(exc))
-    return ContextService(settings, store, tokens, embedder)
+        return ContextService(settings, store, tokens, embedder_error=str(exc), ledger=ledger)
+    return ContextService(settings, store, tokens, embedder, ledger=ledger)
 
 
 def _index(args: argparse.Namespace, settings: Settings) -> int:
@@ -273,13 +303,53 @@ def _print_status(s: RepoStatus) -> None:
 
 
 def _query(args: argparse.Namespace, settings: Settings) -> int:
-    service = _service(settings, model=None, load_model=False)
-    meta = service.resolve(args.repo)
-    if meta.vectors != "disabled" and meta.model:
-        service = _service(settings, model=meta.model.split("@")[0], load_model=True)
+    service = _query_service(args.repo, settings)
     t0 = time.perf_counter()
-    pack = service.context(meta.name, args.question, args.budget)
-    ms = (time.perf_counter() - t0) * 1000
+    pack = service.context(
+        args.repo,
+        args.question,
+        args.budget,
+        detail=args.detail,
+        session_id=args.session,
+        include=args.include,
+        exclude=args.exclude,
+        refresh=not args.no_refresh,
+    )
+    return _render(args, pack, (time.perf_counter() - t0) * 1000)
+
+
+def _expand(args: argparse.Namespace, settings: Settings) -> int:
+    start = end = None
+    if args.lines:
+        try:
+            start, end = (int(x) for x in args.lines.split("-", 1))
+        except ValueError:
+            raise InvalidRequest(f"--lines {args.lines!r} is not START-END") from None
+    service = _query_service(args.repo, settings)
+    t0 = time.perf_counter()
+    pack = service.expand(
+        args.repo,
+        symbol=args.symbol,
+        path=args.path,
+        start_line=start,
+        end_line=end,
+        budget_tokens=args.budget,
+        callers=args.callers,
+        callees=args.callees,
+        session_id=args.session,
+    )
+    return _render(args, pack, (time.perf_counter() - t0) * 1000)
+
+
+def _query_service(repo: str, settings: Settings) -> ContextService:
+    """A service with the embedding model the index was built with, if it has vectors."""
+    meta = _service(settings, model=None, load_model=False).resolve(repo)
+    if meta.vectors != "disabled" and meta.model:
+        return _service(settings, model=meta.model.split("@")[0], load_model=True)
+    return _service(settings, model=None, load_model=False)
+
+
+def _render(args: argparse.Namespace, pack: ContextPack, ms: float) -> int:
     if args.json:
         out.print_json(json.dumps(asdict(pack)))
     elif args.markdown:

@@ -7,6 +7,7 @@ POSIX-style strings.
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 
 
@@ -229,15 +230,18 @@ class Hit:
 
 @dataclass(frozen=True)
 class ContextItem:
+    """One piece of a context pack; ``text`` is what the agent reads of it."""
+
     path: str
     start_line: int
     end_line: int
     symbol: str | None
-    kind: str  # "snippet", "skeleton" or "file"
+    kind: str  # "snippet", "file", "skeleton" or "map"
     score: float
-    tokens: int  # of the rendered block, as counted alone
+    tokens: int  # of the rendered block (its share of ``ContextPack.rendered``)
     text: str
     why: tuple[str, ...] = ()
+    content_hash: str = ""  # span_hash of the file's lines as delivered (snippet, file)
 
 
 @dataclass(frozen=True)
@@ -271,6 +275,46 @@ class ContextPack:
     budget_tokens: int
     encoding: str
     rendered: str
+    detail: str = "snippets"
     omitted: tuple[Omitted, ...] = ()
     index: IndexVersion | None = None
     degraded: tuple[str, ...] = ()
+    session_id: str | None = None
+    already_sent: tuple[DeliveredSpan, ...] = ()  # held by the session, not repeated
+
+
+@dataclass(frozen=True)
+class DeliveredSpan:
+    """Lines ``start_line..end_line`` of ``path`` as sent to a session.
+
+    ``content_hash`` is the sha256 (hex) of the exact text of those lines as
+    delivered (see ``ctxsvc.sessions.span_hash``), so a later change to the
+    file can be detected.
+    """
+
+    path: str
+    start_line: int
+    end_line: int
+    content_hash: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """What one session received from one repository."""
+
+    session_id: str
+    repo: str
+    spans: int
+    tokens: int
+    first_delivered: str  # ISO-8601, UTC
+    last_delivered: str
+
+
+def span_hash(text: str) -> str:
+    """The sha256 (hex) of the exact text of a span's lines, as delivered.
+
+    The text is the lines joined by ``\\n`` without a trailing newline, the
+    form of ``Chunk.text``; the same form must be hashed on both sides.
+    """
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()

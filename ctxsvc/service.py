@@ -1,24 +1,46 @@
-"""The one object every adapter drives: index, status and context queries."""
+"""The one object every adapter drives: index, status, context and expand."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ctxsvc.errors import InvalidPath, InvalidRequest, RepoNotFound
+import numpy as np
+import numpy.typing as npt
+
+from ctxsvc.context import DETAILS, candidates, expand_blocks
+from ctxsvc.errors import CtxError, InvalidPath, InvalidRequest, RepoNotFound
 from ctxsvc.indexing import Reporter, index_repository
-from ctxsvc.models import ContextPack, IndexSummary, IndexVersion, RepoStatus
-from ctxsvc.packing import pack
-from ctxsvc.retrieval import retrieve
+from ctxsvc.models import (
+    ContextPack,
+    DeliveredSpan,
+    Hit,
+    IndexSummary,
+    IndexVersion,
+    RepoStatus,
+    SessionSummary,
+)
+from ctxsvc.packing import Block, pack
+from ctxsvc.retrieval import RetrievalConfig, retrieve
+from ctxsvc.sessions import split_already_sent
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import IndexMeta, LanceStore
+from ctxsvc.stores.ledger import SessionLedger, validate_session_id
 from ctxsvc.tokens import TokenCounter
+from ctxsvc.view import RepoView
 from indexers.discover import discover
 from indexers.embed import Embedder
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_BUDGET = 200_000
 MAX_QUERY_CHARS = 8_000
+MAX_PATTERNS = 64
+ADDED_TTL_SECONDS = 2.0  # how stale the list of added files may be (changed files: never)
 
 
 def repo_name_for(root: Path) -> str:
@@ -27,13 +49,26 @@ def repo_name_for(root: Path) -> str:
     return name[:64]
 
 
+@dataclass(frozen=True)
+class Freshness:
+    changed: tuple[str, ...]
+    added: tuple[str, ...]
+    deleted: tuple[str, ...]
+    degraded: tuple[str, ...] = ()
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return tuple(sorted(self.changed + self.added + self.deleted))
+
+
 class ContextService:
     """Indexes repositories and answers context queries over them.
 
     The heavy parts come in through the constructor: the store, the token
-    counter and (optionally) the embedder. ``embedder_error`` says why there
-    is no embedder, when loading one failed: indexing then degrades to full
-    text and symbols and says so.
+    counter, the embedder (optional) and the session ledger (optional).
+    ``embedder_error`` says why there is no embedder when loading one
+    failed: indexing then degrades to full text and symbols, and says so.
+    Safe to share between threads: views load once per index generation.
     """
 
     def __init__(
@@ -44,12 +79,19 @@ class ContextService:
         embedder: Embedder | None = None,
         *,
         embedder_error: str | None = None,
+        ledger: SessionLedger | None = None,
+        retrieval: RetrievalConfig | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.tokens = tokens
         self.embedder = embedder
         self.embedder_error = embedder_error
+        self.ledger = ledger
+        self.retrieval = retrieval or RetrievalConfig()
+        self._views: dict[str, RepoView] = {}
+        self._added: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._lock = threading.Lock()
 
     # -- indexing -----------------------------------------------------------
 
@@ -80,7 +122,7 @@ class ContextService:
         if rebuild and existing is not None:
             self.store.drop(name)
         status = "complete" if vectors and self.embedder else ("missing" if vectors else "disabled")
-        return index_repository(
+        summary = index_repository(
             self.store,
             root,
             name,
@@ -91,6 +133,8 @@ class ContextService:
             reembed=reembed,
             reporter=reporter,
         )
+        self._added.pop(name, None)
+        return summary
 
     # -- status -------------------------------------------------------------
 
@@ -110,28 +154,43 @@ class ContextService:
             hint="run `ctxsvc index PATH` first; `ctxsvc status` lists what is indexed",
         )
 
+    def freshness(self, meta: IndexMeta, *, full: bool = False) -> Freshness:
+        """Files changed, added or deleted on disk since ``meta`` was indexed.
+
+        Changed and deleted files are found by a stat of every indexed file, on
+        every call; added files need a discovery walk, which is cached for
+        ``ADDED_TTL_SECONDS`` unless ``full``.
+        """
+        root = Path(meta.root)
+        if not root.is_dir():
+            return Freshness((), (), (), (f"root {meta.root} no longer exists",))
+        files = self.view(meta).files
+        changed: list[str] = []
+        deleted: list[str] = []
+        for path, rec in files.items():
+            try:
+                st = (root / path).stat()
+            except OSError:
+                if rec.status == "indexed":
+                    deleted.append(path)
+                continue
+            if rec.status == "indexed" and (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns):
+                changed.append(path)
+        cached = self._added.get(meta.name)
+        if full or cached is None or time.monotonic() - cached[0] > ADDED_TTL_SECONDS:
+            found = discover(root, max_file_bytes=self.settings.max_file_bytes)
+            known = set(files)
+            added = tuple(f.path for f in found.files if f.path not in known)
+            self._added[meta.name] = (time.monotonic(), added)
+        else:
+            added = cached[1]
+        return Freshness(tuple(sorted(changed)), added, tuple(sorted(deleted)))
+
     def status(self, name_or_path: str) -> RepoStatus:
         """What is indexed, how fresh it is, and what is degraded."""
         meta = self.resolve(name_or_path)
-        files = self.store.reader(meta.name).files()
-        changed: list[str] = []
-        added: list[str] = []
-        root = Path(meta.root)
-        degraded: list[str] = []
-        if root.is_dir():
-            found = discover(root, max_file_bytes=self.settings.max_file_bytes)
-            current = {f.path: f for f in found.files}
-            for path, f in current.items():
-                rec = files.get(path)
-                if rec is None:
-                    added.append(path)
-                elif (rec.size, rec.mtime_ns) != (f.size, f.mtime_ns):
-                    changed.append(path)
-            skipped = {s.path for s in found.skipped}
-            deleted = [p for p in files if p not in current and p not in skipped]
-        else:
-            degraded.append(f"root {meta.root} no longer exists")
-            deleted = list(files)
+        fresh = self.freshness(meta, full=True)
+        degraded = list(fresh.degraded)
         if meta.vectors != "complete":
             degraded.append(f"vectors {meta.vectors}: vector search is off or partial")
         stats = meta.stats
@@ -147,9 +206,9 @@ class ContextService:
             dimension=meta.dimension,
             tokenizer=meta.tokenizer,
             vectors=meta.vectors,
-            changed=tuple(sorted(changed)),
-            added=tuple(sorted(added)),
-            deleted=tuple(sorted(deleted)),
+            changed=fresh.changed,
+            added=fresh.added,
+            deleted=fresh.deleted,
             degraded=tuple(degraded),
             skipped=dict(stats.get("skipped", {})),
             version=meta.generation,
@@ -158,33 +217,217 @@ class ContextService:
     def repos(self) -> list[IndexMeta]:
         return self.store.list_meta()
 
+    def view(self, meta: IndexMeta) -> RepoView:
+        """The in-memory view of ``meta``'s generation, loaded once."""
+        with self._lock:
+            cached = self._views.get(meta.name)
+            if cached is not None and cached.meta.versions == meta.versions:
+                return cached
+            view = RepoView.load(self.store.reader(meta.name))
+            self._views[meta.name] = view
+            return view
+
     # -- context ------------------------------------------------------------
 
-    def context(self, name_or_path: str, query: str, budget_tokens: int) -> ContextPack:
-        """The snippets most relevant to ``query``, within ``budget_tokens``."""
+    def context(
+        self,
+        name_or_path: str,
+        query: str,
+        budget_tokens: int,
+        *,
+        detail: str = "snippets",
+        session_id: str | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        refresh: bool = False,
+    ) -> ContextPack:
+        """The code most relevant to ``query``, within ``budget_tokens``.
+
+        With ``session_id``, what the session already holds (unchanged) is
+        referred to rather than sent again, and what is sent is recorded.
+        With ``refresh``, files changed on disk are re-indexed first.
+        """
         if not query.strip():
             raise InvalidRequest("the query is empty", hint="describe the task in words")
         if len(query) > MAX_QUERY_CHARS:
             raise InvalidRequest(f"the query is longer than {MAX_QUERY_CHARS} characters")
-        if not 1 <= budget_tokens <= MAX_BUDGET:
+        _check_budget(budget_tokens)
+        if detail not in DETAILS:
             raise InvalidRequest(
-                f"budget_tokens must be between 1 and {MAX_BUDGET}, got {budget_tokens}"
+                f"unknown detail {detail!r}", hint=f"use one of {', '.join(DETAILS)}"
             )
-        meta = self.resolve(name_or_path)
-        reader = self.store.reader(meta.name)
+        _check_patterns(include, exclude)
+        meta, fresh, degraded = self._current(name_or_path, refresh)
+        view = self.view(meta)
+        qvec, why_not = self._query_vector(meta, query)
+        degraded.extend(why_not)
+        config = self.retrieval if qvec is not None else replace(self.retrieval, vector=False)
         # Enough candidates to fill the budget with chunks of the target size, twice over.
         limit = max(60, 2 * budget_tokens // self.settings.chunk_target_tokens)
-        hits, degraded = retrieve(reader, query, self.embedder, limit=limit)
-        status = self.status(meta.name)
+        hits = retrieve(view, query, qvec, config, limit=limit)
+        hits = _filter(hits, include, exclude)
+        return self._pack(
+            view, query, candidates_of(view, hits, detail, session_id, self.ledger), budget_tokens,
+            detail=detail, fresh=fresh, degraded=degraded, session_id=session_id,
+        )  # fmt: skip
+
+    def expand(
+        self,
+        name_or_path: str,
+        *,
+        symbol: str | None = None,
+        path: str | None = None,
+        start_line: int | None = None,
+        end_line: int | None = None,
+        budget_tokens: int = 4000,
+        callers: bool = False,
+        callees: bool = False,
+        session_id: str | None = None,
+    ) -> ContextPack:
+        """One symbol or line range, optionally with its callees and callers, within a budget."""
+        _check_budget(budget_tokens)
+        meta, fresh, degraded = self._current(name_or_path, refresh=False)
+        view = self.view(meta)
+        blocks = expand_blocks(
+            view, symbol=symbol, path=path, start_line=start_line, end_line=end_line,
+            callers=callers, callees=callees,
+        )  # fmt: skip
+        query = symbol or f"{path}:{start_line or 1}-{end_line or ''}"
+        return self._pack(
+            view, query, (blocks, []), budget_tokens, detail="snippets", fresh=fresh,
+            degraded=degraded, session_id=session_id,
+        )  # fmt: skip
+
+    # -- sessions -----------------------------------------------------------
+
+    def sessions(self, repo: str | None = None) -> list[SessionSummary]:
+        return self._ledger().sessions(repo)
+
+    def forget(self, session_id: str, repo: str | None = None) -> int:
+        """Forget what a session received: the next answers send everything again."""
+        return self._ledger().forget(validate_session_id(session_id), repo)
+
+    # -- internals ----------------------------------------------------------
+
+    def _ledger(self) -> SessionLedger:
+        if self.ledger is None:
+            raise InvalidRequest("sessions are not enabled in this service")
+        return self.ledger
+
+    def _current(self, name_or_path: str, refresh: bool) -> tuple[IndexMeta, Freshness, list[str]]:
+        meta = self.resolve(name_or_path)
+        fresh = self.freshness(meta)
+        if refresh and fresh.all:
+            self.index(meta.root, meta.name, vectors=meta.vectors != "disabled")
+            meta = self.resolve(meta.name)
+            fresh = self.freshness(meta, full=True)
+        return meta, fresh, list(fresh.degraded)
+
+    def _query_vector(
+        self, meta: IndexMeta, query: str
+    ) -> tuple[npt.NDArray[np.float32] | None, list[str]]:
+        if not self.retrieval.vector:
+            return None, []
+        if meta.vectors == "disabled" or not meta.model:
+            return None, ["vector: this index was built without vectors"]
+        if self.embedder is None:
+            return None, [
+                f"vector: no embedding model loaded ({self.embedder_error or 'none configured'})"
+            ]
+        if meta.model != self.embedder.name:
+            return None, [
+                f"vector: the index holds {meta.model} vectors, the service runs {self.embedder.name}"
+            ]
+        notes = (
+            []
+            if meta.vectors == "complete"
+            else [f"vector: only some chunks have vectors ({meta.vectors})"]
+        )
+        return self.embedder.embed([query])[0], notes
+
+    def _pack(
+        self,
+        view: RepoView,
+        query: str,
+        cands: tuple[list[Block], list[DeliveredSpan]],
+        budget_tokens: int,
+        *,
+        detail: str,
+        fresh: Freshness,
+        degraded: list[str],
+        session_id: str | None,
+    ) -> ContextPack:
+        blocks, already = cands
         version = IndexVersion(
-            commit=meta.commit,
-            indexed_at=meta.indexed_at,
-            generation=meta.generation,
-            changed_since=status.changed + status.added + status.deleted,
+            commit=view.meta.commit,
+            indexed_at=view.meta.indexed_at,
+            generation=view.meta.generation,
+            changed_since=fresh.all,
         )
-        return pack(
-            meta.name, query, hits, budget_tokens, self.tokens, index=version, degraded=degraded
+        result = pack(
+            view.meta.name, query, blocks, budget_tokens, self.tokens, detail=detail, index=version,
+            degraded=degraded, session_id=session_id, already_sent=already,
+        )  # fmt: skip
+        if session_id is not None and self.ledger is not None:
+            spans = [
+                DeliveredSpan(i.path, i.start_line, i.end_line, i.content_hash, i.tokens)
+                for i in result.items
+                if i.content_hash
+            ]
+            try:
+                self.ledger.record(session_id, view.meta.name, spans)
+            except CtxError as exc:  # the answer is still good; say it was not recorded
+                result = replace(
+                    result, degraded=(*result.degraded, f"session: not recorded ({exc})")
+                )
+        return result
+
+
+def candidates_of(
+    view: RepoView,
+    hits: list[Hit],
+    detail: str,
+    session_id: str | None,
+    ledger: SessionLedger | None,
+) -> tuple[list[Block], list[DeliveredSpan]]:
+    """Packing candidates, minus what the session already holds unchanged."""
+    already: list[DeliveredSpan] = []
+    if session_id is not None:
+        validate_session_id(session_id)
+        if ledger is None:
+            raise InvalidRequest("sessions are not enabled in this service")
+        hits, already = split_already_sent(
+            hits, ledger.delivered(session_id, view.meta.name), view.lines
         )
+    return candidates(view, hits, detail), already
+
+
+def _check_budget(budget_tokens: int) -> None:
+    if not isinstance(budget_tokens, int) or not 1 <= budget_tokens <= MAX_BUDGET:
+        raise InvalidRequest(
+            f"budget_tokens must be between 1 and {MAX_BUDGET}, got {budget_tokens}"
+        )
+
+
+def _check_patterns(include: Sequence[str] | None, exclude: Sequence[str] | None) -> None:
+    for patterns in (include, exclude):
+        if patterns is not None and (
+            len(patterns) > MAX_PATTERNS or any(len(p) > 256 for p in patterns)
+        ):
+            raise InvalidRequest(
+                f"at most {MAX_PATTERNS} include/exclude patterns of 256 characters"
+            )
+
+
+def _filter(
+    hits: list[Hit], include: Sequence[str] | None, exclude: Sequence[str] | None
+) -> list[Hit]:
+    """Hits whose path matches an include glob (if any) and no exclude glob."""
+    if include:
+        hits = [h for h in hits if any(fnmatch.fnmatchcase(h.chunk.path, p) for p in include)]
+    if exclude:
+        hits = [h for h in hits if not any(fnmatch.fnmatchcase(h.chunk.path, p) for p in exclude)]
+    return hits
 
 
 def _directory(path: str | Path) -> Path:

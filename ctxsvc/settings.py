@@ -72,6 +72,11 @@ class Settings:
     def locks_path(self) -> Path:
         return self.home / "locks"
 
+    @property
+    def state_path(self) -> Path:
+        """The SQLite file of session ledgers (and checkpoints)."""
+        return self.home / "state.sqlite"
+
 
 def _parse(name: str, raw: str, type_: object) -> object:
     kind = str(type_)

@@ -445,6 +445,28 @@ class RepoReader:
         rows = q.limit(None).select(_CHUNK_COLS).to_list()
         return [_chunk(r) for r in rows]
 
+    def symbols(self) -> list[Symbol]:
+        rows = self.table("symbols").to_arrow().drop_columns(["path_id"]).to_pylist()
+        return [Symbol(**{**r, "parent": r["parent"] or None}) for r in rows]
+
+    def references(self) -> list[Reference]:
+        rows = self.table("refs").to_arrow().drop_columns(["path_id"]).to_pylist()
+        return [Reference(**{**r, "scope": r["scope"] or None}) for r in rows]
+
+    def imports(self) -> list[Import]:
+        rows = self.table("imports").to_arrow().drop_columns(["path_id"]).to_pylist()
+        return [Import(**{**r, "names": tuple(r["names"] or ())}) for r in rows]
+
+    def vectors(self) -> tuple[list[str], npt.NDArray[np.float32]] | None:
+        """Every stored vector with its content hash, or None without vectors."""
+        if "vectors" not in self._tables:
+            return None
+        data = self._tables["vectors"].to_arrow()
+        hashes = data.column("content_hash").to_pylist()
+        dim = data.schema.field("vector").type.list_size
+        flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return hashes, np.asarray(flat, dtype=np.float32).reshape(len(hashes), dim)
+
     def chunks_by_hash(self, hashes: Sequence[str]) -> dict[str, list[Chunk]]:
         """Current chunks with these content hashes (several chunks may share one)."""
         out: dict[str, list[Chunk]] = {}

@@ -1,0 +1,267 @@
+"""From ranked hits to packing candidates, at each level of detail.
+
+- ``snippets`` (default): the ranked chunks themselves, the smallest spans
+  that carry the relevant code;
+- ``skeleton``: for the ranked files, the signatures and first docstring line
+  of every definition, nested as in the file;
+- ``map``: one line per ranked file with its most relevant symbols, a
+  repository map for this query;
+- ``full``: the ranked files whole.
+
+``expand`` fetches one symbol or line range, and optionally what it calls and
+what calls it: the way to go deeper after a map or skeleton.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ctxsvc.errors import InvalidRequest
+from ctxsvc.models import Hit, Symbol
+from ctxsvc.packing import Block, snippet
+from ctxsvc.view import RepoView
+
+DETAILS = ("snippets", "skeleton", "map", "full")
+MAP_SYMBOLS = 8
+MAX_RELATED = 24
+
+
+def candidates(view: RepoView, hits: Sequence[Hit], detail: str) -> list[Block]:
+    """Packing candidates for ``hits`` at ``detail``, best first."""
+    if detail == "snippets":
+        return [_chunk_block(view, h) for h in hits]
+    files = ranked_files(hits)
+    if detail == "full":
+        return [b for p, score in files if (b := file_block(view, p, score)) is not None]
+    if detail == "skeleton":
+        return [b for p, score in files if (b := _skeleton(view, p, score)) is not None]
+    if detail == "map":
+        return [_map_line(view, p, score, hits) for p, score in files]
+    raise InvalidRequest(f"unknown detail {detail!r}", hint=f"use one of {', '.join(DETAILS)}")
+
+
+def ranked_files(hits: Sequence[Hit]) -> list[tuple[str, float]]:
+    """Files in the order of their best hit, scored by their two best hits."""
+    best: dict[str, list[float]] = {}
+    for h in hits:
+        best.setdefault(h.chunk.path, []).append(h.score)
+    scored = {p: s[0] + 0.5 * (s[1] if len(s) > 1 else 0.0) for p, s in best.items()}
+    return sorted(scored.items(), key=lambda kv: -kv[1])
+
+
+def _chunk_block(view: RepoView, h: Hit) -> Block:
+    c = h.chunk
+    # Chunks start and end on non-blank lines; take the blank lines up to the
+    # next chunk along, so that neighbouring snippets touch and merge.
+    end, text = c.end_line, c.text
+    pos = view.chunk_index.get(c.id)
+    if pos is not None and pos + 1 < len(view.chunks) and view.chunks[pos + 1].path == c.path:
+        gap = view.chunks[pos + 1].start_line - 1 - c.end_line
+        if gap > 0:
+            end, text = c.end_line + gap, c.text + "\n" * gap
+    return snippet(
+        c.path,
+        c.start_line,
+        end,
+        text,
+        language=c.language,
+        header=c.header,
+        symbol=c.symbols[0] if c.symbols else None,
+        score=h.score,
+        why=h.why,
+        tokens=c.tokens,
+    )
+
+
+def file_block(
+    view: RepoView, path: str, score: float = 0.0, why: Sequence[str] = ()
+) -> Block | None:
+    lines = view.file_lines(path)
+    if not lines:
+        return None
+    rec = view.files.get(path)
+    body = {n: lines.get(n, "") for n in range(1, max(lines) + 1)}
+    return Block(
+        "file", path, 1, max(lines), body, rec.language if rec else None, score=score, why=list(why)
+    )
+
+
+def _skeleton(view: RepoView, path: str, score: float) -> Block | None:
+    syms = sorted((s for s in view.symbols if s.path == path), key=lambda s: s.start_line)
+    if not syms:
+        return None
+    depth = {s.qualname: (depth_of(s, syms)) for s in syms}
+    out: list[str] = []
+    for s in syms:
+        pad = "    " * depth[s.qualname]
+        out.append(f"{pad}{s.signature}  # L{s.start_line}-{s.end_line}")
+        if s.docstring:
+            out.append(f"{pad}    # {s.docstring.splitlines()[0][:160]}")
+    rec = view.files.get(path)
+    return Block(
+        "skeleton",
+        path,
+        syms[0].start_line,
+        max(s.end_line for s in syms),
+        "\n".join(out),
+        rec.language if rec else None,
+        score=score,
+    )
+
+
+def depth_of(s: Symbol, syms: Sequence[Symbol]) -> int:
+    names = {x.qualname for x in syms}
+    depth, parent = 0, s.parent
+    while parent and parent in names:
+        depth += 1
+        parent = next(x.parent for x in syms if x.qualname == parent)
+    return depth
+
+
+def _map_line(view: RepoView, path: str, score: float, hits: Sequence[Hit]) -> Block:
+    named: list[str] = []
+    for h in hits:
+        if h.chunk.path == path:
+            named.extend(q for q in h.chunk.symbols if q not in named)
+    if len(named) < MAP_SYMBOLS:
+        top = [s.qualname for s in view.symbols if s.path == path and s.parent is None]
+        named.extend(q for q in top if q not in named)
+    shown = ", ".join(named[:MAP_SYMBOLS]) + (" …" if len(named) > MAP_SYMBOLS else "")
+    last = max(view.file_lines(path) or {1: ""})
+    return Block(
+        "map", path, 1, last, f"symbols: {shown}" if shown else "(no symbols)", score=score
+    )
+
+
+# -- expand -------------------------------------------------------------------
+
+
+def find_symbols(view: RepoView, name: str) -> list[Symbol]:
+    """Definitions whose qualified name, or else name, is ``name``."""
+    exact = [s for s in view.symbols if s.qualname == name]
+    if exact:
+        return exact
+    short = name.rsplit(".", 1)[-1]
+    return [s for s in view.symbols if s.name == short] or [
+        s for s in view.symbols if s.name.lower() == short.lower()
+    ]
+
+
+def symbol_block(view: RepoView, s: Symbol, score: float, why: str) -> Block | None:
+    text = view.lines(s.path, s.start_line, s.end_line)
+    if text is None:
+        return None
+    rec = view.files.get(s.path)
+    return snippet(
+        s.path,
+        s.start_line,
+        s.end_line,
+        text,
+        language=rec.language if rec else None,
+        symbol=s.qualname,
+        score=score,
+        why=(why,),
+    )
+
+
+def expand_blocks(
+    view: RepoView,
+    *,
+    symbol: str | None,
+    path: str | None,
+    start_line: int | None,
+    end_line: int | None,
+    callers: bool,
+    callees: bool,
+) -> list[Block]:
+    """The target (a symbol, or a path and lines), then its callees, then its callers."""
+    targets: list[Block] = []
+    spans: list[tuple[str, int, int, str | None]] = []
+    if symbol:
+        for s in find_symbols(view, symbol):
+            if (b := symbol_block(view, s, 1.0, "target")) is not None:
+                targets.append(b)
+                spans.append((s.path, s.start_line, s.end_line, s.name))
+        if not targets:
+            raise InvalidRequest(f"no definition named {symbol!r} in {view.meta.name!r}")
+    elif path:
+        if path not in view.by_path:
+            raise InvalidRequest(f"{path!r} is not an indexed file of {view.meta.name!r}")
+        lines = view.file_lines(path)
+        start, end = start_line or 1, end_line or max(lines)
+        if not 1 <= start <= end:
+            raise InvalidRequest(f"invalid line range {start}-{end}")
+        end = min(end, max(lines))
+        text = view.lines(path, start, end) or ""
+        rec = view.files.get(path)
+        targets.append(
+            snippet(
+                path,
+                start,
+                end,
+                text,
+                language=rec.language if rec else None,
+                score=1.0,
+                why=("target",),
+            )
+        )
+        spans.append((path, start, end, None))
+    else:
+        raise InvalidRequest("expand needs a symbol, or a path (with optional lines)")
+    related: list[Block] = []
+    if callees:
+        related.extend(_callees(view, spans))
+    if callers:
+        related.extend(_callers(view, spans))
+    return targets + related[:MAX_RELATED]
+
+
+def _callees(view: RepoView, spans: Sequence[tuple[str, int, int, str | None]]) -> list[Block]:
+    out: list[Block] = []
+    seen: set[str] = set()
+    for path, start, end, _ in spans:
+        for r in view.refs_by_path.get(path, []):
+            if r.kind != "call" or not start <= r.line <= end or r.name in seen:
+                continue
+            seen.add(r.name)
+            defs = [
+                view.symbols[i]
+                for i in view.defs_by_name.get(r.name.lower(), [])
+                if view.symbols[i].name == r.name
+            ]
+            if 0 < len(defs) <= 3:
+                out.extend(
+                    b
+                    for d in defs
+                    if (b := symbol_block(view, d, 0.5, f"callee of line {r.line}")) is not None
+                )
+    return out
+
+
+def _callers(view: RepoView, spans: Sequence[tuple[str, int, int, str | None]]) -> list[Block]:
+    out: list[Block] = []
+    seen: set[int] = set()
+    for _, _, _, name in spans:
+        if not name:
+            continue
+        for r in view.refs_by_name.get(name, []):
+            pos = view.chunk_at(r.path, r.line)
+            if pos is None or pos in seen:
+                continue
+            seen.add(pos)
+            c = view.chunks[pos]
+            out.append(
+                snippet(
+                    c.path,
+                    c.start_line,
+                    c.end_line,
+                    c.text,
+                    language=c.language,
+                    header=c.header,
+                    symbol=c.symbols[0] if c.symbols else None,
+                    score=0.25,
+                    why=(f"calls {name} at line {r.line}",),
+                    tokens=c.tokens,
+                )
+            )
+    return out

@@ -1,0 +1,165 @@
+"""An in-memory view of one committed index version, built once per version.
+
+Queries must answer in tens of milliseconds, so everything but full-text
+search is held in memory: chunks by file, definitions by name, the code graph
+and a vector matrix aligned with the chunks (brute-force cosine over a few
+thousand rows is faster than any index). A view is immutable; a new index
+generation gets a new view.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ctxsvc.graph import CodeGraph, build_graph, node_key
+from ctxsvc.models import Chunk, FileRecord, Reference, Symbol
+from ctxsvc.stores.lance import IndexMeta, RepoReader
+
+log = logging.getLogger("ctxsvc.view")
+
+
+@dataclass
+class RepoView:
+    """Everything a query needs of one index version."""
+
+    reader: RepoReader
+    meta: IndexMeta
+    chunks: list[Chunk]
+    chunk_index: dict[str, int]  # chunk id -> position
+    by_path: dict[str, list[int]]  # path -> chunk positions, by start line
+    files: dict[str, FileRecord]
+    symbols: list[Symbol]
+    defs_by_name: dict[str, list[int]]  # lower-cased name -> symbol positions
+    graph: CodeGraph
+    chunk_nodes: list[list[int]]  # chunk position -> graph nodes it holds
+    refs_by_name: dict[str, list[Reference]]
+    refs_by_path: dict[str, list[Reference]]
+    vectors: npt.NDArray[np.float32] | None  # row per chunk (zeros where missing)
+    has_vector: npt.NDArray[np.bool_] | None
+    load_seconds: float = 0.0
+
+    @classmethod
+    def load(cls, reader: RepoReader) -> RepoView:
+        t0 = time.perf_counter()
+        chunks = sorted(reader.chunks(), key=lambda c: (c.path, c.start_line))
+        chunk_index = {c.id: i for i, c in enumerate(chunks)}
+        by_path: dict[str, list[int]] = defaultdict(list)
+        for i, c in enumerate(chunks):
+            by_path[c.path].append(i)
+        symbols = reader.symbols()
+        defs_by_name: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(symbols):
+            defs_by_name[s.name.lower()].append(i)
+        refs = reader.references()
+        refs_by_name: dict[str, list[Reference]] = defaultdict(list)
+        refs_by_path: dict[str, list[Reference]] = defaultdict(list)
+        for r in refs:
+            refs_by_name[r.name].append(r)
+            refs_by_path[r.path].append(r)
+        graph = build_graph(symbols, refs, reader.imports())
+        chunk_nodes = [_nodes_of(c, graph) for c in chunks]
+        vectors, has_vector = _align_vectors(reader, chunks)
+        view = cls(
+            reader=reader,
+            meta=reader.meta,
+            chunks=chunks,
+            chunk_index=chunk_index,
+            by_path=dict(by_path),
+            files=reader.files(),
+            symbols=symbols,
+            defs_by_name=dict(defs_by_name),
+            graph=graph,
+            chunk_nodes=chunk_nodes,
+            refs_by_name=dict(refs_by_name),
+            refs_by_path=dict(refs_by_path),
+            vectors=vectors,
+            has_vector=has_vector,
+        )
+        view.load_seconds = time.perf_counter() - t0
+        log.info(
+            "view loaded",
+            extra={
+                "repo": reader.meta.name,
+                "generation": reader.meta.generation,
+                "chunks": len(chunks),
+                "graph_nodes": len(graph),
+                "graph_edges": graph.edges,
+                "seconds": round(view.load_seconds, 3),
+            },
+        )
+        return view
+
+    def chunk_at(self, path: str, line: int) -> int | None:
+        """The position of the chunk of ``path`` that holds ``line``, if any."""
+        positions = self.by_path.get(path)
+        if not positions:
+            return None
+        starts = [self.chunks[i].start_line for i in positions]
+        k = bisect.bisect_right(starts, line) - 1
+        if k >= 0 and self.chunks[positions[k]].end_line >= line:
+            return positions[k]
+        return None
+
+    def file_lines(self, path: str) -> dict[int, str]:
+        """The indexed text of ``path`` by line number (lines outside chunks are blank)."""
+        out: dict[int, str] = {}
+        for i in self.by_path.get(path, []):
+            c = self.chunks[i]
+            out.update(enumerate(c.text.split("\n"), start=c.start_line))
+        return out
+
+    def lines(self, path: str, start: int, end: int) -> str | None:
+        """The indexed text of lines ``start..end`` of ``path``; None past its end."""
+        got = self.file_lines(path)
+        if not got or end > max(got):
+            return None
+        return "\n".join(got.get(n, "") for n in range(start, end + 1))
+
+    def chunks_overlapping(self, path: str, start: int, end: int) -> list[int]:
+        return [
+            i
+            for i in self.by_path.get(path, [])
+            if self.chunks[i].start_line <= end and self.chunks[i].end_line >= start
+        ]
+
+    def nearest(self, query: npt.NDArray[np.float32], limit: int) -> list[tuple[int, float]]:
+        """Chunk positions by cosine similarity to ``query`` (unit vectors)."""
+        if self.vectors is None or self.has_vector is None or not self.has_vector.any():
+            return []
+        sims = self.vectors @ query.astype(np.float32)
+        sims[~self.has_vector] = -2.0
+        k = min(limit, len(sims))
+        top = np.argpartition(-sims, k - 1)[:k]
+        top = top[np.argsort(-sims[top])]
+        return [(int(i), float(sims[i])) for i in top if self.has_vector[i]]
+
+
+def _nodes_of(c: Chunk, graph: CodeGraph) -> list[int]:
+    keys = [node_key(c.path, q) for q in c.symbols] or [node_key(c.path, None)]
+    return [graph.index[k] for k in keys if k in graph.index]
+
+
+def _align_vectors(
+    reader: RepoReader, chunks: Sequence[Chunk]
+) -> tuple[npt.NDArray[np.float32] | None, npt.NDArray[np.bool_] | None]:
+    stored = reader.vectors()
+    if stored is None:
+        return None, None
+    hashes, matrix = stored
+    row = {h: i for i, h in enumerate(hashes)}
+    out = np.zeros((len(chunks), matrix.shape[1]), dtype=np.float32)
+    has = np.zeros(len(chunks), dtype=bool)
+    for i, c in enumerate(chunks):
+        j = row.get(c.content_hash)
+        if j is not None:
+            out[i] = matrix[j]
+            has[i] = True
+    return out, has
