@@ -128,7 +128,7 @@ def main() -> None:
                 for c in cols
             )
         )
-    Console().print(table)
+    Console(width=200).print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(

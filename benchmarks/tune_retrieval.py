@@ -66,6 +66,17 @@ def config_sets(base: RetrievalConfig) -> dict[str, dict[str, RetrievalConfig]]:
             "vector 1.5": replace(base, weights={**w, "vector": 1.5}),
             "fts 1.5": replace(base, weights={**w, "fts": 1.5}),
         },
+        "spread": {
+            "priors 0.5, spread 0": replace(base, spread=0.0, prose_weight=0.5, test_weight=0.5),
+            "priors 0.5, spread 0.25": replace(
+                base, spread=0.25, prose_weight=0.5, test_weight=0.5
+            ),
+            "priors 0.5, spread 0.5": replace(base, spread=0.5, prose_weight=0.5, test_weight=0.5),
+            "priors 0.25, spread 0": replace(base, spread=0.0, prose_weight=0.25, test_weight=0.25),
+            "priors 0.25, spread 0.25": replace(
+                base, spread=0.25, prose_weight=0.25, test_weight=0.25
+            ),
+        },
         "priors": {
             "no priors": replace(base, prose_weight=1.0, test_weight=1.0),
             "prose 0.5": replace(base, prose_weight=0.5, test_weight=1.0),
@@ -120,9 +131,10 @@ def main() -> None:
                     hits = retrieve(
                         view, task["query"], qv if cfg.vector else None, cfg, limit=limit
                     )
-                    p = pack(
-                        repo, task["query"], candidates(view, hits, "snippets"), budget, counter
+                    cands = candidates(
+                        view, hits, "snippets", budget_tokens=budget, spread=cfg.spread
                     )
+                    p = pack(repo, task["query"], cands, budget, counter)
                     latency[name].append((time.perf_counter() - t0) * 1000)
                     assert p.tokens_used <= budget, "overrun"
                     d = delivered_lines((i.path, i.start_line, i.end_line) for i in p.items)
@@ -208,7 +220,7 @@ def show(summary: dict[str, Any], latency: dict[str, list[float]]) -> None:
                                           "region_recall@8K", "file_hit@16K", "region_recall@16K")),
                 f"{pct(latency[name], 50):.1f}",
             )  # fmt: skip
-        Console().print(table)
+        Console(width=200).print(table)
 
 
 if __name__ == "__main__":

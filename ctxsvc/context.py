@@ -26,10 +26,18 @@ MAP_SYMBOLS = 8
 MAX_RELATED = 24
 
 
-def candidates(view: RepoView, hits: Sequence[Hit], detail: str) -> list[Block]:
-    """Packing candidates for ``hits`` at ``detail``, best first."""
+def candidates(
+    view: RepoView, hits: Sequence[Hit], detail: str, *, budget_tokens: int = 0, spread: float = 0.0
+) -> list[Block]:
+    """Packing candidates for ``hits`` at ``detail``, best first.
+
+    With ``spread`` > 0, snippets are reordered so that the best chunk of each
+    of the first files comes before the second-best chunks of any file, for
+    about ``spread`` of the budget: a few lines of each likely file are worth
+    more than a third chunk of the first.
+    """
     if detail == "snippets":
-        return [_chunk_block(view, h) for h in hits]
+        return [_chunk_block(view, h) for h in spread_files(hits, budget_tokens, spread)]
     files = ranked_files(hits)
     if detail == "full":
         return [b for p, score in files if (b := file_block(view, p, score)) is not None]
@@ -38,6 +46,24 @@ def candidates(view: RepoView, hits: Sequence[Hit], detail: str) -> list[Block]:
     if detail == "map":
         return [_map_line(view, p, score, hits) for p, score in files]
     raise InvalidRequest(f"unknown detail {detail!r}", hint=f"use one of {', '.join(DETAILS)}")
+
+
+def spread_files(hits: Sequence[Hit], budget_tokens: int, spread: float) -> list[Hit]:
+    """Hits with the best chunk of each file first, until ``spread`` of the budget."""
+    if spread <= 0 or budget_tokens <= 0:
+        return list(hits)
+    first: list[Hit] = []
+    rest: list[Hit] = []
+    seen: set[str] = set()
+    room = spread * budget_tokens
+    for h in hits:
+        if h.chunk.path not in seen and room > 0:
+            seen.add(h.chunk.path)
+            first.append(h)
+            room -= h.chunk.tokens
+        else:
+            rest.append(h)
+    return first + rest
 
 
 def ranked_files(hits: Sequence[Hit]) -> list[tuple[str, float]]:

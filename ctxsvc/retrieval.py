@@ -60,6 +60,8 @@ class RetrievalConfig:
     # prose (docs, changelogs) or tests; 1.0 switches a prior off.
     prose_weight: float = 1.0
     test_weight: float = 1.0
+    # Share of the budget given first to the best chunk of each ranked file.
+    spread: float = 0.0
 
     def enabled(self, signal: str) -> bool:
         return bool(getattr(self, signal))

@@ -13,6 +13,7 @@ from fakes import HashEmbedder
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import LanceStore
+from ctxsvc.stores.ledger import SessionLedger
 from ctxsvc.tokens import TiktokenCounter
 
 SAMPLE = {
@@ -116,4 +117,10 @@ def embedder() -> HashEmbedder:
 
 @pytest.fixture
 def service(settings: Settings, counter: TiktokenCounter, embedder: HashEmbedder) -> ContextService:
-    return ContextService(settings, LanceStore(settings.db_path), counter, embedder)
+    return ContextService(
+        settings,
+        LanceStore(settings.db_path),
+        counter,
+        embedder,
+        ledger=SessionLedger(settings.state_path),
+    )
