@@ -49,6 +49,7 @@ def config_sets(base: RetrievalConfig) -> dict[str, dict[str, RetrievalConfig]]:
     return {
         "ablation": {
             "all signals": base,
+            "no priors": replace(base, prose_weight=1.0, test_weight=1.0),
             "no fts": replace(base, fts=False),
             "no vector": replace(base, vector=False),
             "no symbol": replace(base, symbol=False),

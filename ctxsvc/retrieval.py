@@ -58,8 +58,8 @@ class RetrievalConfig:
     file_boost: float = 0.0  # file-aware fusion: weight of the file's best other chunks
     # Priors: a task in words is usually about source code, less often about
     # prose (docs, changelogs) or tests; 1.0 switches a prior off.
-    prose_weight: float = 1.0
-    test_weight: float = 1.0
+    prose_weight: float = 0.25
+    test_weight: float = 0.25
     # Share of the budget given first to the best chunk of each ranked file.
     spread: float = 0.0
 
