@@ -31,7 +31,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ctxsvc.context import DETAILS
-from ctxsvc.errors import CtxError, InvalidRequest
+from ctxsvc.errors import ConfigError, CtxError, InvalidRequest
 from ctxsvc.models import ContextPack, IndexSummary, RepoStatus
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
@@ -138,6 +138,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--budget", type=int, default=4000)
     e.add_argument("--session")
     _formats(e)
+
+    sv = sub.add_parser("serve", help="run the HTTP API (FastAPI on uvicorn)")
+    sv.add_argument("--host", help="address to bind (default: $CTXSVC_HOST or 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (default: $CTXSVC_PORT or 8765)")
     return p
 
 
@@ -158,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args, settings)
         if args.command == "expand":
             return _expand(args, settings)
+        if args.command == "serve":
+            return _serve(args, settings)
         return _query(args, settings)
     except CtxError as exc:
         err.print(
@@ -347,6 +353,56 @@ def _query_service(repo: str, settings: Settings) -> ContextService:
     if meta.vectors != "disabled" and meta.model:
         return _service(settings, model=meta.model.split("@")[0], load_model=True)
     return _service(settings, model=None, load_model=False)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the HTTP API: the model loads once, before the server starts listening."""
+    import ipaddress
+    import os
+
+    import uvicorn
+
+    from ctxsvc.api import create_app
+    from ctxsvc.observability import RequestContextFilter
+
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not settings.token:
+        raise ConfigError(
+            f"refusing to serve on {host} without a token: anyone who can reach it could read "
+            "every indexed repository",
+            hint="set CTXSVC_TOKEN (clients send Authorization: Bearer <token>), or bind 127.0.0.1",
+        )
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"invalid port {port}")
+    roots = [Path(p).expanduser() for p in settings.allowed_roots.split(os.pathsep) if p]
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    # A server logs JSON lines, each with the id of the request it belongs to.
+    _logging(True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestContextFilter())
+    service = _service(settings, model=None, load_model=True)
+    app = create_app(
+        service,
+        token=settings.token or None,
+        allowed_roots=roots or [Path.home()],
+        cors_origins=origins,
+    )
+    logging.getLogger("ctxsvc.api").info(
+        "serving",
+        extra={
+            "host": host,
+            "port": port,
+            "auth": bool(settings.token),
+            "home": str(settings.home),
+        },
+    )
+    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
+    return 0
 
 
 def _render(args: argparse.Namespace, pack: ContextPack, ms: float) -> int:

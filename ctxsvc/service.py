@@ -17,13 +17,16 @@ from ctxsvc.context import DETAILS, candidates, expand_blocks
 from ctxsvc.errors import CtxError, InvalidPath, InvalidRequest, RepoNotFound
 from ctxsvc.indexing import Reporter, index_repository
 from ctxsvc.models import (
+    ContextItem,
     ContextPack,
     DeliveredSpan,
     Hit,
     IndexSummary,
     IndexVersion,
+    Reference,
     RepoStatus,
     SessionSummary,
+    Symbol,
 )
 from ctxsvc.packing import Block, pack
 from ctxsvc.retrieval import RetrievalConfig, retrieve
@@ -40,6 +43,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_BUDGET = 200_000
 MAX_QUERY_CHARS = 8_000
 MAX_PATTERNS = 64
+QUERY_CACHE_SIZE = 1024
 ADDED_TTL_SECONDS = 2.0  # how stale the list of added files may be (changed files: never)
 
 
@@ -91,6 +95,7 @@ class ContextService:
         self.retrieval = retrieval or RetrievalConfig()
         self._views: dict[str, RepoView] = {}
         self._added: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._query_vectors: dict[tuple[str, str], npt.NDArray[np.float32]] = {}
         self._lock = threading.Lock()
 
     # -- indexing -----------------------------------------------------------
@@ -266,8 +271,11 @@ class ContextService:
         limit = max(60, 2 * budget_tokens // self.settings.chunk_target_tokens)
         hits = retrieve(view, query, qvec, config, limit=limit)
         hits = _filter(hits, include, exclude)
+        cands = candidates_of(
+            view, hits, detail, session_id, self.ledger, budget_tokens, config.spread
+        )
         return self._pack(
-            view, query, candidates_of(view, hits, detail, session_id, self.ledger), budget_tokens,
+            view, query, cands, budget_tokens,
             detail=detail, fresh=fresh, degraded=degraded, session_id=session_id,
         )  # fmt: skip
 
@@ -343,7 +351,21 @@ class ContextService:
             if meta.vectors == "complete"
             else [f"vector: only some chunks have vectors ({meta.vectors})"]
         )
-        return self.embedder.embed([query])[0], notes
+        return self._embed_query(self.embedder.name, query), notes
+
+    def _embed_query(self, model: str, query: str) -> npt.NDArray[np.float32]:
+        # Agents repeat queries (other budgets, other detail levels): embed once.
+        key = (model, query)
+        with self._lock:
+            cached = self._query_vectors.get(key)
+        if cached is None:
+            assert self.embedder is not None
+            cached = self.embedder.embed([query])[0]
+            with self._lock:
+                self._query_vectors[key] = cached
+                while len(self._query_vectors) > QUERY_CACHE_SIZE:
+                    self._query_vectors.pop(next(iter(self._query_vectors)))
+        return cached
 
     def _pack(
         self,
@@ -382,6 +404,147 @@ class ContextService:
                 )
         return result
 
+    # -- serving (used by the HTTP API) ----------------------------------------
+    # Imports are local so that these methods can be appended without touching
+    # the module header while it is being edited; hoist them when convenient.
+
+    def index_target(self, path: str | Path, name: str | None = None) -> tuple[Path, str]:
+        """The root and index name that :meth:`index` would use, checked without indexing.
+
+        Raises what ``index`` raises for a bad path or name, so that an adapter
+        can refuse a request before it starts a background run.
+        """
+        root = _directory(path)
+        name = name or repo_name_for(root)
+        if not _NAME.match(name):
+            raise InvalidRequest(
+                f"invalid index name {name!r}",
+                hint="use letters, digits, '.', '_' or '-', 64 characters at most",
+            )
+        existing = self.store.meta(name)
+        if existing is not None and Path(existing.root) != root:
+            raise InvalidRequest(
+                f"the name {name!r} already indexes {existing.root}",
+                hint="choose another name, or delete that index first",
+            )
+        return root, name
+
+    def drop(self, name_or_path: str) -> str:
+        """Delete an index and forget its cached view; returns its name.
+
+        Fails with :class:`IndexBusy` while a run holds the repository's lock,
+        so an index is never deleted under a running indexer.
+        """
+        from ctxsvc.stores.locks import FileLock
+
+        meta = self.resolve(name_or_path)
+        with FileLock(self.settings.locks_path / f"{meta.name}.lock", f"index {meta.name!r}"):
+            self.store.drop(meta.name)
+        with self._lock:
+            self._views.pop(meta.name, None)
+        self._added.pop(meta.name, None)
+        return meta.name
+
+    def search(
+        self, name_or_path: str, query: str, limit: int = 20
+    ) -> tuple[list[tuple[str, float]], list[tuple[Symbol, float]], tuple[str, ...]]:
+        """Ranked files and symbols for ``query``, with scores, without packing.
+
+        Runs the same retrieval as :meth:`context`. A file scores by its two
+        best chunks (as for the ``map`` and ``full`` details); a symbol by the
+        best chunk that defines it. Returns ``(files, symbols, degraded)``,
+        at most ``limit`` of each.
+        """
+        from ctxsvc.context import ranked_files
+
+        if not query.strip():
+            raise InvalidRequest("the query is empty", hint="describe the task in words")
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidRequest(f"the query is longer than {MAX_QUERY_CHARS} characters")
+        if not 1 <= limit <= 200:
+            raise InvalidRequest(f"limit must be between 1 and 200, got {limit}")
+        meta, _, degraded = self._current(name_or_path, refresh=False)
+        view = self.view(meta)
+        qvec, why_not = self._query_vector(meta, query)
+        degraded.extend(why_not)
+        config = self.retrieval if qvec is not None else replace(self.retrieval, vector=False)
+        hits = retrieve(view, query, qvec, config, limit=max(60, 3 * limit))
+        best: dict[tuple[str, str], float] = {}
+        for h in hits:
+            for q in h.chunk.symbols:
+                key = (h.chunk.path, q)
+                best[key] = max(best.get(key, h.score), h.score)
+        paths = {p for p, _ in best}
+        defs = {(s.path, s.qualname): s for s in view.symbols if s.path in paths}
+        symbols = sorted(
+            ((defs[k], score) for k, score in best.items() if k in defs), key=lambda x: -x[1]
+        )
+        return ranked_files(hits)[:limit], symbols[:limit], tuple(degraded)
+
+    def repo_map(self, name_or_path: str, budget_tokens: int = 2000) -> ContextPack:
+        """A map of the repository without a query, within ``budget_tokens``.
+
+        Files rank by PageRank over the whole code graph (uniform restart: the
+        code most referenced, directly or not, comes first); each line names the
+        file's most central symbols. Files outside the graph come last.
+        """
+        from ctxsvc.graph import personalized_pagerank
+
+        _check_budget(budget_tokens)
+        meta, fresh, degraded = self._current(name_or_path, refresh=False)
+        view = self.view(meta)
+        rank = personalized_pagerank(view.graph, dict.fromkeys(range(len(view.graph)), 1.0))
+        hits = [
+            Hit(c, float(sum(rank[n] for n in nodes)), ("pagerank",))
+            for c, nodes in zip(view.chunks, view.chunk_nodes, strict=True)
+        ]
+        hits.sort(key=lambda h: -h.score)
+        # Map lines are a few dozen tokens: more candidates than this never fit.
+        hits = hits[: max(200, budget_tokens // 4)]
+        blocks = candidates(view, hits, "map")
+        return self._pack(
+            view, f"map of {meta.name}", (blocks, []), budget_tokens, detail="map",
+            fresh=fresh, degraded=degraded, session_id=None,
+        )  # fmt: skip
+
+    def symbol_uses(self, name_or_path: str, name: str) -> tuple[list[Symbol], list[Reference]]:
+        """Definitions whose qualified name (or else name) is ``name``, and references to it."""
+        from ctxsvc.context import find_symbols
+
+        if not name.strip() or len(name) > 512:
+            raise InvalidRequest("a symbol name of 1 to 512 characters is required")
+        view = self.view(self.resolve(name_or_path))
+        short = name.rsplit(".", 1)[-1]
+        return find_symbols(view, name), list(view.refs_by_name.get(short, []))
+
+    def file_lines(
+        self, name_or_path: str, path: str, start: int | None = None, end: int | None = None
+    ) -> tuple[ContextItem, int] | None:
+        """Lines ``start..end`` of an indexed file, as indexed, and its line count.
+
+        Only the index is read, never the disk, so nothing outside what was
+        indexed can be returned. None when ``path`` is not an indexed file.
+        """
+        from ctxsvc.models import span_hash
+
+        view = self.view(self.resolve(name_or_path))
+        lines = view.file_lines(path)
+        if not lines:
+            return None
+        total = max(lines)
+        first, last = start or 1, min(end or total, total)
+        if not 1 <= first <= total or last < first:
+            raise InvalidRequest(
+                f"invalid line range {start or 1}-{end or total} for {path} ({total} lines)"
+            )
+        text = "\n".join(lines.get(n, "") for n in range(first, last + 1))
+        item = ContextItem(
+            path=path, start_line=first, end_line=last,
+            symbol=None, kind="file", score=0.0, tokens=self.tokens.count(text), text=text,
+            content_hash=span_hash(text),
+        )  # fmt: skip
+        return item, total
+
 
 def candidates_of(
     view: RepoView,
@@ -389,6 +552,8 @@ def candidates_of(
     detail: str,
     session_id: str | None,
     ledger: SessionLedger | None,
+    budget_tokens: int = 0,
+    spread: float = 0.0,
 ) -> tuple[list[Block], list[DeliveredSpan]]:
     """Packing candidates, minus what the session already holds unchanged."""
     already: list[DeliveredSpan] = []
@@ -399,7 +564,7 @@ def candidates_of(
         hits, already = split_already_sent(
             hits, ledger.delivered(session_id, view.meta.name), view.lines
         )
-    return candidates(view, hits, detail), already
+    return candidates(view, hits, detail, budget_tokens=budget_tokens, spread=spread), already
 
 
 def _check_budget(budget_tokens: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from ctxsvc.errors import ConfigError
@@ -34,6 +34,13 @@ class Settings:
     embed_max_seq_tokens: int = 192
     embed_quantize: bool = True
     embed_threads: int = 0  # 0: torch's default
+    # The HTTP API (``ctxsvc serve``)
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # Bearer token; required to bind a non-loopback host. Kept out of repr (and logs).
+    token: str = field(default="", repr=False)
+    allowed_roots: str = ""  # os.pathsep-separated; empty: the user's home directory
+    cors_origins: str = ""  # comma-separated; empty: CORS off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

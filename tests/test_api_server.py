@@ -1,0 +1,173 @@
+"""The HTTP API as deployed: a real ``ctxsvc serve`` process, and a schemathesis run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from ctxsvc.api import create_app
+from ctxsvc.service import ContextService
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTXSVC_")}
+    return {**env, "CTXSVC_HOME": str(home), **extra}
+
+
+def ctxsvc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ctxsvc", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def server(repo: Path, tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
+    env = cli_env(tmp_path / "home", CTXSVC_ALLOWED_ROOTS=str(tmp_path))
+    done = ctxsvc(env, "index", str(repo), "--no-vectors", "--json")
+    assert done.returncode == 0, done.stderr
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctxsvc", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.2)
+        yield base, tmp_path / "server.log", env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_serve_answers_and_picks_up_cli_updates(
+    server: tuple[str, Path, dict[str, str]], repo: Path
+) -> None:
+    base, log_path, env = server
+    ready = httpx.get(f"{base}/readyz").json()
+    assert ready["ready"] and ready["repos"] == 1
+    body = {"repo": "demo", "query": "Store.put writes JSON", "budget_tokens": 300}
+    r = httpx.post(f"{base}/v1/context", json=body, headers={"x-request-id": "srv-1"}, timeout=30)
+    assert r.status_code == 200 and r.headers["x-request-id"] == "srv-1"
+    pack = r.json()
+    assert pack["items"][0]["path"] == "app/store.py" and pack["tokens_used"] <= 300
+
+    # The CLI re-indexes while the server runs: the next request sees the new generation.
+    (repo / "app" / "cache.py").write_text("def evict_everything():\n    return None\n")
+    done = ctxsvc(env, "index", str(repo), "--no-vectors", "--json")
+    assert done.returncode == 0, done.stderr
+    found = httpx.get(f"{base}/v1/repos/demo/symbols", params={"name": "evict_everything"})
+    assert found.json()["definitions"], found.text
+    assert httpx.get(f"{base}/v1/repos/demo").json()["version"] == 2
+
+    problem = httpx.get(f"{base}/v1/repos/nope")
+    assert (
+        problem.status_code == 404 and problem.headers["content-type"] == "application/problem+json"
+    )
+    logged = log_path.read_text()
+    assert '"request_id": "srv-1"' in logged and '"route": "/v1/context"' in logged
+
+
+def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
+    done = ctxsvc(cli_env(tmp_path / "home"), "serve", "--host", "0.0.0.0", "--port", "1")
+    assert done.returncode == 2
+    assert "without a token" in done.stderr and "CTXSVC_TOKEN" in done.stderr
+
+
+# -- schemathesis: generated requests against the OpenAPI schema -----------------------
+
+
+# No 5xx, and every status, content type, header and body as the schema says. (Whether
+# a schema-valid request is accepted is not checked: a symbol that does not exist is
+# schema-valid and still a 422 from the library.)
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.fixture
+def api_schema(service: ContextService, repo: Path, tmp_path: Path) -> schemathesis.BaseSchema:
+    service.index(repo)
+    (tmp_path / "allowed").mkdir()
+    app = create_app(service, allowed_roots=[tmp_path / "allowed"])
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+def test_openapi_conformance(api_schema: schemathesis.BaseSchema) -> None:
+    """No 5xx, and every response (errors included) valid against the published schema.
+
+    Every operation gets a bounded number of generated requests, derandomized so
+    that each run sends the same ones (schemathesis' lazy pytest loader does not
+    run under this pytest, so the operations are driven through hypothesis).
+    """
+    failures: list[str] = []
+    for result in api_schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=30,
+            derandomize=True,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        def check(case: schemathesis.Case) -> None:
+            case.call_and_validate(checks=CHECKS)
+
+        try:
+            check()
+        except Exception as exc:  # collect every operation's failure, then report them all
+            failures.append(f"{operation.label}: {exc}")
+    assert not failures, "\n\n".join(failures)
