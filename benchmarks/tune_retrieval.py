@@ -47,6 +47,7 @@ BUDGETS = (2000, 4000, 8000, 16000)
 def config_sets(base: RetrievalConfig) -> dict[str, dict[str, RetrievalConfig]]:
     w = dict(base.weights)
     return {
+        "default": {"default": base},
         "ablation": {
             "all signals": base,
             "no priors": replace(base, prose_weight=1.0, test_weight=1.0),

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +52,19 @@ class CodeGraph:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @cached_property
+    def transposed(self) -> Any:
+        """The transition matrix transposed (scipy CSR), for fast propagation."""
+        from scipy.sparse import csr_matrix
+
+        n = len(self.keys)
+        return csr_matrix((self.weights, self.indices, self.indptr), shape=(n, n)).T.tocsr()
+
+    @cached_property
+    def dangling(self) -> npt.NDArray[np.bool_]:
+        out: npt.NDArray[np.bool_] = np.diff(self.indptr) == 0
+        return out
 
 
 def build_graph(
@@ -128,7 +143,7 @@ def personalized_pagerank(
     *,
     damping: float = 0.85,
     iterations: int = 25,
-    tol: float = 1e-6,
+    tol: float = 1e-5,
 ) -> npt.NDArray[np.float64]:
     """Stationary visit probabilities of a walk that restarts at ``seeds``.
 
@@ -144,14 +159,11 @@ def personalized_pagerank(
     if total <= 0:
         return np.zeros(n)
     restart /= total
-    src = np.repeat(np.arange(n), np.diff(graph.indptr))
-    dangling = np.diff(graph.indptr) == 0
+    matrix, dangling = graph.transposed, graph.dangling
     rank = restart.copy()
     for _ in range(iterations):
-        spread = np.bincount(graph.indices, weights=rank[src] * graph.weights, minlength=n)
-        new = damping * (spread + rank[dangling].sum() * restart) + (1 - damping) * restart
+        new = damping * (matrix @ rank + rank[dangling].sum() * restart) + (1 - damping) * restart
         if np.abs(new - rank).sum() < tol:
-            rank = new
-            break
+            return np.asarray(new)
         rank = new
     return rank

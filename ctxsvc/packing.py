@@ -152,9 +152,11 @@ def _already_sent_note(spans: Sequence[DeliveredSpan], counter: TokenCounter, ca
         return ""
     head = "## Already sent in this session (unchanged, not repeated)\n"
     lines: list[str] = []
+    used = counter.count(head)
     for i, s in enumerate(spans):
         line = f"- {s.path}:{s.start_line}-{s.end_line}\n"
-        if counter.count(head + "".join(lines) + line) > cap:
+        used += counter.count(line)
+        if used > cap:
             lines.append(f"- … and {len(spans) - i} more\n")
             break
         lines.append(line)

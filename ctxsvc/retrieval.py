@@ -152,11 +152,11 @@ def graph_ranking(view: RepoView, seeds: Mapping[int, float]) -> list[int]:
     if not node_seeds:
         return []
     rank = personalized_pagerank(view.graph, node_seeds)
-    chunk_score = {
-        i: max(rank[n] for n in nodes) for i, nodes in enumerate(view.chunk_nodes) if nodes
-    }
-    best = sorted((i for i, s in chunk_score.items() if s > 0), key=lambda i: -chunk_score[i])
-    return best
+    chunk_of, node_of = view.node_pairs
+    score = np.zeros(len(view.chunks))
+    np.maximum.at(score, chunk_of, rank[node_of])
+    order = np.argsort(-score, kind="stable")
+    return [int(i) for i in order[: int((score > 0).sum())]]
 
 
 def boost_files(view: RepoView, scores: Mapping[int, float], weight: float) -> dict[int, float]:

@@ -148,8 +148,8 @@ class ContextService:
         meta = self.store.meta(name_or_path) if _NAME.match(name_or_path) else None
         if meta is not None:
             return meta
-        candidate = Path(name_or_path).expanduser()
-        if candidate.is_dir():
+        candidate = _expand(name_or_path)
+        if candidate is not None and candidate.is_dir():
             root = str(candidate.resolve())
             for m in self.store.list_meta():
                 if m.root == root:
@@ -596,9 +596,19 @@ def _filter(
 
 
 def _directory(path: str | Path) -> Path:
-    p = Path(path).expanduser()
+    p = _expand(path)
+    if p is None:
+        raise InvalidPath(f"{path} names an unknown user's home directory")
     if not p.exists():
         raise InvalidPath(f"{p} does not exist")
     if not p.is_dir():
         raise InvalidPath(f"{p} is not a directory", hint="give the repository's root directory")
     return p.resolve()
+
+
+def _expand(path: str | Path) -> Path | None:
+    """``path`` with ``~`` expanded; None when it names an unknown user (``~nobody``)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return None

@@ -40,6 +40,7 @@ class RepoView:
     defs_by_name: dict[str, list[int]]  # lower-cased name -> symbol positions
     graph: CodeGraph
     chunk_nodes: list[list[int]]  # chunk position -> graph nodes it holds
+    node_pairs: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]  # (chunk, node) arrays
     refs_by_name: dict[str, list[Reference]]
     refs_by_path: dict[str, list[Reference]]
     vectors: npt.NDArray[np.float32] | None  # row per chunk (zeros where missing)
@@ -78,6 +79,10 @@ class RepoView:
             defs_by_name=dict(defs_by_name),
             graph=graph,
             chunk_nodes=chunk_nodes,
+            node_pairs=(
+                np.array([i for i, ns in enumerate(chunk_nodes) for _ in ns], dtype=np.int64),
+                np.array([n for ns in chunk_nodes for n in ns], dtype=np.int64),
+            ),
             refs_by_name=dict(refs_by_name),
             refs_by_path=dict(refs_by_path),
             vectors=vectors,

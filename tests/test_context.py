@@ -184,3 +184,12 @@ def test_bad_requests_are_refused(
 
 def test_sample_is_untouched() -> None:
     assert "app/server.py" in SAMPLE
+
+
+def test_unknown_home_directory_is_a_clear_error(indexed: ContextService) -> None:
+    from ctxsvc.errors import InvalidPath, RepoNotFound
+
+    with pytest.raises(RepoNotFound):
+        indexed.context("~no-such-user-xyz/repo", "q", 100)
+    with pytest.raises(InvalidPath, match="unknown user"):
+        indexed.index("~no-such-user-xyz/repo")
