@@ -61,7 +61,8 @@ class JsonLogFormatter(logging.Formatter):
 class RichReporter:
     """Progress bars for the index stages that know their size."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, enabled: bool = True) -> None:
+        self._enabled = enabled
         self._progress = Progress(
             TextColumn("{task.description:>8}"),
             BarColumn(),
@@ -73,14 +74,16 @@ class RichReporter:
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichReporter:
-        self._progress.start()
+        if self._enabled:
+            self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self._enabled:
+            self._progress.stop()
 
     def start(self, stage: str, total: int | None) -> None:
-        if total:
+        if total and self._enabled:
             self._tasks[stage] = self._progress.add_task(stage, total=total)
 
     def advance(self, stage: str, n: int = 1) -> None:
@@ -223,25 +226,18 @@ def _service(settings: Settings, *, model: str | None, load_model: bool) -> Cont
 
 def _index(args: argparse.Namespace, settings: Settings) -> int:
     service = _service(settings, model=args.model, load_model=not args.no_vectors)
-    if args.json:
+    with RichReporter(err, enabled=not args.json) as reporter:
         summary = service.index(
             args.path,
             args.name,
             vectors=not args.no_vectors,
             reembed=args.reembed,
             rebuild=args.rebuild,
+            reporter=reporter,
         )
+    if args.json:
         out.print_json(json.dumps(asdict(summary)))
     else:
-        with RichReporter(err) as reporter:
-            summary = service.index(
-                args.path,
-                args.name,
-                vectors=not args.no_vectors,
-                reembed=args.reembed,
-                rebuild=args.rebuild,
-                reporter=reporter,
-            )
         _print_summary(summary)
     return 0
 

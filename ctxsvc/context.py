@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ctxsvc.errors import InvalidRequest
-from ctxsvc.models import Hit, Symbol
+from ctxsvc.models import Chunk, Hit, Symbol
 from ctxsvc.packing import Block, snippet
 from ctxsvc.view import RepoView
 
@@ -76,7 +76,11 @@ def ranked_files(hits: Sequence[Hit]) -> list[tuple[str, float]]:
 
 
 def _chunk_block(view: RepoView, h: Hit) -> Block:
-    c = h.chunk
+    return chunk_snippet(view, h.chunk, h.score, h.why)
+
+
+def chunk_snippet(view: RepoView, c: Chunk, score: float, why: Sequence[str]) -> Block:
+    """A snippet block of a chunk."""
     # Chunks start and end on non-blank lines; take the blank lines up to the
     # next chunk along, so that neighbouring snippets touch and merge.
     end, text = c.end_line, c.text
@@ -93,8 +97,8 @@ def _chunk_block(view: RepoView, h: Hit) -> Block:
         language=c.language,
         header=c.header,
         symbol=c.symbols[0] if c.symbols else None,
-        score=h.score,
-        why=h.why,
+        score=score,
+        why=why,
         tokens=c.tokens,
     )
 
@@ -275,19 +279,7 @@ def _callers(view: RepoView, spans: Sequence[tuple[str, int, int, str | None]]) 
             if pos is None or pos in seen:
                 continue
             seen.add(pos)
-            c = view.chunks[pos]
             out.append(
-                snippet(
-                    c.path,
-                    c.start_line,
-                    c.end_line,
-                    c.text,
-                    language=c.language,
-                    header=c.header,
-                    symbol=c.symbols[0] if c.symbols else None,
-                    score=0.25,
-                    why=(f"calls {name} at line {r.line}",),
-                    tokens=c.tokens,
-                )
+                chunk_snippet(view, view.chunks[pos], 0.25, (f"calls {name} at line {r.line}",))
             )
     return out

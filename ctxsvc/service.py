@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from ctxsvc.context import DETAILS, candidates, expand_blocks
+from ctxsvc.context import DETAILS, candidates, expand_blocks, find_symbols, ranked_files
 from ctxsvc.errors import CtxError, InvalidPath, InvalidRequest, RepoNotFound
+from ctxsvc.graph import personalized_pagerank
 from ctxsvc.indexing import Reporter, index_repository
 from ctxsvc.models import (
     ContextItem,
@@ -27,6 +28,7 @@ from ctxsvc.models import (
     RepoStatus,
     SessionSummary,
     Symbol,
+    span_hash,
 )
 from ctxsvc.packing import Block, pack
 from ctxsvc.retrieval import RetrievalConfig, retrieve
@@ -34,6 +36,7 @@ from ctxsvc.sessions import split_already_sent
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import IndexMeta, LanceStore
 from ctxsvc.stores.ledger import SessionLedger, validate_session_id
+from ctxsvc.stores.locks import FileLock
 from ctxsvc.tokens import TokenCounter
 from ctxsvc.view import RepoView
 from indexers.discover import discover
@@ -111,20 +114,8 @@ class ContextService:
         reporter: Reporter | None = None,
     ) -> IndexSummary:
         """Index (or re-index incrementally) the directory at ``path``."""
-        root = _directory(path)
-        name = name or repo_name_for(root)
-        if not _NAME.match(name):
-            raise InvalidRequest(
-                f"invalid index name {name!r}",
-                hint="use letters, digits, '.', '_' or '-', 64 characters at most",
-            )
-        existing = self.store.meta(name)
-        if existing is not None and Path(existing.root) != root and not rebuild:
-            raise InvalidRequest(
-                f"the name {name!r} already indexes {existing.root}",
-                hint="choose another --name, or pass --rebuild to re-point it",
-            )
-        if rebuild and existing is not None:
+        root, name = self.index_target(path, name, rebuild=rebuild)
+        if rebuild and self.store.meta(name) is not None:
             self.store.drop(name)
         status = "complete" if vectors and self.embedder else ("missing" if vectors else "disabled")
         summary = index_repository(
@@ -405,10 +396,10 @@ class ContextService:
         return result
 
     # -- serving (used by the HTTP API) ----------------------------------------
-    # Imports are local so that these methods can be appended without touching
-    # the module header while it is being edited; hoist them when convenient.
 
-    def index_target(self, path: str | Path, name: str | None = None) -> tuple[Path, str]:
+    def index_target(
+        self, path: str | Path, name: str | None = None, *, rebuild: bool = False
+    ) -> tuple[Path, str]:
         """The root and index name that :meth:`index` would use, checked without indexing.
 
         Raises what ``index`` raises for a bad path or name, so that an adapter
@@ -422,10 +413,10 @@ class ContextService:
                 hint="use letters, digits, '.', '_' or '-', 64 characters at most",
             )
         existing = self.store.meta(name)
-        if existing is not None and Path(existing.root) != root:
+        if existing is not None and Path(existing.root) != root and not rebuild:
             raise InvalidRequest(
                 f"the name {name!r} already indexes {existing.root}",
-                hint="choose another name, or delete that index first",
+                hint="choose another name, or rebuild (--rebuild) to re-point it",
             )
         return root, name
 
@@ -435,7 +426,6 @@ class ContextService:
         Fails with :class:`IndexBusy` while a run holds the repository's lock,
         so an index is never deleted under a running indexer.
         """
-        from ctxsvc.stores.locks import FileLock
 
         meta = self.resolve(name_or_path)
         with FileLock(self.settings.locks_path / f"{meta.name}.lock", f"index {meta.name!r}"):
@@ -455,7 +445,6 @@ class ContextService:
         best chunk that defines it. Returns ``(files, symbols, degraded)``,
         at most ``limit`` of each.
         """
-        from ctxsvc.context import ranked_files
 
         if not query.strip():
             raise InvalidRequest("the query is empty", hint="describe the task in words")
@@ -488,7 +477,6 @@ class ContextService:
         code most referenced, directly or not, comes first); each line names the
         file's most central symbols. Files outside the graph come last.
         """
-        from ctxsvc.graph import personalized_pagerank
 
         _check_budget(budget_tokens)
         meta, fresh, degraded = self._current(name_or_path, refresh=False)
@@ -509,7 +497,6 @@ class ContextService:
 
     def symbol_uses(self, name_or_path: str, name: str) -> tuple[list[Symbol], list[Reference]]:
         """Definitions whose qualified name (or else name) is ``name``, and references to it."""
-        from ctxsvc.context import find_symbols
 
         if not name.strip() or len(name) > 512:
             raise InvalidRequest("a symbol name of 1 to 512 characters is required")
@@ -525,7 +512,6 @@ class ContextService:
         Only the index is read, never the disk, so nothing outside what was
         indexed can be returned. None when ``path`` is not an indexed file.
         """
-        from ctxsvc.models import span_hash
 
         view = self.view(self.resolve(name_or_path))
         lines = view.file_lines(path)
