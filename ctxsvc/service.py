@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import threading
 import time
@@ -163,9 +164,10 @@ class ContextService:
         files = self.view(meta).files
         changed: list[str] = []
         deleted: list[str] = []
+        base = str(root) + os.sep
         for path, rec in files.items():
             try:
-                st = (root / path).stat()
+                st = os.stat(base + path)  # not pathlib: this runs on every query
             except OSError:
                 if rec.status == "indexed":
                     deleted.append(path)

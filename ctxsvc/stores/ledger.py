@@ -12,17 +12,15 @@ same file.
 from __future__ import annotations
 
 import re
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ctxsvc.errors import InvalidRequest, StoreCorrupt, StoreError
+from ctxsvc.errors import InvalidRequest
 from ctxsvc.models import DeliveredSpan, SessionSummary
+from ctxsvc.stores.sqlite import BUSY_TIMEOUT_MS, SqliteFile
 
-BUSY_TIMEOUT_MS = 10_000
+__all__ = ["BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "SessionLedger"]
 _SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -43,6 +41,33 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX deliveries_repo ON deliveries (repo, session_id);
     """,
+    # Sessions and their checkpoints (ctxsvc.stores.checkpoints). A checkpoint
+    # is never updated: (session_id, number) is written once.
+    """
+    CREATE TABLE sessions (
+        id          TEXT PRIMARY KEY,
+        repo        TEXT NOT NULL,
+        task        TEXT NOT NULL,
+        agent       TEXT,
+        workspace   TEXT,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX sessions_workspace ON sessions (workspace);
+    CREATE TABLE checkpoints (
+        session_id      TEXT    NOT NULL REFERENCES sessions (id),
+        number          INTEGER NOT NULL,
+        created_at      TEXT    NOT NULL,
+        summary_json    TEXT    NOT NULL,
+        transcript_json TEXT    NOT NULL,
+        idempotency_key TEXT,
+        request_sha256  TEXT    NOT NULL,
+        tokens          INTEGER NOT NULL,
+        PRIMARY KEY (session_id, number),
+        UNIQUE (session_id, idempotency_key)
+    );
+    CREATE TRIGGER checkpoints_immutable BEFORE UPDATE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are immutable'); END
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -57,7 +82,7 @@ def validate_session_id(session_id: str) -> str:
     return session_id
 
 
-class SessionLedger:
+class SessionLedger(SqliteFile):
     """Durable record of the spans delivered to each (session, repository).
 
     Safe to share between threads (each thread gets its own connection) and
@@ -67,15 +92,7 @@ class SessionLedger:
     """
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the directory of {path}: {exc}") from exc
-        self._migrate()
+        super().__init__(path, MIGRATIONS, "the session ledger")
 
     # -- public API ---------------------------------------------------------
 
@@ -140,124 +157,6 @@ class SessionLedger:
                 args,
             )
             return [SessionSummary(*row) for row in rows]
-
-    def close(self) -> None:
-        """Close every thread's connection; the ledger must not be used after."""
-        with self._lock:
-            for con in self._connections:
-                con.close()
-            self._connections.clear()
-        self._local = threading.local()
-
-    # -- connection and transactions -----------------------------------------
-
-    def _connection(self) -> sqlite3.Connection:
-        con: sqlite3.Connection | None = getattr(self._local, "con", None)
-        if con is not None:
-            return con
-        with self._errors():
-            # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE below).
-            # check_same_thread is off only so that close() may run anywhere.
-            con = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            try:
-                con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise StoreError(
-                        f"cannot use WAL journaling on {self.path} (got {mode!r})",
-                        hint="keep the ctxsvc home on a local filesystem",
-                    )
-                # FULL syncs the WAL on every commit: NORMAL could lose the
-                # last acknowledged transactions on power loss.
-                con.execute("PRAGMA synchronous = FULL")
-            except BaseException:
-                con.close()
-                raise
-        self._local.con = con
-        with self._lock:
-            self._connections.append(con)
-        return con
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, committed when the block ends without error."""
-        con = self._connection()
-        with self._errors():
-            # IMMEDIATE takes the write lock up front, where busy_timeout applies;
-            # upgrading a read transaction later can fail at once with SQLITE_BUSY.
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield con
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
-
-    def _migrate(self) -> None:
-        with self._write() as con:
-            con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            try:
-                version = int(row[0]) if row else 0
-            except ValueError:
-                raise StoreCorrupt(
-                    f"{self.path} has an unreadable schema version {row[0]!r}",
-                    hint=f"move {self.path} aside; ctxsvc will start a new ledger",
-                ) from None
-            if version > SCHEMA_VERSION:
-                raise StoreCorrupt(
-                    f"{self.path} has schema version {version}, newer than this"
-                    f" ctxsvc understands ({SCHEMA_VERSION})",
-                    hint="upgrade ctxsvc, or move the file aside to start a new ledger",
-                )
-            for script in MIGRATIONS[version:]:
-                # Statement by statement: executescript() would COMMIT early.
-                for statement in script.split(";"):
-                    if statement.strip():
-                        con.execute(statement)
-            con.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Translate sqlite3 failures into the ctxsvc hierarchy."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from exc
-
-
-def _translate(exc: sqlite3.Error, path: Path) -> StoreError:
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    text = str(exc)
-    if (
-        name in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
-        or "malformed" in text
-        or "not a database" in text
-    ):
-        return StoreCorrupt(
-            f"the session ledger {path} is damaged: {text}",
-            hint=f"move {path} aside; ctxsvc will start a new, empty ledger",
-        )
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
-        return StoreError(
-            f"the session ledger {path} stayed locked by another process for"
-            f" {BUSY_TIMEOUT_MS // 1000}s: nothing was written",
-            hint="retry; if it persists, look for a stuck ctxsvc process",
-        )
-    if name.startswith(("SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_READONLY")):
-        return StoreError(
-            f"cannot read or write the session ledger {path}: {text}",
-            hint="check free disk space and permissions, then retry",
-        )
-    return StoreError(f"session ledger {path}: {text}", hint="retry")
 
 
 def _check_repo(repo: str) -> None:
