@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -158,6 +159,10 @@ class LanceStore:
         except OSError as exc:
             raise StoreError(f"cannot open the index database at {path}: {exc}") from exc
         self._locks = path.parent / "locks"
+        self._repos: Any | None = None
+        self._meta_lock = threading.Lock()
+        self._meta_cache: dict[str, IndexMeta] = {}
+        self._meta_version: int | None = None
 
     # -- metadata -----------------------------------------------------------
 
@@ -167,22 +172,33 @@ class LanceStore:
         return set(names)
 
     def _repos_table(self) -> Any | None:
-        return self._db.open_table("repos") if "repos" in self._tables() else None
+        if self._repos is None and "repos" in self._tables():
+            self._repos = self._db.open_table("repos")
+        return self._repos
+
+    def _all_meta(self) -> dict[str, IndexMeta]:
+        """Every ``repos`` row, re-read only when the table has a new version.
+
+        Queries read this on every call, to follow index runs of other
+        processes; a version check costs far less than a scan.
+        """
+        with self._meta_lock:
+            table = self._repos_table()
+            if table is None:
+                return {}
+            table.checkout_latest()
+            if table.version != self._meta_version:
+                rows = table.to_arrow().to_pylist()
+                self._meta_cache = {r["name"]: _meta(r) for r in rows}
+                self._meta_version = table.version
+            return self._meta_cache
 
     def list_meta(self) -> list[IndexMeta]:
         """Every indexed repository, by name."""
-        table = self._repos_table()
-        if table is None:
-            return []
-        rows = table.to_arrow().to_pylist()
-        return sorted((_meta(r) for r in rows), key=lambda m: m.name)
+        return sorted(self._all_meta().values(), key=lambda m: m.name)
 
     def meta(self, name: str) -> IndexMeta | None:
-        table = self._repos_table()
-        if table is None:
-            return None
-        rows = table.search().where(f"name_id = '{path_id(name)}'").to_list()
-        return _meta(rows[0]) if rows else None
+        return self._all_meta().get(name)
 
     def _commit_meta(self, meta: IndexMeta) -> None:
         pa = _pa()
@@ -201,6 +217,7 @@ class LanceStore:
             if table is None:
                 self._db.create_table("repos", data=data)
                 return
+            table.checkout_latest()
             table.merge_insert(
                 "name_id"
             ).when_matched_update_all().when_not_matched_insert_all().execute(data)
@@ -212,6 +229,7 @@ class LanceStore:
         with FileLock(self._locks / "_repos.lock", "the repository registry", wait=True):
             table = self._repos_table()
             if table is not None:
+                table.checkout_latest()
                 table.delete(f"name_id = '{path_id(name)}'")
         existing = self._tables()
         for t in (*DATA_TABLES, "vectors"):
