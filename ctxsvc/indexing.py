@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -111,7 +111,6 @@ def index_repository(
     vectors: str = "complete",
     reembed: bool = False,
     reporter: Reporter | None = None,
-    on_batch: Callable[[int], None] | None = None,
 ) -> IndexSummary:
     """Index ``root`` under ``name``. ``vectors`` says why ``embedder`` may be None:
     "disabled" (asked for) or "missing" (the model failed to load).
@@ -121,123 +120,110 @@ def index_repository(
     """
     reporter = reporter or NullReporter()
     with FileLock(settings.locks_path / f"{name}.lock", f"index {name!r}"):
-        return _index(
-            store, root, name, settings, counter, embedder, vectors, reembed, reporter, on_batch
+        run = _Run()
+        previous = store.meta(name)
+        if (
+            embedder is not None
+            and previous
+            and previous.model
+            and previous.model != embedder.name
+            and not reembed
+        ):
+            raise ModelMismatch(
+                f"index {name!r} holds vectors of {previous.model}, this run embeds with {embedder.name}",
+                hint=f"pass --reembed to replace them all, or --model {previous.model.split('@')[0]}",
+            )
+        if embedder is None and vectors == "missing":
+            run.warn(
+                "the embedding model is unavailable: indexing full text and symbols only; "
+                "vectors are missing until a later run with a working model fills them in"
+            )
+
+        with run.stage("discover", reporter) as n:
+            found = discover(root, max_file_bytes=settings.max_file_bytes)
+            n[0] = len(found.files) + len(found.skipped)
+        dimension = embedder.dimension if embedder else (previous.dimension if previous else None)
+        writer = store.writer(
+            name, dimension=dimension, drop_vectors=reembed and embedder is not None
         )
+        stored = writer.files()
 
+        seen: set[str] = set()
+        todo: list[SourceFile] = []
+        files, skipped = _storable(found.files, found.skipped)
+        for sf in files:
+            seen.add(sf.path)
+            rec = stored.get(sf.path)
+            if rec is None or (rec.size, rec.mtime_ns) != (sf.size, sf.mtime_ns):
+                todo.append(sf)
+        for sk in skipped:
+            seen.add(sk.path)
+            rec = stored.get(sk.path)
+            if rec is None or rec.status != "skipped" or rec.reason != sk.reason.value:
+                run.removed.add(sk.path)
+                run.files.append(_skipped_record(sk))
+        deleted = [p for p in stored if p not in seen]
+        run.removed.update(deleted)
 
-def _index(
-    store: LanceStore,
-    root: Path,
-    name: str,
-    settings: Settings,
-    counter: TokenCounter,
-    embedder: Embedder | None,
-    vectors: str,
-    reembed: bool,
-    reporter: Reporter,
-    on_batch: Callable[[int], None] | None,
-) -> IndexSummary:
-    run = _Run()
-    previous = store.meta(name)
-    if (
-        embedder is not None
-        and previous
-        and previous.model
-        and previous.model != embedder.name
-        and not reembed
-    ):
-        raise ModelMismatch(
-            f"index {name!r} holds vectors of {previous.model}, this run embeds with {embedder.name}",
-            hint=f"pass --reembed to replace them all, or --model {previous.model.split('@')[0]}",
-        )
-    if embedder is None and vectors == "missing":
-        run.warn(
-            "the embedding model is unavailable: indexing full text and symbols only; "
-            "vectors are missing until a later run with a working model fills them in"
-        )
+        with run.stage("parse", reporter, len(todo)) as n:
+            for sf in todo:
+                _parse_one(root, sf, settings, counter, run)
+                reporter.advance("parse")
+                n[0] += 1
 
-    with run.stage("discover", reporter) as n:
-        found = discover(root, max_file_bytes=settings.max_file_bytes)
-        n[0] = len(found.files) + len(found.skipped)
-    dimension = embedder.dimension if embedder else (previous.dimension if previous else None)
-    writer = store.writer(name, dimension=dimension, drop_vectors=reembed and embedder is not None)
-    stored = writer.files()
+        vectors_status, embedded, reused = _embed(writer, embedder, vectors, run, reporter)
 
-    seen: set[str] = set()
-    todo: list[SourceFile] = []
-    files, skipped = _storable(found.files, found.skipped)
-    for sf in files:
-        seen.add(sf.path)
-        rec = stored.get(sf.path)
-        if rec is None or (rec.size, rec.mtime_ns) != (sf.size, sf.mtime_ns):
-            todo.append(sf)
-    for sk in skipped:
-        seen.add(sk.path)
-        rec = stored.get(sk.path)
-        if rec is None or rec.status != "skipped" or rec.reason != sk.reason.value:
-            run.removed.add(sk.path)
-            run.files.append(_skipped_record(sk))
-    deleted = [p for p in stored if p not in seen]
-    run.removed.update(deleted)
+        with run.stage("write", reporter) as n:
+            terms = [_terms(c) for c in run.chunks]
+            writer.replace_paths(
+                run.removed, run.files, run.chunks, run.symbols, run.refs, run.imports, terms
+            )
+            n[0] = len(run.chunks)
 
-    with run.stage("parse", reporter, len(todo)) as n:
-        for sf in todo:
-            _parse_one(root, sf, settings, counter, run)
-            reporter.advance("parse")
-            n[0] += 1
+        with run.stage("commit", reporter):
+            stats = _totals(writer)
+            cold = previous is None
+            meta = IndexMeta(
+                name=name,
+                root=str(root),
+                commit=found.commit,
+                indexed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                model=embedder.name if embedder else (previous.model if previous else None),
+                dimension=dimension,
+                tokenizer=counter.name,
+                vectors=vectors_status,
+                versions={},
+                stats=stats,
+                generation=(previous.generation + 1) if previous else 1,
+            )
+            meta = writer.commit(
+                meta, rebuild_fts=cold or len(run.chunks) > 0.2 * max(stats["chunks"], 1)
+            )
 
-    vectors_status, embedded, reused = _embed(writer, embedder, vectors, run, reporter, on_batch)
-
-    with run.stage("write", reporter) as n:
-        terms = [_terms(c) for c in run.chunks]
-        writer.replace_paths(
-            run.removed, run.files, run.chunks, run.symbols, run.refs, run.imports, terms
-        )
-        n[0] = len(run.chunks)
-
-    with run.stage("commit", reporter):
-        stats = _totals(writer)
-        cold = previous is None
-        meta = IndexMeta(
-            name=name,
+        return IndexSummary(
+            repo=name,
             root=str(root),
             commit=found.commit,
-            indexed_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            model=embedder.name if embedder else (previous.model if previous else None),
-            dimension=dimension,
-            tokenizer=counter.name,
+            files_seen=len(seen),
+            files_indexed=sum(1 for r in run.files if r.status == "indexed"),
+            files_unchanged=len(seen)
+            - len(todo)
+            - sum(1 for sk in skipped if sk.path in run.removed),
+            files_deleted=len(deleted),
+            skipped=dict(stats["skipped"]),
+            files_with_syntax_errors=stats["syntax_error_files"],
+            symbols=stats["symbols"],
+            references=stats["refs"],
+            chunks=stats["chunks"],
+            tokens=stats["tokens"],
+            chunks_embedded=embedded,
+            chunks_reused=reused,
             vectors=vectors_status,
-            versions={},
-            stats=stats,
-            generation=(previous.generation + 1) if previous else 1,
+            model=meta.model,
+            timings=tuple(run.timings),
+            warnings=tuple(run.warnings + list(found.notes)),
+            version=meta.generation,
         )
-        meta = writer.commit(
-            meta, rebuild_fts=cold or len(run.chunks) > 0.2 * max(stats["chunks"], 1)
-        )
-
-    return IndexSummary(
-        repo=name,
-        root=str(root),
-        commit=found.commit,
-        files_seen=len(seen),
-        files_indexed=sum(1 for r in run.files if r.status == "indexed"),
-        files_unchanged=len(seen) - len(todo) - sum(1 for sk in skipped if sk.path in run.removed),
-        files_deleted=len(deleted),
-        skipped=dict(stats["skipped"]),
-        files_with_syntax_errors=stats["syntax_error_files"],
-        symbols=stats["symbols"],
-        references=stats["refs"],
-        chunks=stats["chunks"],
-        tokens=stats["tokens"],
-        chunks_embedded=embedded,
-        chunks_reused=reused,
-        vectors=vectors_status,
-        model=meta.model,
-        timings=tuple(run.timings),
-        warnings=tuple(run.warnings + list(found.notes)),
-        version=meta.generation,
-    )
 
 
 def _storable(
@@ -331,7 +317,6 @@ def _embed(
     vectors: str,
     run: _Run,
     reporter: Reporter,
-    on_batch: Callable[[int], None] | None,
 ) -> tuple[str, int, int]:
     """Embed every chunk of the new index state that has no vector yet.
 
@@ -360,8 +345,6 @@ def _embed(
                 writer.add_vectors([h for h, _ in batch], vecs)
                 n[0] += len(batch)
                 reporter.advance("embed", len(batch))
-                if on_batch is not None:
-                    on_batch(n[0])
         except CtxError:
             raise
         except Exception as exc:  # the model failing mid-run degrades, it does not lose the run
