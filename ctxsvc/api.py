@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -31,7 +31,16 @@ from starlette.exceptions import HTTPException
 
 from ctxsvc.api_jobs import Job, JobRegistry
 from ctxsvc.errors import CtxError, InvalidPath
-from ctxsvc.models import ContextPack, IndexSummary, Reference, RepoStatus, Symbol
+from ctxsvc.models import (
+    Checkpoint,
+    ContextPack,
+    IndexSummary,
+    Reference,
+    RepoStatus,
+    Resume,
+    Session,
+    Symbol,
+)
 from ctxsvc.observability import Metrics, annotate, bind, context, request_id_from, unbind
 from ctxsvc.service import MAX_BUDGET, MAX_PATTERNS, MAX_QUERY_CHARS, ContextService
 
@@ -85,6 +94,9 @@ Patterns = Annotated[list[Pattern], Field(max_length=MAX_PATTERNS)]
 SessionId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 Line = Annotated[int, Field(ge=1, le=10_000_000)]
 IndexName = Annotated[str, PathParam(pattern=NAME_PATTERN, description="index name")]
+SessionPath = Annotated[
+    str, PathParam(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="session id")
+]
 
 
 class _Body(BaseModel):
@@ -132,6 +144,35 @@ class RegisterRequest(_Body):
     ]
     name: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
     vectors: bool = Field(True, description="embed chunks (false: full text and symbols only)")
+
+
+class SessionRequest(_Body):
+    repo: RepoRef
+    task: Annotated[Text, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
+    agent: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
+    workspace: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
+
+
+Item = Annotated[Text, Field(max_length=2000)]
+
+
+class CheckpointFields(_Body):
+    goal: Annotated[Text, Field(max_length=2000)] | None = None
+    done: Annotated[list[Item], Field(max_length=200)] | None = None
+    decisions: Annotated[list[Item], Field(max_length=200)] | None = None
+    open_tasks: Annotated[list[Item], Field(max_length=200)] | None = None
+    next_step: Annotated[Text, Field(max_length=2000)] | None = None
+    notes: Annotated[list[Item], Field(max_length=200)] | None = None
+
+
+class CheckpointRequest(CheckpointFields):
+    messages: Annotated[
+        list[dict[str, Any]],
+        Field(
+            max_length=20_000, description="OpenAI-style chat messages since the last checkpoint"
+        ),
+    ] = []
+    budget_tokens: Annotated[int, Field(ge=20, le=MAX_BUDGET)] = 300
 
 
 class FieldError(BaseModel):
@@ -742,7 +783,94 @@ def _v1(service: ContextService, jobs: JobRegistry, roots: list[Path]) -> APIRou
             }
         )
 
+    _session_routes(r, service)
     return r
+
+
+def _session_routes(r: APIRouter, service: ContextService) -> None:
+    """Sessions and checkpoints: write (idempotent), read back, resume."""
+
+    @r.post("/sessions", status_code=201, response_model=Session, tags=["checkpoints"])
+    def start_session(body: SessionRequest) -> Response:
+        """Start an agent session on an indexed repository."""
+        session = service.start_session(body.repo, body.task, body.agent, body.workspace)
+        annotate(repo=session.repo)
+        return _json(asdict(session), 201)
+
+    @r.post(
+        "/sessions/{session_id}/checkpoints",
+        status_code=201,
+        response_model=Checkpoint,
+        tags=["checkpoints"],
+    )
+    def write_checkpoint(
+        session_id: SessionPath,
+        body: CheckpointRequest,
+        idempotency_key: Annotated[
+            str | None, Header(alias="Idempotency-Key", max_length=255)
+        ] = None,
+    ) -> Response:
+        """Summarize the transcript since the last checkpoint and store a new, immutable one.
+
+        A retry with the same ``Idempotency-Key`` returns the checkpoint stored
+        the first time (with ``Idempotent-Replayed: true``) and writes nothing.
+        """
+        fields = body.model_dump(exclude={"messages", "budget_tokens"}, exclude_none=True)
+        before = len(service.checkpoints(session_id)) if idempotency_key else None
+        cp = service.write_checkpoint(
+            session_id, body.messages, fields, idempotency_key, body.budget_tokens
+        )
+        response = _json(asdict(cp), 201)
+        if before is not None and cp.number <= before:
+            response.headers["Idempotent-Replayed"] = "true"
+        return response
+
+    @r.get(
+        "/sessions/{session_id}/checkpoints",
+        response_model=list[Checkpoint],
+        tags=["checkpoints"],
+    )
+    def list_checkpoints(
+        session_id: SessionPath, transcript: bool = Query(False, description="include transcripts")
+    ) -> Response:
+        """Every checkpoint of the session, by number (transcripts left out unless asked)."""
+        out = []
+        for cp in service.checkpoints(session_id):
+            data = asdict(cp)
+            if not transcript:
+                data["transcript"] = []
+            out.append(data)
+        return _json(out)
+
+    @r.get(
+        "/sessions/{session_id}/checkpoints/latest",
+        response_model=Checkpoint,
+        tags=["checkpoints"],
+    )
+    def latest_checkpoint(session_id: SessionPath) -> Response:
+        """The latest checkpoint: summary, state and stored transcript."""
+        return _json(asdict(service.checkpoint(session_id)))
+
+    @r.get(
+        "/sessions/{session_id}/checkpoints/{number}",
+        response_model=Checkpoint,
+        tags=["checkpoints"],
+    )
+    def get_checkpoint(
+        session_id: SessionPath, number: Annotated[int, PathParam(ge=1, le=10_000_000)]
+    ) -> Response:
+        """Checkpoint ``number``: summary, state and stored transcript."""
+        return _json(asdict(service.checkpoint(session_id, number)))
+
+    @r.get("/sessions/{session_id}/resume", response_model=Resume, tags=["checkpoints"])
+    def resume(
+        session_id: SessionPath,
+        budget_tokens: Annotated[int, Query(ge=1, le=MAX_BUDGET)] = 2000,
+    ) -> Response:
+        """What to read after a context reset: summary, code changes since, fresh context."""
+        result = service.resume(session_id, budget_tokens)
+        annotate(repo=result.session.repo, tokens_used=result.tokens_used)
+        return _json(asdict(result))
 
 
 def _check_rel_path(path: str, raw_path: bytes) -> None:

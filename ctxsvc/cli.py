@@ -142,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--session")
     _formats(e)
 
+    _checkpoint_parsers(sub)
+
     sv = sub.add_parser("serve", help="run the HTTP API (FastAPI on uvicorn)")
     sv.add_argument("--host", help="address to bind (default: $CTXSVC_HOST or 127.0.0.1)")
     sv.add_argument("--port", type=int, help="port (default: $CTXSVC_PORT or 8765)")
@@ -167,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _expand(args, settings)
         if args.command == "serve":
             return _serve(args, settings)
+        if args.command in ("session", "checkpoint"):
+            return _checkpoint(args, settings)
         return _query(args, settings)
     except CtxError as exc:
         err.print(
@@ -398,6 +402,113 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         },
     )
     uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
+    return 0
+
+
+def _checkpoint_parsers(sub: Any) -> None:
+    se = sub.add_parser("session", help="start an agent session (the owner of checkpoints)")
+    se_sub = se.add_subparsers(dest="action", required=True)
+    start = se_sub.add_parser("start", help="start a session on an indexed repository")
+    start.add_argument("repo", help="index name or repository path")
+    start.add_argument("--task", required=True, help="what the session is for")
+    start.add_argument("--agent", help="the agent's name")
+    start.add_argument("--workspace", help="a workspace shared by parallel sessions")
+    start.add_argument("--json", action="store_true")
+
+    cp = sub.add_parser("checkpoint", help="write, read and resume from session checkpoints")
+    cp_sub = cp.add_subparsers(dest="action", required=True)
+    w = cp_sub.add_parser("write", help="summarize the transcript since the last checkpoint")
+    w.add_argument("session", help="session id (from `ctxsvc session start`)")
+    w.add_argument("--messages", help="a JSON file of OpenAI-style chat messages ('-': stdin)")
+    w.add_argument("--goal")
+    w.add_argument("--done", action="append", help="a step done (repeatable)")
+    w.add_argument("--decision", action="append", help="a decision and its reason (repeatable)")
+    w.add_argument("--todo", action="append", help="an open task (repeatable)")
+    w.add_argument("--next", dest="next_step", help="the next step")
+    w.add_argument("--note", action="append", help="a note (repeatable)")
+    w.add_argument("--key", help="idempotency key: a retry with it never writes twice")
+    w.add_argument("--budget", type=int, default=300, help="summary token budget (default 300)")
+    w.add_argument("--json", action="store_true")
+    sh = cp_sub.add_parser("show", help="one checkpoint (the latest by default)")
+    sh.add_argument("session")
+    sh.add_argument("--number", type=int, help="checkpoint number (default: the latest)")
+    sh.add_argument("--json", action="store_true", help="everything, the transcript included")
+    ls = cp_sub.add_parser("list", help="the checkpoints of a session")
+    ls.add_argument("session")
+    ls.add_argument("--json", action="store_true")
+    rs = cp_sub.add_parser("resume", help="summary, code changes since, and fresh context")
+    rs.add_argument("session")
+    rs.add_argument("--budget", type=int, default=2000, help="token budget (default 2000)")
+    rs.add_argument("--json", action="store_true")
+
+
+def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    service = _service(settings, model=None, load_model=False)
+    if args.command == "session":
+        session = service.start_session(args.repo, args.task, args.agent, args.workspace)
+        if args.json:
+            out.print_json(json.dumps(asdict(session)))
+        else:
+            out.print(session.id)
+        return 0
+    if args.action == "write":
+        messages: Any = None
+        if args.messages:
+            try:
+                raw = sys.stdin.read() if args.messages == "-" else Path(args.messages).read_text()
+                messages = json.loads(raw)
+            except (OSError, ValueError) as exc:
+                raise InvalidRequest(
+                    f"cannot read messages from {args.messages}: {exc}",
+                    hint="give a JSON file holding a list of chat messages",
+                ) from None
+            if isinstance(messages, dict) and isinstance(messages.get("messages"), list):
+                messages = messages["messages"]
+        fields = {
+            k: v
+            for k, v in {
+                "goal": args.goal, "done": args.done, "decisions": args.decision,
+                "open_tasks": args.todo, "next_step": args.next_step, "notes": args.note,
+            }.items()
+            if v
+        }  # fmt: skip
+        cp = service.write_checkpoint(args.session, messages, fields, args.key, args.budget)
+    elif args.action == "list":
+        cps = service.checkpoints(args.session)
+        if args.json:
+            out.print_json(json.dumps([{**asdict(c), "transcript": []} for c in cps]))
+            return 0
+        t = Table(title=f"checkpoints of {args.session}")
+        for col in ("#", "created", "transcript tokens", "summary tokens", "goal"):
+            t.add_column(col)
+        for c in cps:
+            t.add_row(
+                str(c.number), c.created_at, str(c.transcript_tokens), str(c.summary.tokens),
+                c.summary.goal,
+            )  # fmt: skip
+        out.print(t)
+        return 0
+    elif args.action == "resume":
+        session = service.session(args.session)
+        result = _query_service(session.repo, settings).resume(args.session, args.budget)
+        if args.json:
+            out.print_json(json.dumps(asdict(result)))
+        else:
+            out.out(result.rendered, highlight=False)
+            err.print(f"[bold]{result.tokens_used}/{result.budget_tokens} tokens[/]")
+            for d in result.degraded:
+                err.print(f"[bold yellow]degraded[/]: {d}")
+        return 0
+    else:
+        cp = service.checkpoint(args.session, args.number)
+    if args.json:
+        out.print_json(json.dumps(asdict(cp)))
+    else:
+        out.out(cp.summary.rendered, highlight=False)
+        err.print(
+            f"[bold]checkpoint {cp.number} of {cp.session_id}, {cp.created_at}: "
+            f"{cp.transcript_tokens} transcript tokens -> {cp.summary.tokens} summary tokens[/]"
+        )
     return 0
 
 

@@ -10,7 +10,8 @@ to do next. Adapters (CLI, HTTP) translate; nothing else catches broadly.
     │   ├── ConfigError            a setting or option is invalid
     │   ├── InvalidPath            outside the root, missing, not a directory
     │   ├── InvalidRequest         malformed arguments (budget, query, ...)
-    │   ├── RepoNotFound           no index under that name or path
+    │   ├── NotFound               no such session, checkpoint or job
+    │   │   └── RepoNotFound       no index under that name or path
     │   └── ModelMismatch          index built with another embedding model
     ├── IndexBusy                  retryable: another run holds the repo lock
     ├── ModelUnavailable           not retryable: the embedding model cannot load
@@ -66,10 +67,14 @@ class InvalidRequest(UserError):
     http_status = 422
 
 
-class RepoNotFound(UserError):
-    code = "repo_not_found"
+class NotFound(UserError):
+    code = "not_found"
     http_status = 404
     exit_code = 3
+
+
+class RepoNotFound(NotFound):
+    code = "repo_not_found"
 
 
 class ModelMismatch(UserError):

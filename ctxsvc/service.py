@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
+import glob
+import json
 import os
 import re
 import threading
@@ -14,11 +16,24 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from ctxsvc.checkpoints import (
+    MIN_BUDGET,
+    IndexFacts,
+    anchor_changes,
+    check_messages,
+    extract,
+    fit,
+    fit_lines,
+    render_changes,
+    resume_query,
+    text_of,
+)
 from ctxsvc.context import DETAILS, candidates, expand_blocks, find_symbols, ranked_files
-from ctxsvc.errors import CtxError, InvalidPath, InvalidRequest, RepoNotFound
+from ctxsvc.errors import CtxError, InvalidPath, InvalidRequest, NotFound, RepoNotFound
 from ctxsvc.graph import personalized_pagerank
 from ctxsvc.indexing import Reporter, index_repository
 from ctxsvc.models import (
+    Checkpoint,
     ContextItem,
     ContextPack,
     DeliveredSpan,
@@ -27,6 +42,8 @@ from ctxsvc.models import (
     IndexVersion,
     Reference,
     RepoStatus,
+    Resume,
+    Session,
     SessionSummary,
     Symbol,
     span_hash,
@@ -35,6 +52,7 @@ from ctxsvc.packing import Block, pack
 from ctxsvc.retrieval import RetrievalConfig, retrieve
 from ctxsvc.sessions import split_already_sent
 from ctxsvc.settings import Settings
+from ctxsvc.stores.checkpoints import CheckpointStore
 from ctxsvc.stores.lance import IndexMeta, LanceStore
 from ctxsvc.stores.ledger import SessionLedger, validate_session_id
 from ctxsvc.stores.locks import FileLock
@@ -532,6 +550,151 @@ class ContextService:
             content_hash=span_hash(text),
         )  # fmt: skip
         return item, total
+
+    # -- checkpoints ----------------------------------------------------------
+
+    def start_session(
+        self, repo: str, task: str, agent: str | None = None, workspace: str | None = None
+    ) -> Session:
+        """A new session on the indexed repository ``repo`` for ``task``."""
+        if not task.strip() or len(task) > MAX_QUERY_CHARS:
+            raise InvalidRequest(f"the task must be 1 to {MAX_QUERY_CHARS} characters")
+        for label, value in (("agent", agent), ("workspace", workspace)):
+            if value is not None and not _NAME.match(value):
+                raise InvalidRequest(
+                    f"invalid {label} {value!r}", hint="use letters, digits, '.', '_' or '-'"
+                )
+        meta = self.resolve(repo)
+        return self._checkpoint_store().create_session(meta.name, task, agent, workspace)
+
+    def session(self, session_id: str) -> Session:
+        return self._checkpoint_store().session(session_id)
+
+    def write_checkpoint(
+        self,
+        session_id: str,
+        messages: list[dict[str, object]] | None = None,
+        fields: dict[str, object] | None = None,
+        idempotency_key: str | None = None,
+        budget_tokens: int = 300,
+    ) -> Checkpoint:
+        """Summarize the transcript since the last checkpoint (and ``fields``) and store it.
+
+        The summary carries everything of the previous checkpoint forward and
+        fits ``budget_tokens``. With an ``idempotency_key`` already used in this
+        session, the checkpoint written then is returned and nothing is written.
+        """
+        store = self._checkpoint_store()
+        session = store.session(session_id)
+        _check_budget(budget_tokens)
+        if budget_tokens < MIN_BUDGET:
+            raise InvalidRequest(f"a summary needs a budget of at least {MIN_BUDGET} tokens")
+        msgs = check_messages(messages or [])
+        if not msgs and not fields:
+            raise InvalidRequest(
+                "nothing to checkpoint",
+                hint="send the messages since the last checkpoint, fields, or both",
+            )
+        index = self._index_facts(session.repo)
+        previous = store.get(session_id)
+        state = extract(
+            msgs, fields, index, task=session.task, previous=previous.state if previous else None
+        )
+        summary = fit(state, budget_tokens, self.tokens)
+        texts = [text_of(m) for m in msgs]
+        texts += [json.dumps(m.get("tool_calls")) for m in msgs if m.get("tool_calls")]
+        checkpoint, _ = store.add(
+            session_id, summary, state, msgs, sum(self.tokens.count_many(texts)),
+            idempotency_key, dict(fields or {}),
+        )  # fmt: skip
+        return checkpoint
+
+    def checkpoint(self, session_id: str, number: int | None = None) -> Checkpoint:
+        """Checkpoint ``number`` of the session, or its latest."""
+        found = self._checkpoint_store().get(session_id, number)
+        if found is None:
+            which = f"checkpoint {number}" if number is not None else "a checkpoint"
+            raise NotFound(
+                f"session {session_id!r} has no {which}",
+                hint="list them with `ctxsvc checkpoint list SESSION`",
+            )
+        return found
+
+    def checkpoints(self, session_id: str) -> list[Checkpoint]:
+        return self._checkpoint_store().list(session_id)
+
+    def resume(self, session_id: str, budget_tokens: int = 2000) -> Resume:
+        """The latest summary, what changed in the anchored code since, and fresh context.
+
+        Changes compare the checkpoint's anchors with the index as it is now
+        (re-index first to see edits on disk; files changed since the last index
+        are named in ``degraded``). The fresh context is restricted to anchored
+        files still present, within what the budget leaves.
+        """
+        _check_budget(budget_tokens)
+        session = self.session(session_id)
+        cp = self.checkpoint(session_id)
+        meta = self.resolve(session.repo)
+        view = self.view(meta)
+        files = {p: r.sha256 for p, r in view.files.items() if r.status == "indexed"}
+        changes = tuple(anchor_changes(cp.state.files, files, view.symbols))
+        count = self.tokens.count
+        title = f"# Resume: session {session.id} on {session.repo}, checkpoint {cp.number} ({cp.created_at})"
+        changed = render_changes(changes)
+        summary = cp.summary.rendered
+        room = budget_tokens - count(title) - count(changed) - 4
+        if count(summary) > room:
+            summary = fit(cp.state, max(MIN_BUDGET, room), self.tokens).rendered
+        header = fit_lines(f"{title}\n\n{summary}\n\n{changed}", budget_tokens, count)
+        heading = "\n\n## Fresh context\n"
+        room = budget_tokens - count(header) - count(heading) - 2
+        present = {c.new_path for c in changes if c.new_path}
+        present |= {a.path for a in cp.state.files if a.path in files}
+        edited_first = sorted(
+            present, key=lambda p: not any(a.edited for a in cp.state.files if a.path == p)
+        )
+        include = [glob.escape(p) for p in edited_first[:MAX_PATTERNS]] or None
+        pack = None
+        degraded: list[str] = []
+        if room >= 50:
+            pack = self.context(
+                session.repo, resume_query(cp.state, session.task), room, include=include
+            )
+            degraded.extend(pack.degraded)
+            if pack.index and pack.index.changed_since:
+                degraded.append(
+                    f"{len(pack.index.changed_since)} files changed on disk since the last index;"
+                    " changes are reported against the index: run `ctxsvc index` to see them"
+                )
+        rendered = header + (heading + pack.rendered if pack and pack.items else "")
+        rendered = fit_lines(rendered, budget_tokens, count)
+        return Resume(
+            session=session, checkpoint=cp, changes=changes, context=pack, rendered=rendered,
+            tokens_used=count(rendered), budget_tokens=budget_tokens, degraded=tuple(degraded),
+        )  # fmt: skip
+
+    def _checkpoint_store(self) -> CheckpointStore:
+        # The checkpoints live in the ledger's SQLite file, opened once per service.
+        store: CheckpointStore | None = self.__dict__.get("_checkpoints")
+        if store is None:
+            with self._lock:
+                store = self.__dict__.get("_checkpoints")
+                if store is None:
+                    store = CheckpointStore(self._ledger().path)
+                    self.__dict__["_checkpoints"] = store
+        return store
+
+    def _index_facts(self, repo: str) -> IndexFacts:
+        """File hashes and symbols of ``repo`` now; empty when it is no longer indexed."""
+        try:
+            view = self.view(self.resolve(repo))
+        except RepoNotFound:
+            return IndexFacts({}, {})
+        symbols: dict[str, list[Symbol]] = {}
+        for sym in view.symbols:
+            symbols.setdefault(sym.path, []).append(sym)
+        files = {p: r.sha256 for p, r in view.files.items() if r.status == "indexed"}
+        return IndexFacts(files, symbols)
 
 
 def candidates_of(

@@ -1,0 +1,191 @@
+"""Sessions and their checkpoints, in the SQLite file of the session ledger.
+
+A checkpoint is written once, in one transaction, and never updated (a
+trigger refuses updates). Numbers run 1..n per session, assigned inside the
+write transaction, so concurrent writers never share a number. A write with an
+``idempotency_key`` already used in the session returns the checkpoint stored
+then: a retried request never creates a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ctxsvc.errors import InvalidRequest, NotFound, StoreCorrupt
+from ctxsvc.models import Anchor, Checkpoint, Session, Summary
+from ctxsvc.stores.ledger import MIGRATIONS, validate_session_id
+from ctxsvc.stores.sqlite import SqliteFile
+
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, as HTTP headers carry
+_COLUMNS = "session_id, number, created_at, summary_json, transcript_json, idempotency_key, tokens"
+
+
+class CheckpointStore(SqliteFile):
+    """Durable sessions and checkpoints. Thread- and process-safe like the ledger."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, MIGRATIONS, "the checkpoint store")
+
+    def create_session(
+        self, repo: str, task: str, agent: str | None = None, workspace: str | None = None
+    ) -> Session:
+        """A new session with a fresh random id."""
+        session = Session(
+            id="s-" + secrets.token_hex(8), repo=repo, task=task, agent=agent,
+            workspace=workspace, created_at=_now(),
+        )  # fmt: skip
+        with self._write() as con:
+            con.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+                (session.id, repo, task, agent, workspace, session.created_at),
+            )
+        return session
+
+    def session(self, session_id: str) -> Session:
+        """The session ``session_id``; ``RepoNotFound`` (404) when there is none."""
+        validate_session_id(session_id)
+        with self._errors():
+            row = (
+                self._connection()
+                .execute("SELECT * FROM sessions WHERE id = ?", (session_id,))
+                .fetchone()
+            )
+        if row is None:
+            raise NotFound(
+                f"no session {session_id!r}",
+                hint="start one with POST /v1/sessions or `ctxsvc session start`",
+            )
+        return Session(*row)
+
+    def add(
+        self,
+        session_id: str,
+        summary: Summary,
+        state: Summary,
+        transcript: list[dict[str, Any]],
+        transcript_tokens: int,
+        idempotency_key: str | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> tuple[Checkpoint, bool]:
+        """Store the next checkpoint of ``session_id``; returns it and whether it is new.
+
+        With an ``idempotency_key`` seen before in this session, nothing is
+        written and the stored checkpoint is returned (``False``); the same key
+        with another transcript or fields is refused.
+        """
+        self.session(session_id)
+        if idempotency_key is not None and not _KEY.match(idempotency_key):
+            raise InvalidRequest(
+                "invalid Idempotency-Key", hint="use 1 to 255 printable ASCII characters"
+            )
+        transcript_json = json.dumps(transcript, ensure_ascii=False, sort_keys=True)
+        # What the client sent (transcript and explicit fields): a retry must match it.
+        request = hashlib.sha256(
+            (transcript_json + json.dumps(fields or {}, sort_keys=True)).encode(
+                "utf-8", "surrogatepass"
+            )
+        ).hexdigest()
+        summary_json = json.dumps({"summary": asdict(summary), "state": asdict(state)})
+        with self._write() as con:
+            if idempotency_key is not None:
+                row = con.execute(
+                    f"SELECT {_COLUMNS}, request_sha256 FROM checkpoints"
+                    " WHERE session_id = ? AND idempotency_key = ?",
+                    (session_id, idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    if row[-1] != request:
+                        raise InvalidRequest(
+                            f"Idempotency-Key {idempotency_key!r} was used for another"
+                            f" checkpoint (number {row[1]}) of this session",
+                            hint="send a new key for a new checkpoint",
+                        )
+                    return _checkpoint(row[:-1], self.path), False
+            number = con.execute(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM checkpoints WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()[0]
+            row = (
+                session_id, number, _now(), summary_json, transcript_json, idempotency_key,
+                transcript_tokens,
+            )  # fmt: skip
+            con.execute(
+                f"INSERT INTO checkpoints ({_COLUMNS}, request_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row, request),
+            )
+        return _checkpoint(row, self.path), True
+
+    def get(self, session_id: str, number: int | None = None) -> Checkpoint | None:
+        """Checkpoint ``number`` (the latest when None) of the session, if any."""
+        self.session(session_id)
+        with self._errors():
+            if number is None:
+                row = (
+                    self._connection()
+                    .execute(
+                        f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ?"
+                        " ORDER BY number DESC LIMIT 1",
+                        (session_id,),
+                    )
+                    .fetchone()
+                )
+            else:
+                row = (
+                    self._connection()
+                    .execute(
+                        f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ? AND number = ?",
+                        (session_id, number),
+                    )
+                    .fetchone()
+                )
+        return None if row is None else _checkpoint(row, self.path)
+
+    def list(self, session_id: str) -> list[Checkpoint]:
+        """Every checkpoint of the session, by number."""
+        self.session(session_id)
+        with self._errors():
+            rows = (
+                self._connection()
+                .execute(
+                    f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ? ORDER BY number",
+                    (session_id,),
+                )
+                .fetchall()
+            )
+        return [_checkpoint(r, self.path) for r in rows]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _checkpoint(row: tuple[Any, ...], path: Path) -> Checkpoint:
+    session_id, number, created_at, summary_json, transcript_json, key, tokens = row
+    try:
+        data = json.loads(summary_json)
+        transcript = tuple(json.loads(transcript_json))
+        summary, state = summary_from_dict(data["summary"]), summary_from_dict(data["state"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreCorrupt(
+            f"checkpoint {number} of session {session_id} in {path} is unreadable: {exc}",
+            hint="read another checkpoint of the session (they are independent)",
+        ) from exc
+    return Checkpoint(
+        session_id=session_id, number=number, created_at=created_at, summary=summary,
+        state=state, transcript=transcript, transcript_tokens=tokens, idempotency_key=key,
+    )  # fmt: skip
+
+
+def summary_from_dict(d: dict[str, Any]) -> Summary:
+    """A ``Summary`` from its ``asdict`` form (lists back to tuples)."""
+    tuples = ("done", "decisions", "open_tasks", "errors", "facts", "notes")
+    values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in d.items()}
+    values["files"] = tuple(Anchor(**a) for a in d.get("files", ()))
+    return Summary(**values)
