@@ -362,16 +362,15 @@ class ContextService:
             if meta.vectors == "complete"
             else [f"vector: only some chunks have vectors ({meta.vectors})"]
         )
-        return self._embed_query(self.embedder.name, query), notes
+        return self._embed_query(self.embedder, query), notes
 
-    def _embed_query(self, model: str, query: str) -> npt.NDArray[np.float32]:
+    def _embed_query(self, embedder: Embedder, query: str) -> npt.NDArray[np.float32]:
         # Agents repeat queries (other budgets, other detail levels): embed once.
-        key = (model, query)
+        key = (embedder.name, query)
         with self._lock:
             cached = self._query_vectors.get(key)
         if cached is None:
-            assert self.embedder is not None
-            cached = self.embedder.embed([query])[0]
+            cached = embedder.embed([query])[0]
             with self._lock:
                 self._query_vectors[key] = cached
                 while len(self._query_vectors) > QUERY_CACHE_SIZE:
