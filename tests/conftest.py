@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -123,4 +124,23 @@ def service(settings: Settings, counter: TiktokenCounter, embedder: HashEmbedder
         counter,
         embedder,
         ledger=SessionLedger(settings.state_path),
+    )
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    """This environment without CTXSVC_* settings, pointed at ``home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTXSVC_")}
+    return {**env, "CTXSVC_HOME": str(home), **extra}
+
+
+def run_cli(
+    env: dict[str, str], *args: str, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """``python -m ctxsvc ARGS`` in a real subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "ctxsvc", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
+from conftest import cli_env, run_cli
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -36,25 +36,10 @@ def free_port() -> int:
         return port
 
 
-def cli_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CTXSVC_")}
-    return {**env, "CTXSVC_HOME": str(home), **extra}
-
-
-def ctxsvc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ctxsvc", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture
 def server(repo: Path, tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
     env = cli_env(tmp_path / "home", CTXSVC_ALLOWED_ROOTS=str(tmp_path))
-    done = ctxsvc(env, "index", str(repo), "--no-vectors", "--json")
+    done = run_cli(env, "index", str(repo), "--no-vectors", "--json")
     assert done.returncode == 0, done.stderr
     port = free_port()
     log = (tmp_path / "server.log").open("w")
@@ -101,7 +86,7 @@ def test_serve_answers_and_picks_up_cli_updates(
 
     # The CLI re-indexes while the server runs: the next request sees the new generation.
     (repo / "app" / "cache.py").write_text("def evict_everything():\n    return None\n")
-    done = ctxsvc(env, "index", str(repo), "--no-vectors", "--json")
+    done = run_cli(env, "index", str(repo), "--no-vectors", "--json")
     assert done.returncode == 0, done.stderr
     found = httpx.get(f"{base}/v1/repos/demo/symbols", params={"name": "evict_everything"})
     assert found.json()["definitions"], found.text
@@ -116,7 +101,7 @@ def test_serve_answers_and_picks_up_cli_updates(
 
 
 def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
-    done = ctxsvc(cli_env(tmp_path / "home"), "serve", "--host", "0.0.0.0", "--port", "1")
+    done = run_cli(cli_env(tmp_path / "home"), "serve", "--host", "0.0.0.0", "--port", "1")
     assert done.returncode == 2
     assert "without a token" in done.stderr and "CTXSVC_TOKEN" in done.stderr
 

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import cli_env, run_cli
 
 
 def ctxsvc(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CTXSVC_")}
-    env["CTXSVC_HOME"] = str(home)
-    return subprocess.run(
-        [sys.executable, "-m", "ctxsvc", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_cli(cli_env(home), *args)
 
 
 @pytest.mark.slow
