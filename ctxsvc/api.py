@@ -11,38 +11,50 @@ functions, which FastAPI runs in its threadpool.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 
 from ctxsvc.api_jobs import Job, JobRegistry
+from ctxsvc.api_models import (
+    ERRORS,
+    MAX_FILE_LINES,
+    MAX_RESULTS,
+    PROBLEM_JSON,
+    ContextRequest,
+    ExpandRequest,
+    FileResponse,
+    IndexName,
+    JobResponse,
+    Readiness,
+    RegisterRequest,
+    RepoSummary,
+    SearchRequest,
+    SearchResponse,
+    SymbolsResponse,
+    Text,
+    json_response,
+)
+from ctxsvc.api_sessions import session_routes
 from ctxsvc.errors import CtxError, InvalidPath
 from ctxsvc.models import (
-    Checkpoint,
     ContextPack,
-    IndexSummary,
-    Reference,
     RepoStatus,
-    Resume,
-    Session,
-    Symbol,
 )
 from ctxsvc.observability import Metrics, annotate, bind, context, request_id_from, unbind
-from ctxsvc.service import MAX_BUDGET, MAX_PATTERNS, MAX_QUERY_CHARS, ContextService
+from ctxsvc.service import MAX_BUDGET, ContextService
 
 log = logging.getLogger("ctxsvc.api")
 
@@ -53,247 +65,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PROBLEM_BASE = "https://ctxsvc.dev/problems/"
-PROBLEM_JSON = "application/problem+json"
 MAX_BODY_BYTES = 1024 * 1024
 MAX_IN_FLIGHT = 128
-MAX_RESULTS = 200
-MAX_FILE_LINES = 5000
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 RETRY_AFTER = {"index_busy": 5, "store_error": 1, "overloaded": 1}
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-
-# -- request and response models ----------------------------------------------
-
-
-def _text(value: str) -> str:
-    # JSON may carry lone surrogates, which no later stage can encode: refuse them here.
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
-    return value
-
-
-Text = Annotated[str, AfterValidator(_text)]
-# "~user" is not expanded on the server (and an unknown user would be an error).
-RepoRef = Annotated[
-    Text,
-    Field(
-        min_length=1,
-        max_length=4096,
-        pattern=r"^[^~]",
-        description="an index name, or the root directory of an indexed repository",
-    ),
-]
-# Not blank (a pattern, so that the schema says it too; Python's idea of whitespace).
-QueryText = Annotated[Text, Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=r"^\s*\S")]
-Budget = Annotated[int, Field(ge=1, le=MAX_BUDGET)]
-Pattern = Annotated[Text, Field(min_length=1, max_length=256)]
-Patterns = Annotated[list[Pattern], Field(max_length=MAX_PATTERNS)]
-SessionId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
-Line = Annotated[int, Field(ge=1, le=10_000_000)]
-IndexName = Annotated[str, PathParam(pattern=NAME_PATTERN, description="index name")]
-SessionPath = Annotated[
-    str, PathParam(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="session id")
-]
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
-
-
-class ContextRequest(_Body):
-    repo: RepoRef
-    query: QueryText
-    budget_tokens: Budget = 8000
-    detail: Literal["snippets", "skeleton", "map", "full"] = "snippets"
-    session_id: SessionId | None = None
-    include: Patterns | None = None
-    exclude: Patterns | None = None
-    refresh: bool = Field(False, description="re-index files changed on disk first")
-
-
-class ExpandRequest(_Body):
-    repo: RepoRef
-    symbol: Annotated[Text, Field(min_length=1, max_length=512)] | None = None
-    path: Annotated[Text, Field(min_length=1, max_length=4096)] | None = None
-    start_line: Line | None = None
-    end_line: Line | None = None
-    budget_tokens: Budget = 4000
-    callers: bool = False
-    callees: bool = False
-    session_id: SessionId | None = None
-
-
-class SearchRequest(_Body):
-    repo: RepoRef
-    query: QueryText
-    limit: Annotated[int, Field(ge=1, le=MAX_RESULTS)] = 20
-
-
-class RegisterRequest(_Body):
-    path: Annotated[
-        Text,
-        Field(
-            min_length=2,
-            max_length=4096,
-            pattern=r"^/",
-            description="absolute path of the repository root on the server",
-        ),
-    ]
-    name: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
-    vectors: bool = Field(True, description="embed chunks (false: full text and symbols only)")
-
-
-class SessionRequest(_Body):
-    repo: RepoRef
-    task: Annotated[Text, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
-    agent: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
-    workspace: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
-
-
-Item = Annotated[Text, Field(max_length=2000)]
-
-
-class CheckpointFields(_Body):
-    goal: Annotated[Text, Field(max_length=2000)] | None = None
-    done: Annotated[list[Item], Field(max_length=200)] | None = None
-    decisions: Annotated[list[Item], Field(max_length=200)] | None = None
-    open_tasks: Annotated[list[Item], Field(max_length=200)] | None = None
-    next_step: Annotated[Text, Field(max_length=2000)] | None = None
-    notes: Annotated[list[Item], Field(max_length=200)] | None = None
-
-
-class CheckpointRequest(CheckpointFields):
-    messages: Annotated[
-        list[dict[str, Any]],
-        Field(
-            max_length=20_000, description="OpenAI-style chat messages since the last checkpoint"
-        ),
-    ] = []
-    budget_tokens: Annotated[int, Field(ge=20, le=MAX_BUDGET)] = 300
-
-
-class FieldError(BaseModel):
-    field: str
-    message: str
-    type: str
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem: what happened, whether a retry helps, what to do next."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
-    retryable: bool
-    hint: str = ""
-    request_id: str
-    errors: list[FieldError] | None = None
-
-
-class FileScore(BaseModel):
-    path: str
-    score: float
-
-
-class SymbolScore(BaseModel):
-    symbol: Symbol
-    score: float
-
-
-class SearchResponse(BaseModel):
-    repo: str
-    query: str
-    files: list[FileScore]
-    symbols: list[SymbolScore]
-    degraded: list[str]
-
-
-class RepoSummary(BaseModel):
-    name: str
-    root: str
-    commit: str | None
-    indexed_at: str
-    generation: int
-    vectors: str
-    model: str | None
-    stats: dict[str, Any]
-
-
-class SymbolsResponse(BaseModel):
-    repo: str
-    name: str
-    definitions: list[Symbol]
-    references: list[Reference]
-    total_definitions: int
-    total_references: int
-
-
-class FileResponse(BaseModel):
-    repo: str
-    path: str
-    start_line: int
-    end_line: int
-    total_lines: int
-    tokens: int
-    content_hash: str
-    text: str
-
-
-class JobResponse(BaseModel):
-    id: str
-    kind: Literal["index", "refresh"]
-    repo: str
-    root: str
-    state: Literal["queued", "running", "done", "failed"]
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    progress: dict[str, dict[str, int | None]]
-    events: list[dict[str, Any]]
-    result: IndexSummary | None
-    error: dict[str, Any] | None
-
-
-class Readiness(BaseModel):
-    ready: bool
-    model: dict[str, Any]
-    store: dict[str, Any]
-    repos: int
-    degraded: list[str]
-
-
-def _problem_doc(description: str) -> dict[str, Any]:
-    return {
-        "model": Problem,
-        "description": description,
-        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-    }
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: _problem_doc("Bad input"),
-    401: _problem_doc("Missing or wrong bearer token"),
-    404: _problem_doc("No such index, file, job or route"),
-    405: _problem_doc("Method not allowed"),
-    409: _problem_doc("Conflict: index busy or built with another model"),
-    413: _problem_doc("Request body too large"),
-    422: _problem_doc("Invalid request: the offending fields are named"),
-    500: _problem_doc("Internal error (logged with the request id)"),
-    503: _problem_doc("Overloaded, or the store is unavailable"),
-}
-
-
-# -- rendering ----------------------------------------------------------------
-
-
-def _json(data: Any, status: int = 200, media_type: str = "application/json") -> Response:
-    body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    return Response(body, status_code=status, media_type=media_type)
 
 
 def problem(
@@ -323,7 +98,7 @@ def problem(
         body["errors"] = errors
     if metrics is not None:
         metrics.errors.labels(code).inc()
-    response = _json(body, status, PROBLEM_JSON)
+    response = json_response(body, status, PROBLEM_JSON)
     response.headers.update(headers or {})
     if retryable:
         response.headers["Retry-After"] = str(RETRY_AFTER.get(code, 1))
@@ -609,7 +384,7 @@ def _health_routes(app: FastAPI, service: ContextService, metrics: Metrics) -> N
         body = Readiness(
             ready=store["reachable"], model=model, store=store, repos=len(metas), degraded=degraded
         )
-        return _json(body.model_dump(), 200 if body.ready else 503)
+        return json_response(body.model_dump(), 200 if body.ready else 503)
 
     @app.get("/metrics", tags=["health"], response_class=Response, responses=ERRORS)
     def prometheus() -> Response:
@@ -630,7 +405,7 @@ def _v1(service: ContextService, jobs: JobRegistry, roots: list[Path]) -> APIRou
             refresh=body.refresh,
         )  # fmt: skip
         annotate(repo=pack.repo, tokens_used=pack.tokens_used)
-        return _json(asdict(pack))
+        return json_response(asdict(pack))
 
     @r.post("/expand", response_model=ContextPack, tags=["context"])
     def expand(body: ExpandRequest) -> Response:
@@ -641,14 +416,14 @@ def _v1(service: ContextService, jobs: JobRegistry, roots: list[Path]) -> APIRou
             callees=body.callees, session_id=body.session_id,
         )  # fmt: skip
         annotate(repo=pack.repo, tokens_used=pack.tokens_used)
-        return _json(asdict(pack))
+        return json_response(asdict(pack))
 
     @r.post("/search", response_model=SearchResponse, tags=["context"])
     def search(body: SearchRequest) -> Response:
         """Ranked files and symbols with their scores; nothing is packed."""
         files, symbols, degraded = service.search(body.repo, body.query, body.limit)
         annotate(repo=body.repo)
-        return _json(
+        return json_response(
             {
                 "repo": body.repo,
                 "query": body.query,
@@ -661,7 +436,7 @@ def _v1(service: ContextService, jobs: JobRegistry, roots: list[Path]) -> APIRou
     @r.get("/repos", response_model=list[RepoSummary], tags=["repos"])
     def repos() -> Response:
         """Every index under this server's data directory (indexed by the CLI or over HTTP)."""
-        return _json(
+        return json_response(
             [
                 {
                     "name": m.name,
@@ -681,7 +456,7 @@ def _v1(service: ContextService, jobs: JobRegistry, roots: list[Path]) -> APIRou
     def status(name: IndexName) -> Response:
         """What is indexed, how fresh it is (files changed on disk), what is degraded."""
         annotate(repo=name)
-        return _json(asdict(service.status(name)))
+        return json_response(asdict(service.status(name)))
 
     @r.post("/repos", status_code=202, response_model=JobResponse, tags=["repos"])
     def register(body: RegisterRequest) -> Response:
@@ -732,7 +507,7 @@ def _v1(service: ContextService, jobs: JobRegistry, roots: list[Path]) -> APIRou
         """A map of the repository: files by PageRank over the code graph, with their central symbols."""
         pack = service.repo_map(name, budget_tokens)
         annotate(repo=pack.repo, tokens_used=pack.tokens_used)
-        return _json(asdict(pack))
+        return json_response(asdict(pack))
 
     @r.get("/repos/{name}/symbols", response_model=SymbolsResponse, tags=["context"])
     def symbols(
@@ -743,7 +518,7 @@ def _v1(service: ContextService, jobs: JobRegistry, roots: list[Path]) -> APIRou
         """Definitions with this name or qualified name, and references to it."""
         defs, refs = service.symbol_uses(name, symbol)
         annotate(repo=name)
-        return _json(
+        return json_response(
             {
                 "repo": name,
                 "name": symbol,
@@ -770,7 +545,7 @@ def _v1(service: ContextService, jobs: JobRegistry, roots: list[Path]) -> APIRou
         if found is None:
             raise HTTPException(404, f"{path} is not an indexed file of {name}")
         item, total = found
-        return _json(
+        return json_response(
             {
                 "repo": name,
                 "path": item.path,
@@ -783,94 +558,8 @@ def _v1(service: ContextService, jobs: JobRegistry, roots: list[Path]) -> APIRou
             }
         )
 
-    _session_routes(r, service)
+    session_routes(r, service)
     return r
-
-
-def _session_routes(r: APIRouter, service: ContextService) -> None:
-    """Sessions and checkpoints: write (idempotent), read back, resume."""
-
-    @r.post("/sessions", status_code=201, response_model=Session, tags=["checkpoints"])
-    def start_session(body: SessionRequest) -> Response:
-        """Start an agent session on an indexed repository."""
-        session = service.start_session(body.repo, body.task, body.agent, body.workspace)
-        annotate(repo=session.repo)
-        return _json(asdict(session), 201)
-
-    @r.post(
-        "/sessions/{session_id}/checkpoints",
-        status_code=201,
-        response_model=Checkpoint,
-        tags=["checkpoints"],
-    )
-    def write_checkpoint(
-        session_id: SessionPath,
-        body: CheckpointRequest,
-        idempotency_key: Annotated[
-            str | None, Header(alias="Idempotency-Key", max_length=255)
-        ] = None,
-    ) -> Response:
-        """Summarize the transcript since the last checkpoint and store a new, immutable one.
-
-        A retry with the same ``Idempotency-Key`` returns the checkpoint stored
-        the first time (with ``Idempotent-Replayed: true``) and writes nothing.
-        """
-        fields = body.model_dump(exclude={"messages", "budget_tokens"}, exclude_none=True)
-        before = len(service.checkpoints(session_id)) if idempotency_key else None
-        cp = service.write_checkpoint(
-            session_id, body.messages, fields, idempotency_key, body.budget_tokens
-        )
-        response = _json(asdict(cp), 201)
-        if before is not None and cp.number <= before:
-            response.headers["Idempotent-Replayed"] = "true"
-        return response
-
-    @r.get(
-        "/sessions/{session_id}/checkpoints",
-        response_model=list[Checkpoint],
-        tags=["checkpoints"],
-    )
-    def list_checkpoints(
-        session_id: SessionPath, transcript: bool = Query(False, description="include transcripts")
-    ) -> Response:
-        """Every checkpoint of the session, by number (transcripts left out unless asked)."""
-        out = []
-        for cp in service.checkpoints(session_id):
-            data = asdict(cp)
-            if not transcript:
-                data["transcript"] = []
-            out.append(data)
-        return _json(out)
-
-    @r.get(
-        "/sessions/{session_id}/checkpoints/latest",
-        response_model=Checkpoint,
-        tags=["checkpoints"],
-    )
-    def latest_checkpoint(session_id: SessionPath) -> Response:
-        """The latest checkpoint: summary, state and stored transcript."""
-        return _json(asdict(service.checkpoint(session_id)))
-
-    @r.get(
-        "/sessions/{session_id}/checkpoints/{number}",
-        response_model=Checkpoint,
-        tags=["checkpoints"],
-    )
-    def get_checkpoint(
-        session_id: SessionPath, number: Annotated[int, PathParam(ge=1, le=10_000_000)]
-    ) -> Response:
-        """Checkpoint ``number``: summary, state and stored transcript."""
-        return _json(asdict(service.checkpoint(session_id, number)))
-
-    @r.get("/sessions/{session_id}/resume", response_model=Resume, tags=["checkpoints"])
-    def resume(
-        session_id: SessionPath,
-        budget_tokens: Annotated[int, Query(ge=1, le=MAX_BUDGET)] = 2000,
-    ) -> Response:
-        """What to read after a context reset: summary, code changes since, fresh context."""
-        result = service.resume(session_id, budget_tokens)
-        annotate(repo=result.session.repo, tokens_used=result.tokens_used)
-        return _json(asdict(result))
 
 
 def _check_rel_path(path: str, raw_path: bytes) -> None:
@@ -897,4 +586,4 @@ def _job_response(jobs: JobRegistry, job_id: str, status: int) -> Response:
     snapshot = jobs.get(job_id)
     if snapshot is None:
         raise HTTPException(404, f"no job {job_id!r} (job records are kept in memory)")
-    return _json(snapshot, status)
+    return json_response(snapshot, status)

@@ -597,8 +597,8 @@ def anchor_changes(
         name = a.symbol.rsplit(".", 1)[-1]
         same = [s for s in by_name.get(name, ()) if (s.path, s.qualname) != (a.path, a.symbol)]
         if not same and a.signature:
-            key = _signature_key(a.signature, name)
-            same = [s for s in symbols if _signature_key(s.signature, s.name) == key]
+            key = signature_key(a.signature, name)
+            same = [s for s in symbols if signature_key(s.signature, s.name) == key]
             same.sort(key=lambda s: s.path != a.path)  # the same file first
         if same:
             s = same[0]
@@ -608,7 +608,8 @@ def anchor_changes(
     return out
 
 
-def _signature_key(signature: str, name: str) -> str:
+def signature_key(signature: str, name: str) -> str:
+    """``signature`` with its own name blanked: equal keys mean a renamed symbol."""
     return re.sub(rf"\b{re.escape(name)}\b", "\x00", signature, count=1)
 
 

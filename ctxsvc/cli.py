@@ -32,7 +32,7 @@ from rich.table import Table
 
 from ctxsvc.context import DETAILS
 from ctxsvc.errors import ConfigError, CtxError, InvalidRequest
-from ctxsvc.models import ContextPack, IndexSummary, RepoStatus
+from ctxsvc.models import EVENT_KINDS, ContextPack, IndexSummary, RepoStatus
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
 
@@ -171,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args, settings)
         if args.command in ("session", "checkpoint"):
             return _checkpoint(args, settings)
+        if args.command == "workspace":
+            return _workspace(args, settings)
         return _query(args, settings)
     except CtxError as exc:
         err.print(
@@ -441,6 +443,39 @@ def _checkpoint_parsers(sub: Any) -> None:
     rs.add_argument("--budget", type=int, default=2000, help="token budget (default 2000)")
     rs.add_argument("--json", action="store_true")
 
+    ws = sub.add_parser("workspace", help="the log parallel sessions of a workspace share")
+    ws_sub = ws.add_subparsers(dest="action", required=True)
+    rec = ws_sub.add_parser("record", help="record a decision or change for the other sessions")
+    rec.add_argument("workspace")
+    rec.add_argument("text", help="e.g. 'renamed interface Store to Repository'")
+    rec.add_argument("--session", help="the session it comes from")
+    rec.add_argument("--kind", choices=EVENT_KINDS, help="default: read from the text")
+    rec.add_argument("--key", help="idempotency key: a retry with it never writes twice")
+    rec.add_argument("--json", action="store_true")
+    lg = ws_sub.add_parser("log", help="the workspace's events, oldest first")
+    lg.add_argument("workspace")
+    lg.add_argument("--after", type=int, default=0, help="only events after this number")
+    lg.add_argument("--json", action="store_true")
+
+
+def _workspace(args: argparse.Namespace, settings: Settings) -> int:
+    service = _service(settings, model=None, load_model=False)
+    if args.action == "record":
+        event, _ = service.record_event(
+            args.workspace, args.text, kind=args.kind, session_id=args.session,
+            idempotency_key=args.key,
+        )  # fmt: skip
+        events = [event]
+    else:
+        events = service.workspace_events(args.workspace, after=args.after, limit=1000)
+    if args.json:
+        out.print_json(json.dumps([asdict(e) for e in events]))
+        return 0
+    for e in events:
+        who = "re-index" if e.source == "index" else (e.agent or e.session_id or "agent")
+        out.print(f"#{e.seq} {e.created_at[:19]}Z {e.kind} by {who}: {e.text}", highlight=False)
+    return 0
+
 
 def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     service = _service(settings, model=None, load_model=False)
@@ -498,6 +533,8 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
             err.print(f"[bold]{result.tokens_used}/{result.budget_tokens} tokens[/]")
             for d in result.degraded:
                 err.print(f"[bold yellow]degraded[/]: {d}")
+            for w in result.warnings:
+                err.print(f"[bold yellow]changed by another session[/]: [{w.subject}] {w.message}")
         return 0
     else:
         cp = service.checkpoint(args.session, args.number)
@@ -536,6 +573,8 @@ def _print_pack(p: ContextPack, ms: float) -> None:
         err.print(f"[yellow]{len(p.index.changed_since)} files changed on disk since indexing[/]")
     for d in p.degraded:
         err.print(f"[bold yellow]degraded[/]: {d}")
+    for w in p.warnings:
+        err.print(f"[bold yellow]changed by another session[/]: [{w.subject}] {w.message}")
 
 
 if __name__ == "__main__":

@@ -281,6 +281,7 @@ class ContextPack:
     degraded: tuple[str, ...] = ()
     session_id: str | None = None
     already_sent: tuple[DeliveredSpan, ...] = ()  # held by the session, not repeated
+    warnings: tuple[DriftWarning, ...] = ()  # workspace changes the session has not seen
 
 
 @dataclass(frozen=True)
@@ -417,3 +418,52 @@ class Resume:
     tokens_used: int
     budget_tokens: int
     degraded: tuple[str, ...] = ()
+    warnings: tuple[DriftWarning, ...] = ()
+    workspace_events: tuple[WorkspaceEvent, ...] = ()  # by other sessions since the checkpoint
+
+
+# -- workspaces: what parallel sessions changed ----------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkspaceEvent:
+    """One entry of a workspace's shared log (numbered 1, 2, ... per file, in order).
+
+    ``source`` says who wrote it: "agent" (posted by a session), "checkpoint"
+    (a session's checkpoint edited a file or took a decision) or "index" (a
+    re-index saw a symbol or file renamed or removed; ``workspace`` is then
+    None: it concerns every workspace working on ``repo``). ``kind`` is one of
+    ``EVENT_KINDS``. ``symbols`` and ``paths`` are what the event is about,
+    as sent or extracted from ``text``; ``new_symbol``/``new_path`` name a
+    rename's target.
+    """
+
+    seq: int
+    workspace: str | None
+    repo: str | None
+    session_id: str | None
+    agent: str | None
+    source: str
+    kind: str
+    text: str
+    created_at: str
+    paths: tuple[str, ...] = ()
+    symbols: tuple[str, ...] = ()
+    new_path: str | None = None
+    new_symbol: str | None = None
+
+
+EVENT_KINDS = ("decision", "renamed", "removed", "changed", "note")
+
+
+@dataclass(frozen=True)
+class DriftWarning:
+    """A change by another session (or seen by a re-index) that this answer touches.
+
+    ``subject`` is the path or symbol of the answer (or the query) it concerns;
+    ``message`` is the line an agent reads.
+    """
+
+    event: WorkspaceEvent
+    subject: str
+    message: str

@@ -23,6 +23,7 @@ from ctxsvc.models import (
     ContextItem,
     ContextPack,
     DeliveredSpan,
+    DriftWarning,
     IndexVersion,
     Omitted,
     span_hash,
@@ -100,9 +101,16 @@ def pack(
     degraded: Sequence[str] = (),
     session_id: str | None = None,
     already_sent: Sequence[DeliveredSpan] = (),
+    preface: str = "",
+    warnings: Sequence[DriftWarning] = (),
 ) -> ContextPack:
-    """The best candidates that fit ``budget_tokens``, in rank order, and what was left out."""
-    note = _already_sent_note(already_sent, counter, budget_tokens // 4)
+    """The best candidates that fit ``budget_tokens``, in rank order, and what was left out.
+
+    ``preface`` (e.g. the rendered ``warnings``) comes first in the text, and
+    its tokens count against the budget like everything else.
+    """
+    held = _already_sent_note(already_sent, counter, budget_tokens // 4)
+    note = "\n".join(part for part in (preface, held) if part)
     room = budget_tokens - (counter.count(note) + 1 if note else 0)
     blocks: list[Block] = []
     omitted: list[Omitted] = []
@@ -138,6 +146,7 @@ def pack(
         degraded=tuple(degraded),
         session_id=session_id,
         already_sent=tuple(already_sent),
+        warnings=tuple(warnings),
     )
 
 

@@ -37,6 +37,7 @@ from ctxsvc.models import (
     ContextItem,
     ContextPack,
     DeliveredSpan,
+    DriftWarning,
     Hit,
     IndexSummary,
     IndexVersion,
@@ -45,7 +46,9 @@ from ctxsvc.models import (
     Resume,
     Session,
     SessionSummary,
+    Summary,
     Symbol,
+    WorkspaceEvent,
     span_hash,
 )
 from ctxsvc.packing import Block, pack
@@ -53,11 +56,13 @@ from ctxsvc.retrieval import RetrievalConfig, retrieve
 from ctxsvc.sessions import split_already_sent
 from ctxsvc.settings import Settings
 from ctxsvc.stores.checkpoints import CheckpointStore
+from ctxsvc.stores.events import MAX_TEXT, EventLog
 from ctxsvc.stores.lance import IndexMeta, LanceStore
 from ctxsvc.stores.ledger import SessionLedger, validate_session_id
 from ctxsvc.stores.locks import FileLock
 from ctxsvc.tokens import TokenCounter
 from ctxsvc.view import RepoView
+from ctxsvc.workspace import Seen, describe, drift, index_event_text, index_events, render_warnings
 from indexers.discover import discover
 from indexers.embed import Embedder
 
@@ -66,6 +71,7 @@ MAX_BUDGET = 200_000
 MAX_QUERY_CHARS = 8_000
 MAX_PATTERNS = 64
 QUERY_CACHE_SIZE = 1024
+MAX_LOGGED = 20  # workspace events shown on resume
 ADDED_TTL_SECONDS = 2.0  # how stale the list of added files may be (changed files: never)
 
 
@@ -136,6 +142,7 @@ class ContextService:
         root, name = self.index_target(path, name, rebuild=rebuild)
         if rebuild and self.store.meta(name) is not None:
             self.store.drop(name)
+        before = self._watched_view(name)
         status = "complete" if vectors and self.embedder else ("missing" if vectors else "disabled")
         summary = index_repository(
             self.store,
@@ -149,7 +156,30 @@ class ContextService:
             reporter=reporter,
         )
         self._added.pop(name, None)
+        if before is not None:
+            self._log_index_changes(before, self.view(self.resolve(name)))
         return summary
+
+    def _watched_view(self, name: str) -> RepoView | None:
+        """The current view of ``name`` when sessions in a workspace work on it."""
+        meta = self.store.meta(name)
+        if meta is None or self.ledger is None:
+            return None
+        return self.view(meta) if self._checkpoint_store().has_workspaces(name) else None
+
+    def _log_index_changes(self, old: RepoView, new: RepoView) -> None:
+        """Log symbols and files a re-index saw renamed, moved or removed."""
+        changes = index_events(_hashes(old), old.symbols, _hashes(new), new.symbols)
+        log = self._event_log()
+        for d in changes:
+            log.append(
+                WorkspaceEvent(
+                    seq=0, workspace=None, repo=new.meta.name, session_id=None, agent=None,
+                    source="index", kind=d.kind or "changed", text=index_event_text(d),
+                    created_at="", paths=d.paths, symbols=d.symbols, new_path=d.new_path,
+                    new_symbol=d.new_symbol,
+                )
+            )  # fmt: skip
 
     # -- status -------------------------------------------------------------
 
@@ -285,10 +315,40 @@ class ContextService:
         cands = candidates_of(
             view, hits, detail, session_id, self.ledger, budget_tokens, config.spread
         )
-        return self._pack(
-            view, query, cands, budget_tokens,
-            detail=detail, fresh=fresh, degraded=degraded, session_id=session_id,
+        watch = self._drift_watch(session_id, meta.name) if session_id else None
+        if watch is None:
+            return self._pack(
+                view, query, cands, budget_tokens,
+                detail=detail, fresh=fresh, degraded=degraded, session_id=session_id,
+            )  # fmt: skip
+        # Warnings come first in the text, within the budget: reserve room for
+        # those the candidates would raise, then keep those the answer raises.
+        seen, events = watch
+        blocks, already = cands
+        held = [s.path for s in already]
+        when = view.meta.indexed_at
+        warnings = drift(
+            seen, events, {b.path for b in blocks} | set(held),
+            "\n".join([query, *(b.lines_text() for b in blocks)]),
+            delivered={b.path for b in blocks}, indexed_at=when,
         )  # fmt: skip
+        for _ in range(3):
+            preface = render_warnings(warnings, self.tokens, budget_tokens // 4)
+            result = self._pack(
+                view, query, cands, budget_tokens, detail=detail, fresh=fresh,
+                degraded=degraded, session_id=None, preface=preface, warnings=warnings,
+            )  # fmt: skip
+            raised = drift(
+                seen, events, {i.path for i in result.items} | set(held),
+                "\n".join([query, *(i.text for i in result.items)]),
+                delivered={i.path for i in result.items}, indexed_at=when,
+            )  # fmt: skip
+            if {w.event.seq for w in raised} == {w.event.seq for w in warnings}:
+                break
+            warnings = raised
+        result = self._record(replace(result, session_id=session_id), view.meta.name)
+        self._event_log().mark_warned(session_id or "", (w.event.seq for w in warnings))
+        return result
 
     def expand(
         self,
@@ -388,6 +448,8 @@ class ContextService:
         fresh: Freshness,
         degraded: list[str],
         session_id: str | None,
+        preface: str = "",
+        warnings: Sequence[DriftWarning] = (),
     ) -> ContextPack:
         blocks, already = cands
         version = IndexVersion(
@@ -398,20 +460,24 @@ class ContextService:
         )
         result = pack(
             view.meta.name, query, blocks, budget_tokens, self.tokens, detail=detail, index=version,
-            degraded=degraded, session_id=session_id, already_sent=already,
+            degraded=degraded, session_id=session_id, already_sent=already, preface=preface,
+            warnings=warnings,
         )  # fmt: skip
-        if session_id is not None and self.ledger is not None:
-            spans = [
-                DeliveredSpan(i.path, i.start_line, i.end_line, i.content_hash, i.tokens)
-                for i in result.items
-                if i.content_hash
-            ]
-            try:
-                self.ledger.record(session_id, view.meta.name, spans)
-            except CtxError as exc:  # the answer is still good; say it was not recorded
-                result = replace(
-                    result, degraded=(*result.degraded, f"session: not recorded ({exc})")
-                )
+        return self._record(result, view.meta.name)
+
+    def _record(self, result: ContextPack, repo: str) -> ContextPack:
+        """Record in the ledger what ``result`` delivers to its session, if any."""
+        if result.session_id is None or self.ledger is None:
+            return result
+        spans = [
+            DeliveredSpan(i.path, i.start_line, i.end_line, i.content_hash, i.tokens)
+            for i in result.items
+            if i.content_hash
+        ]
+        try:
+            self.ledger.record(result.session_id, repo, spans)
+        except CtxError as exc:  # the answer is still good; say it was not recorded
+            result = replace(result, degraded=(*result.degraded, f"session: not recorded ({exc})"))
         return result
 
     # -- serving (used by the HTTP API) ----------------------------------------
@@ -602,9 +668,10 @@ class ContextService:
         summary = fit(state, budget_tokens, self.tokens)
         texts = [text_of(m) for m in msgs]
         texts += [json.dumps(m.get("tool_calls")) for m in msgs if m.get("tool_calls")]
+        events = _checkpoint_events(session, previous.state if previous else None, state)
         checkpoint, _ = store.add(
             session_id, summary, state, msgs, sum(self.tokens.count_many(texts)),
-            idempotency_key, dict(fields or {}),
+            idempotency_key, dict(fields or {}), events,
         )  # fmt: skip
         return checkpoint
 
@@ -639,7 +706,8 @@ class ContextService:
         changes = tuple(anchor_changes(cp.state.files, files, view.symbols))
         count = self.tokens.count
         title = f"# Resume: session {session.id} on {session.repo}, checkpoint {cp.number} ({cp.created_at})"
-        changed = render_changes(changes)
+        warnings, logged = self._resume_drift(session, cp)
+        changed = render_changes(changes) + _render_log(logged)
         summary = cp.summary.rendered
         room = budget_tokens - count(title) - count(changed) - 4
         if count(summary) > room:
@@ -670,7 +738,125 @@ class ContextService:
         return Resume(
             session=session, checkpoint=cp, changes=changes, context=pack, rendered=rendered,
             tokens_used=count(rendered), budget_tokens=budget_tokens, degraded=tuple(degraded),
+            warnings=tuple(warnings), workspace_events=tuple(logged),
         )  # fmt: skip
+
+    def _resume_drift(
+        self, session: Session, cp: Checkpoint
+    ) -> tuple[list[DriftWarning], list[WorkspaceEvent]]:
+        """Warnings on the checkpoint's anchors, and what other sessions logged since it.
+
+        After a reset the agent knows only the checkpoint, so everything after
+        it counts as unseen (earlier warnings are not remembered).
+        """
+        watch = self._drift_watch(session.id, session.repo, since=cp.created_at)
+        if watch is None:
+            return [], []
+        seen, events = watch
+        anchored = {a.path for a in cp.state.files}
+        names = " ".join(a.symbol for a in cp.state.files if a.symbol)
+        warnings = drift(seen, events, anchored, f"{cp.state.goal}\n{names}")
+        flagged = {w.event.seq for w in warnings}
+        logged = [
+            e for e in events
+            if e.session_id != session.id and (e.source != "index" or e.seq in flagged)
+        ]  # fmt: skip
+        return warnings, logged[-MAX_LOGGED:]
+
+    # -- workspaces: parallel sessions ---------------------------------------------
+
+    def record_event(
+        self,
+        workspace: str,
+        text: str,
+        *,
+        kind: str | None = None,
+        session_id: str | None = None,
+        agent: str | None = None,
+        paths: Sequence[str] = (),
+        symbols: Sequence[str] = (),
+        new_path: str | None = None,
+        new_symbol: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[WorkspaceEvent, bool]:
+        """Append a decision or change to the log ``workspace`` shares; (event, is new).
+
+        What the event is about is read from ``text`` too (see
+        ``ctxsvc.workspace.describe``): "renamed interface Store to Repository"
+        names the symbol ``Store``, its new name and the file defining it.
+        """
+        repo: str | None = None
+        if session_id is not None:
+            session = self.session(session_id)
+            if session.workspace != workspace:
+                raise InvalidRequest(
+                    f"session {session_id} is not in workspace {workspace!r}"
+                    f" (its workspace: {session.workspace!r})",
+                    hint="post to the session's workspace, or start it with that workspace",
+                )
+            repo, agent = session.repo, agent or session.agent
+        facts = self._index_facts(repo) if repo else IndexFacts({}, {})
+        names = {s.name for syms in facts.symbols.values() for s in syms}
+        read = describe(text, names, facts.files.keys())
+        symbols = _unique([*symbols, *read.symbols])
+        found = [
+            p for p, syms in facts.symbols.items()
+            if any(s.name in symbols or s.qualname in symbols for s in syms)
+        ]  # fmt: skip
+        paths = _unique([*paths, *read.paths, *(sorted(found)[:3] if len(found) <= 3 else [])])
+        event = WorkspaceEvent(
+            seq=0, workspace=workspace, repo=repo, session_id=session_id, agent=agent,
+            source="agent", kind=kind or read.kind or ("changed" if symbols or paths else "note"),
+            text=text, created_at="", paths=paths, symbols=symbols,
+            new_path=new_path or read.new_path, new_symbol=new_symbol or read.new_symbol,
+        )  # fmt: skip
+        return self._event_log().append(event, idempotency_key)
+
+    def workspace_events(
+        self, workspace: str, *, after: int = 0, limit: int = 200
+    ) -> list[WorkspaceEvent]:
+        """The log of ``workspace`` after seq ``after``: its sessions' events and re-index ones."""
+        if not _NAME.match(workspace):
+            raise InvalidRequest(f"invalid workspace {workspace!r}")
+        if after < 0 or not 1 <= limit <= 1000:
+            raise InvalidRequest("after must be >= 0 and limit 1 to 1000")
+        repos = {s.repo for s in self._checkpoint_store().in_workspace(workspace)}
+        return self._event_log().events(workspace, repos, after=after, limit=limit)
+
+    def _drift_watch(
+        self, session_id: str, repo: str, since: str | None = None
+    ) -> tuple[Seen, list[WorkspaceEvent]] | None:
+        """What the session saw and the workspace events after ``since`` (its start)."""
+        if self.ledger is None:
+            return None
+        session = self._checkpoint_store().find(session_id)
+        if session is None or session.workspace is None or session.repo != repo:
+            return None
+        store, log = self._checkpoint_store(), self._event_log()
+        repos = {s.repo for s in store.in_workspace(session.workspace)}
+        start = since or session.created_at
+        events = [
+            e for e in log.events(session.workspace, repos, limit=100_000) if e.created_at > start
+        ]
+        latest = store.get(session_id)
+        edited = {a.path for a in latest.state.files if a.edited} if latest else set()
+        edited |= {p for e in events if e.session_id == session_id for p in e.paths}
+        seen = Seen(
+            session_id=session_id, started_at=start,
+            last_received={} if since else self.ledger.last_received(session_id, repo),
+            edited=edited, warned=set() if since else log.warned(session_id),
+        )  # fmt: skip
+        return seen, events
+
+    def _event_log(self) -> EventLog:
+        log: EventLog | None = self.__dict__.get("_events")
+        if log is None:
+            with self._lock:
+                log = self.__dict__.get("_events")
+                if log is None:
+                    log = EventLog(self._ledger().path)
+                    self.__dict__["_events"] = log
+        return log
 
     def _checkpoint_store(self) -> CheckpointStore:
         # The checkpoints live in the ledger's SQLite file, opened once per service.
@@ -694,6 +880,54 @@ class ContextService:
             symbols.setdefault(sym.path, []).append(sym)
         files = {p: r.sha256 for p, r in view.files.items() if r.status == "indexed"}
         return IndexFacts(files, symbols)
+
+
+def _render_log(events: Sequence[WorkspaceEvent]) -> str:
+    if not events:
+        return ""
+    lines = ["\n\n## Workspace log since the checkpoint (other sessions)"]
+    for e in events:
+        who = "re-index" if e.source == "index" else (e.agent or e.session_id or "agent")
+        lines.append(f"- #{e.seq} {e.kind} by {who} at {e.created_at[:19]}Z: {e.text}")
+    return "\n".join(lines)
+
+
+def _hashes(view: RepoView) -> dict[str, str]:
+    return {p: r.sha256 for p, r in view.files.items() if r.status == "indexed"}
+
+
+def _unique(items: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(i for i in items if i))
+
+
+def _checkpoint_events(
+    session: Session, previous: Summary | None, state: Summary
+) -> list[WorkspaceEvent]:
+    """The workspace log entries of a checkpoint: files newly edited, new decisions."""
+    if session.workspace is None:
+        return []
+    before = {(a.path, a.sha256) for a in previous.files if a.edited} if previous else set()
+    edited: dict[str, list[str]] = {}
+    for a in state.files:
+        if a.edited and (a.path, a.sha256) not in before:
+            edited.setdefault(a.path, [])
+            if a.symbol:
+                edited[a.path].append(a.symbol)
+    old = set(previous.decisions) if previous else set()
+
+    def event(kind: str, text: str, paths: Sequence[str], symbols: Sequence[str]) -> WorkspaceEvent:
+        return WorkspaceEvent(
+            seq=0, workspace=session.workspace, repo=session.repo, session_id=session.id,
+            agent=session.agent, source="checkpoint", kind=kind, text=text[:MAX_TEXT],
+            created_at="", paths=tuple(paths)[:50], symbols=tuple(symbols)[:50],
+        )  # fmt: skip
+
+    out = [
+        event("changed", f"edited {p}" + (f" ({', '.join(syms[:8])})" if syms else ""), [p], syms)
+        for p, syms in sorted(edited.items())
+    ]
+    out += [event("decision", d, [], []) for d in state.decisions if d not in old]
+    return out
 
 
 def candidates_of(

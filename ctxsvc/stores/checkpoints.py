@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ctxsvc.errors import InvalidRequest, NotFound, StoreCorrupt
-from ctxsvc.models import Anchor, Checkpoint, Session, Summary
+from ctxsvc.models import Anchor, Checkpoint, Session, Summary, WorkspaceEvent
+from ctxsvc.stores.events import insert_event
 from ctxsvc.stores.ledger import MIGRATIONS, validate_session_id
-from ctxsvc.stores.sqlite import SqliteFile
+from ctxsvc.stores.sqlite import IDEMPOTENCY_KEY, SqliteFile, now
 
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, as HTTP headers carry
 _COLUMNS = "session_id, number, created_at, summary_json, transcript_json, idempotency_key, tokens"
 
 
@@ -39,7 +38,7 @@ class CheckpointStore(SqliteFile):
         """A new session with a fresh random id."""
         session = Session(
             id="s-" + secrets.token_hex(8), repo=repo, task=task, agent=agent,
-            workspace=workspace, created_at=_now(),
+            workspace=workspace, created_at=now(),
         )  # fmt: skip
         with self._write() as con:
             con.execute(
@@ -48,8 +47,8 @@ class CheckpointStore(SqliteFile):
             )
         return session
 
-    def session(self, session_id: str) -> Session:
-        """The session ``session_id``; ``RepoNotFound`` (404) when there is none."""
+    def find(self, session_id: str) -> Session | None:
+        """The session ``session_id``, or None."""
         validate_session_id(session_id)
         with self._errors():
             row = (
@@ -57,12 +56,42 @@ class CheckpointStore(SqliteFile):
                 .execute("SELECT * FROM sessions WHERE id = ?", (session_id,))
                 .fetchone()
             )
-        if row is None:
+        return None if row is None else Session(*row)
+
+    def in_workspace(self, workspace: str) -> list[Session]:
+        """The sessions of ``workspace``, oldest first."""
+        with self._errors():
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT * FROM sessions WHERE workspace = ? ORDER BY created_at", (workspace,)
+                )
+                .fetchall()
+            )
+        return [Session(*r) for r in rows]
+
+    def has_workspaces(self, repo: str) -> bool:
+        """Whether a session in some workspace works on ``repo``."""
+        with self._errors():
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT 1 FROM sessions WHERE repo = ? AND workspace IS NOT NULL LIMIT 1",
+                    (repo,),
+                )
+                .fetchone()
+            )
+        return row is not None
+
+    def session(self, session_id: str) -> Session:
+        """The session ``session_id``; ``NotFound`` (404) when there is none."""
+        found = self.find(session_id)
+        if found is None:
             raise NotFound(
                 f"no session {session_id!r}",
                 hint="start one with POST /v1/sessions or `ctxsvc session start`",
             )
-        return Session(*row)
+        return found
 
     def add(
         self,
@@ -73,15 +102,18 @@ class CheckpointStore(SqliteFile):
         transcript_tokens: int,
         idempotency_key: str | None = None,
         fields: dict[str, Any] | None = None,
+        events: Sequence[WorkspaceEvent] = (),
     ) -> tuple[Checkpoint, bool]:
         """Store the next checkpoint of ``session_id``; returns it and whether it is new.
 
         With an ``idempotency_key`` seen before in this session, nothing is
         written and the stored checkpoint is returned (``False``); the same key
-        with another transcript or fields is refused.
+        with another transcript or fields is refused. ``events`` (for the
+        session's workspace log) are written in the same transaction: both or
+        neither survive a crash.
         """
         self.session(session_id)
-        if idempotency_key is not None and not _KEY.match(idempotency_key):
+        if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
             raise InvalidRequest(
                 "invalid Idempotency-Key", hint="use 1 to 255 printable ASCII characters"
             )
@@ -113,13 +145,15 @@ class CheckpointStore(SqliteFile):
                 (session_id,),
             ).fetchone()[0]
             row = (
-                session_id, number, _now(), summary_json, transcript_json, idempotency_key,
+                session_id, number, now(), summary_json, transcript_json, idempotency_key,
                 transcript_tokens,
             )  # fmt: skip
             con.execute(
                 f"INSERT INTO checkpoints ({_COLUMNS}, request_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (*row, request),
             )
+            for event in events:
+                insert_event(con, event)
         return _checkpoint(row, self.path), True
 
     def get(self, session_id: str, number: int | None = None) -> Checkpoint | None:
@@ -160,10 +194,6 @@ class CheckpointStore(SqliteFile):
                 .fetchall()
             )
         return [_checkpoint(r, self.path) for r in rows]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _checkpoint(row: tuple[Any, ...], path: Path) -> Checkpoint:

@@ -68,6 +68,37 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER checkpoints_immutable BEFORE UPDATE ON checkpoints
     BEGIN SELECT RAISE(ABORT, 'checkpoints are immutable'); END
     """,
+    # The shared log of workspaces (ctxsvc.stores.events), append only, and
+    # which events each session was already warned about.
+    """
+    CREATE TABLE workspace_events (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        workspace       TEXT,
+        repo            TEXT,
+        session_id      TEXT,
+        agent           TEXT,
+        source          TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        text            TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        paths_json      TEXT NOT NULL,
+        symbols_json    TEXT NOT NULL,
+        new_path        TEXT,
+        new_symbol      TEXT,
+        idempotency_key TEXT,
+        request_sha256  TEXT,
+        UNIQUE (workspace, idempotency_key)
+    );
+    CREATE INDEX workspace_events_ws ON workspace_events (workspace, seq);
+    CREATE INDEX workspace_events_repo ON workspace_events (repo, seq);
+    CREATE TRIGGER workspace_events_immutable BEFORE UPDATE ON workspace_events
+    BEGIN SELECT RAISE(ABORT, 'workspace events are immutable'); END;
+    CREATE TABLE drift_warned (
+        session_id TEXT    NOT NULL,
+        seq        INTEGER NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    )
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -131,6 +162,17 @@ class SessionLedger(SqliteFile):
                 (session_id, repo),
             )
             return [DeliveredSpan(*row) for row in rows]
+
+    def last_received(self, session_id: str, repo: str) -> dict[str, str]:
+        """Each path ``session_id`` received from ``repo``, and when it last did."""
+        validate_session_id(session_id)
+        with self._errors():
+            rows = self._connection().execute(
+                "SELECT path, MAX(delivered_at) FROM deliveries"
+                " WHERE session_id = ? AND repo = ? GROUP BY path",
+                (session_id, repo),
+            )
+            return dict(rows.fetchall())
 
     def forget(self, session_id: str, repo: str | None = None) -> int:
         """Drop what ``session_id`` received (from ``repo`` only, if given); rows removed."""

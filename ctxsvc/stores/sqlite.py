@@ -12,15 +12,23 @@ it the same way.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ctxsvc.errors import StoreCorrupt, StoreError
 
 BUSY_TIMEOUT_MS = 10_000
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, as HTTP headers carry
+
+
+def now() -> str:
+    """The time now, as the stores write it: ISO-8601 UTC with microseconds (sortable)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class SqliteFile:

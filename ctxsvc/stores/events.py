@@ -1,0 +1,186 @@
+"""The shared log of workspaces, in the SQLite file of the session ledger.
+
+Sessions working in one workspace (parallel agents on one codebase) append
+events to one log: decisions, renames, removals, edits. The log is append
+only (a trigger refuses updates) and numbered by one ``seq`` for the whole
+file, so "what happened after event n" is one comparison. Events a re-index
+finds by itself carry no workspace, only their repository: they concern every
+workspace working on it. ``drift_warned`` remembers which events a session was
+already warned about, so a warning is given once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ctxsvc.errors import InvalidRequest
+from ctxsvc.models import EVENT_KINDS, WorkspaceEvent
+from ctxsvc.stores.ledger import MIGRATIONS, validate_session_id
+from ctxsvc.stores.sqlite import IDEMPOTENCY_KEY, SqliteFile, now
+
+SOURCES = ("agent", "checkpoint", "index")
+MAX_TEXT = 2000
+MAX_SUBJECTS = 50
+_COLUMNS = (
+    "seq, workspace, repo, session_id, agent, source, kind, text, created_at,"
+    " paths_json, symbols_json, new_path, new_symbol"
+)
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class EventLog(SqliteFile):
+    """Append and read workspace events. Thread- and process-safe like the ledger."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, MIGRATIONS, "the workspace log")
+
+    def append(
+        self, event: WorkspaceEvent, idempotency_key: str | None = None
+    ) -> tuple[WorkspaceEvent, bool]:
+        """Store ``event`` (its ``seq`` and ``created_at`` are assigned here).
+
+        Returns the stored event and whether it is new: with an
+        ``idempotency_key`` already used in the workspace, the event stored
+        then is returned and nothing is written; the same key with another
+        event is refused.
+        """
+        _check(event)
+        if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+            raise InvalidRequest(
+                "invalid Idempotency-Key", hint="use 1 to 255 printable ASCII characters"
+            )
+        request = hashlib.sha256(
+            json.dumps(
+                {k: v for k, v in asdict(event).items() if k not in ("seq", "created_at")},
+                sort_keys=True,
+            ).encode("utf-8", "surrogatepass")
+        ).hexdigest()
+        with self._write() as con:
+            if idempotency_key is not None:
+                row = con.execute(
+                    f"SELECT {_COLUMNS}, request_sha256 FROM workspace_events"
+                    " WHERE workspace IS ? AND idempotency_key = ?",
+                    (event.workspace, idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    if row[-1] != request:
+                        raise InvalidRequest(
+                            f"Idempotency-Key {idempotency_key!r} was used for another"
+                            f" event (seq {row[0]}) of this workspace",
+                            hint="send a new key for a new event",
+                        )
+                    return _event(row[:-1]), False
+            stored = insert_event(con, event, idempotency_key, request)
+        return stored, True
+
+    def events(
+        self,
+        workspace: str | None,
+        repos: Iterable[str] = (),
+        *,
+        after: int = 0,
+        limit: int = 1000,
+    ) -> list[WorkspaceEvent]:
+        """Events of ``workspace`` and re-index events of ``repos``, after seq ``after``."""
+        repos = sorted(set(repos))
+        marks = ", ".join("?" for _ in repos)
+        where = "(workspace = ?" + (
+            f" OR (workspace IS NULL AND repo IN ({marks})))" if repos else ")"
+        )
+        with self._errors():
+            rows = (
+                self._connection()
+                .execute(
+                    f"SELECT {_COLUMNS} FROM workspace_events WHERE {where} AND seq > ?"
+                    " ORDER BY seq LIMIT ?",
+                    (workspace, *repos, after, limit),
+                )
+                .fetchall()
+            )
+        return [_event(r) for r in rows]
+
+    def warned(self, session_id: str) -> set[int]:
+        """The events ``session_id`` was already warned about."""
+        validate_session_id(session_id)
+        with self._errors():
+            rows = self._connection().execute(
+                "SELECT seq FROM drift_warned WHERE session_id = ?", (session_id,)
+            )
+            return {r[0] for r in rows}
+
+    def mark_warned(self, session_id: str, seqs: Iterable[int]) -> None:
+        """Remember that ``session_id`` was warned about ``seqs`` (idempotent)."""
+        rows = [(session_id, s) for s in set(seqs)]
+        if rows:
+            with self._write() as con:
+                con.executemany("INSERT OR IGNORE INTO drift_warned VALUES (?, ?)", rows)
+
+
+def insert_event(
+    con: sqlite3.Connection,
+    event: WorkspaceEvent,
+    idempotency_key: str | None = None,
+    request: str | None = None,
+) -> WorkspaceEvent:
+    """Append ``event`` inside the open transaction of ``con``; the stored event."""
+    _check(event)
+    created = now()
+    cur = con.execute(
+        f"INSERT INTO workspace_events ({_COLUMNS}, idempotency_key, request_sha256)"
+        " VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.workspace, event.repo, event.session_id, event.agent, event.source,
+            event.kind, event.text, created, json.dumps(list(event.paths)),
+            json.dumps(list(event.symbols)), event.new_path, event.new_symbol,
+            idempotency_key, request,
+        ),
+    )  # fmt: skip
+    seq = cur.lastrowid
+    assert seq is not None  # an INSERT into a rowid table always sets it
+    return WorkspaceEvent(
+        **{
+            **asdict(event), "seq": seq, "created_at": created,
+            "paths": tuple(event.paths), "symbols": tuple(event.symbols),
+        }
+    )  # fmt: skip
+
+
+def _check(event: WorkspaceEvent) -> None:
+    if event.source not in SOURCES:
+        raise InvalidRequest(f"unknown event source {event.source!r}")
+    if event.kind not in EVENT_KINDS:
+        raise InvalidRequest(
+            f"unknown event kind {event.kind!r}", hint=f"use one of {', '.join(EVENT_KINDS)}"
+        )
+    if event.workspace is None and (event.source != "index" or not event.repo):
+        raise InvalidRequest("an event needs a workspace")
+    for label, value in (("workspace", event.workspace), ("agent", event.agent)):
+        if value is not None and not _NAME.match(value):
+            raise InvalidRequest(
+                f"invalid {label} {value!r}", hint="use letters, digits, '.', '_' or '-'"
+            )
+    if event.session_id is not None:
+        validate_session_id(event.session_id)
+    if not event.text.strip() or len(event.text) > MAX_TEXT:
+        raise InvalidRequest(f"an event's text must be 1 to {MAX_TEXT} characters")
+    subjects: Sequence[str] = (*event.paths, *event.symbols)
+    if len(event.paths) > MAX_SUBJECTS or len(event.symbols) > MAX_SUBJECTS:
+        raise InvalidRequest(f"an event names at most {MAX_SUBJECTS} paths and symbols")
+    if any(not s or len(s) > 1000 for s in subjects):
+        raise InvalidRequest("paths and symbols must be 1 to 1000 characters")
+
+
+def _event(row: tuple[Any, ...]) -> WorkspaceEvent:
+    (seq, ws, repo, sid, agent, source, kind, text, at, paths, symbols, new_path, new_sym) = row
+    return WorkspaceEvent(
+        seq=seq, workspace=ws, repo=repo, session_id=sid, agent=agent, source=source,
+        kind=kind, text=text, created_at=at, paths=tuple(json.loads(paths)),
+        symbols=tuple(json.loads(symbols)), new_path=new_path, new_symbol=new_sym,
+    )  # fmt: skip
