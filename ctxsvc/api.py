@@ -49,12 +49,13 @@ from ctxsvc.api_models import (
 )
 from ctxsvc.api_sessions import session_routes
 from ctxsvc.errors import CtxError, InvalidPath
+from ctxsvc.limits import MAX_BUDGET
 from ctxsvc.models import (
     ContextPack,
     RepoStatus,
 )
 from ctxsvc.observability import Metrics, annotate, bind, context, request_id_from, unbind
-from ctxsvc.service import MAX_BUDGET, ContextService
+from ctxsvc.service import ContextService
 
 log = logging.getLogger("ctxsvc.api")
 

@@ -13,8 +13,8 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ctxsvc.limits import MAX_BUDGET, MAX_PATTERNS, MAX_QUERY_CHARS
 from ctxsvc.models import IndexSummary, Reference, Symbol
-from ctxsvc.service import MAX_BUDGET, MAX_PATTERNS, MAX_QUERY_CHARS
 
 PROBLEM_JSON = "application/problem+json"
 MAX_RESULTS = 200

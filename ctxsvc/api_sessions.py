@@ -17,9 +17,10 @@ from ctxsvc.api_models import (
     SessionRequest,
     json_response,
 )
+from ctxsvc.limits import MAX_BUDGET
 from ctxsvc.models import Checkpoint, Resume, Session, WorkspaceEvent
 from ctxsvc.observability import annotate
-from ctxsvc.service import MAX_BUDGET, ContextService
+from ctxsvc.service import ContextService
 
 WorkspacePath = Annotated[str, PathParam(pattern=NAME_PATTERN, description="workspace name")]
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import glob
-import json
 import os
 import re
 import threading
@@ -16,24 +14,13 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from ctxsvc.checkpoints import (
-    MIN_BUDGET,
-    IndexFacts,
-    anchor_changes,
-    check_messages,
-    extract,
-    fit,
-    fit_lines,
-    render_changes,
-    resume_query,
-    text_of,
-)
 from ctxsvc.context import DETAILS, candidates, expand_blocks, find_symbols, ranked_files
-from ctxsvc.errors import CtxError, InvalidPath, InvalidRequest, NotFound, RepoNotFound
+from ctxsvc.errors import CtxError, InvalidPath, InvalidRequest, RepoNotFound
 from ctxsvc.graph import personalized_pagerank
 from ctxsvc.indexing import Reporter, index_repository
+from ctxsvc.limits import MAX_PATTERNS, MAX_QUERY_CHARS, NAME, check_budget
+from ctxsvc.memory import AgentMemory
 from ctxsvc.models import (
-    Checkpoint,
     ContextItem,
     ContextPack,
     DeliveredSpan,
@@ -43,35 +30,24 @@ from ctxsvc.models import (
     IndexVersion,
     Reference,
     RepoStatus,
-    Resume,
-    Session,
     SessionSummary,
-    Summary,
     Symbol,
-    WorkspaceEvent,
     span_hash,
 )
 from ctxsvc.packing import Block, pack
 from ctxsvc.retrieval import RetrievalConfig, retrieve
 from ctxsvc.sessions import split_already_sent
 from ctxsvc.settings import Settings
-from ctxsvc.stores.checkpoints import CheckpointStore
-from ctxsvc.stores.events import MAX_TEXT, EventLog
 from ctxsvc.stores.lance import IndexMeta, LanceStore
 from ctxsvc.stores.ledger import SessionLedger, validate_session_id
 from ctxsvc.stores.locks import FileLock
 from ctxsvc.tokens import TokenCounter
 from ctxsvc.view import RepoView
-from ctxsvc.workspace import Seen, describe, drift, index_event_text, index_events, render_warnings
+from ctxsvc.workspace import drift, render_warnings
 from indexers.discover import discover
 from indexers.embed import Embedder
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_BUDGET = 200_000
-MAX_QUERY_CHARS = 8_000
-MAX_PATTERNS = 64
 QUERY_CACHE_SIZE = 1024
-MAX_LOGGED = 20  # workspace events shown on resume
 ADDED_TTL_SECONDS = 2.0  # how stale the list of added files may be (changed files: never)
 
 
@@ -93,7 +69,7 @@ class Freshness:
         return tuple(sorted(self.changed + self.added + self.deleted))
 
 
-class ContextService:
+class ContextService(AgentMemory):
     """Indexes repositories and answers context queries over them.
 
     The heavy parts come in through the constructor: the store, the token
@@ -160,32 +136,11 @@ class ContextService:
             self._log_index_changes(before, self.view(self.resolve(name)))
         return summary
 
-    def _watched_view(self, name: str) -> RepoView | None:
-        """The current view of ``name`` when sessions in a workspace work on it."""
-        meta = self.store.meta(name)
-        if meta is None or self.ledger is None:
-            return None
-        return self.view(meta) if self._checkpoint_store().has_workspaces(name) else None
-
-    def _log_index_changes(self, old: RepoView, new: RepoView) -> None:
-        """Log symbols and files a re-index saw renamed, moved or removed."""
-        changes = index_events(_hashes(old), old.symbols, _hashes(new), new.symbols)
-        log = self._event_log()
-        for d in changes:
-            log.append(
-                WorkspaceEvent(
-                    seq=0, workspace=None, repo=new.meta.name, session_id=None, agent=None,
-                    source="index", kind=d.kind or "changed", text=index_event_text(d),
-                    created_at="", paths=d.paths, symbols=d.symbols, new_path=d.new_path,
-                    new_symbol=d.new_symbol,
-                )
-            )  # fmt: skip
-
     # -- status -------------------------------------------------------------
 
     def resolve(self, name_or_path: str) -> IndexMeta:
         """The index named ``name_or_path``, or the one whose root is that directory."""
-        meta = self.store.meta(name_or_path) if _NAME.match(name_or_path) else None
+        meta = self.store.meta(name_or_path) if NAME.match(name_or_path) else None
         if meta is not None:
             return meta
         candidate = _expand(name_or_path)
@@ -297,7 +252,7 @@ class ContextService:
             raise InvalidRequest("the query is empty", hint="describe the task in words")
         if len(query) > MAX_QUERY_CHARS:
             raise InvalidRequest(f"the query is longer than {MAX_QUERY_CHARS} characters")
-        _check_budget(budget_tokens)
+        check_budget(budget_tokens)
         if detail not in DETAILS:
             raise InvalidRequest(
                 f"unknown detail {detail!r}", hint=f"use one of {', '.join(DETAILS)}"
@@ -364,7 +319,7 @@ class ContextService:
         session_id: str | None = None,
     ) -> ContextPack:
         """One symbol or line range, optionally with its callees and callers, within a budget."""
-        _check_budget(budget_tokens)
+        check_budget(budget_tokens)
         meta, fresh, degraded = self._current(name_or_path, refresh=False)
         view = self.view(meta)
         blocks = expand_blocks(
@@ -387,11 +342,6 @@ class ContextService:
         return self._ledger().forget(validate_session_id(session_id), repo)
 
     # -- internals ----------------------------------------------------------
-
-    def _ledger(self) -> SessionLedger:
-        if self.ledger is None:
-            raise InvalidRequest("sessions are not enabled in this service")
-        return self.ledger
 
     def _current(self, name_or_path: str, refresh: bool) -> tuple[IndexMeta, Freshness, list[str]]:
         meta = self.resolve(name_or_path)
@@ -492,7 +442,7 @@ class ContextService:
         """
         root = _directory(path)
         name = name or repo_name_for(root)
-        if not _NAME.match(name):
+        if not NAME.match(name):
             raise InvalidRequest(
                 f"invalid index name {name!r}",
                 hint="use letters, digits, '.', '_' or '-', 64 characters at most",
@@ -563,7 +513,7 @@ class ContextService:
         file's most central symbols. Files outside the graph come last.
         """
 
-        _check_budget(budget_tokens)
+        check_budget(budget_tokens)
         meta, fresh, degraded = self._current(name_or_path, refresh=False)
         view = self.view(meta)
         rank = personalized_pagerank(view.graph, dict.fromkeys(range(len(view.graph)), 1.0))
@@ -616,319 +566,6 @@ class ContextService:
         )  # fmt: skip
         return item, total
 
-    # -- checkpoints ----------------------------------------------------------
-
-    def start_session(
-        self, repo: str, task: str, agent: str | None = None, workspace: str | None = None
-    ) -> Session:
-        """A new session on the indexed repository ``repo`` for ``task``."""
-        if not task.strip() or len(task) > MAX_QUERY_CHARS:
-            raise InvalidRequest(f"the task must be 1 to {MAX_QUERY_CHARS} characters")
-        for label, value in (("agent", agent), ("workspace", workspace)):
-            if value is not None and not _NAME.match(value):
-                raise InvalidRequest(
-                    f"invalid {label} {value!r}", hint="use letters, digits, '.', '_' or '-'"
-                )
-        meta = self.resolve(repo)
-        return self._checkpoint_store().create_session(meta.name, task, agent, workspace)
-
-    def session(self, session_id: str) -> Session:
-        return self._checkpoint_store().session(session_id)
-
-    def write_checkpoint(
-        self,
-        session_id: str,
-        messages: list[dict[str, object]] | None = None,
-        fields: dict[str, object] | None = None,
-        idempotency_key: str | None = None,
-        budget_tokens: int = 300,
-    ) -> Checkpoint:
-        """Summarize the transcript since the last checkpoint (and ``fields``) and store it.
-
-        The summary carries everything of the previous checkpoint forward and
-        fits ``budget_tokens``. With an ``idempotency_key`` already used in this
-        session, the checkpoint written then is returned and nothing is written.
-        """
-        store = self._checkpoint_store()
-        session = store.session(session_id)
-        _check_budget(budget_tokens)
-        if budget_tokens < MIN_BUDGET:
-            raise InvalidRequest(f"a summary needs a budget of at least {MIN_BUDGET} tokens")
-        msgs = check_messages(messages or [])
-        if not msgs and not fields:
-            raise InvalidRequest(
-                "nothing to checkpoint",
-                hint="send the messages since the last checkpoint, fields, or both",
-            )
-        index = self._index_facts(session.repo)
-        previous = store.get(session_id)
-        state = extract(
-            msgs, fields, index, task=session.task, previous=previous.state if previous else None
-        )
-        summary = fit(state, budget_tokens, self.tokens)
-        texts = [text_of(m) for m in msgs]
-        texts += [json.dumps(m.get("tool_calls")) for m in msgs if m.get("tool_calls")]
-        events = _checkpoint_events(session, previous.state if previous else None, state)
-        checkpoint, _ = store.add(
-            session_id, summary, state, msgs, sum(self.tokens.count_many(texts)),
-            idempotency_key, dict(fields or {}), events,
-        )  # fmt: skip
-        return checkpoint
-
-    def checkpoint(self, session_id: str, number: int | None = None) -> Checkpoint:
-        """Checkpoint ``number`` of the session, or its latest."""
-        found = self._checkpoint_store().get(session_id, number)
-        if found is None:
-            which = f"checkpoint {number}" if number is not None else "a checkpoint"
-            raise NotFound(
-                f"session {session_id!r} has no {which}",
-                hint="list them with `ctxsvc checkpoint list SESSION`",
-            )
-        return found
-
-    def checkpoints(self, session_id: str) -> list[Checkpoint]:
-        return self._checkpoint_store().list(session_id)
-
-    def resume(self, session_id: str, budget_tokens: int = 2000) -> Resume:
-        """The latest summary, what changed in the anchored code since, and fresh context.
-
-        Changes compare the checkpoint's anchors with the index as it is now
-        (re-index first to see edits on disk; files changed since the last index
-        are named in ``degraded``). The fresh context is restricted to anchored
-        files still present, within what the budget leaves.
-        """
-        _check_budget(budget_tokens)
-        session = self.session(session_id)
-        cp = self.checkpoint(session_id)
-        meta = self.resolve(session.repo)
-        view = self.view(meta)
-        files = {p: r.sha256 for p, r in view.files.items() if r.status == "indexed"}
-        changes = tuple(anchor_changes(cp.state.files, files, view.symbols))
-        count = self.tokens.count
-        title = f"# Resume: session {session.id} on {session.repo}, checkpoint {cp.number} ({cp.created_at})"
-        warnings, logged = self._resume_drift(session, cp)
-        changed = render_changes(changes) + _render_log(logged)
-        summary = cp.summary.rendered
-        room = budget_tokens - count(title) - count(changed) - 4
-        if count(summary) > room:
-            summary = fit(cp.state, max(MIN_BUDGET, room), self.tokens).rendered
-        header = fit_lines(f"{title}\n\n{summary}\n\n{changed}", budget_tokens, count)
-        heading = "\n\n## Fresh context\n"
-        room = budget_tokens - count(header) - count(heading) - 2
-        present = {c.new_path for c in changes if c.new_path}
-        present |= {a.path for a in cp.state.files if a.path in files}
-        edited_first = sorted(
-            present, key=lambda p: not any(a.edited for a in cp.state.files if a.path == p)
-        )
-        include = [glob.escape(p) for p in edited_first[:MAX_PATTERNS]] or None
-        pack = None
-        degraded: list[str] = []
-        if room >= 50:
-            pack = self.context(
-                session.repo, resume_query(cp.state, session.task), room, include=include
-            )
-            degraded.extend(pack.degraded)
-            if pack.index and pack.index.changed_since:
-                degraded.append(
-                    f"{len(pack.index.changed_since)} files changed on disk since the last index;"
-                    " changes are reported against the index: run `ctxsvc index` to see them"
-                )
-        rendered = header + (heading + pack.rendered if pack and pack.items else "")
-        rendered = fit_lines(rendered, budget_tokens, count)
-        return Resume(
-            session=session, checkpoint=cp, changes=changes, context=pack, rendered=rendered,
-            tokens_used=count(rendered), budget_tokens=budget_tokens, degraded=tuple(degraded),
-            warnings=tuple(warnings), workspace_events=tuple(logged),
-        )  # fmt: skip
-
-    def _resume_drift(
-        self, session: Session, cp: Checkpoint
-    ) -> tuple[list[DriftWarning], list[WorkspaceEvent]]:
-        """Warnings on the checkpoint's anchors, and what other sessions logged since it.
-
-        After a reset the agent knows only the checkpoint, so everything after
-        it counts as unseen (earlier warnings are not remembered).
-        """
-        watch = self._drift_watch(session.id, session.repo, since=cp.created_at)
-        if watch is None:
-            return [], []
-        seen, events = watch
-        anchored = {a.path for a in cp.state.files}
-        names = " ".join(a.symbol for a in cp.state.files if a.symbol)
-        warnings = drift(seen, events, anchored, f"{cp.state.goal}\n{names}")
-        flagged = {w.event.seq for w in warnings}
-        logged = [
-            e for e in events
-            if e.session_id != session.id and (e.source != "index" or e.seq in flagged)
-        ]  # fmt: skip
-        return warnings, logged[-MAX_LOGGED:]
-
-    # -- workspaces: parallel sessions ---------------------------------------------
-
-    def record_event(
-        self,
-        workspace: str,
-        text: str,
-        *,
-        kind: str | None = None,
-        session_id: str | None = None,
-        agent: str | None = None,
-        paths: Sequence[str] = (),
-        symbols: Sequence[str] = (),
-        new_path: str | None = None,
-        new_symbol: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> tuple[WorkspaceEvent, bool]:
-        """Append a decision or change to the log ``workspace`` shares; (event, is new).
-
-        What the event is about is read from ``text`` too (see
-        ``ctxsvc.workspace.describe``): "renamed interface Store to Repository"
-        names the symbol ``Store``, its new name and the file defining it.
-        """
-        repo: str | None = None
-        if session_id is not None:
-            session = self.session(session_id)
-            if session.workspace != workspace:
-                raise InvalidRequest(
-                    f"session {session_id} is not in workspace {workspace!r}"
-                    f" (its workspace: {session.workspace!r})",
-                    hint="post to the session's workspace, or start it with that workspace",
-                )
-            repo, agent = session.repo, agent or session.agent
-        facts = self._index_facts(repo) if repo else IndexFacts({}, {})
-        names = {s.name for syms in facts.symbols.values() for s in syms}
-        read = describe(text, names, facts.files.keys())
-        symbols = _unique([*symbols, *read.symbols])
-        found = [
-            p for p, syms in facts.symbols.items()
-            if any(s.name in symbols or s.qualname in symbols for s in syms)
-        ]  # fmt: skip
-        paths = _unique([*paths, *read.paths, *(sorted(found)[:3] if len(found) <= 3 else [])])
-        event = WorkspaceEvent(
-            seq=0, workspace=workspace, repo=repo, session_id=session_id, agent=agent,
-            source="agent", kind=kind or read.kind or ("changed" if symbols or paths else "note"),
-            text=text, created_at="", paths=paths, symbols=symbols,
-            new_path=new_path or read.new_path, new_symbol=new_symbol or read.new_symbol,
-        )  # fmt: skip
-        return self._event_log().append(event, idempotency_key)
-
-    def workspace_events(
-        self, workspace: str, *, after: int = 0, limit: int = 200
-    ) -> list[WorkspaceEvent]:
-        """The log of ``workspace`` after seq ``after``: its sessions' events and re-index ones."""
-        if not _NAME.match(workspace):
-            raise InvalidRequest(f"invalid workspace {workspace!r}")
-        if after < 0 or not 1 <= limit <= 1000:
-            raise InvalidRequest("after must be >= 0 and limit 1 to 1000")
-        repos = {s.repo for s in self._checkpoint_store().in_workspace(workspace)}
-        return self._event_log().events(workspace, repos, after=after, limit=limit)
-
-    def _drift_watch(
-        self, session_id: str, repo: str, since: str | None = None
-    ) -> tuple[Seen, list[WorkspaceEvent]] | None:
-        """What the session saw and the workspace events after ``since`` (its start)."""
-        if self.ledger is None:
-            return None
-        session = self._checkpoint_store().find(session_id)
-        if session is None or session.workspace is None or session.repo != repo:
-            return None
-        store, log = self._checkpoint_store(), self._event_log()
-        repos = {s.repo for s in store.in_workspace(session.workspace)}
-        start = since or session.created_at
-        events = [
-            e for e in log.events(session.workspace, repos, limit=100_000) if e.created_at > start
-        ]
-        latest = store.get(session_id)
-        edited = {a.path for a in latest.state.files if a.edited} if latest else set()
-        edited |= {p for e in events if e.session_id == session_id for p in e.paths}
-        seen = Seen(
-            session_id=session_id, started_at=start,
-            last_received={} if since else self.ledger.last_received(session_id, repo),
-            edited=edited, warned=set() if since else log.warned(session_id),
-        )  # fmt: skip
-        return seen, events
-
-    def _event_log(self) -> EventLog:
-        log: EventLog | None = self.__dict__.get("_events")
-        if log is None:
-            with self._lock:
-                log = self.__dict__.get("_events")
-                if log is None:
-                    log = EventLog(self._ledger().path)
-                    self.__dict__["_events"] = log
-        return log
-
-    def _checkpoint_store(self) -> CheckpointStore:
-        # The checkpoints live in the ledger's SQLite file, opened once per service.
-        store: CheckpointStore | None = self.__dict__.get("_checkpoints")
-        if store is None:
-            with self._lock:
-                store = self.__dict__.get("_checkpoints")
-                if store is None:
-                    store = CheckpointStore(self._ledger().path)
-                    self.__dict__["_checkpoints"] = store
-        return store
-
-    def _index_facts(self, repo: str) -> IndexFacts:
-        """File hashes and symbols of ``repo`` now; empty when it is no longer indexed."""
-        try:
-            view = self.view(self.resolve(repo))
-        except RepoNotFound:
-            return IndexFacts({}, {})
-        symbols: dict[str, list[Symbol]] = {}
-        for sym in view.symbols:
-            symbols.setdefault(sym.path, []).append(sym)
-        files = {p: r.sha256 for p, r in view.files.items() if r.status == "indexed"}
-        return IndexFacts(files, symbols)
-
-
-def _render_log(events: Sequence[WorkspaceEvent]) -> str:
-    if not events:
-        return ""
-    lines = ["\n\n## Workspace log since the checkpoint (other sessions)"]
-    for e in events:
-        who = "re-index" if e.source == "index" else (e.agent or e.session_id or "agent")
-        lines.append(f"- #{e.seq} {e.kind} by {who} at {e.created_at[:19]}Z: {e.text}")
-    return "\n".join(lines)
-
-
-def _hashes(view: RepoView) -> dict[str, str]:
-    return {p: r.sha256 for p, r in view.files.items() if r.status == "indexed"}
-
-
-def _unique(items: Sequence[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(i for i in items if i))
-
-
-def _checkpoint_events(
-    session: Session, previous: Summary | None, state: Summary
-) -> list[WorkspaceEvent]:
-    """The workspace log entries of a checkpoint: files newly edited, new decisions."""
-    if session.workspace is None:
-        return []
-    before = {(a.path, a.sha256) for a in previous.files if a.edited} if previous else set()
-    edited: dict[str, list[str]] = {}
-    for a in state.files:
-        if a.edited and (a.path, a.sha256) not in before:
-            edited.setdefault(a.path, [])
-            if a.symbol:
-                edited[a.path].append(a.symbol)
-    old = set(previous.decisions) if previous else set()
-
-    def event(kind: str, text: str, paths: Sequence[str], symbols: Sequence[str]) -> WorkspaceEvent:
-        return WorkspaceEvent(
-            seq=0, workspace=session.workspace, repo=session.repo, session_id=session.id,
-            agent=session.agent, source="checkpoint", kind=kind, text=text[:MAX_TEXT],
-            created_at="", paths=tuple(paths)[:50], symbols=tuple(symbols)[:50],
-        )  # fmt: skip
-
-    out = [
-        event("changed", f"edited {p}" + (f" ({', '.join(syms[:8])})" if syms else ""), [p], syms)
-        for p, syms in sorted(edited.items())
-    ]
-    out += [event("decision", d, [], []) for d in state.decisions if d not in old]
-    return out
-
 
 def candidates_of(
     view: RepoView,
@@ -949,13 +586,6 @@ def candidates_of(
             hits, ledger.delivered(session_id, view.meta.name), view.lines
         )
     return candidates(view, hits, detail, budget_tokens=budget_tokens, spread=spread), already
-
-
-def _check_budget(budget_tokens: int) -> None:
-    if not isinstance(budget_tokens, int) or not 1 <= budget_tokens <= MAX_BUDGET:
-        raise InvalidRequest(
-            f"budget_tokens must be between 1 and {MAX_BUDGET}, got {budget_tokens}"
-        )
 
 
 def _check_patterns(include: Sequence[str] | None, exclude: Sequence[str] | None) -> None:
