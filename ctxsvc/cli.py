@@ -207,13 +207,22 @@ def _logging(as_json: bool) -> None:
 def _service(settings: Settings, *, model: str | None, load_model: bool) -> ContextService:
     from ctxsvc.stores.lance import LanceStore
     from ctxsvc.stores.ledger import SessionLedger
+    from ctxsvc.summarizer import ChatSummarizer
     from ctxsvc.tokens import TiktokenCounter
 
     store = LanceStore(settings.db_path)
     tokens = TiktokenCounter(settings.encoding)
     ledger = SessionLedger(settings.state_path)
+    summarizer = None
+    if settings.summarizer_url:
+        summarizer = ChatSummarizer(
+            settings.summarizer_url,
+            settings.summarizer_model,
+            settings.summarizer_api_key,
+            settings.summarizer_timeout,
+        )
     if not load_model:
-        return ContextService(settings, store, tokens, ledger=ledger)
+        return ContextService(settings, store, tokens, ledger=ledger, summarizer=summarizer)
     from indexers.embed import SentenceTransformerEmbedder
 
     try:
@@ -226,8 +235,10 @@ def _service(settings: Settings, *, model: str | None, load_model: bool) -> Cont
         )
     except CtxError as exc:
         err.print(f"[bold yellow]warning[/]: {exc}")
-        return ContextService(settings, store, tokens, embedder_error=str(exc), ledger=ledger)
-    return ContextService(settings, store, tokens, embedder, ledger=ledger)
+        return ContextService(
+            settings, store, tokens, embedder_error=str(exc), ledger=ledger, summarizer=summarizer
+        )
+    return ContextService(settings, store, tokens, embedder, ledger=ledger, summarizer=summarizer)
 
 
 def _index(args: argparse.Namespace, settings: Settings) -> int:

@@ -15,6 +15,7 @@ to do next. Adapters (CLI, HTTP) translate; nothing else catches broadly.
     │   └── ModelMismatch          index built with another embedding model
     ├── IndexBusy                  retryable: another run holds the repo lock
     ├── ModelUnavailable           not retryable: the embedding model cannot load
+    ├── SummarizerFailed           retryable: the optional LLM summarizer did not answer
     └── StoreError                 retryable: LanceDB read or write failed
         └── StoreCorrupt           not retryable: the index needs a rebuild
 """
@@ -94,6 +95,15 @@ class ModelUnavailable(CtxError):
     code = "model_unavailable"
     http_status = 503
     exit_code = 5
+
+
+class SummarizerFailed(CtxError):
+    """Raised inside the service only: the offline summary answers instead, and says so."""
+
+    code = "summarizer_failed"
+    retryable = True
+    http_status = 502
+    exit_code = 69  # EX_UNAVAILABLE
 
 
 class StoreError(CtxError):

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ctxsvc.checkpoints import (
     MIN_BUDGET,
@@ -27,7 +29,7 @@ from ctxsvc.checkpoints import (
     resume_query,
     text_of,
 )
-from ctxsvc.errors import InvalidRequest, NotFound, RepoNotFound
+from ctxsvc.errors import InvalidRequest, NotFound, RepoNotFound, SummarizerFailed
 from ctxsvc.limits import MAX_PATTERNS, MAX_QUERY_CHARS, NAME, check_budget
 from ctxsvc.models import (
     Checkpoint,
@@ -43,11 +45,13 @@ from ctxsvc.stores.checkpoints import CheckpointStore
 from ctxsvc.stores.events import MAX_TEXT, EventLog
 from ctxsvc.stores.lance import IndexMeta, LanceStore
 from ctxsvc.stores.ledger import SessionLedger
+from ctxsvc.summarizer import Summarizer
 from ctxsvc.tokens import TokenCounter
 from ctxsvc.view import RepoView
 from ctxsvc.workspace import Seen, describe, drift, index_event_text, index_events
 
 MAX_LOGGED = 20  # workspace events shown on resume
+log = logging.getLogger("ctxsvc.memory")
 
 
 class AgentMemory(ABC):
@@ -56,6 +60,7 @@ class AgentMemory(ABC):
     store: LanceStore
     tokens: TokenCounter
     ledger: SessionLedger | None
+    summarizer: Summarizer | None
     _lock: threading.Lock
 
     @abstractmethod
@@ -156,7 +161,15 @@ class AgentMemory(ABC):
         state = extract(
             msgs, fields, index, task=session.task, previous=previous.state if previous else None
         )
+        replayed = store.get_by_key(session_id, idempotency_key) if idempotency_key else None
         summary = fit(state, budget_tokens, self.tokens)
+        if self.summarizer is not None and replayed is None:
+            try:
+                written = self.summarizer.summarize(state, msgs)
+                summary = fit(written, budget_tokens, self.tokens)
+            except SummarizerFailed as exc:
+                log.warning("summarizer failed, offline summary kept", extra={"error": str(exc)})
+                summary = replace(summary, summarizer_note=f"offline summary: {exc}")
         texts = [text_of(m) for m in msgs]
         texts += [json.dumps(m.get("tool_calls")) for m in msgs if m.get("tool_calls")]
         events = _checkpoint_events(session, previous.state if previous else None, state)

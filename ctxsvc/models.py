@@ -374,7 +374,8 @@ class Summary:
     rendered: str = ""
     tokens: int = 0  # of ``rendered``
     budget_tokens: int = 0
-    summarizer: str = "offline"
+    summarizer: str = "offline"  # or "llm:<model>"
+    summarizer_note: str = ""  # why the offline summarizer answered instead of the LLM one
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import IndexMeta, LanceStore
 from ctxsvc.stores.ledger import SessionLedger, validate_session_id
 from ctxsvc.stores.locks import FileLock
+from ctxsvc.summarizer import Summarizer
 from ctxsvc.tokens import TokenCounter
 from ctxsvc.view import RepoView
 from ctxsvc.workspace import drift, render_warnings
@@ -89,6 +90,7 @@ class ContextService(AgentMemory):
         embedder_error: str | None = None,
         ledger: SessionLedger | None = None,
         retrieval: RetrievalConfig | None = None,
+        summarizer: Summarizer | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -96,6 +98,7 @@ class ContextService(AgentMemory):
         self.embedder = embedder
         self.embedder_error = embedder_error
         self.ledger = ledger
+        self.summarizer = summarizer
         self.retrieval = retrieval or RetrievalConfig()
         self._views: dict[str, RepoView] = {}
         self._added: dict[str, tuple[float, tuple[str, ...]]] = {}

@@ -41,6 +41,11 @@ class Settings:
     token: str = field(default="", repr=False)
     allowed_roots: str = ""  # os.pathsep-separated; empty: the user's home directory
     cors_origins: str = ""  # comma-separated; empty: CORS off
+    # Optional LLM checkpoint summarizer (OpenAI-compatible API base); empty: offline only
+    summarizer_url: str = ""
+    summarizer_model: str = "gpt-4o-mini"
+    summarizer_api_key: str = field(default="", repr=False)
+    summarizer_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -181,6 +181,19 @@ class CheckpointStore(SqliteFile):
                 )
         return None if row is None else _checkpoint(row, self.path)
 
+    def get_by_key(self, session_id: str, idempotency_key: str) -> Checkpoint | None:
+        """The checkpoint written with ``idempotency_key`` in the session, if any."""
+        with self._errors():
+            row = (
+                self._connection()
+                .execute(
+                    f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ? AND idempotency_key = ?",
+                    (session_id, idempotency_key),
+                )
+                .fetchone()
+            )
+        return None if row is None else _checkpoint(row, self.path)
+
     def list(self, session_id: str) -> list[Checkpoint]:
         """Every checkpoint of the session, by number."""
         self.session(session_id)
