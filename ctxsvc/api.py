@@ -56,6 +56,7 @@ from ctxsvc.models import (
 )
 from ctxsvc.observability import Metrics, annotate, bind, context, request_id_from, unbind
 from ctxsvc.service import ContextService
+from indexers.embed import GuardedEmbedder
 
 log = logging.getLogger("ctxsvc.api")
 
@@ -375,6 +376,9 @@ def _health_routes(app: FastAPI, service: ContextService, metrics: Metrics) -> N
                 f"model: not loaded ({service.embedder_error or 'none configured'}); "
                 "queries use full text, symbols and the graph"
             )
+        elif isinstance(service.embedder, GuardedEmbedder) and (why := service.embedder.paused()):
+            model["paused"] = why
+            degraded.append(f"model: {why}; queries use full text, symbols and the graph")
         try:
             metas = service.repos()
             store: dict[str, Any] = {"reachable": True}

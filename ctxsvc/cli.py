@@ -223,10 +223,10 @@ def _service(settings: Settings, *, model: str | None, load_model: bool) -> Cont
         )
     if not load_model:
         return ContextService(settings, store, tokens, ledger=ledger, summarizer=summarizer)
-    from indexers.embed import SentenceTransformerEmbedder
+    from indexers.embed import GuardedEmbedder, SentenceTransformerEmbedder
 
     try:
-        embedder = SentenceTransformerEmbedder(
+        loaded = SentenceTransformerEmbedder(
             model or settings.model,
             max_seq_tokens=settings.embed_max_seq_tokens,
             quantize=settings.embed_quantize,
@@ -238,7 +238,12 @@ def _service(settings: Settings, *, model: str | None, load_model: bool) -> Cont
         return ContextService(
             settings, store, tokens, embedder_error=str(exc), ledger=ledger, summarizer=summarizer
         )
-    return ContextService(settings, store, tokens, embedder, ledger=ledger, summarizer=summarizer)
+    # Calls that overrun raise (indexing then degrades) and pause the model for a while.
+    embedder = GuardedEmbedder(loaded, timeout=settings.embed_timeout)
+    return ContextService(
+        settings, store, tokens, embedder, ledger=ledger, summarizer=summarizer,
+        query_embedder=embedder.with_timeout(settings.query_embed_timeout),
+    )  # fmt: skip
 
 
 def _index(args: argparse.Namespace, settings: Settings) -> int:

@@ -77,6 +77,9 @@ class ContextService(AgentMemory):
     counter, the embedder (optional) and the session ledger (optional).
     ``embedder_error`` says why there is no embedder when loading one
     failed: indexing then degrades to full text and symbols, and says so.
+    ``query_embedder`` (default: ``embedder``) embeds queries, typically the
+    same model under a shorter timeout; a query it cannot embed is answered
+    without the vector signal, and the answer says so.
     Safe to share between threads: views load once per index generation.
     """
 
@@ -88,6 +91,7 @@ class ContextService(AgentMemory):
         embedder: Embedder | None = None,
         *,
         embedder_error: str | None = None,
+        query_embedder: Embedder | None = None,
         ledger: SessionLedger | None = None,
         retrieval: RetrievalConfig | None = None,
         summarizer: Summarizer | None = None,
@@ -96,6 +100,7 @@ class ContextService(AgentMemory):
         self.store = store
         self.tokens = tokens
         self.embedder = embedder
+        self.query_embedder = query_embedder
         self.embedder_error = embedder_error
         self.ledger = ledger
         self.summarizer = summarizer
@@ -375,7 +380,10 @@ class ContextService(AgentMemory):
             if meta.vectors == "complete"
             else [f"vector: only some chunks have vectors ({meta.vectors})"]
         )
-        return self._embed_query(self.embedder, query), notes
+        try:
+            return self._embed_query(self.query_embedder or self.embedder, query), notes
+        except Exception as exc:  # a failing or stalled model degrades the answer, never fails it
+            return None, [f"vector: the query could not be embedded ({type(exc).__name__}: {exc})"]
 
     def _embed_query(self, embedder: Embedder, query: str) -> npt.NDArray[np.float32]:
         # Agents repeat queries (other budgets, other detail levels): embed once.
@@ -383,7 +391,7 @@ class ContextService(AgentMemory):
         with self._lock:
             cached = self._query_vectors.get(key)
         if cached is None:
-            cached = embedder.embed([query])[0]
+            cached = np.asarray(embedder.embed([query])[0], dtype=np.float32)
             with self._lock:
                 self._query_vectors[key] = cached
                 while len(self._query_vectors) > QUERY_CACHE_SIZE:

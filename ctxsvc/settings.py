@@ -34,6 +34,8 @@ class Settings:
     embed_max_seq_tokens: int = 192
     embed_quantize: bool = True
     embed_threads: int = 0  # 0: torch's default
+    embed_timeout: float = 120.0  # seconds per indexing batch before the model counts as stalled
+    query_embed_timeout: float = 5.0  # seconds per query before it is answered without vectors
     # The HTTP API (``ctxsvc serve``)
     host: str = "127.0.0.1"
     port: int = 8765

@@ -13,8 +13,12 @@ silently mixes vectors from differently configured models.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
 
 import numpy as np
@@ -112,3 +116,73 @@ def _quantize(model: Any) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the eager API is deprecated, still the fastest on CPU
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+
+
+class EmbedderStalled(RuntimeError):
+    """An embedding call took longer than its timeout, or the model is paused after one."""
+
+
+class GuardedEmbedder:
+    """An embedder whose calls end within ``timeout`` seconds, with a circuit breaker.
+
+    A call runs in a worker thread. When it overruns, ``EmbedderStalled`` is
+    raised, the stuck worker is abandoned (a thread cannot be killed; a new
+    pool takes the next call) and for ``cooldown`` seconds every call fails at
+    once instead of queueing behind a model that hangs. Other failures pass
+    through unchanged. ``with_timeout`` gives a sibling with its own timeout
+    and the same breaker: queries want seconds where an index batch may take
+    a minute.
+    """
+
+    def __init__(self, inner: Embedder, timeout: float, cooldown: float = 30.0) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dimension = inner.dimension
+        self.timeout = timeout
+        self._state = _Breaker(cooldown)
+
+    def with_timeout(self, timeout: float) -> GuardedEmbedder:
+        sibling = GuardedEmbedder(self.inner, timeout)
+        sibling._state = self._state
+        return sibling
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        return self._state.call(self.inner, texts, self.timeout)
+
+    def paused(self) -> str | None:
+        """Why calls fail at once right now, or None when the model takes calls."""
+        return self._state.paused()
+
+
+class _Breaker:
+    def __init__(self, cooldown: float) -> None:
+        self.cooldown = cooldown
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="embed")
+        self._open_until = 0.0
+        self._why = ""
+
+    def paused(self) -> str | None:
+        with self._lock:
+            wait = self._open_until - time.monotonic()
+            return f"{self._why}; paused for another {wait:.0f} s" if wait > 0 else None
+
+    def call(self, inner: Embedder, texts: Sequence[str], timeout: float) -> Vectors:
+        with self._lock:
+            wait = self._open_until - time.monotonic()
+            if wait > 0:
+                raise EmbedderStalled(f"{self._why}; paused for another {wait:.0f} s")
+            pool = self._pool
+        future = pool.submit(inner.embed, texts)
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            why = f"the embedding model did not answer within {timeout:g} s"
+            with self._lock:
+                self._open_until = time.monotonic() + self.cooldown
+                self._why = why
+                if self._pool is pool:  # leave the stuck worker behind
+                    self._pool = ThreadPoolExecutor(2, thread_name_prefix="embed")
+            pool.shutdown(wait=False, cancel_futures=True)
+            log.warning("embedding stalled", extra={"timeout": timeout, "texts": len(texts)})
+            raise EmbedderStalled(why) from None

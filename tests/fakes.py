@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Sequence
 
@@ -49,4 +50,18 @@ class FailingEmbedder(HashEmbedder):
         if self.calls >= self.ok_calls:
             self.calls += 1
             raise RuntimeError("simulated embedding failure")
+        return super().embed(texts)
+
+
+class HangingEmbedder(HashEmbedder):
+    """Answers ``ok_calls`` calls, then blocks until ``release`` is set, like a hung model."""
+
+    def __init__(self, ok_calls: int = 0) -> None:
+        super().__init__()
+        self.ok_calls = ok_calls
+        self.release = threading.Event()
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if self.calls >= self.ok_calls:
+            self.release.wait(timeout=60)
         return super().embed(texts)

@@ -1,0 +1,102 @@
+"""Injected failures at the seams: the service degrades, names it, and loses nothing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fakes import FailingEmbedder, HangingEmbedder, HashEmbedder
+
+from ctxsvc import indexing
+from ctxsvc.api import create_app
+from ctxsvc.service import ContextService
+from ctxsvc.settings import Settings
+from ctxsvc.stores.lance import LanceStore
+from ctxsvc.stores.ledger import SessionLedger
+from ctxsvc.tokens import TiktokenCounter
+from indexers.embed import EmbedderStalled, GuardedEmbedder
+
+
+def test_hanging_model_during_indexing_degrades_and_keeps_finished_batches(
+    settings: Settings, counter: TiktokenCounter, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(indexing, "EMBED_COMMIT_EVERY", 2)
+    hung = HangingEmbedder(ok_calls=2)
+    store = LanceStore(settings.db_path)
+    guarded = GuardedEmbedder(hung, timeout=0.5, cooldown=60)
+    t0 = time.monotonic()
+    s = ContextService(settings, store, counter, guarded).index(repo)
+    assert time.monotonic() - t0 < 30  # bounded by the timeout, not by the hung model
+    assert s.vectors == "missing" and s.chunks_embedded == 4
+    assert any("did not answer within 0.5 s" in w for w in s.warnings)
+    # Later calls fail at once while the breaker is open.
+    with pytest.raises(EmbedderStalled, match="paused"):
+        guarded.embed(["x"])
+    hung.release.set()
+    # A later run with a working model fills in exactly what is missing.
+    resumed = HashEmbedder()
+    s2 = ContextService(settings, store, counter, resumed).index(repo)
+    assert s2.vectors == "complete" and s2.chunks_embedded == resumed.embedded
+    chunks = store.reader("demo").table("chunks").to_arrow().column("content_hash").to_pylist()
+    assert s2.chunks_embedded == len(set(chunks)) - 4
+
+
+def query_service(settings: Settings, counter: TiktokenCounter, query: object) -> ContextService:
+    index_model = HashEmbedder()
+    return ContextService(
+        settings, LanceStore(settings.db_path), counter, index_model,
+        ledger=SessionLedger(settings.state_path), query_embedder=query,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_hanging_query_model_answers_without_vectors_and_says_so(
+    settings: Settings, counter: TiktokenCounter, repo: Path
+) -> None:
+    hung = HangingEmbedder(ok_calls=0)
+    service = query_service(settings, counter, None)
+    service.index(repo)
+    service.query_embedder = GuardedEmbedder(hung, timeout=0.3, cooldown=60)
+    t0 = time.monotonic()
+    pack = service.context("demo", "where does the store write JSON", 1000)
+    first = time.monotonic() - t0
+    assert pack.items and pack.items[0].path == "app/store.py"
+    assert any("could not be embedded" in d and "0.3 s" in d for d in pack.degraded)
+    t0 = time.monotonic()
+    again = service.context("demo", "server handles a request", 1000)
+    assert time.monotonic() - t0 < first + 0.5  # the breaker answers at once, no new wait
+    assert any("paused" in d for d in again.degraded)
+    hung.release.set()
+
+
+def test_failing_query_model_degrades(
+    settings: Settings, counter: TiktokenCounter, repo: Path
+) -> None:
+    service = query_service(settings, counter, FailingEmbedder(ok_calls=0))
+    service.index(repo)
+    pack = service.context("demo", "where does the store write JSON", 1000)
+    assert pack.items and any("simulated embedding failure" in d for d in pack.degraded)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_readyz_names_a_paused_model(
+    settings: Settings, counter: TiktokenCounter, repo: Path, tmp_path: Path
+) -> None:
+    hung = HangingEmbedder(ok_calls=0)
+    guarded = GuardedEmbedder(hung, timeout=0.2, cooldown=60)
+    service = ContextService(settings, LanceStore(settings.db_path), counter, guarded)
+    with pytest.raises(EmbedderStalled):
+        guarded.embed(["x"])
+    app = create_app(service, allowed_roots=[tmp_path])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        ready = (await c.get("/readyz")).json()
+    assert "paused" in ready["model"]["paused"]
+    assert any("did not answer within 0.2 s" in d for d in ready["degraded"])
+    hung.release.set()
