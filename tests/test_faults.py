@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import resource
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import cli_env, run_cli, write_tree
 from fakes import FailingEmbedder, HangingEmbedder, HashEmbedder
 
 from ctxsvc import indexing
 from ctxsvc.api import create_app
+from ctxsvc.errors import StoreError
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
+from ctxsvc.stores import lance
 from ctxsvc.stores.lance import LanceStore
 from ctxsvc.stores.ledger import SessionLedger
 from ctxsvc.tokens import TiktokenCounter
@@ -100,3 +109,61 @@ async def test_readyz_names_a_paused_model(
     assert "paused" in ready["model"]["paused"]
     assert any("did not answer within 0.2 s" in d for d in ready["degraded"])
     hung.release.set()
+
+
+def test_store_writes_retry_with_backoff_then_fail_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lance, "WRITE_BACKOFF_SECONDS", 0.01)
+    calls: list[float] = []
+
+    def flaky(fails: int) -> str:
+        calls.append(time.monotonic())
+        if len(calls) <= fails:
+            raise RuntimeError("lance error: LanceError(IO): Resource busy (os error 16)")
+        return "ok"
+
+    assert lance.write("storing", lambda: flaky(2)) == "ok" and len(calls) == 3
+    assert calls[2] - calls[1] > calls[1] - calls[0]  # the backoff grows
+    calls.clear()
+    with pytest.raises(StoreError, match="storing failed after 3 attempts") as info:
+        lance.write("storing", lambda: flaky(10))
+    assert info.value.retryable and "previous index version is intact" in info.value.hint
+    calls.clear()
+    with pytest.raises(StoreError, match="disk is full"):
+        lance.write("x", lambda: (_ for _ in ()).throw(OSError("File too large (os error 27)")))
+
+
+def _limited(limit: int) -> Callable[[], None]:
+    def preexec() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write (EFBIG), do not die
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return preexec
+
+
+@pytest.mark.slow
+def test_disk_full_during_reindex_keeps_the_previous_index(tmp_path: Path, repo: Path) -> None:
+    env = cli_env(tmp_path / "home")
+    assert run_cli(env, "index", str(repo), "--no-vectors").returncode == 0
+    before = json.loads(run_cli(env, "status", "demo", "--json").stdout)[0]
+    write_tree(
+        repo,
+        {f"pkg/big_{i}.py": "".join(f"def f{i}_{j}(x):\n    return x + {j}\n\n" for j in range(300)) for i in range(5)},
+    )  # fmt: skip
+    full = subprocess.run(
+        [sys.executable, "-m", "ctxsvc", "index", str(repo), "--no-vectors"],
+        env=env, capture_output=True, text=True, timeout=600,
+        preexec_fn=_limited(64 * 1024),
+    )  # fmt: skip
+    assert full.returncode == 74, full.stderr  # EX_IOERR: a store error, retryable
+    said = " ".join(full.stderr.split())  # the terminal wraps lines
+    assert "failed after 3 attempts" in said and "disk is full" in said, said
+    assert "index write failed, retrying" in said
+    # The previous index is intact and answers.
+    after = json.loads(run_cli(env, "status", "demo", "--json").stdout)[0]
+    assert after["files"] == before["files"] and after["indexed_at"] == before["indexed_at"]
+    answer = run_cli(env, "query", "demo", "Store put JSON", "--no-refresh", "--json")
+    assert answer.returncode == 0 and json.loads(answer.stdout)["items"]
+    # Space again: the next run completes with the new files.
+    done = run_cli(env, "index", str(repo), "--no-vectors", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["files_indexed"] == 5

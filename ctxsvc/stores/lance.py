@@ -18,18 +18,27 @@ batch per commit and never rolled back, so a killed run loses at most the
 batch in flight and the next run resumes from the rest. The chunk whose
 content hash has a vector is searchable by vector; rows no chunk refers to
 any more are deleted at the end of a successful run.
+
+A write that fails (an I/O error, a full disk) leaves no trace in Lance: the
+table keeps its last version. Each write is retried a few times with
+exponential backoff and jitter, then fails as ``StoreError`` (retryable) and
+the previous index keeps answering.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import random
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +50,33 @@ from ctxsvc.stores.locks import FileLock
 SCHEMA_VERSION = 1
 DATA_TABLES = ("files", "chunks", "symbols", "refs", "imports")
 _DELETE_BATCH = 400
+WRITE_ATTEMPTS = 3
+WRITE_BACKOFF_SECONDS = 0.2  # then 0.8, each with jitter
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def write(what: str, fn: Callable[[], T]) -> T:
+    """``fn()``, retried on I/O failures with backoff; then ``StoreError`` naming ``what``."""
+    for attempt in range(WRITE_ATTEMPTS):
+        try:
+            return fn()
+        except (OSError, RuntimeError) as exc:
+            if attempt + 1 == WRITE_ATTEMPTS:
+                full = any(f"os error {n})" in str(exc) for n in (27, 28))  # EFBIG, ENOSPC
+                raise StoreError(
+                    f"{what} failed after {WRITE_ATTEMPTS} attempts: {exc}",
+                    hint=("the disk is full or the file size limit was reached; " if full else "")
+                    + "the previous index version is intact and still answers; "
+                    "run the index again once the cause is fixed",
+                ) from exc
+            delay = WRITE_BACKOFF_SECONDS * 4**attempt * random.uniform(0.5, 1.0)
+            log.warning(
+                "index write failed, retrying",
+                extra={"what": what, "attempt": attempt + 1, "error": str(exc)[:300]},
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -215,12 +251,21 @@ class LanceStore:
         with FileLock(self._locks / "_repos.lock", "the repository registry", wait=True):
             table = self._repos_table()
             if table is None:
-                self._db.create_table("repos", data=data)
+                write(
+                    "creating the repository registry",
+                    lambda: self._db.create_table("repos", data=data),
+                )
                 return
             table.checkout_latest()
-            table.merge_insert(
-                "name_id"
-            ).when_matched_update_all().when_not_matched_insert_all().execute(data)
+            write(
+                f"committing index {meta.name!r}",
+                lambda: (
+                    table.merge_insert("name_id")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute(data)
+                ),
+            )
 
     def drop(self, name: str) -> None:
         """Forget a repository: its metadata row, then its tables."""
@@ -366,7 +411,7 @@ class RepoWriter:
             [pa.array(list(hashes), pa.string()), pa.FixedSizeListArray.from_arrays(flat, dim)],
             schema=self._schemas["vectors"],
         )
-        self._vectors.add(data)
+        write(f"storing vectors of {self.name!r}", partial(self._vectors.add, data))
 
     def replace_paths(
         self,
@@ -385,7 +430,11 @@ class RepoWriter:
         ids = sorted({path_id(p) for p in removed})
         for t in DATA_TABLES:
             for i in range(0, len(ids), _DELETE_BATCH):
-                self._tables[t].delete(f"path_id IN ({_in_list(ids[i : i + _DELETE_BATCH])})")
+                where = f"path_id IN ({_in_list(ids[i : i + _DELETE_BATCH])})"
+                write(
+                    f"deleting rows of {self.name!r}",
+                    partial(self._tables[t].delete, where),
+                )
         rows = {
             "files": [_row(asdict(f), f.path) for f in files],
             "chunks": [
@@ -403,29 +452,34 @@ class RepoWriter:
                 table = pa.Table.from_pylist(
                     [{k: r.get(k) for k in schema.names} for r in data], schema=schema
                 )
-                self._tables[t].add(table)
+                write(f"writing {t} of {self.name!r}", partial(self._tables[t].add, table))
 
     def commit(self, meta: IndexMeta, *, rebuild_fts: bool) -> IndexMeta:
         """Index, garbage-collect and compact, then pin the new versions."""
         from lancedb.index import FTS
 
         chunks = self._tables["chunks"]
+        config = FTS(
+            base_tokenizer="whitespace", lower_case=True, stem=True, remove_stop_words=True
+        )
         if chunks.count_rows() and (rebuild_fts or not chunks.list_indices()):
-            chunks.create_index(
-                "terms",
-                config=FTS(
-                    base_tokenizer="whitespace", lower_case=True, stem=True, remove_stop_words=True
-                ),
-                replace=True,
+            write(
+                f"building the full-text index of {self.name!r}",
+                lambda: chunks.create_index("terms", config=config, replace=True),
             )
-        if self._vectors is not None and meta.vectors == "complete":
+        vectors = self._vectors
+        if vectors is not None and meta.vectors == "complete":
             stale = sorted(self.vector_hashes() - self.chunk_hashes())
             for i in range(0, len(stale), _DELETE_BATCH):
-                self._vectors.delete(f"content_hash IN ({_in_list(stale[i : i + _DELETE_BATCH])})")
+                where = f"content_hash IN ({_in_list(stale[i : i + _DELETE_BATCH])})"
+                write(f"deleting stale vectors of {self.name!r}", partial(vectors.delete, where))
         keep = timedelta(minutes=10)  # readers pinned to older versions finish well within this
-        for table in [*self._tables.values(), self._vectors]:
+        for table in [*self._tables.values(), vectors]:
             if table is not None:
-                table.optimize(cleanup_older_than=keep)
+                write(
+                    f"compacting {self.name!r}",
+                    partial(table.optimize, cleanup_older_than=keep),
+                )
         versions = {t: int(self._tables[t].version) for t in DATA_TABLES}
         if self._vectors is not None:
             versions["vectors"] = int(self._vectors.version)
