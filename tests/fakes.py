@@ -60,8 +60,10 @@ class HangingEmbedder(HashEmbedder):
         super().__init__()
         self.ok_calls = ok_calls
         self.release = threading.Event()
+        self.started = 0  # calls begun, hung ones included
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        self.started += 1
         if self.calls >= self.ok_calls:
             self.release.wait(timeout=60)
         return super().embed(texts)

@@ -35,9 +35,7 @@ def test_hanging_model_during_indexing_degrades_and_keeps_finished_batches(
     hung = HangingEmbedder(ok_calls=2)
     store = LanceStore(settings.db_path)
     guarded = GuardedEmbedder(hung, timeout=0.5, cooldown=60)
-    t0 = time.monotonic()
     s = ContextService(settings, store, counter, guarded).index(repo)
-    assert time.monotonic() - t0 < 30  # bounded by the timeout, not by the hung model
     assert s.vectors == "missing" and s.chunks_embedded == 4
     assert any("did not answer within 0.5 s" in w for w in s.warnings)
     # Later calls fail at once while the breaker is open.
@@ -67,15 +65,12 @@ def test_hanging_query_model_answers_without_vectors_and_says_so(
     service = query_service(settings, counter, None)
     service.index(repo)
     service.query_embedder = GuardedEmbedder(hung, timeout=0.3, cooldown=60)
-    t0 = time.monotonic()
     pack = service.context("demo", "where does the store write JSON", 1000)
-    first = time.monotonic() - t0
     assert pack.items and pack.items[0].path == "app/store.py"
     assert any("could not be embedded" in d and "0.3 s" in d for d in pack.degraded)
-    t0 = time.monotonic()
     again = service.context("demo", "server handles a request", 1000)
-    assert time.monotonic() - t0 < first + 0.5  # the breaker answers at once, no new wait
     assert any("paused" in d for d in again.degraded)
+    assert hung.started == 1  # the breaker answered: the hung model got no second call
     hung.release.set()
 
 
