@@ -22,5 +22,6 @@ if __name__ == "__main__":
     service = ContextService(
         settings, LanceStore(settings.db_path), TiktokenCounter(), HashEmbedder(delay=delay)
     )
+    print("start", flush=True)  # imports done: the kill clock starts here
     s = service.index(root, "crash")
     print(f"done {s.chunks} {s.chunks_embedded}", flush=True)

@@ -1,9 +1,12 @@
-"""kill -9 of a real indexing process: the previous index stays queryable and
-consistent, and the next run resumes and ends with exactly a clean index."""
+"""kill -9 of a real indexing process at 20 seeded random points, on a real
+repository (this project's own tracked source): after each kill the committed
+index answers queries from one consistent version, and the next run resumes
+and ends with exactly the rows of a clean index."""
 
 from __future__ import annotations
 
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,25 +14,40 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_tree
+from fakes import HashEmbedder
 
+from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import LanceStore
+from ctxsvc.tokens import TiktokenCounter
 
 RUNNER = Path(__file__).parent / "crash_runner.py"
-DELAY = 0.03  # seconds per embedding batch of 8: keeps the embed stage killable
+PROJECT = Path(__file__).resolve().parents[1]
+DELAY = 0.01  # seconds per embedding batch of 8: keeps the embed stage killable
+KILLS = 20
 
 
-def make_repo(root: Path, n: int, salt: str = "") -> None:
-    files: dict[str, str | bytes] = {}
-    for i in range(n):
-        funcs = "\n\n".join(
-            f"def handler_{i}_{j}(request{salt}):\n    '''Handle case {j} of module {i}.'''\n"
-            f"    value = request{salt}.get('k{j}')\n    return compute_{j}(value) + {i * j}\n"
-            for j in range(6)
-        )
-        files[f"pkg/mod_{i}.py"] = f"import os\n\n\n{funcs}\n"
-    write_tree(root, files)
+def copy_source(dest: Path) -> None:
+    """This project's tracked Python, Markdown and TOML files: a real repository."""
+    listed = subprocess.run(
+        ["git", "-C", str(PROJECT), "ls-files", "-z"], capture_output=True, check=True
+    ).stdout.decode()
+    paths = [p for p in listed.split("\0") if p.endswith((".py", ".md", ".toml"))]
+    assert len(paths) > 40
+    for rel in paths:
+        if (PROJECT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(PROJECT / rel, dest / rel)
+
+
+def edit(root: Path) -> None:
+    """A re-index's worth of change: edits, a deletion, a rename, a new file."""
+    py = sorted(root.rglob("*.py"))
+    for f in py[:6]:
+        f.write_text(f.read_text() + "\n\ndef added_after_edit(x):\n    return x\n")
+    py[6].unlink()
+    py[7].rename(py[7].with_name("renamed_" + py[7].name))
+    (root / "ctxsvc" / "brand_new.py").write_text("def brand_new_feature():\n    return 42\n")
 
 
 def run(home: Path, root: Path) -> subprocess.Popen[str]:
@@ -39,6 +57,15 @@ def run(home: Path, root: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def clean_index(home: Path, root: Path) -> tuple[dict[str, object], float]:
+    proc = run(home, root)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "start"
+    t0 = time.monotonic()
+    _, errs = proc.communicate(timeout=600)
+    assert proc.returncode == 0, errs
+    return snapshot(home), time.monotonic() - t0
 
 
 def snapshot(home: Path) -> dict[str, object]:
@@ -55,8 +82,9 @@ def snapshot(home: Path) -> dict[str, object]:
 
 
 def assert_consistent(home: Path) -> int | None:
-    """If an index is committed, its pinned tables agree with each other."""
-    store = LanceStore(Settings.from_env({}, home=home).db_path)
+    """If an index is committed, its pinned tables agree and it answers queries."""
+    settings = Settings.from_env({}, home=home)
+    store = LanceStore(settings.db_path)
     if store.meta("crash") is None:
         return None
     reader = store.reader("crash")
@@ -65,47 +93,45 @@ def assert_consistent(home: Path) -> int | None:
     assert len(chunks) == sum(f.chunks for f in files.values())
     assert {c.path for c in chunks} <= set(files)
     assert len({c.id for c in chunks}) == len(chunks)
-    assert reader.fts("handler", 5)  # queryable
+    assert {s.path for s in reader.symbols()} <= set(files)
+    service = ContextService(settings, store, TiktokenCounter(), HashEmbedder())
+    pack = service.context("crash", "where are files discovered and skipped", 2000)
+    assert pack.items and pack.tokens_used <= 2000
+    assert all(i.path in files for i in pack.items)
     return reader.meta.generation
 
 
 @pytest.mark.slow
-def test_kill9_at_random_points(tmp_path: Path) -> None:
+def test_kill9_at_20_random_points_of_a_real_repository(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    make_repo(root, 40)
-    clean_home = tmp_path / "clean"
-    t0 = time.monotonic()
-    proc = run(clean_home, root)
-    out, errs = proc.communicate(timeout=300)
-    duration = time.monotonic() - t0
-    assert proc.returncode == 0, errs
-    clean = snapshot(clean_home)
+    copy_source(root)
+    clean, duration = clean_index(tmp_path / "clean", root)
 
     rng = random.Random(1234)  # fixed seed: the same kill points every run
     home = tmp_path / "crashy"
     generations: list[int | None] = []
-    for i in range(8):
-        if i == 4:  # from here on, crash re-index runs over an edited tree
-            make_repo(root, 40, salt="_v2")
-            clean_home2 = tmp_path / "clean2"
-            p2 = run(clean_home2, root)
-            assert p2.wait(timeout=300) == 0
-            clean = snapshot(clean_home2)
+    for i in range(KILLS):
+        if i == KILLS // 2:  # from here on, the killed runs re-index an edited tree
+            edit(root)
+            clean, duration = clean_index(tmp_path / "clean2", root)
         proc = run(home, root)
-        time.sleep(rng.uniform(0.2, duration))
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "start"
+        time.sleep(rng.uniform(0.0, duration))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
         generations.append(assert_consistent(home))
 
+    print(f"generations seen after each kill: {generations}")
     vectors_before = (
         LanceStore(Settings.from_env({}, home=home).db_path).open("crash__vectors").count_rows()
     )
     proc = run(home, root)
-    out, errs = proc.communicate(timeout=300)
+    out, errs = proc.communicate(timeout=600)
     assert proc.returncode == 0, errs
-    _, _, embedded = out.split()
+    _, _, embedded = out.split()[-3:]
     assert snapshot(home) == clean
     # Finished embedding batches of killed runs were not redone.
     assert int(embedded) <= len(set(clean["vectors"])) - min(vectors_before, 1)  # type: ignore[arg-type]
     assert generations.count(None) < len(generations), "no kill happened after a commit"
+    assert len(set(generations) - {None}) >= 2, "kills never landed across a re-index"
