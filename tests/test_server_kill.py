@@ -1,4 +1,4 @@
-"""Kill -9 of a real ``ctxsvc serve`` during checkpoint and workspace-event writes.
+"""Kill -9 of a real ``ctxsvc serve`` during checkpoint, workspace-event and index writes.
 
 Writers post checkpoints and events concurrently, each with its own
 Idempotency-Key, and note every acknowledged write (201 and its body). The
@@ -11,6 +11,7 @@ record per key.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import cli_env, free_port, run_cli, start_server, stop_server
+from test_crash import copy_source
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +97,9 @@ def test_acknowledged_writes_survive_server_kill_9(repo: Path, tmp_path: Path) -
     for t in threads:
         t.join()
     assert len(acked) >= MIN_ACKED and acked_events
-    print(f"killed after {len(acked)} checkpoints, {len(acked_events)} events; {len(lost)} in flight")
+    print(
+        f"killed after {len(acked)} checkpoints, {len(acked_events)} events; {len(lost)} in flight"
+    )
 
     proc = start_server(env, port, log)
     try:
@@ -140,3 +144,71 @@ def test_acknowledged_writes_survive_server_kill_9(repo: Path, tmp_path: Path) -
             assert len(decided) == len(set(decided))
     finally:
         stop_server(proc)
+
+
+def test_kill_9_during_reindex_keeps_acked_writes_and_a_consistent_index(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "big"
+    for i in range(4):  # a few copies of this project's source: a re-index takes seconds
+        copy_source(root / f"copy{i}")
+    env = cli_env(tmp_path / "home", CTXSVC_ALLOWED_ROOTS=str(tmp_path))
+    assert run_cli(env, "index", str(root), "--no-vectors").returncode == 0
+    port, log = free_port(), tmp_path / "server.log"
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(env, port, log)
+    c = httpx.Client(base_url=base, timeout=30)
+    sid = c.post("/v1/sessions", json={"repo": "big", "task": "t"}).json()["id"]
+    edited = sorted(root.rglob("*.py"))[::3]
+    for f in edited:
+        f.write_text(f.read_text() + "\n\ndef added_by_the_edit():\n    return 1\n")
+    job = c.post("/v1/repos/big/refresh").json()
+    acked: list[dict[str, Any]] = []
+    state = job["state"]
+    while state in ("queued", "running") and len(acked) < 40:
+        key = f"k{len(acked)}"
+        r = c.post(
+            f"/v1/sessions/{sid}/checkpoints",
+            json={"messages": messages(key)},
+            headers={"Idempotency-Key": key},
+        )
+        assert r.status_code == 201, r.text
+        acked.append(r.json())
+        state = c.get(f"/v1/jobs/{job['id']}").json()["state"]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    c.close()
+    print(f"killed with the re-index job {state}, after {len(acked)} checkpoints")
+    assert acked
+
+    proc = start_server(env, port, log)
+    try:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            for cp in acked:
+                got = c.get(f"/v1/sessions/{sid}/checkpoints/{cp['number']}")
+                assert got.status_code == 200 and got.json() == cp
+            # The index answers from one committed version, old or new.
+            status = c.get("/v1/repos/big").json()
+            assert status["version"] in (1, 2)
+            ctx = c.post(
+                "/v1/context",
+                json={"repo": "big", "query": "discover files", "budget_tokens": 1000},
+            )
+            assert ctx.status_code == 200 and ctx.json()["items"]
+            # The interrupted re-index completes on the next run, as a clean index would.
+            job = c.post("/v1/repos/big/refresh").json()
+            while job["state"] in ("queued", "running"):
+                time.sleep(0.2)
+                job = c.get(f"/v1/jobs/{job['id']}").json()
+            assert job["state"] == "done", job
+            found = c.get("/v1/repos/big/symbols", params={"name": "added_by_the_edit"}).json()
+            after = c.get("/v1/repos/big").json()
+    finally:
+        stop_server(proc)
+    clean_env = cli_env(tmp_path / "clean")
+    assert run_cli(clean_env, "index", str(root), "--no-vectors").returncode == 0
+    clean = json.loads(run_cli(clean_env, "status", "big", "--json").stdout)[0]
+    assert (after["files"], after["chunks"], after["symbols"]) == (
+        clean["files"], clean["chunks"], clean["symbols"],
+    )  # fmt: skip
+    assert len(found["definitions"]) == len(edited)
