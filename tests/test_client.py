@@ -48,6 +48,7 @@ from ctxsvc.errors import (
     Overloaded,
     RepoNotFound,
     StoreCorrupt,
+    Unauthorized,
     Unreachable,
     UserError,
 )
@@ -177,6 +178,7 @@ def test_503_and_429_are_retried_after_retry_after(caplog: pytest.LogCaptureFixt
         (405, "method_not_allowed", UserError),
         (404, "not_found", NotFound),
         (418, "teapot", UserError),
+        (401, "unauthorized", Unauthorized),
         (500, "internal", CtxError),
     ],
 )
@@ -262,6 +264,14 @@ def test_each_checkpoint_write_has_its_own_key_unless_given() -> None:
     client.write_checkpoint("s-1", MESSAGES, idempotency_key="mine")
     keys = [r.headers["idempotency-key"] for r in seen]
     assert len(set(keys)) == 3 and keys[2] == "mine"
+
+
+def test_the_token_goes_in_a_bearer_header() -> None:
+    seen, handle = scripted(httpx.Response(200, json=[]))
+    with Client("http://t/", "s3cret", transport=httpx.MockTransport(handle)) as client:
+        assert client.repos() == []
+    assert seen[0].headers["authorization"] == "Bearer s3cret"
+    assert str(seen[0].url) == "http://t/v1/repos"
 
 
 def test_a_delete_whose_answer_was_lost_is_done_when_the_retry_finds_nothing() -> None:
