@@ -128,7 +128,7 @@ class Client(_BaseClient):
             request = call.request(self._http, attempts.next_timeout())
             try:
                 response = self._http.send(request)
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 outcome: T | Wait = attempts.failed(exc)
             else:
                 outcome = attempts.answered(response)
@@ -329,7 +329,7 @@ class AsyncClient(_BaseClient):
             request = call.request(self._http, attempts.next_timeout())
             try:
                 response = await self._http.send(request)
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 outcome: T | Wait = attempts.failed(exc)
             else:
                 outcome = attempts.answered(response)

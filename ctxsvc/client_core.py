@@ -278,12 +278,17 @@ class Attempts(Generic[T]):
             raise error
         return self._again(error, retry_after(response.headers.get("retry-after")))
 
-    def failed(self, exc: httpx.TransportError) -> Wait:
+    def failed(self, exc: httpx.RequestError) -> Wait:
         """How long to wait after a transport failure; raises when it is not retried."""
         what = self.call.what
-        if not isinstance(exc, NOT_SENT + MAYBE_SENT):
+        if isinstance(exc, httpx.TransportError) and not isinstance(exc, NOT_SENT + MAYBE_SENT):
+            # An unsupported scheme, a proxy refusing, a request httpx cannot send.
             raise ConfigError(
                 f"{what}: {type(exc).__name__}: {exc}", hint=f"check the base URL {self.base_url!r}"
+            ) from exc
+        if not isinstance(exc, NOT_SENT + MAYBE_SENT):  # e.g. an undecodable body
+            raise make_error(
+                "bad_response", f"{what}: {type(exc).__name__}: {exc}", hint="see the server's log"
             ) from exc
         arrived = isinstance(exc, MAYBE_SENT)
         self.maybe_arrived |= arrived

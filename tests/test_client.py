@@ -294,6 +294,16 @@ def test_answers_decode_to_the_models_and_bad_answers_say_so() -> None:
         client.checkpoint("s-1")
 
 
+def test_transport_failures_that_no_retry_helps() -> None:
+    client, seen = client_for(httpx.UnsupportedProtocol("no such scheme"))
+    with pytest.raises(ConfigError):
+        client.repos()
+    client, seen = client_for(httpx.DecodingError("bad gzip"))
+    with pytest.raises(CtxError) as caught:
+        client.repos()
+    assert caught.value.code == "bad_response" and len(seen) == 1
+
+
 def test_probes_are_not_retried() -> None:
     client, seen = client_for(httpx.ConnectError("refused"))
     with pytest.raises(Unreachable):
