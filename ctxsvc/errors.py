@@ -4,6 +4,8 @@ Every failure a user can meet is one of these. Each class knows whether a
 retry can help (``retryable``), a stable machine code (``code``), the HTTP
 status and the CLI exit code it maps to, and carries a ``hint`` saying what
 to do next. Adapters (CLI, HTTP) translate; nothing else catches broadly.
+The Python client (``ctxsvc.client``) raises the same classes from a
+server's problem responses, chosen by ``code``, so callers catch one tree.
 
     CtxError
     ├── UserError                  not retryable: fix the input
@@ -12,10 +14,13 @@ to do next. Adapters (CLI, HTTP) translate; nothing else catches broadly.
     │   ├── InvalidRequest         malformed arguments (budget, query, ...)
     │   ├── NotFound               no such session, checkpoint or job
     │   │   └── RepoNotFound       no index under that name or path
-    │   └── ModelMismatch          index built with another embedding model
+    │   ├── ModelMismatch          index built with another embedding model
+    │   └── Unauthorized           the server wants another bearer token
     ├── IndexBusy                  retryable: another run holds the repo lock
     ├── ModelUnavailable           not retryable: the embedding model cannot load
     ├── SummarizerFailed           retryable: the optional LLM summarizer did not answer
+    ├── Overloaded                 retryable: the server has too many requests in flight
+    ├── Unreachable                retryable: no answer from the server (raised by the client)
     └── StoreError                 retryable: LanceDB read or write failed
         └── StoreCorrupt           not retryable: the index needs a rebuild
 """
@@ -30,6 +35,9 @@ class CtxError(Exception):
     retryable = False
     http_status = 500
     exit_code = 1
+    # Set on errors that ``ctxsvc.client`` raises from a server's problem response.
+    request_id: str | None = None
+    problem: dict[str, object] | None = None
 
     def __init__(self, message: str, *, hint: str = "") -> None:
         super().__init__(message)
@@ -84,6 +92,11 @@ class ModelMismatch(UserError):
     exit_code = 4
 
 
+class Unauthorized(UserError):
+    code = "unauthorized"
+    http_status = 401
+
+
 class IndexBusy(CtxError):
     code = "index_busy"
     retryable = True
@@ -103,6 +116,20 @@ class SummarizerFailed(CtxError):
     code = "summarizer_failed"
     retryable = True
     http_status = 502
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+class Overloaded(CtxError):
+    code = "overloaded"
+    retryable = True
+    http_status = 503
+    exit_code = 75
+
+
+class Unreachable(CtxError):
+    code = "unreachable"
+    retryable = True
+    http_status = 503
     exit_code = 69  # EX_UNAVAILABLE
 
 

@@ -42,7 +42,7 @@ _REMOVE = re.compile(
 )
 _TICKED = re.compile(r"`([^`\s]{1,200})`")
 _WORD = re.compile(r"[A-Za-z_][\w.]*[\w]|[A-Za-z_]")
-_CODE_LIKE = re.compile(r"^(?:\w*[a-z0-9][A-Z]\w*|\w*_\w+|\w+(?:\.\w+)+|[A-Z]{2,}\w*)$")
+_CODE_LIKE = re.compile(r"^(?:\w*[a-z0-9][A-Z]\w*|\w*_\w+|\w+(?:\.\w+)+)$")
 _PATH_LIKE = re.compile(r"^(?:[\w.-]+/)+[\w.-]+$")
 # A bare file name is a path only with a common extension ("Server.handle" is a symbol).
 _FILE_NAME = re.compile(

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fakes import HashEmbedder
 
+import ctxsvc
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import LanceStore
@@ -132,9 +133,15 @@ def service(settings: Settings, counter: TiktokenCounter, embedder: HashEmbedder
 
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
-    """This environment without CTXSVC_* settings, pointed at ``home``."""
+    """This environment without CTXSVC_* settings, pointed at ``home``.
+
+    Subprocesses import the ctxsvc these tests import (a worktree's checkout,
+    say), not whichever copy is installed, wherever they run.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTXSVC_")}
-    return {**env, "CTXSVC_HOME": str(home), **extra}
+    source = str(Path(ctxsvc.__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
+    return {**env, "CTXSVC_HOME": str(home), "PYTHONPATH": path, **extra}
 
 
 def run_cli(
