@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -121,3 +122,41 @@ def test_openapi_conformance(api_schema: schemathesis.BaseSchema) -> None:
         except Exception as exc:  # collect every operation's failure, then report them all
             failures.append(f"{operation.label}: {exc}")
     assert not failures, "\n\n".join(failures)
+
+
+def test_stateful_workflows(api_schema: schemathesis.BaseSchema) -> None:
+    """Chains of calls linked by their answers (a session's id into its checkpoints,
+    a job's id into its status, ...), as schemathesis infers them: no 5xx, and every
+    response as the schema says. Bounded and derandomized, like the test above."""
+    machine = api_schema.as_state_machine()
+    seen: list[tuple[str, int]] = []
+
+    class Checked(machine):  # type: ignore[valid-type,misc]
+        def before_call(self, case: schemathesis.Case) -> None:
+            # Random names never hit the one index; start sessions on it, and keep it.
+            label = case.operation.label
+            if label == "POST /v1/sessions" and isinstance(case.body, dict):
+                case.body["repo"] = "demo"
+            if label == "DELETE /v1/repos/{name}":
+                case.path_parameters = {**(case.path_parameters or {}), "name": "not-demo"}
+
+        def validate_response(
+            self, response: Any, case: schemathesis.Case, *args: Any, **kwargs: Any
+        ) -> None:
+            seen.append((case.operation.label, response.status_code))
+            case.validate_response(response, checks=CHECKS)
+
+    Checked.run(
+        settings=settings(
+            max_examples=40,
+            stateful_step_count=6,
+            derandomize=True,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+    )
+    # The chains did run, and reached linked operations with ids taken from answers.
+    assert len(seen) >= 40
+    linked = {label for label, status in seen if "{session_id}" in label and status < 400}
+    assert linked, sorted(set(seen))
