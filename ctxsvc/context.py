@@ -14,11 +14,15 @@ what calls it: the way to go deeper after a map or skeleton.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 
 from ctxsvc.errors import InvalidRequest
-from ctxsvc.models import Chunk, Hit, Symbol
+from ctxsvc.limits import MAX_PATTERNS
+from ctxsvc.models import Chunk, DeliveredSpan, Hit, Symbol
 from ctxsvc.packing import Block, snippet
+from ctxsvc.sessions import split_already_sent
+from ctxsvc.stores.ledger import SessionLedger, validate_session_id
 from ctxsvc.view import RepoView
 
 DETAILS = ("snippets", "skeleton", "map", "full")
@@ -283,3 +287,46 @@ def _callers(view: RepoView, spans: Sequence[tuple[str, int, int, str | None]]) 
                 chunk_snippet(view, view.chunks[pos], 0.25, (f"calls {name} at line {r.line}",))
             )
     return out
+
+
+def candidates_of(
+    view: RepoView,
+    hits: list[Hit],
+    detail: str,
+    session_id: str | None,
+    ledger: SessionLedger | None,
+    budget_tokens: int = 0,
+    spread: float = 0.0,
+) -> tuple[list[Block], list[DeliveredSpan]]:
+    """Packing candidates, minus what the session already holds unchanged."""
+    already: list[DeliveredSpan] = []
+    if session_id is not None:
+        validate_session_id(session_id)
+        if ledger is None:
+            raise InvalidRequest("sessions are not enabled in this service")
+        hits, already = split_already_sent(
+            hits, ledger.delivered(session_id, view.meta.name), view.lines
+        )
+    return candidates(view, hits, detail, budget_tokens=budget_tokens, spread=spread), already
+
+
+def check_patterns(include: Sequence[str] | None, exclude: Sequence[str] | None) -> None:
+    """Refuse too many or too long include/exclude globs."""
+    for patterns in (include, exclude):
+        if patterns is not None and (
+            len(patterns) > MAX_PATTERNS or any(len(p) > 256 for p in patterns)
+        ):
+            raise InvalidRequest(
+                f"at most {MAX_PATTERNS} include/exclude patterns of 256 characters"
+            )
+
+
+def filter_hits(
+    hits: list[Hit], include: Sequence[str] | None, exclude: Sequence[str] | None
+) -> list[Hit]:
+    """Hits whose path matches an include glob (if any) and no exclude glob."""
+    if include:
+        hits = [h for h in hits if any(fnmatch.fnmatchcase(h.chunk.path, p) for p in include)]
+    if exclude:
+        hits = [h for h in hits if not any(fnmatch.fnmatchcase(h.chunk.path, p) for p in exclude)]
+    return hits

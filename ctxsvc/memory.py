@@ -1,10 +1,11 @@
-"""Agent memory: sessions, checkpoints, resume, and the workspace log of parallel sessions.
+"""Agent memory: sessions, checkpoints and resume.
 
 A mixin of ``ContextService`` (the one object adapters drive), kept apart
 because it is a concept of its own: what an agent did and decided, stored
-durably, checked against the code on resume, and shared between the sessions
-of a workspace. It reads the index through the service's ``resolve``,
-``view`` and ``context``.
+durably, summarized within a budget, and checked against the code on resume
+(with what the other sessions of its workspace did since, from
+``ctxsvc.coordination``). It reads the index through the service's
+``resolve``, ``view`` and ``context``.
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ from __future__ import annotations
 import glob
 import json
 import logging
-import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
 
 from ctxsvc.checkpoints import (
     MIN_BUDGET,
-    IndexFacts,
     anchor_changes,
     check_messages,
     extract,
@@ -29,7 +28,8 @@ from ctxsvc.checkpoints import (
     resume_query,
     text_of,
 )
-from ctxsvc.errors import InvalidRequest, NotFound, RepoNotFound, SummarizerFailed
+from ctxsvc.coordination import Workspaces
+from ctxsvc.errors import InvalidRequest, NotFound, SummarizerFailed
 from ctxsvc.limits import MAX_PATTERNS, MAX_QUERY_CHARS, NAME, check_budget
 from ctxsvc.models import (
     Checkpoint,
@@ -38,38 +38,22 @@ from ctxsvc.models import (
     Resume,
     Session,
     Summary,
-    Symbol,
     WorkspaceEvent,
 )
-from ctxsvc.stores.checkpoints import CheckpointStore
-from ctxsvc.stores.events import MAX_TEXT, EventLog
-from ctxsvc.stores.lance import IndexMeta, LanceStore
-from ctxsvc.stores.ledger import SessionLedger
+from ctxsvc.stores.events import MAX_TEXT
 from ctxsvc.summarizer import Summarizer
-from ctxsvc.tokens import TokenCounter
-from ctxsvc.view import RepoView
-from ctxsvc.workspace import Seen, describe, drift, index_event_text, index_events
+from ctxsvc.workspace import (
+    drift,
+)
 
 MAX_LOGGED = 20  # workspace events shown on resume
 log = logging.getLogger("ctxsvc.memory")
 
 
-class AgentMemory(ABC):
-    """Sessions, checkpoints and workspace logs, in the SQLite file of the session ledger."""
+class AgentMemory(Workspaces):
+    """Sessions and their checkpoints, in the SQLite file of the session ledger."""
 
-    store: LanceStore
-    tokens: TokenCounter
-    ledger: SessionLedger | None
     summarizer: Summarizer | None
-    _lock: threading.Lock
-
-    @abstractmethod
-    def resolve(self, name_or_path: str) -> IndexMeta:
-        """The index named ``name_or_path``, or the one whose root is that directory."""
-
-    @abstractmethod
-    def view(self, meta: IndexMeta) -> RepoView:
-        """The loaded index ``meta``."""
 
     @abstractmethod
     def context(
@@ -85,32 +69,6 @@ class AgentMemory(ABC):
         refresh: bool = False,
     ) -> ContextPack:
         """The code most relevant to ``query``, within ``budget_tokens``."""
-
-    def _ledger(self) -> SessionLedger:
-        if self.ledger is None:
-            raise InvalidRequest("sessions are not enabled in this service")
-        return self.ledger
-
-    def _watched_view(self, name: str) -> RepoView | None:
-        """The current view of ``name`` when sessions in a workspace work on it."""
-        meta = self.store.meta(name)
-        if meta is None or self.ledger is None:
-            return None
-        return self.view(meta) if self._checkpoint_store().has_workspaces(name) else None
-
-    def _log_index_changes(self, old: RepoView, new: RepoView) -> None:
-        """Log symbols and files a re-index saw renamed, moved or removed."""
-        changes = index_events(_hashes(old), old.symbols, _hashes(new), new.symbols)
-        log = self._event_log()
-        for d in changes:
-            log.append(
-                WorkspaceEvent(
-                    seq=0, workspace=None, repo=new.meta.name, session_id=None, agent=None,
-                    source="index", kind=d.kind or "changed", text=index_event_text(d),
-                    created_at="", paths=d.paths, symbols=d.symbols, new_path=d.new_path,
-                    new_symbol=d.new_symbol,
-                )
-            )  # fmt: skip
 
     # -- checkpoints ----------------------------------------------------------
 
@@ -267,124 +225,6 @@ class AgentMemory(ABC):
         ]  # fmt: skip
         return warnings, logged[-MAX_LOGGED:]
 
-    # -- workspaces: parallel sessions ---------------------------------------------
-
-    def record_event(
-        self,
-        workspace: str,
-        text: str,
-        *,
-        kind: str | None = None,
-        session_id: str | None = None,
-        agent: str | None = None,
-        paths: Sequence[str] = (),
-        symbols: Sequence[str] = (),
-        new_path: str | None = None,
-        new_symbol: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> tuple[WorkspaceEvent, bool]:
-        """Append a decision or change to the log ``workspace`` shares; (event, is new).
-
-        What the event is about is read from ``text`` too (see
-        ``ctxsvc.workspace.describe``): "renamed interface Store to Repository"
-        names the symbol ``Store``, its new name and the file defining it.
-        """
-        repo: str | None = None
-        if session_id is not None:
-            session = self.session(session_id)
-            if session.workspace != workspace:
-                raise InvalidRequest(
-                    f"session {session_id} is not in workspace {workspace!r}"
-                    f" (its workspace: {session.workspace!r})",
-                    hint="post to the session's workspace, or start it with that workspace",
-                )
-            repo, agent = session.repo, agent or session.agent
-        facts = self._index_facts(repo) if repo else IndexFacts({}, {})
-        names = {s.name for syms in facts.symbols.values() for s in syms}
-        read = describe(text, names, facts.files.keys())
-        symbols = _unique([*symbols, *read.symbols])
-        found = [
-            p for p, syms in facts.symbols.items()
-            if any(s.name in symbols or s.qualname in symbols for s in syms)
-        ]  # fmt: skip
-        paths = _unique([*paths, *read.paths, *(sorted(found)[:3] if len(found) <= 3 else [])])
-        event = WorkspaceEvent(
-            seq=0, workspace=workspace, repo=repo, session_id=session_id, agent=agent,
-            source="agent", kind=kind or read.kind or ("changed" if symbols or paths else "note"),
-            text=text, created_at="", paths=paths, symbols=symbols,
-            new_path=new_path or read.new_path, new_symbol=new_symbol or read.new_symbol,
-        )  # fmt: skip
-        return self._event_log().append(event, idempotency_key)
-
-    def workspace_events(
-        self, workspace: str, *, after: int = 0, limit: int = 200
-    ) -> list[WorkspaceEvent]:
-        """The log of ``workspace`` after seq ``after``: its sessions' events and re-index ones."""
-        if not NAME.match(workspace):
-            raise InvalidRequest(f"invalid workspace {workspace!r}")
-        if after < 0 or not 1 <= limit <= 1000:
-            raise InvalidRequest("after must be >= 0 and limit 1 to 1000")
-        repos = {s.repo for s in self._checkpoint_store().in_workspace(workspace)}
-        return self._event_log().events(workspace, repos, after=after, limit=limit)
-
-    def _drift_watch(
-        self, session_id: str, repo: str, since: str | None = None
-    ) -> tuple[Seen, list[WorkspaceEvent]] | None:
-        """What the session saw and the workspace events after ``since`` (its start)."""
-        if self.ledger is None:
-            return None
-        session = self._checkpoint_store().find(session_id)
-        if session is None or session.workspace is None or session.repo != repo:
-            return None
-        store, log = self._checkpoint_store(), self._event_log()
-        repos = {s.repo for s in store.in_workspace(session.workspace)}
-        start = since or session.created_at
-        events = [
-            e for e in log.events(session.workspace, repos, limit=100_000) if e.created_at > start
-        ]
-        latest = store.get(session_id)
-        edited = {a.path for a in latest.state.files if a.edited} if latest else set()
-        edited |= {p for e in events if e.session_id == session_id for p in e.paths}
-        seen = Seen(
-            session_id=session_id, started_at=start,
-            last_received={} if since else self.ledger.last_received(session_id, repo),
-            edited=edited, warned=set() if since else log.warned(session_id),
-        )  # fmt: skip
-        return seen, events
-
-    def _event_log(self) -> EventLog:
-        log: EventLog | None = self.__dict__.get("_events")
-        if log is None:
-            with self._lock:
-                log = self.__dict__.get("_events")
-                if log is None:
-                    log = EventLog(self._ledger().path)
-                    self.__dict__["_events"] = log
-        return log
-
-    def _checkpoint_store(self) -> CheckpointStore:
-        # The checkpoints live in the ledger's SQLite file, opened once per service.
-        store: CheckpointStore | None = self.__dict__.get("_checkpoints")
-        if store is None:
-            with self._lock:
-                store = self.__dict__.get("_checkpoints")
-                if store is None:
-                    store = CheckpointStore(self._ledger().path)
-                    self.__dict__["_checkpoints"] = store
-        return store
-
-    def _index_facts(self, repo: str) -> IndexFacts:
-        """File hashes and symbols of ``repo`` now; empty when it is no longer indexed."""
-        try:
-            view = self.view(self.resolve(repo))
-        except RepoNotFound:
-            return IndexFacts({}, {})
-        symbols: dict[str, list[Symbol]] = {}
-        for sym in view.symbols:
-            symbols.setdefault(sym.path, []).append(sym)
-        files = {p: r.sha256 for p, r in view.files.items() if r.status == "indexed"}
-        return IndexFacts(files, symbols)
-
 
 def _render_log(events: Sequence[WorkspaceEvent]) -> str:
     if not events:
@@ -394,14 +234,6 @@ def _render_log(events: Sequence[WorkspaceEvent]) -> str:
         who = "re-index" if e.source == "index" else (e.agent or e.session_id or "agent")
         lines.append(f"- #{e.seq} {e.kind} by {who} at {e.created_at[:19]}Z: {e.text}")
     return "\n".join(lines)
-
-
-def _hashes(view: RepoView) -> dict[str, str]:
-    return {p: r.sha256 for p, r in view.files.items() if r.status == "indexed"}
-
-
-def _unique(items: Sequence[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(i for i in items if i))
 
 
 def _checkpoint_events(

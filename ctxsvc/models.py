@@ -257,6 +257,20 @@ class Omitted:
 
 
 @dataclass(frozen=True)
+class Freshness:
+    """Files changed, added or deleted on disk since an index, and what that degrades."""
+
+    changed: tuple[str, ...]
+    added: tuple[str, ...]
+    deleted: tuple[str, ...]
+    degraded: tuple[str, ...] = ()
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return tuple(sorted(self.changed + self.added + self.deleted))
+
+
+@dataclass(frozen=True)
 class IndexVersion:
     commit: str | None
     indexed_at: str

@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from ctxsvc.context import DETAILS, candidates, expand_blocks, find_symbols, ranked_files
+from ctxsvc.context import (
+    DETAILS,
+    candidates,
+    candidates_of,
+    check_patterns,
+    expand_blocks,
+    filter_hits,
+    find_symbols,
+    ranked_files,
+)
 from ctxsvc.errors import CtxError, InvalidPath, InvalidRequest, RepoNotFound
 from ctxsvc.graph import personalized_pagerank
 from ctxsvc.indexing import Reporter, index_repository
-from ctxsvc.limits import MAX_PATTERNS, MAX_QUERY_CHARS, NAME, check_budget
+from ctxsvc.limits import MAX_QUERY_CHARS, NAME, check_budget
 from ctxsvc.memory import AgentMemory
 from ctxsvc.models import (
     ContextItem,
     ContextPack,
     DeliveredSpan,
     DriftWarning,
+    Freshness,
     Hit,
     IndexSummary,
     IndexVersion,
@@ -36,7 +45,6 @@ from ctxsvc.models import (
 )
 from ctxsvc.packing import Block, pack
 from ctxsvc.retrieval import RetrievalConfig, retrieve
-from ctxsvc.sessions import split_already_sent
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import IndexMeta, LanceStore
 from ctxsvc.stores.ledger import SessionLedger, validate_session_id
@@ -44,7 +52,6 @@ from ctxsvc.stores.locks import FileLock
 from ctxsvc.summarizer import Summarizer
 from ctxsvc.tokens import TokenCounter
 from ctxsvc.view import RepoView
-from ctxsvc.workspace import drift, render_warnings
 from indexers.discover import discover
 from indexers.embed import Embedder
 
@@ -56,18 +63,6 @@ def repo_name_for(root: Path) -> str:
     """A valid index name derived from a directory name."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.") or "repo"
     return name[:64]
-
-
-@dataclass(frozen=True)
-class Freshness:
-    changed: tuple[str, ...]
-    added: tuple[str, ...]
-    deleted: tuple[str, ...]
-    degraded: tuple[str, ...] = ()
-
-    @property
-    def all(self) -> tuple[str, ...]:
-        return tuple(sorted(self.changed + self.added + self.deleted))
 
 
 class ContextService(AgentMemory):
@@ -265,7 +260,7 @@ class ContextService(AgentMemory):
             raise InvalidRequest(
                 f"unknown detail {detail!r}", hint=f"use one of {', '.join(DETAILS)}"
             )
-        _check_patterns(include, exclude)
+        check_patterns(include, exclude)
         meta, fresh, degraded = self._current(name_or_path, refresh)
         view = self.view(meta)
         qvec, why_not = self._query_vector(meta, query)
@@ -274,44 +269,20 @@ class ContextService(AgentMemory):
         # Enough candidates to fill the budget with chunks of the target size, twice over.
         limit = max(60, 2 * budget_tokens // self.settings.chunk_target_tokens)
         hits = retrieve(view, query, qvec, config, limit=limit)
-        hits = _filter(hits, include, exclude)
+        hits = filter_hits(hits, include, exclude)
         cands = candidates_of(
             view, hits, detail, session_id, self.ledger, budget_tokens, config.spread
         )
         watch = self._drift_watch(session_id, meta.name) if session_id else None
-        if watch is None:
+        if watch is None or session_id is None:
             return self._pack(
                 view, query, cands, budget_tokens,
                 detail=detail, fresh=fresh, degraded=degraded, session_id=session_id,
             )  # fmt: skip
-        # Warnings come first in the text, within the budget: reserve room for
-        # those the candidates would raise, then keep those the answer raises.
-        seen, events = watch
-        blocks, already = cands
-        held = [s.path for s in already]
-        when = view.meta.indexed_at
-        warnings = drift(
-            seen, events, {b.path for b in blocks} | set(held),
-            "\n".join([query, *(b.lines_text() for b in blocks)]),
-            delivered={b.path for b in blocks}, indexed_at=when,
+        return self._pack_with_drift(
+            watch, view, query, cands, budget_tokens,
+            detail=detail, fresh=fresh, degraded=degraded, session_id=session_id,
         )  # fmt: skip
-        for _ in range(3):
-            preface = render_warnings(warnings, self.tokens, budget_tokens // 4)
-            result = self._pack(
-                view, query, cands, budget_tokens, detail=detail, fresh=fresh,
-                degraded=degraded, session_id=None, preface=preface, warnings=warnings,
-            )  # fmt: skip
-            raised = drift(
-                seen, events, {i.path for i in result.items} | set(held),
-                "\n".join([query, *(i.text for i in result.items)]),
-                delivered={i.path for i in result.items}, indexed_at=when,
-            )  # fmt: skip
-            if {w.event.seq for w in raised} == {w.event.seq for w in warnings}:
-                break
-            warnings = raised
-        result = self._record(replace(result, session_id=session_id), view.meta.name)
-        self._event_log().mark_warned(session_id or "", (w.event.seq for w in warnings))
-        return result
 
     def expand(
         self,
@@ -576,48 +547,6 @@ class ContextService(AgentMemory):
             content_hash=span_hash(text),
         )  # fmt: skip
         return item, total
-
-
-def candidates_of(
-    view: RepoView,
-    hits: list[Hit],
-    detail: str,
-    session_id: str | None,
-    ledger: SessionLedger | None,
-    budget_tokens: int = 0,
-    spread: float = 0.0,
-) -> tuple[list[Block], list[DeliveredSpan]]:
-    """Packing candidates, minus what the session already holds unchanged."""
-    already: list[DeliveredSpan] = []
-    if session_id is not None:
-        validate_session_id(session_id)
-        if ledger is None:
-            raise InvalidRequest("sessions are not enabled in this service")
-        hits, already = split_already_sent(
-            hits, ledger.delivered(session_id, view.meta.name), view.lines
-        )
-    return candidates(view, hits, detail, budget_tokens=budget_tokens, spread=spread), already
-
-
-def _check_patterns(include: Sequence[str] | None, exclude: Sequence[str] | None) -> None:
-    for patterns in (include, exclude):
-        if patterns is not None and (
-            len(patterns) > MAX_PATTERNS or any(len(p) > 256 for p in patterns)
-        ):
-            raise InvalidRequest(
-                f"at most {MAX_PATTERNS} include/exclude patterns of 256 characters"
-            )
-
-
-def _filter(
-    hits: list[Hit], include: Sequence[str] | None, exclude: Sequence[str] | None
-) -> list[Hit]:
-    """Hits whose path matches an include glob (if any) and no exclude glob."""
-    if include:
-        hits = [h for h in hits if any(fnmatch.fnmatchcase(h.chunk.path, p) for p in include)]
-    if exclude:
-        hits = [h for h in hits if not any(fnmatch.fnmatchcase(h.chunk.path, p) for p in exclude)]
-    return hits
 
 
 def _directory(path: str | Path) -> Path:
