@@ -10,18 +10,16 @@ its ``_pack`` and ``_record``.
 
 from __future__ import annotations
 
-import threading
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
 
 from ctxsvc.checkpoints import IndexFacts
+from ctxsvc.core import ServiceCore
 from ctxsvc.errors import InvalidRequest, RepoNotFound
 from ctxsvc.limits import NAME
 from ctxsvc.models import (
     ContextPack,
     DeliveredSpan,
-    DriftWarning,
     Freshness,
     Symbol,
     WorkspaceEvent,
@@ -29,9 +27,7 @@ from ctxsvc.models import (
 from ctxsvc.packing import Block
 from ctxsvc.stores.checkpoints import CheckpointStore
 from ctxsvc.stores.events import EventLog
-from ctxsvc.stores.lance import IndexMeta, LanceStore
 from ctxsvc.stores.ledger import SessionLedger
-from ctxsvc.tokens import TokenCounter
 from ctxsvc.view import RepoView
 from ctxsvc.workspace import (
     Seen,
@@ -43,42 +39,8 @@ from ctxsvc.workspace import (
 )
 
 
-class Workspaces(ABC):
+class Workspaces(ServiceCore):
     """The state file's stores, the workspace log, and drift-aware packing."""
-
-    store: LanceStore
-    tokens: TokenCounter
-    ledger: SessionLedger | None
-    _lock: threading.Lock
-
-    @abstractmethod
-    def resolve(self, name_or_path: str) -> IndexMeta:
-        """The index named ``name_or_path``, or the one whose root is that directory."""
-
-    @abstractmethod
-    def view(self, meta: IndexMeta) -> RepoView:
-        """The loaded index ``meta``."""
-
-    @abstractmethod
-    def _pack(
-        self,
-        view: RepoView,
-        query: str,
-        cands: tuple[list[Block], list[DeliveredSpan]],
-        budget_tokens: int,
-        *,
-        detail: str,
-        fresh: Freshness,
-        degraded: list[str],
-        session_id: str | None,
-        preface: str = "",
-        warnings: Sequence[DriftWarning] = (),
-    ) -> ContextPack:
-        """Pack ``cands`` within the budget (and record it for ``session_id``)."""
-
-    @abstractmethod
-    def _record(self, result: ContextPack, repo: str) -> ContextPack:
-        """Record in the ledger what ``result`` delivers to its session."""
 
     def _ledger(self) -> SessionLedger:
         if self.ledger is None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import glob
 import json
 import logging
-from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -33,7 +32,6 @@ from ctxsvc.errors import InvalidRequest, NotFound, SummarizerFailed
 from ctxsvc.limits import MAX_PATTERNS, MAX_QUERY_CHARS, NAME, check_budget
 from ctxsvc.models import (
     Checkpoint,
-    ContextPack,
     DriftWarning,
     Resume,
     Session,
@@ -54,21 +52,6 @@ class AgentMemory(Workspaces):
     """Sessions and their checkpoints, in the SQLite file of the session ledger."""
 
     summarizer: Summarizer | None
-
-    @abstractmethod
-    def context(
-        self,
-        name_or_path: str,
-        query: str,
-        budget_tokens: int,
-        *,
-        detail: str = "snippets",
-        session_id: str | None = None,
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        refresh: bool = False,
-    ) -> ContextPack:
-        """The code most relevant to ``query``, within ``budget_tokens``."""
 
     # -- checkpoints ----------------------------------------------------------
 
