@@ -13,7 +13,11 @@ default budget. Measured per transcript:
 
     python benchmarks/checkpoints.py [--tokens 50000 100000] [--seeds 5] [--budget 300]
 
-prints a table and writes benchmarks/results/checkpoints.json.
+prints a table and writes benchmarks/results/checkpoints.json. With
+``--trajectories DIR`` it measures real mini-SWE-agent trajectories instead
+(see ``checkpoints_real.py``), indexing each task's repository at its base
+commit when ``--repos DIR`` holds a git mirror of it, and writes
+benchmarks/results/checkpoints_real.json.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,35 +212,76 @@ def generate(
     return repo, msgs, truth
 
 
-def score(rendered: str, truth: Truth) -> dict[str, float | None]:
-    def share(items: set[str] | list[str]) -> float | None:
-        return round(sum(x in rendered for x in items) / len(items), 3) if items else None
+def present(fact: str, text: str, *, path: bool = False) -> bool:
+    """Whether ``text`` states ``fact``: a path or identifier as a whole word, else verbatim.
 
+    A path must not be the tail of a longer one ("test_foo.py" is not stated by
+    "testing/test_foo.py"); an identifier may be qualified ("serialize" is
+    stated by "EnumSerializer.serialize"). Whitespace is collapsed first, since
+    a summary puts a command on one line.
+    """
+    if path:
+        return re.search(rf"(?<![\w/.-]){re.escape(fact)}(?![\w/-])", text) is not None
+    if re.fullmatch(r"[A-Za-z_][\w.]*", fact):
+        return re.search(rf"(?<!\w){re.escape(fact)}(?!\w)", text) is not None
+    return " ".join(fact.split()) in " ".join(text.split())
+
+
+def score(rendered: str, facts: Mapping[str, Collection[str]]) -> dict[str, float | None]:
+    """The share of each kind of fact present in ``rendered`` (None for no facts)."""
+    out: dict[str, float | None] = {}
+    for kind, items in facts.items():
+        hits = sum(present(x, rendered, path=kind == "edited_files") for x in items)
+        out[kind] = round(hits / len(items), 3) if items else None
+    return out
+
+
+def facts_of(truth: Truth) -> dict[str, Collection[str]]:
     return {
-        "edited_files": share(truth.edited_files),
-        "symbols": share(truth.symbols),
-        "failing_commands": share(truth.failing_commands),
-        "decisions": share(truth.decisions),
+        "edited_files": truth.edited_files,
+        "symbols": truth.symbols,
+        "failing_commands": truth.failing_commands,
+        "decisions": truth.decisions,
     }
 
 
-def main() -> None:
-    from conftest import write_tree
+def make_service(home: Path, counter: Any) -> Any:
+    """A service on a fresh store under ``home``, with the deterministic fake embedder."""
     from fakes import HashEmbedder
 
     from ctxsvc.service import ContextService
     from ctxsvc.settings import Settings
     from ctxsvc.stores.lance import LanceStore
     from ctxsvc.stores.ledger import SessionLedger
+
+    settings = Settings.from_env({}, home=home)
+    return ContextService(
+        settings, LanceStore(settings.db_path), counter, HashEmbedder(),
+        ledger=SessionLedger(settings.state_path),
+    )  # fmt: skip
+
+
+def main() -> None:
+    from conftest import write_tree
+
     from ctxsvc.tokens import TiktokenCounter
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokens", type=int, nargs="+", default=[50_000, 100_000])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=300)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "checkpoints.json"))
+    ap.add_argument("--trajectories", type=Path, help="a directory of *.traj.json files")
+    ap.add_argument("--repos", type=Path, help="git mirrors of their repositories")
+    ap.add_argument("--out", help="the JSON file to write")
     args = ap.parse_args()
     counter = TiktokenCounter()
+    results = ROOT / "benchmarks" / "results"
+    if args.trajectories:
+        import checkpoints_real
+
+        out = Path(args.out or results / "checkpoints_real.json")
+        checkpoints_real.main(args.trajectories, args.repos, args.budget, counter, out)
+        return
     rows = []
     for target in args.tokens:
         for seed in range(args.seeds):
@@ -242,11 +289,7 @@ def main() -> None:
                 repo, msgs, truth = generate(seed, target, counter.count)
                 root = Path(tmp) / "bench"
                 write_tree(root, dict(repo))
-                settings = Settings.from_env({}, home=Path(tmp) / "home")
-                svc = ContextService(
-                    settings, LanceStore(settings.db_path), counter, HashEmbedder(),
-                    ledger=SessionLedger(settings.state_path),
-                )  # fmt: skip
+                svc = make_service(Path(tmp) / "home", counter)
                 svc.index(root)
                 session = svc.start_session("bench", "generated session")
                 t0 = time.perf_counter()
@@ -263,7 +306,7 @@ def main() -> None:
                         "failing_commands": len(truth.failing_commands),
                         "decisions": len(truth.decisions),
                     },
-                    "retention": score(cp.summary.rendered, truth),
+                    "retention": score(cp.summary.rendered, facts_of(truth)),
                 }
             )  # fmt: skip
     keys = ("edited_files", "symbols", "failing_commands", "decisions")
@@ -286,9 +329,10 @@ def main() -> None:
             f" {statistics.mean(r['seconds'] for r in rs):>5.2f}  "
             + "  ".join(f"{cell(k):>16}" for k in keys)
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"budget": args.budget, "rows": rows}, indent=1))
-    print(f"wrote {args.out}")
+    out = Path(args.out or results / "checkpoints.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"budget": args.budget, "rows": rows}, indent=1))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,18 @@ and JSON arguments, tool results) and explicit fields, and extracts:
 
 - the goal (explicit, else the previous checkpoint's, else the session task);
 - files touched: paths in tool-call arguments (``path``, ``file``, ...), files
-  of unified diffs (``+++ b/...``), traceback frames, and paths named in the
-  conversation that the index holds; each anchored to the file's content hash
-  in the index now, and to the symbols of that file named in the edit;
-- decisions (sentences with "decided", "chose", "because", "instead of", ...),
-  steps done, open tasks and the next step (TODO / next / remaining lines);
-- errors: tool results with a traceback, a non-zero exit, "FAILED", "error:";
+  of unified diffs (``+++ b/...``, also in the output of ``git diff``), files a
+  shell command writes (``sed -i``, ``ed``, redirections, ``tee``, Python
+  ``open(..., "w")``: see :mod:`ctxsvc.commands`; a new file removed again is
+  dropped), traceback frames, and paths named in the conversation that the
+  index holds; each anchored to the file's content hash in the index now, and
+  to the symbols of that file named in the edit or enclosing the lines it
+  addresses;
+- decisions (sentences with "decided", "chose", "instead of", "I'll ... because",
+  ...; not questions), steps done, open tasks and the next step (TODO / next /
+  remaining lines); edited files of the index rank before files the session made;
+- errors: tool results with a traceback, a non-zero exit (``<returncode>1`` too),
+  "FAILED", "error:";
   an error whose command later ran clean is kept as fixed, at low priority;
 - key facts: commands run, ports, versions, environment variable names.
 
@@ -28,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ctxsvc.commands import effects
 from ctxsvc.errors import InvalidRequest
 from ctxsvc.models import Anchor, AnchorChange, Summary, Symbol
 from ctxsvc.tokens import TokenCounter
@@ -44,9 +51,10 @@ _PATH_KEYS = (
 _EDIT_TOOL = re.compile(r"edit|write|patch|replace|create|insert|apply|modify|append|rename|move")
 _READ_COMMANDS = {"view", "read", "open", "show", "cat", "list"}
 _TEXT_KEYS = ("old_str", "new_str", "content", "patch", "diff", "text", "code", "file_text")
+# A choice, not every explanation: a bare "because" mostly explains what code does.
 _DECISION = re.compile(
     r"\b(decided|decide to|we'll go with|going with|chose|choose to|opted|instead of|"
-    r"because|will use|prefer)\b",
+    r"will use|prefer)\b|\b(?:I|we)(?:'ll| will)\b.*\bbecause\b",
     re.I,
 )
 _DONE = re.compile(
@@ -65,8 +73,9 @@ _FRAME = re.compile(r'File "([^"]+)", line \d+, in (\w+)')
 _MENTION = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.[A-Za-z]\w{0,5})(?![\w/-])")
 _IDENT = re.compile(r"[A-Za-z_]\w*")
 _EXIT = re.compile(
-    r"(?:exit(?:ed)?(?: with)?(?: code| status)?|return ?code|returncode)[\s:=]+([1-9]\d*)", re.I
-)
+    r"(?:exit(?:ed)?(?: with)?(?: code| status)?|return ?code|returncode)(?:[\s:=]+|>\s*)([1-9]\d*)",
+    re.I,
+)  # "exit code 1", "returncode: 2", mini-SWE-agent's "<returncode>1</returncode>"
 _FAILURE = re.compile(
     r"Traceback \(most recent call last\)|^FAILED\b|^ERROR\b|\b[1-9]\d* (?:failed|errors?)\b|"
     r"^(?:\w+(?:Error|Exception)|error|fatal)(?::|\b)",
@@ -80,6 +89,7 @@ _PORT = re.compile(r"\b(?:port\s*[=:]?\s*|localhost:|127\.0\.0\.1:|0\.0\.0\.0:)(
 _VERSION = re.compile(r"\b([A-Za-z][\w.-]*?)(?:==|>=| v| version )v?(\d+\.\d+(?:\.\d+)?)\b")
 _ENV = re.compile(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]{2,})=")
 _CODE_BLOCK = re.compile(r"```.*?```", re.S)
+_GIT_DIFF = re.compile(r"\bgit\s+(?:-C\s+\S+\s+)?diff\b(?!.*--no-index)")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -121,6 +131,7 @@ class _Touch:
     edited: bool = False
     idents: set[str] = field(default_factory=set)
     symbols: set[str] = field(default_factory=set)  # qualnames seen directly (frames)
+    lines: set[int] = field(default_factory=set)  # lines an edit addressed
 
 
 # -- parsing the transcript ------------------------------------------------------------
@@ -214,7 +225,9 @@ def _failure(text: str, command: str | None) -> str | None:
     # The last error line ends a traceback; a FAILED or exception line says more than counts.
     telling = [ln for ln in lines if not re.search(r"\b\d+ (?:failed|passed)\b", ln)]
     lines = telling or lines
-    detail = lines[-1] if lines else (m.group(0) if (m := _EXIT.search(text)) else "failed")
+    detail = (
+        lines[-1] if lines else (f"exit {m.group(1)}" if (m := _EXIT.search(text)) else "failed")
+    )
     return _clip(f"`{_clip(command, 60)}`: {detail}" if command else detail, 160)
 
 
@@ -242,7 +255,9 @@ def extract(
     calls_by_id: dict[str, str | None] = {}
     last_command: str | None = None
 
-    def touch(raw: str, *, edited: bool, text: str = "", mention: bool = False) -> None:
+    def touch(
+        raw: str, *, edited: bool, text: str = "", mention: bool = False, lines: Iterable[int] = ()
+    ) -> None:
         path = index.resolve(raw)
         if path is None:
             raw = raw.strip().lstrip("./") if not raw.startswith("/") else raw
@@ -253,6 +268,20 @@ def extract(
         t = touched.setdefault(path, _Touch())
         t.edited |= edited
         t.idents.update(_IDENT.findall(text))
+        t.lines.update(lines)
+
+    def shell(command: str) -> None:
+        for e in effects(command):
+            path = index.resolve(e.path)
+            if e.kind == "remove":
+                if path is None:  # a file made in the session and removed again
+                    touched.pop(e.path.strip().lstrip("./"), None)
+                else:
+                    touch(path, edited=True)
+            elif path is not None or (e.kind == "write" and not e.path.startswith("/")):
+                # A write outside the working tree (/tmp/...) is scratch; cp/mv only
+                # count for a file the index holds, not for a backup copy.
+                touch(path or e.path, edited=True, text=e.text, lines=e.lines)
 
     for m in messages:
         role, text = m.get("role"), text_of(m)
@@ -262,6 +291,9 @@ def extract(
                 path = index.resolve(frame_path)
                 if path is not None:
                     touched.setdefault(path, _Touch()).symbols.add(func)
+            if command and _GIT_DIFF.search(command):
+                for path, changed in _diff_files(text).items():
+                    touch(path, edited=True, text=changed)
             failure = _failure(text, command)
             if failure is not None:
                 errors[failure] = True
@@ -293,6 +325,8 @@ def extract(
                         touch(raw, edited=edit, text=body)
             for path, changed in _diff_files(body + "\n" + (command or "")).items():
                 touch(path, edited=True, text=changed)
+            if command is not None:
+                shell(command)
             for raw in _MENTION.findall(command or ""):
                 touch(raw, edited=False, mention=True)
         if role == "system":
@@ -308,7 +342,7 @@ def extract(
             elif mn := _NEXT.match(line):
                 nexts.append(_clip(mn.group(1), 120))
         for s in _sentences(prose):
-            if _DECISION.search(s):
+            if _DECISION.search(s) and not s.endswith("?"):
                 decisions.append(_clip(s, 160))
             elif role == "assistant" and _DONE.match(s):
                 done.append(_clip(s, 100))
@@ -387,8 +421,15 @@ def _anchors(touched: Mapping[str, _Touch], index: IndexFacts) -> list[Anchor]:
     for path, t in touched.items():
         sha = index.files.get(path, "")
         out.append(Anchor(path=path, sha256=sha, edited=t.edited))
-        for s in index.symbols.get(path, ()):
-            if s.name in t.idents or s.name in t.symbols or s.qualname in t.symbols:
+        symbols = index.symbols.get(path, ())
+        # The innermost definition around each addressed line.
+        around = {
+            min(inside, key=lambda s: s.end_line - s.start_line).qualname
+            for line in t.lines
+            if (inside := [s for s in symbols if s.start_line <= line <= s.end_line])
+        }
+        for s in symbols:
+            if s.name in t.idents or s.name in t.symbols or s.qualname in (t.symbols | around):
                 out.append(Anchor(path, s.qualname, sha, edited=t.edited, signature=s.signature))
     return out
 
@@ -414,6 +455,7 @@ class _Item:
     section: str
     text: str
     anchor: Anchor | None = None
+    tier: int = 0  # within a priority, lower is kept first
 
 
 # Sections in the order they are rendered, with the priority of their items.
@@ -436,7 +478,9 @@ def _items(state: Summary) -> list[_Item]:
             section = "edited" if a.edited else "read"
         else:
             section = "edited_symbols" if a.edited else "read_symbols"
-        items.append(_Item(_PRIORITY[section], i, section, a.symbol or a.path, a))
+        # An edit to an indexed file before a file made in the session (often scratch).
+        tier = int(section == "edited" and not a.sha256)
+        items.append(_Item(_PRIORITY[section], i, section, a.symbol or a.path, a, tier))
     for section in ("decisions", "open_tasks", "done", "notes", "facts"):
         for i, text in enumerate(getattr(state, section)):
             items.append(_Item(_PRIORITY[section], i, section, text))
@@ -444,7 +488,7 @@ def _items(state: Summary) -> list[_Item]:
         section = "fixed_errors" if text.endswith("(fixed later)") else "errors"
         items.append(_Item(_PRIORITY[section], i, section, text))
     # Stable: within a priority the most recent first; decisions and files keep their order.
-    return sorted(items, key=lambda it: (it.priority, -it.order))
+    return sorted(items, key=lambda it: (it.priority, it.tier, -it.order))
 
 
 def _render(goal: str, kept: Sequence[_Item], dropped: Mapping[str, int]) -> str:

@@ -19,11 +19,14 @@ from conftest import SAMPLE
 # benchmarks/ is a script directory, not an installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.checkpoints import generate, score
+from benchmarks.checkpoints import facts_of, generate, score
 from ctxsvc.api import create_app
+from ctxsvc.checkpoints import IndexFacts, extract, fit
 from ctxsvc.errors import InvalidRequest
+from ctxsvc.models import Symbol
 from ctxsvc.service import ContextService
 from ctxsvc.stores.checkpoints import CheckpointStore
+from ctxsvc.tokens import TiktokenCounter
 
 
 def call(i: int, name: str, **args: Any) -> dict[str, Any]:
@@ -142,7 +145,7 @@ def test_large_transcript_fits_budget_and_keeps_edits_and_decisions(
     cp = indexed.write_checkpoint(s.id, msgs, budget_tokens=300)
     assert cp.transcript_tokens >= 55_000 and cp.summary.tokens <= 300
     assert cp.transcript_tokens / cp.summary.tokens >= 100
-    kept = score(cp.summary.rendered, truth)
+    kept = score(cp.summary.rendered, facts_of(truth))
     assert kept["edited_files"] == 1.0 and kept["decisions"] == 1.0
     assert cp.summary.dropped and "Dropped for the budget" in cp.summary.rendered
 
@@ -225,3 +228,81 @@ async def test_api_sessions_checkpoints_resume(client: httpx.AsyncClient) -> Non
     assert bad.status_code == 422
     nobody = await client.get("/v1/sessions/nope/checkpoints")
     assert nobody.status_code == 404
+
+
+# -- agents with only a shell (mini-SWE-agent): edits are commands ---------------------
+
+
+def bash(i: int, command: str, output: str = "", returncode: int = 0) -> list[dict[str, Any]]:
+    observation = f"<returncode>{returncode}</returncode>\n<output>\n{output}</output>"
+    return [
+        {"role": "assistant", "content": "", "tool_calls": [call(i, "bash", command=command)]},
+        {"role": "tool", "tool_call_id": f"c{i}", "content": observation},
+    ]
+
+
+def sym(qualname: str, path: str, start: int, end: int) -> Symbol:
+    name = qualname.rsplit(".", 1)[-1]
+    return Symbol(name, qualname, "function", path, start, end, f"def {name}():")
+
+
+INDEX = IndexFacts(
+    {"pkg/mod.py": "h1", "pkg/other.py": "h2"},
+    {
+        "pkg/mod.py": [sym("Thing", "pkg/mod.py", 1, 30), sym("Thing.run", "pkg/mod.py", 10, 20)],
+        "pkg/other.py": [sym("other", "pkg/other.py", 1, 9)],
+    },
+)
+
+
+def edited(state: Any) -> set[tuple[str, str | None]]:
+    return {(a.path, a.symbol) for a in state.files if a.edited}
+
+
+def test_shell_edits_are_edited_and_anchored_by_line() -> None:
+    msgs = [
+        *bash(1, "grep -n run pkg/mod.py", "12:    def run(self):\n"),
+        *bash(2, "cd /testbed && sed -i '15s/x = 1/x = 2/' pkg/mod.py"),
+        *bash(3, "cat > repro.py <<'EOF'\nimport pkg.mod\nEOF"),
+        *bash(4, "python repro.py", "boom\n", returncode=1),
+        *bash(5, "rm repro.py"),
+        *bash(6, "cat pkg/other.py && cp pkg/other.py /tmp/other.bak"),
+    ]
+    state = extract(msgs, None, INDEX, task="fix Thing.run")
+    # The innermost definition around line 15; the scratch file made and removed is gone.
+    assert edited(state) == {("pkg/mod.py", None), ("pkg/mod.py", "Thing.run")}
+    assert ("pkg/other.py", None) in {(a.path, a.symbol) for a in state.files}
+    assert "`python repro.py`: exit 1" in state.errors
+
+
+def test_git_diff_output_and_python_writes_count_as_edits() -> None:
+    diff = "--- a/pkg/other.py\n+++ b/pkg/other.py\n@@ -3,2 +3,2 @@ def other():\n-    a\n+    b\n"
+    script = "python - <<EOF\nfrom pathlib import Path\nPath('pkg/new.py').write_text('x')\nEOF"
+    state = extract([*bash(1, "git diff", diff), *bash(2, script)], None, INDEX, task="t")
+    assert edited(state) == {
+        ("pkg/other.py", None),
+        ("pkg/other.py", "other"),
+        ("pkg/new.py", None),
+    }
+    # A diff in other output (a log, a file shown) is not an edit.
+    assert not edited(extract(bash(1, "git show HEAD~3", diff), None, INDEX, task="t"))
+
+
+def test_budget_keeps_an_indexed_edit_before_files_the_session_made() -> None:
+    msgs = bash(0, "sed -i 's/a/b/' pkg/mod.py")
+    for i in range(1, 40):
+        msgs += bash(i, f"cat > scratch_{i}.py <<EOF\nx\nEOF")
+    summary = fit(extract(msgs, None, INDEX, task="t"), 60, TiktokenCounter())
+    assert "pkg/mod.py" in summary.rendered and summary.dropped["edited"] > 0
+
+
+def test_decisions_are_choices_not_explanations() -> None:
+    text = (
+        "The test fails because the cache is stale. Is it because of the lock? "
+        "I'll use a file lock because two writers race. We decided to keep the old API."
+    )
+    state = extract([{"role": "assistant", "content": text}], None, INDEX, task="t")
+    assert state.decisions == (
+        "I'll use a file lock because two writers race.",
+        "We decided to keep the old API.",
+    )
