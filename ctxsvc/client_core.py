@@ -16,7 +16,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -337,3 +337,30 @@ class Attempts(Generic[T]):
                 status=response.status_code,
                 request_id=response.headers.get("x-request-id"),
             ) from exc
+
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+Messages = Sequence[Mapping[str, Any]]
+
+
+class BaseClient:
+    """Configuration both clients share: where, who, how long, how much retrying."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        timeout: float,
+        retry: RetryPolicy | None,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self._rng = random.Random()
+        self._headers = {"User-Agent": "ctxsvc-client", **(headers or {})}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+
+    def _attempts(self, call: Call[T]) -> Attempts[T]:
+        return Attempts(call, self.retry, self.timeout, self.base_url, self._rng)
