@@ -1,6 +1,7 @@
 """The HTTP API: ``create_app(service)`` parses, calls the service, renders.
 
-Endpoints live under ``/v1`` (plus ``/healthz``, ``/readyz``, ``/metrics``);
+Endpoints live under ``/v1`` (plus ``/healthz``, ``/readyz``, ``/metrics``, and
+MCP over streamable HTTP at ``/mcp``, see ``ctxsvc.mcp``);
 OpenAPI at ``/openapi.json``, docs at ``/docs``. Every failure is an RFC 9457
 ``application/problem+json`` body with ``type``, ``title``, ``status``,
 ``detail``, ``code``, ``retryable``, ``hint`` and ``request_id``; retryable
@@ -26,6 +27,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 
 from ctxsvc.api_jobs import Job, JobRegistry
 from ctxsvc.api_models import (
@@ -50,6 +52,7 @@ from ctxsvc.api_models import (
 from ctxsvc.api_sessions import session_routes
 from ctxsvc.errors import CtxError, InvalidPath
 from ctxsvc.limits import MAX_BUDGET
+from ctxsvc.mcp import McpHttp
 from ctxsvc.models import (
     ContextPack,
     RepoStatus,
@@ -319,10 +322,12 @@ def create_app(
 
     jobs = JobRegistry(workers=job_workers, on_done=job_done)
     roots = [Path(r).expanduser().resolve() for r in allowed_roots]
+    mcp = McpHttp(service, allowed_origins=cors_origins)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with mcp.running():  # the MCP endpoint's sessions live in the app's lifespan
+            yield
         jobs.shutdown()
 
     app = FastAPI(
@@ -351,7 +356,17 @@ def create_app(
     )
     _health_routes(app, service, metrics)
     app.include_router(_v1(service, jobs, roots))
+    app.router.routes.append(_AsgiRoute("/mcp", mcp, include_in_schema=False))  # same auth
     return app
+
+
+class _AsgiRoute(Route):
+    """A route to an ASGI app that names itself in the scope, as FastAPI's routes do,
+    so that the request log and metrics carry its path rather than "unmatched"."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        return match, ({**child, "route": self} if match != Match.NONE else child)
 
 
 def _health_routes(app: FastAPI, service: ContextService, metrics: Metrics) -> None:

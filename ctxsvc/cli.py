@@ -147,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="run the HTTP API (FastAPI on uvicorn)")
     sv.add_argument("--host", help="address to bind (default: $CTXSVC_HOST or 127.0.0.1)")
     sv.add_argument("--port", type=int, help="port (default: $CTXSVC_PORT or 8765)")
+
+    mc = sub.add_parser("mcp", help="run an MCP server on stdin/stdout (for coding agents)")
+    mc.add_argument("--repo", help="default repository (index name or path): tools may omit repo")
     return p
 
 
@@ -169,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _expand(args, settings)
         if args.command == "serve":
             return _serve(args, settings)
+        if args.command == "mcp":
+            return _mcp(args, settings)
         if args.command in ("session", "checkpoint"):
             return _checkpoint(args, settings)
         if args.command == "workspace":
@@ -420,6 +425,26 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         },
     )
     uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
+    return 0
+
+
+def _mcp(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve MCP over stdio: stdout carries the protocol, logs and warnings go to stderr."""
+    import anyio
+
+    from ctxsvc.mcp import serve_stdio
+
+    default = None
+    if args.repo:  # an unknown repository fails here, before the server starts
+        default = _service(settings, model=None, load_model=False).resolve(args.repo).name
+
+    def service() -> ContextService:
+        # With a default repository, the model its index was built with; else the default model.
+        if default:
+            return _query_service(default, settings)
+        return _service(settings, model=None, load_model=True)
+
+    anyio.run(serve_stdio, service, default)
     return 0
 
 

@@ -1,0 +1,228 @@
+"""The MCP adapter: ctxsvc's tools for coding agents, over stdio or streamable HTTP.
+
+Like the CLI and the HTTP API, it only parses, calls the service and renders
+(the tools are in ``ctxsvc.mcp_tools``). A tool's result is the HTTP API's
+data as ``structuredContent``, described by the tool's output schema, plus
+text for the model. A :class:`CtxError` comes back as a tool error
+(``isError``) whose first line names the code and says whether retrying can
+help. Built on the official SDK's low-level ``Server``, which leaves argument
+validation and error rendering to this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+import mcp_types as types
+from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from pydantic import TypeAdapter, ValidationError
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from ctxsvc.errors import CtxError
+from ctxsvc.mcp_tools import INSTRUCTIONS, TOOLS, Tool, ToolContext
+from ctxsvc.service import ContextService
+
+log = logging.getLogger("ctxsvc.mcp")
+
+# -- the server ------------------------------------------------------------------------
+
+
+def _clean(schema: dict[str, Any]) -> dict[str, Any]:
+    """An input schema as a model should read it: no titles, optional fields without null."""
+    out = {k: v for k, v in schema.items() if k != "title"}
+    options = out.get("anyOf")
+    if isinstance(options, list) and "default" in out and out["default"] is None:
+        rest = [o for o in options if o != {"type": "null"}]
+        if len(rest) == 1:
+            del out["anyOf"], out["default"]
+            out = {**rest[0], **out}
+    for key in ("properties", "$defs"):
+        if isinstance(out.get(key), dict):
+            out[key] = {name: _clean(sub) for name, sub in out[key].items()}
+    if isinstance(out.get("items"), dict):
+        out["items"] = _clean(out["items"])
+    return out
+
+
+def input_schema(tool: Tool, default_repo: str | None) -> dict[str, Any]:
+    schema = _clean(tool.args.model_json_schema())
+    repo = schema.get("properties", {}).get("repo")
+    if repo is not None:
+        if default_repo is not None:
+            repo["description"] += f" Default: {default_repo}."
+        elif tool.name != "index_status":
+            schema["required"] = ["repo", *schema.get("required", [])]
+    return schema
+
+
+def build_server(service: ContextService, default_repo: str | None = None) -> Server[Any]:
+    """The MCP server over ``service``; tools may omit ``repo`` when ``default_repo`` is set."""
+    ctx = ToolContext(service, default_repo)
+    by_name = {t.name: t for t in TOOLS}
+    adapters = {t.name: TypeAdapter(t.output) for t in TOOLS}
+    listed = [
+        types.Tool(
+            name=t.name,
+            title=t.title,
+            description=t.description,
+            input_schema=input_schema(t, default_repo),
+            output_schema=adapters[t.name].json_schema(mode="serialization"),
+            annotations=types.ToolAnnotations(
+                title=t.title,
+                read_only_hint=t.read_only,
+                destructive_hint=False,
+                idempotent_hint=t.read_only or t.idempotent,
+                open_world_hint=False,
+            ),
+        )
+        for t in TOOLS
+    ]
+
+    async def list_tools(
+        _: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=listed)
+
+    async def call_tool(_: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        tool = by_name.get(params.name)
+        if tool is None:
+            return failure(
+                "unknown_tool", f"no tool {params.name!r}", hint=f"use {', '.join(by_name)}"
+            )
+        t0 = time.perf_counter()
+        try:
+            args = tool.args.model_validate(params.arguments or {})
+            answer = await anyio.to_thread.run_sync(partial(tool.run, ctx, args))
+        except ValidationError as exc:
+            _log(tool.name, t0, "validation_error")
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                for e in exc.errors()[:10]
+            )
+            return failure("validation_error", detail, hint="fix the named arguments")
+        except CtxError as exc:
+            _log(tool.name, t0, exc.code)
+            return failure(exc.code, exc.message, hint=exc.hint, retryable=exc.retryable)
+        except Exception:  # a bug: logged here, no internals sent (as the HTTP API's 500)
+            log.exception("tool %s failed", tool.name)
+            return failure("internal", "an internal error occurred; it was logged on the server")
+        _log(tool.name, t0, None)
+        return types.CallToolResult(
+            content=[types.TextContent(text=t) for t in answer.texts],
+            structured_content=adapters[tool.name].dump_python(answer.data, mode="json"),
+        )
+
+    return Server(
+        "ctxsvc",
+        version="0.1.0",
+        title="ctxsvc: code context for coding agents",
+        instructions=INSTRUCTIONS
+        + (f"\nDefault repository: {default_repo} (tools may omit repo)." if default_repo else ""),
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+def failure(
+    code: str, detail: str, *, hint: str = "", retryable: bool = False
+) -> types.CallToolResult:
+    """A tool error: ``error <code> (retryable: yes|no): <detail>``, then the hint.
+
+    The same fields go in ``_meta`` for programs (``structuredContent`` is kept
+    for results that match the tool's output schema).
+    """
+    retry = "yes, the same call can succeed later" if retryable else "no"
+    text = f"error {code} (retryable: {retry}): {detail}" + (f"\nhint: {hint}" if hint else "")
+    data = {"code": code, "detail": detail, "hint": hint, "retryable": retryable}
+    return types.CallToolResult(
+        content=[types.TextContent(text=text)], is_error=True, _meta={"ctxsvc/error": data}
+    )
+
+
+def _log(tool: str, t0: float, code: str | None) -> None:
+    ms = round((time.perf_counter() - t0) * 1000, 1)
+    log.info("tool", extra={"tool": tool, "ms": ms, "code": code or "ok"})
+
+
+# -- transports --------------------------------------------------------------------------
+
+
+async def serve_stdio(
+    make_service: Callable[[], ContextService], default_repo: str | None = None
+) -> None:
+    """Serve MCP on stdin/stdout until stdin closes.
+
+    The service (and its embedding model) is built after the SDK has claimed
+    the standard streams, so anything a library prints while loading goes to
+    stderr, never onto the protocol stream.
+    """
+    async with stdio_server() as (read, write):
+        service = await anyio.to_thread.run_sync(make_service)
+        server = build_server(service, default_repo)
+        await server.run(read, write, server.create_initialization_options())
+
+
+class McpHttp:
+    """The ``/mcp`` endpoint of the HTTP API: streamable HTTP, stateless, JSON responses.
+
+    Stateless because every tool is one request and one answer (ctxsvc's own
+    sessions are a tool argument), so no MCP session outlives a request and any
+    server process can answer. Run :meth:`running` in the app's lifespan.
+    Browsers' cross-site requests are refused (DNS rebinding): a request with
+    an ``Origin`` header must come from a loopback origin or ``allowed_origins``.
+    """
+
+    def __init__(self, service: ContextService, *, allowed_origins: Sequence[str] = ()) -> None:
+        self.manager = StreamableHTTPSessionManager(
+            build_server(service), stateless=True, json_response=True
+        )
+        self.allowed_origins = frozenset(allowed_origins)
+        self.started = False
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        async with self.manager.run():
+            self.started = True
+            try:
+                yield
+            finally:
+                self.started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin = Headers(scope=scope).get("origin")
+        if origin and origin not in self.allowed_origins and not _loopback(origin):
+            refusal = _refusal(403, "forbidden_origin", f"origin {origin!r} is not allowed")
+            await refusal(scope, receive, send)
+            return
+        if not self.started:
+            refusal = _refusal(503, "not_started", "the MCP endpoint is not running yet")
+            await refusal(scope, receive, send)
+            return
+        await self.manager.handle_request(scope, receive, send)
+
+
+def _loopback(origin: str) -> bool:
+    try:
+        return urlsplit(origin).hostname in ("localhost", "127.0.0.1", "::1")
+    except ValueError:
+        return False
+
+
+def _refusal(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse(
+        {"status": status, "code": code, "detail": detail, "retryable": status == 503},
+        status_code=status,
+        media_type="application/problem+json",
+    )

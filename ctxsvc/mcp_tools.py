@@ -1,0 +1,513 @@
+"""The MCP tools: their arguments, descriptions, calls into the service and renderings.
+
+Each tool takes the HTTP API's argument names, described for a model to read,
+calls :class:`ContextService` once and returns an :class:`Answer`: text for the
+model (code under ``## path`` headings, in fences) and the same data as the
+HTTP API. ``ctxsvc.mcp`` serves them; nothing here knows about transports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ctxsvc.errors import InvalidRequest
+from ctxsvc.limits import MAX_BUDGET, MAX_PATTERNS, MAX_QUERY_CHARS
+from ctxsvc.models import Checkpoint, ContextPack, IndexSummary, RepoStatus, Resume, Session, Symbol
+from ctxsvc.service import ContextService
+
+INSTRUCTIONS = """\
+ctxsvc answers "which code do I need for this task?" from an index of the repository, \
+within a token budget you choose, instead of reading whole files. Start with get_context \
+(or repo_map in an unfamiliar repository); read more with expand on the candidates it lists \
+as left out. After editing files, call refresh. For long tasks, start_session once and pass \
+its id as session_id everywhere: code already sent is not repeated, and write_checkpoint, \
+record_decision and resume_session keep your working memory across context resets."""
+
+# -- arguments ---------------------------------------------------------------------
+
+
+def _text(value: str) -> str:
+    # JSON may carry lone surrogates, which no later stage can encode: refuse them here.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+_SESSION = r"^[A-Za-z0-9._:-]{1,128}$"
+RepoName = Annotated[Text, Field(min_length=1, max_length=4096, pattern=r"^[^~]")]
+REPO_DOC = "Index name or root directory of an indexed repository (index_status lists them)."
+Query = Annotated[
+    Text,
+    Field(
+        min_length=1,
+        max_length=MAX_QUERY_CHARS,
+        pattern=r"^\s*\S",
+        description="The task or question in words: what you want to do or understand, an error "
+        "message, names of functions, classes or files you know.",
+    ),
+]
+SessionId = Annotated[
+    str,
+    Field(
+        pattern=_SESSION,
+        description="A session id from start_session (any 1-128 of A-Z a-z 0-9 . _ : - also "
+        "works for get_context and expand).",
+    ),
+]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Glob = Annotated[Text, Field(min_length=1, max_length=256)]
+Item = Annotated[Text, Field(min_length=1, max_length=2000)]
+IdempotencyKey = Annotated[
+    str,
+    Field(
+        pattern=r"^[\x21-\x7e]{1,255}$",
+        description="Any unique printable string: a retry with the same key returns the "
+        "checkpoint written the first time and never writes a second one.",
+    ),
+]
+
+
+def _budget(default: int, what: str, low: int = 1) -> Any:
+    return Field(default, ge=low, le=MAX_BUDGET, description=f"Most tokens (cl100k_base) {what}.")
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
+
+class ContextArgs(_Args):
+    repo: RepoName | None = Field(None, description=REPO_DOC)
+    query: Query
+    budget_tokens: int = _budget(8000, "of context to return, headings and fences included")
+    detail: Literal["snippets", "skeleton", "map", "full"] = Field(
+        "snippets",
+        description="How much of each file: 'map' (ranked files with their key symbols, cheapest), "
+        "'skeleton' (signatures and docstrings), 'snippets' (the relevant functions and "
+        "sections), 'full' (whole files).",
+    )
+    session_id: SessionId | None = Field(
+        None, description="Code this session already received unchanged is not sent again."
+    )
+    include: Annotated[list[Glob], Field(max_length=MAX_PATTERNS)] | None = Field(
+        None, description="Only paths matching one of these globs, e.g. ['src/*', '*.py']."
+    )
+    exclude: Annotated[list[Glob], Field(max_length=MAX_PATTERNS)] | None = Field(
+        None, description="Never paths matching one of these globs, e.g. ['tests/*']."
+    )
+    refresh: bool = Field(False, description="Re-index files changed on disk first.")
+
+
+class SearchArgs(_Args):
+    repo: RepoName | None = Field(None, description=REPO_DOC)
+    query: Query
+    limit: int = Field(20, ge=1, le=200, description="Most files and most symbols to list.")
+
+
+class ExpandArgs(_Args):
+    repo: RepoName | None = Field(None, description=REPO_DOC)
+    symbol: Annotated[Text, Field(min_length=1, max_length=512)] | None = Field(
+        None, description="A definition's qualified name ('Store.get') or name ('get')."
+    )
+    path: Annotated[Text, Field(min_length=1, max_length=4096)] | None = Field(
+        None, description="A repository-relative file path, as in the '## path' headings."
+    )
+    start_line: int | None = Field(None, ge=1, description="First line (with path; 1-based).")
+    end_line: int | None = Field(None, ge=1, description="Last line, inclusive (with path).")
+    budget_tokens: int = _budget(4000, "to return")
+    callers: bool = Field(False, description="Also the code that calls or uses the symbol.")
+    callees: bool = Field(False, description="Also the definitions the symbol calls.")
+    session_id: SessionId | None = Field(None, description="Record what is sent in this session.")
+
+
+class MapArgs(_Args):
+    repo: RepoName | None = Field(None, description=REPO_DOC)
+    budget_tokens: int = _budget(2000, "of map to return")
+
+
+class RepoArgs(_Args):
+    repo: RepoName | None = Field(None, description=REPO_DOC)
+
+
+class StartSessionArgs(_Args):
+    repo: RepoName | None = Field(None, description=REPO_DOC)
+    task: Annotated[Text, Field(min_length=1, max_length=MAX_QUERY_CHARS)] = Field(
+        description="What the session is for, in words."
+    )
+    agent: Name | None = Field(None, description="Your name, for the record.")
+    workspace: Name | None = Field(
+        None, description="A workspace shared by sessions of agents working in parallel."
+    )
+
+
+class CheckpointArgs(_Args):
+    session_id: SessionId
+    messages: Annotated[list[dict[str, Any]], Field(max_length=20_000)] = Field(
+        [],
+        description="OpenAI-style chat messages since the last checkpoint ({role, content, "
+        "tool_calls}); files, decisions, errors and next steps are extracted from them.",
+    )
+    goal: Item | None = Field(None, description="The overall goal, if it changed.")
+    done: Annotated[list[Item], Field(max_length=200)] | None = Field(
+        None, description="Steps done."
+    )
+    decisions: Annotated[list[Item], Field(max_length=200)] | None = Field(
+        None, description="Decisions with their reasons."
+    )
+    open_tasks: Annotated[list[Item], Field(max_length=200)] | None = Field(
+        None, description="What is left to do."
+    )
+    next_step: Item | None = Field(None, description="The very next step.")
+    notes: Annotated[list[Item], Field(max_length=200)] | None = Field(
+        None, description="Anything else worth keeping."
+    )
+    budget_tokens: int = _budget(300, "of the summary", low=20)
+    idempotency_key: IdempotencyKey | None = None
+
+
+class ResumeArgs(_Args):
+    session_id: SessionId
+    budget_tokens: int = _budget(2000, "to return: summary, changes and fresh code")
+
+
+class DecisionArgs(_Args):
+    session_id: SessionId
+    decision: Annotated[Text, Field(min_length=1, max_length=300)] = Field(
+        description="What was decided, as one sentence."
+    )
+    reason: Annotated[Text, Field(min_length=1, max_length=300)] | None = Field(
+        None,
+        description="Why (what it rules out, what it depends on). Decision and reason are kept "
+        "to 300 characters together.",
+    )
+    idempotency_key: IdempotencyKey | None = None
+
+
+# -- results -----------------------------------------------------------------------
+
+
+class FileScore(BaseModel):
+    path: str
+    score: float
+
+
+class SymbolScore(BaseModel):
+    symbol: Symbol
+    score: float
+
+
+class SearchResult(BaseModel):
+    repo: str
+    query: str
+    files: list[FileScore]
+    symbols: list[SymbolScore]
+    degraded: list[str]
+
+
+class StatusResult(BaseModel):
+    repos: list[RepoStatus]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a tool returns: text blocks for the model and the structured result."""
+
+    texts: list[str]
+    data: Any
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    service: ContextService
+    default_repo: str | None
+
+    def repo(self, repo: str | None) -> str:
+        if repo is not None:
+            return repo
+        if self.default_repo is None:
+            raise InvalidRequest(
+                "repo is required: this server has no default repository",
+                hint="pass repo (index_status lists the indexes), or start `ctxsvc mcp --repo NAME`",
+            )
+        return self.default_repo
+
+
+# -- tools ---------------------------------------------------------------------------
+
+
+def _get_context(ctx: ToolContext, a: ContextArgs) -> Answer:
+    pack = ctx.service.context(
+        ctx.repo(a.repo), a.query, a.budget_tokens, detail=a.detail, session_id=a.session_id,
+        include=a.include, exclude=a.exclude, refresh=a.refresh,
+    )  # fmt: skip
+    return Answer(render_pack(pack), pack)
+
+
+def _search_code(ctx: ToolContext, a: SearchArgs) -> Answer:
+    repo = ctx.repo(a.repo)
+    files, symbols, degraded = ctx.service.search(repo, a.query, a.limit)
+    result = SearchResult(
+        repo=repo,
+        query=a.query,
+        files=[FileScore(path=p, score=s) for p, s in files],
+        symbols=[SymbolScore(symbol=sym, score=s) for sym, s in symbols],
+        degraded=list(degraded),
+    )
+    lines = [f"Files for {a.query!r} in {repo}, best first:"]
+    lines += [f"- {f.path} (score {f.score:.3f})" for f in result.files] or ["- (none)"]
+    lines.append("\nSymbols:")
+    lines += [
+        f"- {s.symbol.kind} {s.symbol.qualname} at {s.symbol.path}:{s.symbol.start_line}-"
+        f"{s.symbol.end_line}: {s.symbol.signature} (score {s.score:.3f})"
+        for s in result.symbols
+    ] or ["- (none)"]
+    lines += [f"Degraded: {d}" for d in degraded]
+    return Answer(["\n".join(lines)], result)
+
+
+def _expand(ctx: ToolContext, a: ExpandArgs) -> Answer:
+    if (a.symbol is None) == (a.path is None):
+        raise InvalidRequest(
+            "give either symbol or path",
+            hint="symbol='Store.get', or path with start_line/end_line",
+        )
+    pack = ctx.service.expand(
+        ctx.repo(a.repo), symbol=a.symbol, path=a.path, start_line=a.start_line,
+        end_line=a.end_line, budget_tokens=a.budget_tokens, callers=a.callers,
+        callees=a.callees, session_id=a.session_id,
+    )  # fmt: skip
+    return Answer(render_pack(pack), pack)
+
+
+def _repo_map(ctx: ToolContext, a: MapArgs) -> Answer:
+    pack = ctx.service.repo_map(ctx.repo(a.repo), a.budget_tokens)
+    return Answer(render_pack(pack), pack)
+
+
+def _index_status(ctx: ToolContext, a: RepoArgs) -> Answer:
+    repo = a.repo or ctx.default_repo
+    names = [repo] if repo else [m.name for m in ctx.service.repos()]
+    statuses = [ctx.service.status(n) for n in names]
+    text = "\n\n".join(render_status(s) for s in statuses) or (
+        "Nothing is indexed yet: run `ctxsvc index PATH` in a shell."
+    )
+    return Answer([text], StatusResult(repos=statuses))
+
+
+def _refresh(ctx: ToolContext, a: RepoArgs) -> Answer:
+    meta = ctx.service.resolve(ctx.repo(a.repo))
+    s = ctx.service.index(meta.root, meta.name, vectors=meta.vectors != "disabled")
+    text = (
+        f"Re-indexed {s.repo} ({s.root}), generation {s.version}: {s.files_indexed} files parsed, "
+        f"{s.files_unchanged} unchanged, {s.files_deleted} deleted; {s.chunks} chunks, "
+        f"{s.symbols} symbols; vectors {s.vectors} ({s.chunks_embedded} embedded)."
+    )
+    return Answer([text, *(f"Warning: {w}" for w in s.warnings)], s)
+
+
+def _start_session(ctx: ToolContext, a: StartSessionArgs) -> Answer:
+    session = ctx.service.start_session(ctx.repo(a.repo), a.task, a.agent, a.workspace)
+    text = (
+        f"Started session {session.id} on {session.repo}. Pass session_id={session.id!r} to "
+        "get_context and expand (code already sent is not repeated), and to write_checkpoint, "
+        "record_decision and resume_session."
+    )
+    return Answer([text], session)
+
+
+def _write_checkpoint(ctx: ToolContext, a: CheckpointArgs) -> Answer:
+    fields = a.model_dump(
+        include={"goal", "done", "decisions", "open_tasks", "next_step", "notes"}, exclude_none=True
+    )
+    cp = ctx.service.write_checkpoint(
+        a.session_id, a.messages, fields, a.idempotency_key, a.budget_tokens
+    )
+    return Answer(render_checkpoint(cp), _without_transcript(cp))
+
+
+def _resume_session(ctx: ToolContext, a: ResumeArgs) -> Answer:
+    result = ctx.service.resume(a.session_id, a.budget_tokens)
+    notes = [f"Degraded: {d}" for d in result.degraded]
+    notes += [f"Changed by another session: [{w.subject}] {w.message}" for w in result.warnings]
+    texts = [result.rendered, *(["\n".join(notes)] if notes else [])]
+    return Answer(texts, replace(result, checkpoint=_without_transcript(result.checkpoint)))
+
+
+def _record_decision(ctx: ToolContext, a: DecisionArgs) -> Answer:
+    text = f"{a.decision} (reason: {a.reason})" if a.reason else a.decision
+    cp = ctx.service.write_checkpoint(
+        a.session_id, None, {"decisions": [text]}, a.idempotency_key, 300
+    )
+    texts = render_checkpoint(cp)
+    texts[0] = f"Recorded in checkpoint {cp.number}: {text}\n\n{texts[0]}"
+    return Answer(texts, _without_transcript(cp))
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    title: str
+    description: str
+    args: type[_Args]
+    output: Any  # a type pydantic can describe and dump
+    run: Callable[[ToolContext, Any], Answer]
+    read_only: bool = False
+    idempotent: bool = False
+
+
+_PACK_TEXT = (
+    " Returns two text blocks: the code, under '## path' headings with 'lines A-B (symbol):' "
+    "titles and code fences, never over budget_tokens; then what did not fit (path:lines and "
+    "symbol: expand them next), files changed on disk since indexing and degraded signals."
+)
+
+TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "get_context", "Code for a task",
+        "Find the code relevant to a task in an indexed repository, ranked (full text, "
+        "embeddings, symbol names and the code graph) and packed within a token budget. Use it "
+        "first for any question about how the code works or where to change it." + _PACK_TEXT
+        + " With session_id, code the session already received unchanged is listed, not resent.",
+        ContextArgs, ContextPack, _get_context,
+    ),
+    Tool(
+        "search_code", "Where things are",
+        "Rank files and symbols (kind, qualified name, path:lines, signature) for a query, with "
+        "scores, without returning code. Cheaper than get_context when you only need to know "
+        "where something lives; then read it with expand.",
+        SearchArgs, SearchResult, _search_code, read_only=True,
+    ),
+    Tool(
+        "expand", "Read a symbol or lines",
+        "Return the whole code of one definition (symbol) or of a line range of a file (path, "
+        "start_line, end_line; without lines: the whole file), optionally with the definitions "
+        "it calls (callees) and the code that uses it (callers), within budget_tokens. Give "
+        "symbol or path, not both. Use it on what get_context left out." + _PACK_TEXT,
+        ExpandArgs, ContextPack, _expand,
+    ),
+    Tool(
+        "repo_map", "Map of the repository",
+        "A query-free overview of a repository: its most central files (PageRank over "
+        "definitions, references and imports), each with its most referenced symbols, within "
+        "budget_tokens. Use it to orient yourself in an unfamiliar repository.",
+        MapArgs, ContextPack, _repo_map, read_only=True,
+    ),
+    Tool(
+        "index_status", "What is indexed",
+        "What is indexed: name, root directory, commit and time, files, chunks and symbols, "
+        "embedding model, files changed, added or deleted on disk since indexing (refresh picks "
+        "them up), files skipped and why, and degraded parts. Without repo (and no default "
+        "repository) it lists every index.",
+        RepoArgs, StatusResult, _index_status, read_only=True,
+    ),
+    Tool(
+        "refresh", "Re-index changed files",
+        "Re-index a repository incrementally and wait until it is done: only files changed, "
+        "added or deleted on disk since the last index are read. Call it after editing files so "
+        "that get_context and expand see the new code. Fails with index_busy (retryable) while "
+        "another process indexes the repository. Does not register new repositories.",
+        RepoArgs, IndexSummary, _refresh, idempotent=True,
+    ),
+    Tool(
+        "start_session", "Start a session",
+        "Start a session for a task on a repository and return its id ('s-...'). Pass the id as "
+        "session_id to get_context and expand (code already sent is not repeated) and to "
+        "write_checkpoint, record_decision and resume_session (working memory kept on disk, "
+        "shared with the HTTP API and CLI).",
+        StartSessionArgs, Session, _start_session,
+    ),
+    Tool(
+        "write_checkpoint", "Save progress",
+        "Save your progress in a new numbered checkpoint of the session: the conversation since "
+        "the last checkpoint (messages) and/or explicit fields are summarized (goal, steps done, "
+        "decisions, files touched, open tasks, next step, errors), everything of earlier "
+        "checkpoints is carried forward, and the summary fits budget_tokens. Returns the "
+        "summary. Call it before your context fills up; after a reset, call resume_session.",
+        CheckpointArgs, Checkpoint, _write_checkpoint,
+    ),
+    Tool(
+        "resume_session", "Resume after a reset",
+        "After a context reset or in a new conversation: the session's latest checkpoint "
+        "summary, what changed since in the files and symbols it names (modified, renamed, "
+        "deleted, as indexed now), and fresh code from those files, within budget_tokens.",
+        ResumeArgs, Resume, _resume_session, read_only=True,
+    ),
+    Tool(
+        "record_decision", "Record a decision",
+        "Record one decision and its reason in the session's state so that it survives context "
+        "resets: writes a new checkpoint that carries the previous state forward and adds "
+        "'decision (reason: ...)' to its Decisions list (no transcript needed). It appears in "
+        "every later checkpoint summary and in resume_session; when the session was started in a "
+        "workspace, it is also logged there as a decision that parallel sessions see. Use it for "
+        "choices that must not be undone or silently revisited (an interface, a library, an "
+        "approach rejected and why).",
+        DecisionArgs, Checkpoint, _record_decision,
+    ),
+)  # fmt: skip
+
+
+# -- rendering -----------------------------------------------------------------------
+
+
+def render_pack(pack: ContextPack) -> list[str]:
+    """The pack's text (within its budget) and a second block: what to read next, what is stale."""
+    code = pack.rendered or f"No code in {pack.repo} matched within {pack.budget_tokens} tokens."
+    notes = [
+        f"{pack.repo}: {len(pack.items)} blocks, {pack.tokens_used}/{pack.budget_tokens} tokens "
+        f"({pack.encoding}), detail {pack.detail}, index generation "
+        f"{pack.index.generation if pack.index else '?'}."
+    ]
+    if pack.omitted:
+        notes.append("Left out for the budget (read with expand, path and lines or symbol):")
+        notes += [
+            f"- {o.path}:{o.start_line}-{o.end_line}{f' {o.symbol}' if o.symbol else ''} "
+            f"({o.tokens} tokens)"
+            for o in pack.omitted[:10]
+        ]
+    changed = pack.index.changed_since if pack.index else ()
+    if changed:
+        shown = ", ".join(changed[:10]) + (
+            f" and {len(changed) - 10} more" if len(changed) > 10 else ""
+        )
+        notes.append(f"Changed on disk since indexing (call refresh to see them): {shown}.")
+    notes += [f"Degraded: {d}" for d in pack.degraded]
+    notes += [f"Changed by another session: [{w.subject}] {w.message}" for w in pack.warnings]
+    return [code, "\n".join(notes)]
+
+
+def render_status(s: RepoStatus) -> str:
+    stale = len(s.changed) + len(s.added) + len(s.deleted)
+    fresh = (
+        "up to date"
+        if not stale
+        else f"{len(s.changed)} changed, {len(s.added)} added, {len(s.deleted)} deleted on disk "
+        "since indexing (call refresh)"
+    )
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(s.skipped.items())) or "none"
+    return (
+        f"{s.name}: {s.root}\n"
+        f"indexed {s.indexed_at}, commit {s.commit or '-'}, generation {s.version}\n"
+        f"{s.files} files, {s.chunks} chunks, {s.symbols} symbols; vectors {s.vectors} "
+        f"({s.model or 'no model'})\n"
+        f"freshness: {fresh}\nskipped: {skipped}\ndegraded: {'; '.join(s.degraded) or 'no'}"
+    )
+
+
+def render_checkpoint(cp: Checkpoint) -> list[str]:
+    note = f" ({cp.summary.summarizer_note})" if cp.summary.summarizer_note else ""
+    return [
+        cp.summary.rendered,
+        f"Checkpoint {cp.number} of session {cp.session_id}, {cp.created_at}: "
+        f"{cp.summary.tokens}/{cp.summary.budget_tokens} summary tokens{note}.",
+    ]
+
+
+def _without_transcript(cp: Checkpoint) -> Checkpoint:
+    # The transcript is what the caller sent; echoing it back would cost its tokens again.
+    return replace(cp, transcript=())
