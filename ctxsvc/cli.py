@@ -430,8 +430,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _mcp(args: argparse.Namespace, settings: Settings) -> int:
     """Serve MCP over stdio: stdout carries the protocol, logs and warnings go to stderr."""
-    import anyio
-
     from ctxsvc.mcp import serve_stdio
 
     default = None
@@ -444,7 +442,7 @@ def _mcp(args: argparse.Namespace, settings: Settings) -> int:
             return _query_service(default, settings)
         return _service(settings, model=None, load_model=True)
 
-    anyio.run(serve_stdio, service, default)
+    serve_stdio(service, default)
     return 0
 
 

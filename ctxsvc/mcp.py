@@ -12,9 +12,11 @@ validation and error rendering to this module.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, redirect_stdout
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -159,19 +161,38 @@ def _log(tool: str, t0: float, code: str | None) -> None:
 # -- transports --------------------------------------------------------------------------
 
 
-async def serve_stdio(
+def serve_stdio(
     make_service: Callable[[], ContextService], default_repo: str | None = None
 ) -> None:
     """Serve MCP on stdin/stdout until stdin closes.
 
-    The service (and its embedding model) is built after the SDK has claimed
-    the standard streams, so anything a library prints while loading goes to
-    stderr, never onto the protocol stream.
+    stdout carries only the protocol: while the service (and its embedding
+    model) loads, whatever a library prints to stdout goes to stderr. A failure
+    to load raises before the server starts, as any CLI error does.
     """
+    with _stdout_on_stderr():
+        service = make_service()
+    anyio.run(_serve_stdio, build_server(service, default_repo))
+
+
+async def _serve_stdio(server: Server[Any]) -> None:
+    # stdio_server() keeps fd 1 pointed at stderr while it serves, for the same reason.
     async with stdio_server() as (read, write):
-        service = await anyio.to_thread.run_sync(make_service)
-        server = build_server(service, default_repo)
         await server.run(read, write, server.create_initialization_options())
+
+
+@contextmanager
+def _stdout_on_stderr() -> Iterator[None]:
+    # Both levels: Python's sys.stdout, and fd 1 for native code and subprocesses.
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class McpHttp:
