@@ -38,7 +38,8 @@ from ctxsvc.settings import Settings
 
 EXIT_INTERRUPTED = 130
 
-err = Console(stderr=True, highlight=False)
+# Messages are not wrapped when stderr is a file or pipe: one event, one line, greppable.
+err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
 out = Console(highlight=False, soft_wrap=True)
 
 

@@ -204,7 +204,9 @@ def drift(
     """Warnings for an answer about ``paths`` and ``text`` (its snippets, the query).
 
     ``delivered`` are the paths the answer sends now, from an index built at
-    ``indexed_at``: code indexed after an event holds its change already.
+    ``indexed_at``: a file the session never received before, indexed after an
+    event, holds its change already; one it received before the event is stale
+    in its memory whatever it gets now.
     """
     events = list(events)
     words = set(_WORD.findall(text))
@@ -228,7 +230,9 @@ def drift(
         if subject is None:
             continue
         times = [seen.started_at, *(seen.last_received.get(p, "") for p in e.paths)]
-        if indexed_at and any(p in delivered for p in e.paths):
+        # Code the session gets for the first time, from an index built after the
+        # change, holds it: nothing it saw before is stale.
+        if indexed_at and any(p in delivered and p not in seen.last_received for p in e.paths):
             times.append(indexed_at)
         if _time(e.created_at) > max(_time(t) for t in times):
             out.append(DriftWarning(e, subject, _message(e)))
