@@ -123,8 +123,13 @@ def test_store_writes_retry_with_backoff_then_fail_typed(monkeypatch: pytest.Mon
         lance.write("storing", lambda: flaky(10))
     assert info.value.retryable and "previous index version is intact" in info.value.hint
     calls.clear()
-    with pytest.raises(StoreError, match="disk is full"):
-        lance.write("x", lambda: (_ for _ in ()).throw(OSError("File too large (os error 27)")))
+    for exc in (
+        OSError("lance error: LanceError(IO): File too large (os error 27)"),
+        OSError(28, "No space left on device"),
+        RuntimeError("LanceError(IO): Disk quota exceeded (os error 122)"),
+    ):
+        with pytest.raises(StoreError, match="disk is full"):
+            lance.write("x", lambda e=exc: (_ for _ in ()).throw(e))
 
 
 def _limited(limit: int) -> Callable[[], None]:

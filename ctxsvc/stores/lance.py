@@ -27,6 +27,7 @@ the previous index keeps answering.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -56,6 +57,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says no more can be written: ENOSPC, EFBIG, or a quota."""
+    codes = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+    if isinstance(exc, OSError) and exc.errno in codes:
+        return True
+    text = str(exc)
+    return any(f"os error {n})" in text or f"Errno {n}]" in text for n in codes) or any(
+        m in text for m in ("No space left", "File too large", "Disk quota exceeded")
+    )
+
+
 def write(what: str, fn: Callable[[], T]) -> T:
     """``fn()``, retried on I/O failures with backoff; then ``StoreError`` naming ``what``."""
     for attempt in range(WRITE_ATTEMPTS):
@@ -63,7 +75,7 @@ def write(what: str, fn: Callable[[], T]) -> T:
             return fn()
         except (OSError, RuntimeError) as exc:
             if attempt + 1 == WRITE_ATTEMPTS:
-                full = any(f"os error {n})" in str(exc) for n in (27, 28))  # EFBIG, ENOSPC
+                full = _disk_full(exc)
                 raise StoreError(
                     f"{what} failed after {WRITE_ATTEMPTS} attempts: {exc}",
                     hint=("the disk is full or the file size limit was reached; " if full else "")
