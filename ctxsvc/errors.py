@@ -12,6 +12,7 @@ to do next. Adapters (CLI, HTTP) translate; nothing else catches broadly.
     │   ├── InvalidRequest         malformed arguments (budget, query, ...)
     │   ├── NotFound               no such session, checkpoint or job
     │   │   └── RepoNotFound       no index under that name or path
+    │   ├── NoTasks                no commit of a history qualifies as a benchmark task
     │   └── ModelMismatch          index built with another embedding model
     ├── IndexBusy                  retryable: another run holds the repo lock
     ├── ModelUnavailable           not retryable: the embedding model cannot load
@@ -75,6 +76,11 @@ class NotFound(UserError):
 
 class RepoNotFound(NotFound):
     code = "repo_not_found"
+
+
+class NoTasks(UserError):
+    code = "no_tasks"
+    http_status = 422
 
 
 class ModelMismatch(UserError):
