@@ -23,8 +23,8 @@ MEANING = """\
   answer is never in the index.
 - **file hit**: share of the files the commit changed (source files only) of which the
   context holds at least one line.
-- **region recall**: share of the changed line ranges that the context holds whole: the
-  lines that had to change were in the context.
+- **region recall**: share of the changed line ranges that the context holds whole;
+  in words, the lines that had to change were in the context.
 - **tokens**: the context's exact size (cl100k_base unless configured otherwise);
   **savings**: 1 - tokens / tokens of the whole repository (every text file indexed).
 - **overruns**: contexts larger than the budget; they score 0. Whole-repository injection
