@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -56,6 +56,42 @@ def run_git(
         detail = done.stderr.decode(errors="replace").strip().splitlines()
         raise CtxError(f"git {' '.join(args[:2])} failed: {detail[-1] if detail else 'no output'}")
     return done
+
+
+def stream_git(
+    args: Sequence[str], *, git_dir: Path, separator: bytes
+) -> Generator[bytes, None, None]:
+    """The output of ``git ARGS`` as records split at ``separator``, read as it comes.
+
+    Closing the iterator early stops git, so a long history is read only as far
+    as it is needed.
+    """
+    cmd = ["git", *_GIT_CONFIG, f"--git-dir={git_dir}", *args]
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    except FileNotFoundError:
+        raise ConfigError(
+            "git is not installed", hint="install git: `ctxsvc bench` reads history"
+        ) from None
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None
+    finished = False
+    try:
+        pending = b""
+        for block in iter(lambda: stdout.read(1 << 16), b""):
+            *records, pending = (pending + block).split(separator)
+            yield from (r for r in records if r)
+        if pending:
+            yield pending
+        finished = True
+    finally:
+        if not finished:
+            proc.kill()
+        detail = stderr.read().decode(errors="replace").strip().splitlines()
+        stdout.close()
+        stderr.close()
+        if proc.wait() != 0 and finished:
+            raise CtxError(f"git {args[0]} failed: {detail[-1] if detail else 'no output'}")
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ index never holds the change.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
-from ctxsvc.bench.gitrepo import Blobs, GitRepo, run_git
+from ctxsvc.bench.gitrepo import Blobs, GitRepo, run_git, stream_git
 from ctxsvc.bench.tasks import Task
 from indexers.discover import BINARY_SNIFF_BYTES, GENERATED_HEADER_LINES, GENERATED_MARKERS
 from indexers.languages import language_for
@@ -133,7 +134,7 @@ class Commit:
     changes: tuple[tuple[str, str], ...]  # (status letter, path)
 
 
-def first_parent_log(repo: GitRepo, since: str | None = None) -> Iterator[Commit]:
+def first_parent_log(repo: GitRepo, since: str | None = None) -> Generator[Commit, None, None]:
     """The first-parent history of HEAD, newest first, with name-status per commit."""
     args = [
         "log", "--first-parent", "--diff-merges=first-parent", "--no-renames", "--name-status",
@@ -141,16 +142,19 @@ def first_parent_log(repo: GitRepo, since: str | None = None) -> Iterator[Commit
     ]  # fmt: skip
     if since:
         args.append(f"--since={since}")
-    out = run_git([*args, "HEAD"], git_dir=repo.git_dir).stdout.decode("utf-8", "replace")
-    for record in out.split("\x1e")[1:]:
-        fields = record.split("\x1f")
-        if len(fields) < 5:
-            continue
-        sha, parents, ts, message, tail = fields[:5]
-        items = [x.strip("\n") for x in tail.split("\x00") if x.strip("\n")]
-        changes = tuple((items[i][:1], items[i + 1]) for i in range(0, len(items) - 1, 2))
-        first = parents.split()[0] if parents.split() else None
-        yield Commit(sha, first, int(ts), message, changes)
+    records = stream_git([*args, "HEAD"], git_dir=repo.git_dir, separator=b"\x1e")
+    try:
+        for record in records:
+            fields = record.decode("utf-8", "replace").split("\x1f")
+            if len(fields) < 5:
+                continue
+            sha, parents, ts, message, tail = fields[:5]
+            items = [x.strip("\n") for x in tail.split("\x00") if x.strip("\n")]
+            changes = tuple((items[i][:1], items[i + 1]) for i in range(0, len(items) - 1, 2))
+            first = parents.split()[0] if parents.split() else None
+            yield Commit(sha, first, int(ts), message, changes)
+    finally:
+        records.close()
 
 
 def mine(
@@ -164,8 +168,9 @@ def mine(
     """The ``limit`` most recent tasks of ``repo``'s history, oldest first."""
     name = name or repo.name
     found: list[Task] = []
-    with Blobs(repo) as blobs:
-        for commit in first_parent_log(repo, since):
+    log = first_parent_log(repo, since)
+    with Blobs(repo) as blobs, closing(log):  # closing stops git: history is read as needed
+        for commit in log:
             if len(found) >= limit:
                 break
             task = _task(repo, commit, blobs, max_file_bytes, name)
