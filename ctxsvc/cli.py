@@ -32,6 +32,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ctxsvc.bench.gitrepo import open_repo
 from ctxsvc.bench.report import require_plotting, write_report
 from ctxsvc.bench.repository import DEFAULT_TASKS, bench_name, bench_repository
 from ctxsvc.bench.runner import BUDGETS, SYSTEMS
@@ -560,8 +561,6 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from ctxsvc.bench.gitrepo import open_repo
-
     budgets = _int_list(args.budgets, "--budgets")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     require_plotting()  # fail now rather than after the run

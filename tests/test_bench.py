@@ -57,11 +57,12 @@ MODULES = [f"pkg/mod_{c}.py" for c in "abcdef"]
 class History:
     """A repository written commit by commit, each at its own date."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, new: bool = True, day: int = 0) -> None:
         self.root = root
-        self.day = 0
-        root.mkdir()
-        self.git("init", "-q", "-b", "main")
+        self.day = day
+        if new:
+            root.mkdir()
+            self.git("init", "-q", "-b", "main")
 
     def git(self, *args: str) -> str:
         date = f"2024-01-{self.day + 1:02d}T12:00:00+00:00"
@@ -180,6 +181,28 @@ def test_mining_keeps_the_most_recent_tasks_and_honours_since(history: dict[str,
         history["merge"],
     ]
     assert mine(repo, limit=10, since="2030-01-01") == []
+
+
+def test_a_linked_work_tree_is_mined_at_its_own_head(
+    history: dict[str, str], tmp_path: Path, service: ContextService
+) -> None:
+    History(Path(history["root"]), new=False).git(
+        "worktree", "add", "-q", "-b", "side", str(tmp_path / "side")
+    )
+    h = History(tmp_path / "side", new=False, day=20)
+    side = h.commit(
+        "Speed up config parsing with a lookup table", {"pkg/util.py": ["TABLE = {}", *UTIL[1:]]}
+    )
+    repo = open_repo(tmp_path / "side" / "pkg")  # any directory of the work tree
+    assert (repo.head, repo.root, repo.name) == (side, tmp_path / "side", "side")
+    tasks = mine(repo, limit=10)
+    assert tasks[-1].commit == side
+    assert mine(open_repo(Path(history["root"])), limit=1)[0].commit == history["merge"]
+    # Its snapshots come from the shared object store.
+    run = run_repo(
+        service, "side", tasks[-1:], CheckoutSnapshots(repo, tmp_path / "snap"), index="side"
+    )
+    assert [s.commit for s in run.snapshots] == [tasks[-1].snapshot]
 
 
 @pytest.mark.parametrize(

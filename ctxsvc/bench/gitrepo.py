@@ -96,9 +96,11 @@ def stream_git(
 
 @dataclass(frozen=True)
 class GitRepo:
-    """A repository opened for reading: its git directory and a display name."""
+    """A repository opened for reading."""
 
-    git_dir: Path  # the common git directory (a bare repository's own directory)
+    git_dir: Path  # its git directory: a linked work tree's own, which knows its HEAD
+    common_dir: Path  # where the objects are (the same as git_dir but in linked work trees)
+    root: Path  # the top of the work tree, or the bare repository's directory
     name: str
     head: str  # the full sha of HEAD
 
@@ -114,28 +116,31 @@ def open_repo(path: Path) -> GitRepo:
     if not path.is_dir():
         raise InvalidPath(f"{path} is not a directory", hint="give a git repository's directory")
     done = run_git(
-        ["rev-parse", "--path-format=absolute", "--git-common-dir", "--is-bare-repository"],
+        ["rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir",
+         "--is-bare-repository"],
         cwd=path,
         check=False,
-    )
+    )  # fmt: skip
     lines = done.stdout.decode(errors="surrogateescape").splitlines()
-    if done.returncode != 0 or len(lines) != 2:
+    if done.returncode != 0 or len(lines) != 3:
         raise InvalidPath(
             f"{path} is not a git repository",
             hint="`ctxsvc bench` mines the history of a git clone: give its directory",
         )
-    git_dir = Path(lines[0])
-    if lines[1] == "false":  # a work tree is named after its top directory
+    git_dir, common_dir = Path(lines[0]), Path(lines[1])
+    if lines[2] == "false":  # a work tree is named after its top directory
         top = run_git(["rev-parse", "--show-toplevel"], cwd=path)
-        name = Path(top.stdout.decode(errors="surrogateescape").strip()).name
+        root = Path(top.stdout.decode(errors="surrogateescape").strip())
+        name = root.name
     else:  # a bare one after its directory, or its parent's when that is just "repo"
+        root = git_dir
         name = git_dir.name.removesuffix(".git")
         if name in ("", "repo"):
             name = git_dir.parent.name
     head = run_git(["rev-parse", "--verify", "-q", "HEAD^{commit}"], git_dir=git_dir, check=False)
     if head.returncode != 0:
         raise NoTasks(f"{path} has no commits yet", hint="commit some history first, then bench it")
-    return GitRepo(git_dir, name, head.stdout.decode().strip())
+    return GitRepo(git_dir, common_dir, root, name, head.stdout.decode().strip())
 
 
 class Blobs:
@@ -201,7 +206,7 @@ class CheckoutSnapshots:
 
     def _clone(self) -> None:
         alternates = self.workdir / ".git" / "objects" / "info" / "alternates"
-        source = str(self.repo.git_dir / "objects")
+        source = str(self.repo.common_dir / "objects")
         if not (alternates.is_file() and source in alternates.read_text().splitlines()):
             # Missing, or a clone of another repository: start again.
             if self.workdir.exists():
@@ -213,7 +218,7 @@ class CheckoutSnapshots:
                     "-q",
                     "--shared",
                     "--no-checkout",
-                    str(self.repo.git_dir),
+                    str(self.repo.common_dir),
                     str(self.workdir),
                 ]
             )

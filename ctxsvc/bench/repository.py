@@ -88,7 +88,7 @@ def bench_repository(
         )
         span = f" between {found[0].date} and {found[-1].date}" if found else ""
         source = (
-            f"mined from the first-parent history of {repo.git_dir} at {repo.head[:10]}{span}; "
+            f"mined from the first-parent history of {repo.root} at {repo.head[:10]}{span}; "
             "each task runs on its parent commit"
         )
     if not found:
@@ -110,7 +110,7 @@ def bench_repository(
         progress.finish("tasks")
     config = {
         "repo": name,
-        "path": str(repo.git_dir),
+        "path": str(repo.root),
         "head": repo.head,
         "source": source,
         "since": since,
@@ -137,7 +137,7 @@ def _load(repo: GitRepo, path: Path, limit: int) -> list[Task]:
     missing = sorted({t.snapshot for t in found if not repo.has_commit(t.snapshot)})
     if missing:
         raise InvalidRequest(
-            f"{len(missing)} snapshot commit(s) of {path} are not in {repo.git_dir}, "
+            f"{len(missing)} snapshot commit(s) of {path} are not in {repo.root}, "
             f"e.g. {missing[0][:12]}",
             hint="give the repository the tasks were mined from (a clone with that history)",
         )
