@@ -87,18 +87,15 @@ def build_report(runs: Sequence[RepoRun], config: Mapping[str, Any], seconds: fl
     }
 
 
-def write_report(
-    report: Report, out: Path, stem: str = "report", *, plots: bool = True
-) -> list[Path]:
+def write_report(report: Report, out: Path, stem: str = "report") -> list[Path]:
     """``{stem}.json``, ``{stem}.md`` and the plots ``{stem}-recall.png`` and ``{stem}-tokens.png``."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.json", out / f"{stem}.md"]
+    paths = [out / f"{stem}.{ext}" for ext in ("json", "md")]
+    images = [out / f"{stem}-recall.png", out / f"{stem}-tokens.png"]
     paths[0].write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    images = [out / f"{stem}-recall.png", out / f"{stem}-tokens.png"] if plots else []
     paths[1].write_text(markdown(report, [p.name for p in images]), encoding="utf-8")
-    if plots:
-        plot_recall(report, images[0])
-        plot_tokens(report, images[1])
+    plot_recall(report, images[0])
+    plot_tokens(report, images[1])
     return paths + images
 
 

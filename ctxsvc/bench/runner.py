@@ -37,7 +37,7 @@ from ctxsvc.bench.gitrepo import SnapshotSource
 from ctxsvc.bench.metrics import Delivered, delivered_lines, file_hit, region_recall, savings
 from ctxsvc.bench.tasks import Task
 from ctxsvc.errors import CtxError, InvalidRequest
-from ctxsvc.indexing import Reporter
+from ctxsvc.indexing import NullReporter, Reporter
 from ctxsvc.models import SkippedFile
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
@@ -55,16 +55,7 @@ class Progress(Reporter, Protocol):
     def note(self, text: str) -> None: ...
 
 
-class NullProgress:
-    def start(self, stage: str, total: int | None) -> None:
-        pass
-
-    def advance(self, stage: str, n: int = 1) -> None:
-        pass
-
-    def finish(self, stage: str) -> None:
-        pass
-
+class NullProgress(NullReporter):
     def note(self, text: str) -> None:
         pass
 
