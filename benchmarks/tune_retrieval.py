@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.metrics import delivered_lines, file_hit, region_recall
+from ctxsvc.bench.metrics import delivered_lines, file_hit, region_recall
 from ctxsvc.context import candidates
 from ctxsvc.packing import pack
 from ctxsvc.retrieval import RetrievalConfig, retrieve

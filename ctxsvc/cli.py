@@ -5,6 +5,8 @@ and in ``--json``), 1 internal error, 2 bad input or configuration, 3 no
 such index, 4 embedding model mismatch (re-run with ``--reembed``), 5 the
 embedding model cannot load, 74 storage failure (retryable), 75 the
 repository is being indexed by another process (retryable), 130 interrupted.
+``bench`` adds no code of its own: a path that is not a git repository is 2,
+a history with no task in it is 2 (``no_tasks``).
 """
 
 from __future__ import annotations
@@ -30,8 +32,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ctxsvc.bench.gitrepo import open_repo
+from ctxsvc.bench.report import require_plotting, write_report
+from ctxsvc.bench.repository import DEFAULT_TASKS, bench_name, bench_repository
+from ctxsvc.bench.runner import BUDGETS, SYSTEMS
+from ctxsvc.bench.terminal import RichProgress, tables
 from ctxsvc.context import DETAILS
-from ctxsvc.errors import ConfigError, CtxError, InvalidRequest
+from ctxsvc.errors import ConfigError, CtxError, InvalidPath, InvalidRequest
 from ctxsvc.models import EVENT_KINDS, ContextPack, IndexSummary, RepoStatus
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
@@ -144,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     _formats(e)
 
     _checkpoint_parsers(sub)
+    _bench_parser(sub)
 
     sv = sub.add_parser("serve", help="run the HTTP API (FastAPI on uvicorn)")
     sv.add_argument("--host", help="address to bind (default: $CTXSVC_HOST or 127.0.0.1)")
@@ -152,6 +160,44 @@ def _parser() -> argparse.ArgumentParser:
     mc = sub.add_parser("mcp", help="run an MCP server on stdin/stdout (for coding agents)")
     mc.add_argument("--repo", help="default repository (index name or path): tools may omit repo")
     return p
+
+
+def _bench_parser(sub: Any) -> None:
+    b = sub.add_parser(
+        "bench",
+        help="measure what ctxsvc finds and saves on a repository's own history",
+        description="Mine tasks from git history (commit message -> the source lines it changed), "
+        "answer each on the commit before it with ctxsvc and baselines, and report.",
+    )
+    b.add_argument("path", nargs="?", default=".", help="a git repository (default: .)")
+    b.add_argument(
+        "--budgets",
+        default=",".join(map(str, BUDGETS)),
+        help="comma-separated token budgets (default: %(default)s)",
+    )
+    b.add_argument(
+        "--tasks",
+        type=int,
+        default=DEFAULT_TASKS,
+        help="the N most recent tasks, or the first N of --tasks-file (default: %(default)s)",
+    )
+    b.add_argument(
+        "--since", help="mine commits after this date (git's --since: 2024-01-31, '1 year ago')"
+    )
+    b.add_argument(
+        "--tasks-file",
+        type=Path,
+        help="run the tasks of a JSON-lines file (the ../shared/bench format) instead of mining",
+    )
+    b.add_argument("--out", type=Path, help="report directory (default: ./ctxsvc-bench-NAME)")
+    b.add_argument("--name", help="the repository's name in the report (default: its directory)")
+    b.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help="comma-separated subset of %(default)s",
+    )
+    b.add_argument("--no-vectors", action="store_true", help="ctxsvc on full text and symbols only")
+    b.add_argument("--json", action="store_true", help="print the means and file paths as JSON")
 
 
 def _formats(p: argparse.ArgumentParser) -> None:
@@ -179,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _checkpoint(args, settings)
         if args.command == "workspace":
             return _workspace(args, settings)
+        if args.command == "bench":
+            return _bench(args, settings)
         return _query(args, settings)
     except CtxError as exc:
         err.print(
@@ -587,6 +635,53 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
             f"{cp.transcript_tokens} transcript tokens -> {cp.summary.tokens} summary tokens[/]"
         )
     return 0
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    budgets = _int_list(args.budgets, "--budgets")
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    require_plotting()  # fail now rather than after the run
+    repo = open_repo(Path(args.path).expanduser())
+    target = args.out or Path(f"ctxsvc-bench-{bench_name(repo, args.name)}")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidPath(f"cannot write the report to {target}: {exc.strerror or exc}") from None
+    vectors = not args.no_vectors and "ctxsvc" in systems
+    service = _service(settings, model=None, load_model=vectors)
+    with RichProgress(err, enabled=not args.json) as progress:
+        report = bench_repository(
+            service, repo, name=args.name, tasks=args.tasks, since=args.since,
+            tasks_file=args.tasks_file, budgets=budgets, systems=systems, vectors=vectors,
+            progress=progress,
+        )  # fmt: skip
+    paths = write_report(report, target)
+    if args.json:
+        summary = {k: report[k] for k in ("config", "seconds", "repos", "mean")}
+        out.print_json(json.dumps({**summary, "files": [str(p) for p in paths]}))
+        return 0
+    # A redirected table stays whole rather than wrapping at 80 columns.
+    console = out if out.is_terminal else Console(highlight=False, width=140)
+    for table in tables(report):
+        console.print(table)
+    degraded = report["repos"][report["config"]["repo"]]["degraded_tasks"]
+    if vectors and degraded:
+        err.print(
+            f"[bold yellow]degraded[/]: {degraded} tasks were answered without a signal ctxsvc "
+            "normally uses (see `degraded` in report.json's per_task)"
+        )
+    err.print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InvalidRequest(
+            f"{option} {text!r} is not a comma-separated list of numbers",
+            hint="e.g. 2000,4000,8000,16000",
+        ) from None
 
 
 def _render(args: argparse.Namespace, pack: ContextPack, ms: float) -> int:

@@ -14,6 +14,7 @@ server's problem responses, chosen by ``code``, so callers catch one tree.
     │   ├── InvalidRequest         malformed arguments (budget, query, ...)
     │   ├── NotFound               no such session, checkpoint or job
     │   │   └── RepoNotFound       no index under that name or path
+    │   ├── NoTasks                no commit of a history qualifies as a benchmark task
     │   ├── ModelMismatch          index built with another embedding model
     │   └── Unauthorized           the server wants another bearer token
     ├── IndexBusy                  retryable: another run holds the repo lock
@@ -84,6 +85,11 @@ class NotFound(UserError):
 
 class RepoNotFound(NotFound):
     code = "repo_not_found"
+
+
+class NoTasks(UserError):
+    code = "no_tasks"
+    http_status = 422
 
 
 class ModelMismatch(UserError):

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-# benchmarks/ is a script directory, not an installed package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.baselines import (
+from ctxsvc.bench.baselines import (
     BM25Ranker,
     file_docs,
     pack_ranked,
     render_snippet,
     window_docs,
 )
-from benchmarks.metrics import (
+from ctxsvc.bench.metrics import (
     aggregate,
     delivered_lines,
     file_hit,

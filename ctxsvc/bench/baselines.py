@@ -1,17 +1,20 @@
-"""BM25 baselines: whole files or line windows, packed in rank order.
+"""Baselines: BM25 over whole files or line windows, and the oracle, packed in rank order.
 
 Documents are tokenized as lower-cased identifier words with camelCase and
 snake_case split (``indexers.terms``), of the path and the text. Packing is
 greedy in rank order and checks the exact token count of the whole rendered
-context, so a baseline never exceeds its budget.
+context, so a baseline never exceeds its budget. The one owner of ``bm25s``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from benchmarks.metrics import Span, delivered_lines, merge_spans
+from ctxsvc.bench.metrics import Span, delivered_lines, merge_spans
+from ctxsvc.errors import ConfigError
 from ctxsvc.tokens import TokenCounter
 from indexers.terms import code_terms, path_terms
 
@@ -80,16 +83,59 @@ def window_docs(files: Mapping[str, str], size: int = 60, overlap: int = 30) -> 
     return docs
 
 
-class BM25Ranker:
-    """bm25s over a list of documents; ``rank`` gives indices best first."""
+def oracle_docs(
+    files: Mapping[str, str], gold: Sequence[str], regions: Mapping[str, Sequence[Sequence[int]]],
+    context: int = 10, head: int = 60,
+) -> list[Doc]:  # fmt: skip
+    """What a perfect localizer would send: the gold files' changed lines only.
 
-    def __init__(self, docs: Sequence[Doc]) -> None:
+    Each region with ``context`` lines either side, in gold order; a gold file
+    without regions contributes its first ``head`` lines. Gold files absent
+    from ``files`` (skipped by discovery) contribute nothing.
+    """
+    docs: list[Doc] = []
+    for path in gold:
+        if path not in files:
+            continue
+        lines = files[path].split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        n = max(len(lines), 1)
+        spans = merge_spans(
+            (max(1, int(r[0]) - context), min(n, int(r[1]) + context))
+            for r in regions.get(path, ())
+        ) or [(1, min(n, head))]
+        docs.extend(Doc(path, s, e, "\n".join(lines[s - 1 : e])) for s, e in spans)
+    return docs
+
+
+def require_bm25s() -> Any:
+    """The ``bm25s`` module, or a ConfigError saying how to install it."""
+    try:
         import bm25s
+    except ImportError:
+        raise ConfigError(
+            "the BM25 baselines need the bm25s package, which is not installed",
+            hint="pip install 'ctxsvc[bench]'",
+        ) from None
+    # bm25s sets its logger to DEBUG on import and logs every index it builds.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
 
+
+class BM25Ranker:
+    """bm25s over a list of documents; ``rank`` gives indices best first.
+
+    ``terms`` may give each document's tokens (``tokenize``), precomputed.
+    """
+
+    def __init__(self, docs: Sequence[Doc], terms: Sequence[list[str]] | None = None) -> None:
+        bm25s = require_bm25s()
         self.docs = list(docs)
         self._bm25 = bm25s.BM25()
-        corpus = [tokenize(d.path, d.text) or ["\x00empty"] for d in self.docs]
-        self._bm25.index(corpus, show_progress=False)
+        if terms is None:
+            terms = [tokenize(d.path, d.text) for d in self.docs]
+        self._bm25.index([t or ["\x00empty"] for t in terms], show_progress=False)
         self._vocab: set[str] = set(self._bm25.vocab_dict)
 
     def rank(self, query: str) -> list[int]:

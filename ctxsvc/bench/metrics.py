@@ -87,34 +87,42 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 METRICS = ("file_hit", "region_recall", "tokens", "savings")
 
+Cell = dict[str, float | int | None]
+
 
 def aggregate(rows: Iterable[Mapping[str, object]]) -> tuple[dict[str, object], dict[str, object]]:
     """Per-repository means over tasks, then means over repositories.
 
-    ``rows`` carry ``system``, ``budget``, ``repo``, the ``METRICS`` and
-    ``overrun`` (bool). Returns ``(per_repo, overall)`` keyed
-    ``[system][str(budget)][repo]`` and ``[system][str(budget)]``; overruns are
-    counted, not averaged.
+    ``rows`` carry ``system``, ``budget``, ``repo``, the ``METRICS``,
+    ``overrun`` (bool) and optionally ``latency_ms``. Returns
+    ``(per_repo, overall)`` keyed ``[system][str(budget)][repo]`` and
+    ``[system][str(budget)]``. Overruns are counted, not averaged; latency
+    percentiles (``p50_ms``, ``p95_ms``) pool every query of the cell, since
+    percentiles of repositories cannot be averaged.
     """
     groups: dict[tuple[str, int, str], list[Mapping[str, object]]] = defaultdict(list)
     for row in rows:
         groups[(str(row["system"]), int(row["budget"]), str(row["repo"]))].append(row)  # type: ignore[call-overload]
-    per_repo: dict[str, dict[str, dict[str, dict[str, float | int | None]]]] = {}
+    per_repo: dict[str, dict[str, dict[str, Cell]]] = {}
+    pooled: dict[tuple[str, str], list[float]] = defaultdict(list)
     for (system, budget, repo), members in sorted(groups.items()):
-        cell: dict[str, float | int | None] = {
-            m: mean(_num(r.get(m)) for r in members) for m in METRICS
-        }
+        cell: Cell = {m: mean(_num(r.get(m)) for r in members) for m in METRICS}
         cell["overruns"] = sum(1 for r in members if r.get("overrun"))
         cell["tasks"] = len(members)
+        ms = [v for r in members if (v := _num(r.get("latency_ms"))) is not None]
+        cell["p50_ms"], cell["p95_ms"] = percentile(ms, 50), percentile(ms, 95)
+        pooled[(system, str(budget))].extend(ms)
         per_repo.setdefault(system, {}).setdefault(str(budget), {})[repo] = cell
-    overall: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    overall: dict[str, dict[str, Cell]] = {}
     for system, budgets in per_repo.items():
-        for budget, repos in budgets.items():
+        for key, repos in budgets.items():
             cell = {m: mean(_num(c[m]) for c in repos.values()) for m in METRICS}
             cell["overruns"] = sum(int(c["overruns"] or 0) for c in repos.values())
             cell["tasks"] = sum(int(c["tasks"] or 0) for c in repos.values())
             cell["repos"] = len(repos)
-            overall.setdefault(system, {})[budget] = cell
+            ms = pooled[(system, key)]
+            cell["p50_ms"], cell["p95_ms"] = percentile(ms, 50), percentile(ms, 95)
+            overall.setdefault(system, {})[key] = cell
     return dict(per_repo), dict(overall)
 
 
