@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from ctxsvc.api_models import Text
 from ctxsvc.errors import InvalidRequest
 from ctxsvc.limits import MAX_BUDGET, MAX_PATTERNS, MAX_QUERY_CHARS
 from ctxsvc.models import Checkpoint, ContextPack, IndexSummary, RepoStatus, Resume, Session, Symbol
@@ -30,16 +31,6 @@ record_decision and resume_session keep your working memory across context reset
 # -- arguments ---------------------------------------------------------------------
 
 
-def _text(value: str) -> str:
-    # JSON may carry lone surrogates, which no later stage can encode: refuse them here.
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
-    return value
-
-
-Text = Annotated[str, AfterValidator(_text)]
 _SESSION = r"^[A-Za-z0-9._:-]{1,128}$"
 RepoName = Annotated[Text, Field(min_length=1, max_length=4096, pattern=r"^[^~]")]
 REPO_DOC = "Index name or root directory of an indexed repository (index_status lists them)."

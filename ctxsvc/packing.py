@@ -157,19 +157,27 @@ def _final(note: str, blocks: Sequence[Block]) -> str:
 
 def _already_sent_note(spans: Sequence[DeliveredSpan], counter: TokenCounter, cap: int) -> str:
     """A list of what the session holds, so the agent knows it was not forgotten."""
-    if not spans:
+    return capped_list(
+        "## Already sent in this session (unchanged, not repeated)\n",
+        [f"- {s.path}:{s.start_line}-{s.end_line}\n" for s in spans],
+        counter, cap, "",
+    )  # fmt: skip
+
+
+def capped_list(head: str, lines: Sequence[str], counter: TokenCounter, cap: int, more: str) -> str:
+    """``head`` and as many of ``lines`` as fit ``cap`` tokens, then how many are left
+    (``more`` says where to find them); empty when there are no lines."""
+    if not lines:
         return ""
-    head = "## Already sent in this session (unchanged, not repeated)\n"
-    lines: list[str] = []
+    kept: list[str] = []
     used = counter.count(head)
-    for i, s in enumerate(spans):
-        line = f"- {s.path}:{s.start_line}-{s.end_line}\n"
+    for i, line in enumerate(lines):
         used += counter.count(line)
         if used > cap:
-            lines.append(f"- … and {len(spans) - i} more\n")
+            kept.append(f"- … and {len(lines) - i} more{more}\n")
             break
-        lines.append(line)
-    return head + "".join(lines)
+        kept.append(line)
+    return head + "".join(kept)
 
 
 def _with(blocks: list[Block], cand: Block, counter: TokenCounter) -> tuple[list[Block], int]:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from ctxsvc.checkpoints import signature_key
 from ctxsvc.models import DriftWarning, Symbol, WorkspaceEvent
+from ctxsvc.packing import capped_list
 from ctxsvc.tokens import TokenCounter
 
 MAX_WARNINGS = 20
@@ -265,16 +266,8 @@ def _message(e: WorkspaceEvent) -> str:
 
 def render_warnings(warnings: Sequence[DriftWarning], counter: TokenCounter, cap: int) -> str:
     """The warnings as a block an agent reads first, within ``cap`` tokens."""
-    if not warnings:
-        return ""
-    head = "## Changed by other sessions since you last saw it\n"
-    lines: list[str] = []
-    used = counter.count(head)
-    for i, w in enumerate(warnings):
-        line = f"- [{w.subject}] {w.message}\n"
-        used += counter.count(line)
-        if used > cap:
-            lines.append(f"- … and {len(warnings) - i} more (GET the workspace events)\n")
-            break
-        lines.append(line)
-    return head + "".join(lines)
+    return capped_list(
+        "## Changed by other sessions since you last saw it\n",
+        [f"- [{w.subject}] {w.message}\n" for w in warnings],
+        counter, cap, " (GET the workspace events)",
+    )  # fmt: skip

@@ -39,6 +39,18 @@ def messages(key: str) -> list[dict[str, Any]]:
     ]
 
 
+def post(c: httpx.Client, kind: str, sid: str, key: str) -> httpx.Response:
+    """One write of the session ``sid``: a checkpoint, or a decision in the workspace log."""
+    if kind == "event":
+        body = {"text": f"decided {key}", "session_id": sid, "kind": "decision"}
+        return c.post("/v1/workspaces/ws/events", json=body, headers={"Idempotency-Key": key})
+    return c.post(
+        f"/v1/sessions/{sid}/checkpoints",
+        json={"messages": messages(key)},
+        headers={"Idempotency-Key": key},
+    )
+
+
 def test_acknowledged_writes_survive_server_kill_9(repo: Path, tmp_path: Path) -> None:
     env = cli_env(tmp_path / "home", CTXSVC_ALLOWED_ROOTS=str(tmp_path))
     assert run_cli(env, "index", str(repo), "--no-vectors").returncode == 0
@@ -65,18 +77,7 @@ def test_acknowledged_writes_survive_server_kill_9(repo: Path, tmp_path: Path) -
                 key = f"w{w}-{n}"
                 kind = "event" if n % 4 == 0 else "checkpoint"
                 try:
-                    if kind == "event":
-                        r = c.post(
-                            "/v1/workspaces/ws/events",
-                            json={"text": f"decided {key}", "session_id": sid, "kind": "decision"},
-                            headers={"Idempotency-Key": key},
-                        )
-                    else:
-                        r = c.post(
-                            f"/v1/sessions/{sid}/checkpoints",
-                            json={"messages": messages(key)},
-                            headers={"Idempotency-Key": key},
-                        )
+                    r = post(c, kind, sid, key)
                 except httpx.TransportError:
                     with lock:
                         lost[key] = (kind, sid)
@@ -119,18 +120,7 @@ def test_acknowledged_writes_survive_server_kill_9(repo: Path, tmp_path: Path) -
                 assert all(cp["summary"]["rendered"] for cp in listed.json())
             # Writes whose answer was lost: a retry with the same key makes exactly one.
             for key, (kind, sid) in lost.items():
-                if kind == "event":
-                    r = c.post(
-                        "/v1/workspaces/ws/events",
-                        json={"text": f"decided {key}", "session_id": sid, "kind": "decision"},
-                        headers={"Idempotency-Key": key},
-                    )
-                else:
-                    r = c.post(
-                        f"/v1/sessions/{sid}/checkpoints",
-                        json={"messages": messages(key)},
-                        headers={"Idempotency-Key": key},
-                    )
+                r = post(c, kind, sid, key)
                 assert r.status_code == 201, r.text
             keys = [
                 cp["idempotency_key"]
@@ -167,11 +157,7 @@ def test_kill_9_during_reindex_keeps_acked_writes_and_a_consistent_index(
     state = job["state"]
     while state in ("queued", "running") and len(acked) < 40:
         key = f"k{len(acked)}"
-        r = c.post(
-            f"/v1/sessions/{sid}/checkpoints",
-            json={"messages": messages(key)},
-            headers={"Idempotency-Key": key},
-        )
+        r = post(c, "checkpoint", sid, key)
         assert r.status_code == 201, r.text
         acked.append(r.json())
         state = c.get(f"/v1/jobs/{job['id']}").json()["state"]
