@@ -26,7 +26,7 @@ from ctxsvc.models import (
 )
 from ctxsvc.packing import Block
 from ctxsvc.stores.checkpoints import CheckpointStore
-from ctxsvc.stores.events import EventLog
+from ctxsvc.stores.events import MAX_SUBJECT_CHARS, MAX_SUBJECTS, MAX_TEXT, EventLog
 from ctxsvc.stores.ledger import SessionLedger
 from ctxsvc.view import RepoView
 from ctxsvc.workspace import (
@@ -62,9 +62,9 @@ class Workspaces(ServiceCore):
             log.append(
                 WorkspaceEvent(
                     seq=0, workspace=None, repo=new.meta.name, session_id=None, agent=None,
-                    source="index", kind=d.kind or "changed", text=index_event_text(d),
-                    created_at="", paths=d.paths, symbols=d.symbols, new_path=d.new_path,
-                    new_symbol=d.new_symbol,
+                    source="index", kind=d.kind or "changed", text=index_event_text(d)[:MAX_TEXT],
+                    created_at="", paths=subjects(d.paths), symbols=subjects(d.symbols),
+                    new_path=d.new_path, new_symbol=d.new_symbol,
                 )
             )  # fmt: skip
 
@@ -236,3 +236,8 @@ def _hashes(view: RepoView) -> dict[str, str]:
 
 def _unique(items: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(i for i in items if i))
+
+
+def subjects(items: Sequence[str]) -> tuple[str, ...]:
+    """``items`` within the log's bounds, so that an odd path never fails a write."""
+    return tuple(i for i in items if 0 < len(i) <= MAX_SUBJECT_CHARS)[:MAX_SUBJECTS]

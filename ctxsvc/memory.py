@@ -27,7 +27,7 @@ from ctxsvc.checkpoints import (
     resume_query,
     text_of,
 )
-from ctxsvc.coordination import Workspaces
+from ctxsvc.coordination import Workspaces, subjects
 from ctxsvc.errors import InvalidRequest, NotFound, SummarizerFailed
 from ctxsvc.limits import MAX_PATTERNS, MAX_QUERY_CHARS, NAME, check_budget
 from ctxsvc.models import (
@@ -238,7 +238,7 @@ def _checkpoint_events(
         return WorkspaceEvent(
             seq=0, workspace=session.workspace, repo=session.repo, session_id=session.id,
             agent=session.agent, source="checkpoint", kind=kind, text=text[:MAX_TEXT],
-            created_at="", paths=tuple(paths)[:50], symbols=tuple(symbols)[:50],
+            created_at="", paths=subjects(paths), symbols=subjects(symbols),
         )  # fmt: skip
 
     out = [

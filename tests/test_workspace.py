@@ -319,3 +319,17 @@ def test_cli_sessions_checkpoints_and_workspace_log(tmp_path: Path, repo: Path) 
     assert [e["seq"] for e in resumed["workspace_events"]] == [event["seq"]]
     bad = run_cli(env, "workspace", "record", "other", "x", "--session", a)
     assert bad.returncode != 0 and "not in workspace" in bad.stderr
+
+
+def test_odd_subjects_never_fail_a_checkpoint(indexed: ContextService) -> None:
+    s = indexed.start_session("demo", "t", workspace="ws")
+    long_path = "deep/" * 300 + "file.py"  # 1,507 characters: beyond what the log keeps
+    call = {"id": "1", "type": "function",
+            "function": {"name": "write_file", "arguments": json.dumps({"path": long_path})}}  # fmt: skip
+    decision = "I decided to keep it because " + "x" * 3000
+    cp = indexed.write_checkpoint(
+        s.id, [{"role": "assistant", "content": decision, "tool_calls": [call]}]
+    )
+    assert cp.number == 1
+    logged = indexed.workspace_events("ws")
+    assert all(len(e.text) <= 2000 and all(len(p) <= 1000 for p in e.paths) for e in logged)

@@ -28,6 +28,7 @@ from ctxsvc.stores.sqlite import IDEMPOTENCY_KEY, SqliteFile, now
 SOURCES = ("agent", "checkpoint", "index")
 MAX_TEXT = 2000
 MAX_SUBJECTS = 50
+MAX_SUBJECT_CHARS = 1000
 _COLUMNS = (
     "seq, workspace, repo, session_id, agent, source, kind, text, created_at,"
     " paths_json, symbols_json, new_path, new_symbol"
@@ -173,8 +174,8 @@ def _check(event: WorkspaceEvent) -> None:
     subjects: Sequence[str] = (*event.paths, *event.symbols)
     if len(event.paths) > MAX_SUBJECTS or len(event.symbols) > MAX_SUBJECTS:
         raise InvalidRequest(f"an event names at most {MAX_SUBJECTS} paths and symbols")
-    if any(not s or len(s) > 1000 for s in subjects):
-        raise InvalidRequest("paths and symbols must be 1 to 1000 characters")
+    if any(not s or len(s) > MAX_SUBJECT_CHARS for s in subjects):
+        raise InvalidRequest(f"paths and symbols must be 1 to {MAX_SUBJECT_CHARS} characters")
 
 
 def _event(row: tuple[Any, ...]) -> WorkspaceEvent:
