@@ -59,6 +59,7 @@ def main() -> int:
     p.add_argument("--token", default=os.environ.get("CTXSVC_TOKEN", ""))
     p.add_argument("--serve", action="store_true", help="start `ctxsvc serve` on a free port")
     p.add_argument("--home", help="CTXSVC_HOME for --serve")
+    p.add_argument("--server-log", type=Path, help="the --serve server's log (default: results/)")
     p.add_argument("--out", type=Path, help="JSON output (default: results/load-<repo>.json)")
     args = p.parse_args()
     if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 3600:
@@ -75,7 +76,9 @@ def main() -> int:
     if args.serve:
         port = _free_port()
         args.url = f"http://127.0.0.1:{port}"
-        server = _start(port, args.home)
+        log = args.server_log or RESULTS / f"load-{args.repo}-server.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        server = _start(port, args.home, log)
     host = urlsplit(args.url).hostname or ""
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
         p.error("the load script only targets loopback addresses")
@@ -100,16 +103,17 @@ def _free_port() -> int:
         return port
 
 
-def _start(port: int, home: str | None) -> subprocess.Popen[bytes]:
+def _start(port: int, home: str | None, log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     if home:
         env["CTXSVC_HOME"] = home
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ctxsvc", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("wb") as out:  # one JSON line per request: a 5xx can be looked up by its id
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ctxsvc", "--log-json", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:

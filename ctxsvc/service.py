@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -48,6 +49,7 @@ from indexers.discover import discover
 from indexers.embed import Embedder
 
 QUERY_CACHE_SIZE = 1024
+log = logging.getLogger(__name__)
 ADDED_TTL_SECONDS = 2.0  # how stale the list of added files may be (changed files: never)
 
 
@@ -174,7 +176,12 @@ class ContextService(AgentMemory, Browsing):
                 changed.append(path)
         cached = self._added.get(meta.name)
         if full or cached is None or time.monotonic() - cached[0] > ADDED_TTL_SECONDS:
-            found = discover(root, max_file_bytes=self.settings.max_file_bytes)
+            try:
+                found = discover(root, max_file_bytes=self.settings.max_file_bytes)
+            except Exception as exc:  # freshness is advice: a failed walk degrades, never fails
+                log.warning("looking for added files failed", exc_info=True)
+                why = f"freshness: added files unknown ({type(exc).__name__}: {exc})"
+                return Freshness(tuple(sorted(changed)), (), tuple(sorted(deleted)), (why,))
             known = set(files)
             added = tuple(f.path for f in found.files if f.path not in known)
             self._added[meta.name] = (time.monotonic(), added)
