@@ -54,12 +54,11 @@ def session_routes(r: APIRouter, service: ContextService) -> None:
         the first time (with ``Idempotent-Replayed: true``) and writes nothing.
         """
         fields = body.model_dump(exclude={"messages", "budget_tokens"}, exclude_none=True)
-        before = len(service.checkpoints(session_id)) if idempotency_key else None
-        cp = service.write_checkpoint(
+        cp, new = service.store_checkpoint(
             session_id, body.messages, fields, idempotency_key, body.budget_tokens
         )
         response = json_response(asdict(cp), 201)
-        if before is not None and cp.number <= before:
+        if not new:
             response.headers["Idempotent-Replayed"] = "true"
         return response
 

@@ -22,14 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from ctxsvc.bench.gitrepo import open_repo
@@ -40,6 +32,7 @@ from ctxsvc.bench.terminal import RichProgress, tables
 from ctxsvc.context import DETAILS
 from ctxsvc.errors import ConfigError, CtxError, InvalidPath, InvalidRequest
 from ctxsvc.models import EVENT_KINDS, ContextPack, IndexSummary, RepoStatus
+from ctxsvc.progress import RichReporter
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
 
@@ -64,42 +57,6 @@ class JsonLogFormatter(logging.Formatter):
         }
         data.update({k: v for k, v in record.__dict__.items() if k not in self._STD})
         return json.dumps(data, default=str)
-
-
-class RichReporter:
-    """Progress bars for the index stages that know their size."""
-
-    def __init__(self, console: Console, *, enabled: bool = True) -> None:
-        self._enabled = enabled
-        self._progress = Progress(
-            TextColumn("{task.description:>8}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
-        self._tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> RichReporter:
-        if self._enabled:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._enabled:
-            self._progress.stop()
-
-    def start(self, stage: str, total: int | None) -> None:
-        if total and self._enabled:
-            self._tasks[stage] = self._progress.add_task(stage, total=total)
-
-    def advance(self, stage: str, n: int = 1) -> None:
-        if stage in self._tasks:
-            self._progress.advance(self._tasks[stage], n)
-
-    def finish(self, stage: str) -> None:
-        pass
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -183,9 +183,7 @@ class Workspaces(ServiceCore):
         store, log = self._checkpoint_store(), self._event_log()
         repos = {s.repo for s in store.in_workspace(session.workspace)}
         start = since or session.created_at
-        events = [
-            e for e in log.events(session.workspace, repos, limit=100_000) if e.created_at > start
-        ]
+        events = log.events(session.workspace, repos, since=start, limit=100_000)
         latest = store.get(session_id)
         edited = {a.path for a in latest.state.files if a.edited} if latest else set()
         edited |= {p for e in events if e.session_id == session_id for p in e.paths}

@@ -14,10 +14,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ctxsvc.api_models import Text
+from ctxsvc.api_models import FileScore, SearchResponse, SymbolScore, Text
 from ctxsvc.errors import InvalidRequest
 from ctxsvc.limits import MAX_BUDGET, MAX_PATTERNS, MAX_QUERY_CHARS
-from ctxsvc.models import Checkpoint, ContextPack, IndexSummary, RepoStatus, Resume, Session, Symbol
+from ctxsvc.models import Checkpoint, ContextPack, IndexSummary, RepoStatus, Resume, Session
 from ctxsvc.service import ContextService
 
 INSTRUCTIONS = """\
@@ -183,24 +183,6 @@ class DecisionArgs(_Args):
 # -- results -----------------------------------------------------------------------
 
 
-class FileScore(BaseModel):
-    path: str
-    score: float
-
-
-class SymbolScore(BaseModel):
-    symbol: Symbol
-    score: float
-
-
-class SearchResult(BaseModel):
-    repo: str
-    query: str
-    files: list[FileScore]
-    symbols: list[SymbolScore]
-    degraded: list[str]
-
-
 class StatusResult(BaseModel):
     repos: list[RepoStatus]
 
@@ -243,7 +225,7 @@ def _get_context(ctx: ToolContext, a: ContextArgs) -> Answer:
 def _search_code(ctx: ToolContext, a: SearchArgs) -> Answer:
     repo = ctx.repo(a.repo)
     files, symbols, degraded = ctx.service.search(repo, a.query, a.limit)
-    result = SearchResult(
+    result = SearchResponse(
         repo=repo,
         query=a.query,
         files=[FileScore(path=p, score=s) for p, s in files],
@@ -372,7 +354,7 @@ TOOLS: tuple[Tool, ...] = (
         "Rank files and symbols (kind, qualified name, path:lines, signature) for a query, with "
         "scores, without returning code. Cheaper than get_context when you only need to know "
         "where something lives; then read it with expand.",
-        SearchArgs, SearchResult, _search_code, read_only=True,
+        SearchArgs, SearchResponse, _search_code, read_only=True,
     ),
     Tool(
         "expand", "Read a symbol or lines",

@@ -86,6 +86,19 @@ class AgentMemory(Workspaces):
         fits ``budget_tokens``. With an ``idempotency_key`` already used in this
         session, the checkpoint written then is returned and nothing is written.
         """
+        return self.store_checkpoint(session_id, messages, fields, idempotency_key, budget_tokens)[
+            0
+        ]
+
+    def store_checkpoint(
+        self,
+        session_id: str,
+        messages: list[dict[str, object]] | None = None,
+        fields: dict[str, object] | None = None,
+        idempotency_key: str | None = None,
+        budget_tokens: int = 300,
+    ) -> tuple[Checkpoint, bool]:
+        """:meth:`write_checkpoint`, and whether the checkpoint is new (False: a replay)."""
         store = self._checkpoint_store()
         session = store.session(session_id)
         check_budget(budget_tokens)
@@ -114,11 +127,10 @@ class AgentMemory(Workspaces):
         texts = [text_of(m) for m in msgs]
         texts += [json.dumps(m.get("tool_calls")) for m in msgs if m.get("tool_calls")]
         events = _checkpoint_events(session, previous.state if previous else None, state)
-        checkpoint, _ = store.add(
+        return store.add(
             session_id, summary, state, msgs, sum(self.tokens.count_many(texts)),
             idempotency_key, dict(fields or {}), events,
         )  # fmt: skip
-        return checkpoint
 
     def checkpoint(self, session_id: str, number: int | None = None) -> Checkpoint:
         """Checkpoint ``number`` of the session, or its latest."""

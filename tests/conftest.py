@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakes import HashEmbedder
 
 import ctxsvc
+from ctxsvc.api import create_app
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import LanceStore
@@ -130,6 +132,26 @@ def service(settings: Settings, counter: TiktokenCounter, embedder: HashEmbedder
         embedder,
         ledger=SessionLedger(settings.state_path),
     )
+
+
+@pytest.fixture
+def indexed(service: ContextService, repo: Path) -> ContextService:
+    """The sample repository, indexed (files override it with their own set-up)."""
+    service.index(repo)
+    return service
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def client(indexed: ContextService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP API of ``indexed``, in process."""
+    app = create_app(indexed, allowed_roots=[tmp_path])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        yield c
 
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:

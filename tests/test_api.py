@@ -24,22 +24,10 @@ TOKEN = "s3cret-token"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def indexed(service: ContextService, repo: Path) -> ContextService:
     (repo / "etc_passwd").symlink_to("/etc/passwd")
     service.index(repo)
     return service
-
-
-@pytest.fixture
-async def client(indexed: ContextService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(indexed, allowed_roots=[tmp_path])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        yield c
 
 
 def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:

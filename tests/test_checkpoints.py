@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from conftest import SAMPLE
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.checkpoints import facts_of, generate, score
-from ctxsvc.api import create_app
 from ctxsvc.checkpoints import IndexFacts, extract, fit
 from ctxsvc.errors import InvalidRequest
 from ctxsvc.models import Symbol
@@ -51,12 +49,6 @@ MESSAGES: list[dict[str, Any]] = [
     {"role": "tool", "tool_call_id": "c3", "content": "FAILED tests/test_store.py::test_put - AssertionError: tmp left\n1 failed"},
     {"role": "assistant", "content": "Server.handle in app/server.py reads it.\nTODO: remove the tmp file on failure\nNext: test Server.handle"},
 ]  # fmt: skip
-
-
-@pytest.fixture
-def indexed(service: ContextService, repo: Path) -> ContextService:
-    service.index(repo)
-    return service
 
 
 def test_summary_extracts_and_anchors(indexed: ContextService) -> None:
@@ -177,18 +169,6 @@ def test_resume_reports_modified_deleted_and_renamed(indexed: ContextService, re
     }
     small = indexed.resume(s.id, 120)
     assert small.tokens_used <= 120
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def client(indexed: ContextService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(indexed, allowed_roots=[tmp_path])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        yield c
 
 
 @pytest.mark.anyio

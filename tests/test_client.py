@@ -315,11 +315,6 @@ def test_probes_are_not_retried() -> None:
     assert client.ready() == Readiness(False, {}, {"reachable": False}, 0, ("store: gone",))
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_the_async_client_follows_the_same_rules() -> None:
     seen, handle = scripted(

@@ -83,11 +83,6 @@ def test_failing_query_model_degrades(
     assert pack.items and any("simulated embedding failure" in d for d in pack.degraded)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_readyz_names_a_paused_model(
     settings: Settings, counter: TiktokenCounter, repo: Path, tmp_path: Path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ import httpx
 import pytest
 from conftest import cli_env, run_cli
 
-from ctxsvc.api import create_app
 from ctxsvc.errors import InvalidRequest, NotFound
 from ctxsvc.models import Symbol
 from ctxsvc.service import ContextService
@@ -92,12 +90,6 @@ def test_index_events_rename_move_remove_without_member_noise() -> None:
 
 
 # -- through the service ----------------------------------------------------------------
-
-
-@pytest.fixture
-def indexed(service: ContextService, repo: Path) -> ContextService:
-    service.index(repo)
-    return service
 
 
 QUERY = "Store get put persisted as JSON"
@@ -226,18 +218,6 @@ def test_events_validate_and_are_idempotent(indexed: ContextService) -> None:
 
 
 # -- HTTP ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def client(indexed: ContextService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(indexed, allowed_roots=[tmp_path])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        yield c
 
 
 async def _session(client: httpx.AsyncClient, **body: Any) -> str:

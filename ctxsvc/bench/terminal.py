@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import TimeRemainingColumn
 from rich.table import Table
 
 from ctxsvc.bench.report import SUMMARY_COLUMNS, Report, fmt, per_repo_rows, summary_rows
+from ctxsvc.progress import RichReporter
 
 _INDEX_STAGES = ("parse", "embed")  # the index stages worth a bar of their own
 
@@ -54,31 +47,14 @@ def tables(report: Report) -> list[Table]:
     return out
 
 
-class RichProgress:
+class RichProgress(RichReporter):
     """A bar for the tasks, with a line saying what runs now, and bars for the
     parse and embed stages of each (incremental) index run while it lasts."""
 
     def __init__(self, console: Console, *, enabled: bool = True) -> None:
-        self._enabled = enabled
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
+        super().__init__(
+            console, enabled=enabled, label="{task.description}", extra=(TimeRemainingColumn(),)
         )
-        self._bars: dict[str, TaskID] = {}
-
-    def __enter__(self) -> RichProgress:
-        if self._enabled:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._enabled:
-            self._progress.stop()
 
     def start(self, stage: str, total: int | None) -> None:
         if not self._enabled or (stage != "tasks" and (stage not in _INDEX_STAGES or not total)):
@@ -89,10 +65,6 @@ class RichProgress:
             self._bars[stage] = self._progress.add_task(label, total=total)
         else:
             self._progress.reset(bar, total=total, visible=True, description=label)
-
-    def advance(self, stage: str, n: int = 1) -> None:
-        if stage in self._bars:
-            self._progress.advance(self._bars[stage], n)
 
     def finish(self, stage: str) -> None:
         if stage in _INDEX_STAGES and stage in self._bars:

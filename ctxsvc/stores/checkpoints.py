@@ -17,11 +17,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ctxsvc.errors import InvalidRequest, NotFound, StoreCorrupt
+from ctxsvc.errors import NotFound, StoreCorrupt
 from ctxsvc.models import Anchor, Checkpoint, Session, Summary, WorkspaceEvent
 from ctxsvc.stores.events import insert_event
 from ctxsvc.stores.ledger import MIGRATIONS, validate_session_id
-from ctxsvc.stores.sqlite import IDEMPOTENCY_KEY, SqliteFile, now
+from ctxsvc.stores.sqlite import SqliteFile, check_idempotency_key, now, replayed
 
 _COLUMNS = "session_id, number, created_at, summary_json, transcript_json, idempotency_key, tokens"
 
@@ -113,10 +113,7 @@ class CheckpointStore(SqliteFile):
         neither survive a crash.
         """
         self.session(session_id)
-        if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
-            raise InvalidRequest(
-                "invalid Idempotency-Key", hint="use 1 to 255 printable ASCII characters"
-            )
+        check_idempotency_key(idempotency_key)
         transcript_json = json.dumps(transcript, ensure_ascii=False, sort_keys=True)
         # What the client sent (transcript and explicit fields): a retry must match it.
         request = hashlib.sha256(
@@ -127,19 +124,17 @@ class CheckpointStore(SqliteFile):
         summary_json = json.dumps({"summary": asdict(summary), "state": asdict(state)})
         with self._write() as con:
             if idempotency_key is not None:
-                row = con.execute(
+                replay = replayed(
+                    con,
                     f"SELECT {_COLUMNS}, request_sha256 FROM checkpoints"
                     " WHERE session_id = ? AND idempotency_key = ?",
                     (session_id, idempotency_key),
-                ).fetchone()
-                if row is not None:
-                    if row[-1] != request:
-                        raise InvalidRequest(
-                            f"Idempotency-Key {idempotency_key!r} was used for another"
-                            f" checkpoint (number {row[1]}) of this session",
-                            hint="send a new key for a new checkpoint",
-                        )
-                    return _checkpoint(row[:-1], self.path), False
+                    request,
+                    "checkpoint",
+                    lambda row: f"(number {row[1]}) of this session",
+                )
+                if replay is not None:
+                    return _checkpoint(replay, self.path), False
             number = con.execute(
                 "SELECT COALESCE(MAX(number), 0) + 1 FROM checkpoints WHERE session_id = ?",
                 (session_id,),

@@ -23,7 +23,7 @@ from typing import Any
 from ctxsvc.errors import InvalidRequest
 from ctxsvc.models import EVENT_KINDS, WorkspaceEvent
 from ctxsvc.stores.ledger import MIGRATIONS, validate_session_id
-from ctxsvc.stores.sqlite import IDEMPOTENCY_KEY, SqliteFile, now
+from ctxsvc.stores.sqlite import SqliteFile, check_idempotency_key, now, replayed
 
 SOURCES = ("agent", "checkpoint", "index")
 MAX_TEXT = 2000
@@ -53,10 +53,7 @@ class EventLog(SqliteFile):
         event is refused.
         """
         _check(event)
-        if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
-            raise InvalidRequest(
-                "invalid Idempotency-Key", hint="use 1 to 255 printable ASCII characters"
-            )
+        check_idempotency_key(idempotency_key)
         request = hashlib.sha256(
             json.dumps(
                 {k: v for k, v in asdict(event).items() if k not in ("seq", "created_at")},
@@ -65,19 +62,17 @@ class EventLog(SqliteFile):
         ).hexdigest()
         with self._write() as con:
             if idempotency_key is not None:
-                row = con.execute(
+                replay = replayed(
+                    con,
                     f"SELECT {_COLUMNS}, request_sha256 FROM workspace_events"
                     " WHERE workspace IS ? AND idempotency_key = ?",
                     (event.workspace, idempotency_key),
-                ).fetchone()
-                if row is not None:
-                    if row[-1] != request:
-                        raise InvalidRequest(
-                            f"Idempotency-Key {idempotency_key!r} was used for another"
-                            f" event (seq {row[0]}) of this workspace",
-                            hint="send a new key for a new event",
-                        )
-                    return _event(row[:-1]), False
+                    request,
+                    "event",
+                    lambda row: f"(seq {row[0]}) of this workspace",
+                )
+                if replay is not None:
+                    return _event(replay), False
             stored = insert_event(con, event, idempotency_key, request)
         return stored, True
 
@@ -87,9 +82,11 @@ class EventLog(SqliteFile):
         repos: Iterable[str] = (),
         *,
         after: int = 0,
+        since: str = "",
         limit: int = 1000,
     ) -> list[WorkspaceEvent]:
-        """Events of ``workspace`` and re-index events of ``repos``, after seq ``after``."""
+        """Events of ``workspace`` and re-index events of ``repos``, after seq ``after``
+        (and written after the time ``since``, when given)."""
         repos = sorted(set(repos))
         marks = ", ".join("?" for _ in repos)
         where = "(workspace = ?" + (
@@ -100,8 +97,8 @@ class EventLog(SqliteFile):
                 self._connection()
                 .execute(
                     f"SELECT {_COLUMNS} FROM workspace_events WHERE {where} AND seq > ?"
-                    " ORDER BY seq LIMIT ?",
-                    (workspace, *repos, after, limit),
+                    " AND created_at > ? ORDER BY seq LIMIT ?",
+                    (workspace, *repos, after, since, limit),
                 )
                 .fetchall()
             )

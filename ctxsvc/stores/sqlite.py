@@ -15,15 +15,48 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from ctxsvc.errors import StoreCorrupt, StoreError
+from ctxsvc.errors import InvalidRequest, StoreCorrupt, StoreError
 
 BUSY_TIMEOUT_MS = 10_000
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, as HTTP headers carry
+
+
+def check_idempotency_key(key: str | None) -> None:
+    """Refuse a key HTTP could not carry."""
+    if key is not None and not IDEMPOTENCY_KEY.match(key):
+        raise InvalidRequest(
+            "invalid Idempotency-Key", hint="use 1 to 255 printable ASCII characters"
+        )
+
+
+def replayed(
+    con: sqlite3.Connection,
+    query: str,
+    args: Sequence[object],
+    request: str,
+    kind: str,
+    describe: Callable[[tuple[Any, ...]], str],
+) -> tuple[Any, ...] | None:
+    """The row an idempotency key stored (``query``'s last column, the request hash, cut off).
+
+    None when the key is new. The same key with another request (another hash)
+    is refused, naming the stored ``kind`` of record with ``describe(row)``.
+    """
+    row = con.execute(query, tuple(args)).fetchone()
+    if row is None:
+        return None
+    if row[-1] != request:
+        raise InvalidRequest(
+            f"Idempotency-Key {args[-1]!r} was used for another {kind} {describe(row)}",
+            hint=f"send a new key for a new {kind}",
+        )
+    return tuple(row[:-1])
 
 
 def now() -> str:
