@@ -14,8 +14,8 @@ default budget. Measured per transcript:
     python benchmarks/checkpoints.py [--tokens 50000 100000] [--seeds 5] [--budget 300]
 
 prints a table and writes benchmarks/results/checkpoints.json. With
-``--trajectories DIR`` it measures real mini-SWE-agent trajectories instead
-(see ``checkpoints_real.py``), indexing each task's repository at its base
+``--trajectories DIR`` it runs ``checkpoints_real.py`` instead, which measures
+real mini-SWE-agent trajectories, indexing each task's repository at its base
 commit when ``--repos DIR`` holds a git mirror of it, and writes
 benchmarks/results/checkpoints_real.json.
 """
@@ -25,18 +25,20 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+# benchmarks/ is a script directory: on the path also when imported as benchmarks.checkpoints.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from checkpoint_metrics import ROOT, KnownFacts, make_service, score  # puts tests/ on the path
 
 NOUNS = "order invoice user cart payment token session cache report queue ledger stock".split()
 VERBS = "load save parse render validate merge apply compute fetch sync".split()
@@ -61,10 +63,7 @@ FILLER = (
 
 
 @dataclass
-class Truth:
-    edited_files: set[str] = field(default_factory=set)
-    symbols: set[str] = field(default_factory=set)
-    failing_commands: set[str] = field(default_factory=set)
+class Truth(KnownFacts):
     decisions: list[str] = field(default_factory=list)  # the distinctive choice of each
 
 
@@ -212,30 +211,6 @@ def generate(
     return repo, msgs, truth
 
 
-def present(fact: str, text: str, *, path: bool = False) -> bool:
-    """Whether ``text`` states ``fact``: a path or identifier as a whole word, else verbatim.
-
-    A path must not be the tail of a longer one ("test_foo.py" is not stated by
-    "testing/test_foo.py"); an identifier may be qualified ("serialize" is
-    stated by "EnumSerializer.serialize"). Whitespace is collapsed first, since
-    a summary puts a command on one line.
-    """
-    if path:
-        return re.search(rf"(?<![\w/.-]){re.escape(fact)}(?![\w/-])", text) is not None
-    if re.fullmatch(r"[A-Za-z_][\w.]*", fact):
-        return re.search(rf"(?<!\w){re.escape(fact)}(?!\w)", text) is not None
-    return " ".join(fact.split()) in " ".join(text.split())
-
-
-def score(rendered: str, facts: Mapping[str, Collection[str]]) -> dict[str, float | None]:
-    """The share of each kind of fact present in ``rendered`` (None for no facts)."""
-    out: dict[str, float | None] = {}
-    for kind, items in facts.items():
-        hits = sum(present(x, rendered, path=kind == "edited_files") for x in items)
-        out[kind] = round(hits / len(items), 3) if items else None
-    return out
-
-
 def facts_of(truth: Truth) -> dict[str, Collection[str]]:
     return {
         "edited_files": truth.edited_files,
@@ -243,22 +218,6 @@ def facts_of(truth: Truth) -> dict[str, Collection[str]]:
         "failing_commands": truth.failing_commands,
         "decisions": truth.decisions,
     }
-
-
-def make_service(home: Path, counter: Any) -> Any:
-    """A service on a fresh store under ``home``, with the deterministic fake embedder."""
-    from fakes import HashEmbedder
-
-    from ctxsvc.service import ContextService
-    from ctxsvc.settings import Settings
-    from ctxsvc.stores.lance import LanceStore
-    from ctxsvc.stores.ledger import SessionLedger
-
-    settings = Settings.from_env({}, home=home)
-    return ContextService(
-        settings, LanceStore(settings.db_path), counter, HashEmbedder(),
-        ledger=SessionLedger(settings.state_path),
-    )  # fmt: skip
 
 
 def main() -> None:
@@ -274,14 +233,14 @@ def main() -> None:
     ap.add_argument("--repos", type=Path, help="git mirrors of their repositories")
     ap.add_argument("--out", help="the JSON file to write")
     args = ap.parse_args()
-    counter = TiktokenCounter()
     results = ROOT / "benchmarks" / "results"
-    if args.trajectories:
-        import checkpoints_real
-
+    if args.trajectories:  # a script of its own
         out = Path(args.out or results / "checkpoints_real.json")
-        checkpoints_real.main(args.trajectories, args.repos, args.budget, counter, out)
-        return
+        real = [sys.executable, str(Path(__file__).with_name("checkpoints_real.py"))]
+        real += [str(args.trajectories), "--budget", str(args.budget), "--out", str(out)]
+        real += ["--repos", str(args.repos)] if args.repos else []
+        raise SystemExit(subprocess.run(real, check=False).returncode)
+    counter = TiktokenCounter()
     rows = []
     for target in args.tokens:
         for seed in range(args.seeds):

@@ -1,6 +1,8 @@
 """Checkpoint summaries on real agent trajectories (mini-SWE-agent ``.traj.json``).
 
-Used by ``benchmarks/checkpoints.py --trajectories DIR [--repos DIR]``. Each
+    python benchmarks/checkpoints_real.py DIR [--repos DIR] [--budget 300] [--out FILE]
+
+(``benchmarks/checkpoints.py --trajectories DIR`` runs it too). Each
 trajectory is converted to OpenAI-style messages and checkpointed whole, and
 its facts are extracted mechanically from the trajectory itself, never from
 what the summarizer recognizes:
@@ -26,6 +28,7 @@ paths resolve but no symbols can be anchored.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
@@ -36,6 +39,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from checkpoint_metrics import ROOT, KnownFacts, make_service, present, score
 
 SUBMIT = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
 _ACTION = re.compile(r"```(?:bash|mswea_bash_command)\s*\n(.*?)\n```", re.S)
@@ -62,10 +67,7 @@ class Trajectory:
 
 
 @dataclass
-class RealTruth:
-    edited_files: set[str] = field(default_factory=set)
-    symbols: set[str] = field(default_factory=set)
-    failing_commands: set[str] = field(default_factory=set)
+class RealTruth(KnownFacts):
     identifiers: set[str] = field(default_factory=set)
 
 
@@ -272,9 +274,7 @@ KINDS = ("edited_files", "symbols", "failing_commands", "identifiers")
 
 def measure(traj: Trajectory, repos: Path | None, budget: int, counter: Any) -> dict[str, Any]:
     """Index the task's repository, checkpoint the whole transcript, score summary and state."""
-    from checkpoints import make_service, present, score
-
-    from ctxsvc.checkpoints import fit
+    from ctxsvc.summaries import fit
 
     facts = truth(traj)
     kinds: dict[str, set[str]] = {k: getattr(facts, k) for k in KINDS}
@@ -367,3 +367,21 @@ def _mean_cell(rows: list[dict[str, Any]], kind: str) -> str:
     got = sum(r["retention"][kind] * len(r["facts"][kind]) for r in rows if r["facts"][kind])
     kept = sum(r["state_retention"][kind] * len(r["facts"][kind]) for r in rows if r["facts"][kind])
     return f"{got / n:.2f}/{kept / n:.2f} n={n}"
+
+
+def cli() -> None:
+    from ctxsvc.tokens import TiktokenCounter
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("trajectories", type=Path, help="a directory of *.traj.json files")
+    ap.add_argument("--repos", type=Path, help="git mirrors of their repositories")
+    ap.add_argument("--budget", type=int, default=300)
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "checkpoints_real.json"
+    )
+    args = ap.parse_args()
+    main(args.trajectories, args.repos, args.budget, TiktokenCounter(), args.out)
+
+
+if __name__ == "__main__":
+    cli()

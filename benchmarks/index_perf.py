@@ -21,12 +21,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ctxsvc.compose import build_service
 from ctxsvc.models import IndexSummary
-from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
-from ctxsvc.stores.lance import LanceStore
-from ctxsvc.tokens import TiktokenCounter
-from indexers.embed import SentenceTransformerEmbedder
 
 
 def stage(s: IndexSummary, name: str) -> float:
@@ -60,18 +57,10 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="ctxsvc-bench-"))
     settings = Settings.from_env(home=home)
     t0 = time.perf_counter()
-    embedder = None
-    if not args.no_vectors:
-        embedder = SentenceTransformerEmbedder(
-            settings.model,
-            max_seq_tokens=settings.embed_max_seq_tokens,
-            quantize=settings.embed_quantize,
-            batch_size=settings.embed_batch_size,
-        )
+    service = build_service(settings, vectors=not args.no_vectors)
+    if not args.no_vectors and service.embedder is None:
+        raise SystemExit(f"the embedding model did not load: {service.embedder_error}")
     load_s = time.perf_counter() - t0
-    service = ContextService(
-        settings, LanceStore(settings.db_path), TiktokenCounter(settings.encoding), embedder
-    )
     # Work on a copy: the edit must not touch the user's tree.
     work = Path(tempfile.mkdtemp(prefix="ctxsvc-tree-")) / args.repo.name
     shutil.copytree(args.repo, work, symlinks=True)
@@ -135,7 +124,12 @@ def main() -> None:
             {
                 "repo": str(args.repo),
                 "model_load_s": load_s,
-                "settings": {k: str(v) for k, v in asdict(settings).items()},
+                "settings": {
+                    k: str(v)
+                    for k, v in settings.model_dump(
+                        mode="json", exclude={"token", "summarizer_api_key"}
+                    ).items()
+                },
                 "runs": rows,
                 "summary": asdict(cold),
             },

@@ -38,8 +38,8 @@ from ctxsvc.bench.repository import check_budgets, index_name
 from ctxsvc.bench.runner import BUDGETS, SYSTEMS, RepoRun, check_systems, run_repo
 from ctxsvc.bench.tasks import Task, load_tasks
 from ctxsvc.bench.terminal import RichProgress, tables
+from ctxsvc.compose import build_service
 from ctxsvc.errors import CtxError
-from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
 from ctxsvc.tokens import TiktokenCounter
 
@@ -114,24 +114,6 @@ def ensure_corpus(repo: str, snapshot: str, corpora: Path, mirrors: Path) -> Pat
     return target
 
 
-def build_service(settings: Settings, counter: TiktokenCounter, vectors: bool) -> ContextService:
-    from ctxsvc.stores.lance import LanceStore
-
-    store = LanceStore(settings.db_path)
-    if not vectors:
-        return ContextService(settings, store, counter)
-    from indexers.embed import SentenceTransformerEmbedder
-
-    embedder = SentenceTransformerEmbedder(
-        settings.model,
-        max_seq_tokens=settings.embed_max_seq_tokens,
-        quantize=settings.embed_quantize,
-        batch_size=settings.embed_batch_size,
-        threads=settings.embed_threads,
-    )
-    return ContextService(settings, store, counter, embedder)
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repos", default=",".join(REPOS), help="comma-separated subset")
@@ -193,7 +175,10 @@ def _run(args: argparse.Namespace) -> int:
     )
     tasks = read_tasks(args.tasks_dir, repos, args.tasks)
     counter = TiktokenCounter(settings.encoding)
-    service = build_service(settings, counter, vectors and "ctxsvc" in systems)
+    embed = vectors and "ctxsvc" in systems
+    service = build_service(settings, tokens=counter, vectors=embed)
+    if embed and service.embedder is None:  # a benchmark must not measure a degraded service
+        raise SystemExit(f"the embedding model did not load: {service.embedder_error}")
 
     started = time.perf_counter()
     runs: list[RepoRun] = []

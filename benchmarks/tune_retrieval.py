@@ -28,15 +28,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ctxsvc.bench.metrics import delivered_lines, file_hit, region_recall
-from ctxsvc.context import candidates
+from ctxsvc.candidates import candidates
+from ctxsvc.compose import build_service
 from ctxsvc.packing import pack
 from ctxsvc.retrieval import RetrievalConfig, retrieve
-from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
-from ctxsvc.stores.lance import LanceStore
-from ctxsvc.stores.ledger import SessionLedger
-from ctxsvc.tokens import TiktokenCounter
-from indexers.embed import SentenceTransformerEmbedder
 
 TASKS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "tasks"
 REPOS = ("requests", "click", "pytest", "cobra", "axios", "tokio")
@@ -99,21 +95,11 @@ def main() -> None:
     args = ap.parse_args()
 
     settings = Settings.from_env(home=args.home)
-    counter = TiktokenCounter(settings.encoding)
-    embedder = SentenceTransformerEmbedder(
-        settings.model,
-        max_seq_tokens=settings.embed_max_seq_tokens,
-        quantize=settings.embed_quantize,
-        batch_size=settings.embed_batch_size,
-    )
-    service = ContextService(
-        settings,
-        LanceStore(settings.db_path),
-        counter,
-        embedder,
-        ledger=SessionLedger(settings.state_path),
-    )
-    configs = config_sets(service.retrieval)[args.configs]
+    service = build_service(settings)
+    counter, embedder = service.tokens, service.embedder
+    if embedder is None:
+        raise SystemExit(f"the embedding model did not load: {service.embedder_error}")
+    configs = config_sets(service.queries.retrieval)[args.configs]
     results: dict[str, dict[str, dict[int, dict[str, float]]]] = {name: {} for name in configs}
     latency: dict[str, list[float]] = {name: [] for name in configs}
     for repo in args.repos.split(","):

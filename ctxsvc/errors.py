@@ -28,9 +28,23 @@ server's problem responses, chosen by ``code``, so callers catch one tree.
 
 from __future__ import annotations
 
+from typing import TypedDict, Unpack
+
+
+class _Differs(TypedDict, total=False):
+    """What a subclass of ``CtxError`` may state besides its ``code``."""
+
+    retryable: bool
+    http_status: int
+    exit_code: int
+
 
 class CtxError(Exception):
-    """Base of every ctxsvc failure."""
+    """Base of every ctxsvc failure.
+
+    A subclass states its ``code`` and whatever differs from its base as class
+    keywords: ``class NotFound(UserError, code="not_found", http_status=404)``.
+    """
 
     code = "internal"
     retryable = False
@@ -39,6 +53,12 @@ class CtxError(Exception):
     # Set on errors that ``ctxsvc.client`` raises from a server's problem response.
     request_id: str | None = None
     problem: dict[str, object] | None = None
+
+    def __init_subclass__(cls, *, code: str, **differs: Unpack[_Differs]) -> None:
+        super().__init_subclass__()
+        cls.code = code
+        for name, value in differs.items():
+            setattr(cls, name, value)
 
     def __init__(self, message: str, *, hint: str = "") -> None:
         super().__init__(message)
@@ -58,95 +78,53 @@ class CtxError(Exception):
         }
 
 
-class UserError(CtxError):
-    code = "bad_input"
-    http_status = 400
-    exit_code = 2
+# Exit codes 69, 74 and 75 are sysexits' EX_UNAVAILABLE, EX_IOERR and EX_TEMPFAIL.
+class UserError(CtxError, code="bad_input", http_status=400, exit_code=2): ...
 
 
-class ConfigError(UserError):
-    code = "bad_config"
+class ConfigError(UserError, code="bad_config"): ...
 
 
-class InvalidPath(UserError):
-    code = "invalid_path"
+class InvalidPath(UserError, code="invalid_path"): ...
 
 
-class InvalidRequest(UserError):
-    code = "invalid_request"
-    http_status = 422
+class InvalidRequest(UserError, code="invalid_request", http_status=422): ...
 
 
-class NotFound(UserError):
-    code = "not_found"
-    http_status = 404
-    exit_code = 3
+class NotFound(UserError, code="not_found", http_status=404, exit_code=3): ...
 
 
-class RepoNotFound(NotFound):
-    code = "repo_not_found"
+class RepoNotFound(NotFound, code="repo_not_found"): ...
 
 
-class NoTasks(UserError):
-    code = "no_tasks"
-    http_status = 422
+class NoTasks(UserError, code="no_tasks", http_status=422): ...
 
 
-class ModelMismatch(UserError):
-    code = "model_mismatch"
-    http_status = 409
-    exit_code = 4
+class ModelMismatch(UserError, code="model_mismatch", http_status=409, exit_code=4): ...
 
 
-class Unauthorized(UserError):
-    code = "unauthorized"
-    http_status = 401
+class Unauthorized(UserError, code="unauthorized", http_status=401): ...
 
 
-class IndexBusy(CtxError):
-    code = "index_busy"
-    retryable = True
-    http_status = 409
-    exit_code = 75  # EX_TEMPFAIL
+class IndexBusy(CtxError, code="index_busy", retryable=True, http_status=409, exit_code=75): ...
 
 
-class ModelUnavailable(CtxError):
-    code = "model_unavailable"
-    http_status = 503
-    exit_code = 5
+class ModelUnavailable(CtxError, code="model_unavailable", http_status=503, exit_code=5): ...
 
 
-class SummarizerFailed(CtxError):
+class SummarizerFailed(
+    CtxError, code="summarizer_failed", retryable=True, http_status=502, exit_code=69
+):
     """Raised inside the service only: the offline summary answers instead, and says so."""
 
-    code = "summarizer_failed"
-    retryable = True
-    http_status = 502
-    exit_code = 69  # EX_UNAVAILABLE
+
+class Overloaded(CtxError, code="overloaded", retryable=True, http_status=503, exit_code=75): ...
 
 
-class Overloaded(CtxError):
-    code = "overloaded"
-    retryable = True
-    http_status = 503
-    exit_code = 75
+class Unreachable(CtxError, code="unreachable", retryable=True, http_status=503, exit_code=69): ...
 
 
-class Unreachable(CtxError):
-    code = "unreachable"
-    retryable = True
-    http_status = 503
-    exit_code = 69  # EX_UNAVAILABLE
+class StoreError(CtxError, code="store_error", retryable=True, http_status=503, exit_code=74): ...
 
 
-class StoreError(CtxError):
-    code = "store_error"
-    retryable = True
-    http_status = 503
-    exit_code = 74  # EX_IOERR
-
-
-class StoreCorrupt(StoreError):
-    code = "store_corrupt"
-    retryable = False
-    http_status = 500
+class StoreCorrupt(StoreError, code="store_corrupt", retryable=False, http_status=500): ...

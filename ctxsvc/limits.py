@@ -6,10 +6,17 @@ import re
 
 from ctxsvc.errors import InvalidRequest
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # index, agent and workspace names
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # index, agent and workspace names
+NAME = re.compile(NAME_PATTERN)
+SESSION_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"  # session ids
+SESSION_ID = re.compile(SESSION_PATTERN)
 MAX_BUDGET = 200_000
 MAX_QUERY_CHARS = 8_000
 MAX_PATTERNS = 64
+MAX_RESULTS = 200  # files, symbols or references listed by one call
+MAX_FILE_LINES = 5000  # lines of a file returned by one call
+MAX_EVENTS = 1000  # workspace events returned by one call
+MAX_LINE = 10_000_000  # the highest line (or checkpoint) number a request may name
 
 
 def check_budget(budget_tokens: int) -> None:
@@ -18,3 +25,13 @@ def check_budget(budget_tokens: int) -> None:
         raise InvalidRequest(
             f"budget_tokens must be between 1 and {MAX_BUDGET}, got {budget_tokens}"
         )
+
+
+def validate_session_id(session_id: str) -> str:
+    """``session_id`` if valid, else ``InvalidRequest``."""
+    if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
+        raise InvalidRequest(
+            f"invalid session id {session_id!r}",
+            hint="use 1 to 128 letters, digits, '.', '_', ':' or '-'",
+        )
+    return session_id

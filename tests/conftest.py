@@ -17,11 +17,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakes import HashEmbedder
 
 import ctxsvc
-from ctxsvc.api import create_app
+from ctxsvc.compose import build_service
+from ctxsvc.http import create_app
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
-from ctxsvc.stores.lance import LanceStore
-from ctxsvc.stores.ledger import SessionLedger
 from ctxsvc.tokens import TiktokenCounter
 
 SAMPLE = {
@@ -125,13 +124,7 @@ def embedder() -> HashEmbedder:
 
 @pytest.fixture
 def service(settings: Settings, counter: TiktokenCounter, embedder: HashEmbedder) -> ContextService:
-    return ContextService(
-        settings,
-        LanceStore(settings.db_path),
-        counter,
-        embedder,
-        ledger=SessionLedger(settings.state_path),
-    )
+    return build_service(settings, embedder=embedder, tokens=counter)
 
 
 @pytest.fixture

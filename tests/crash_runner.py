@@ -10,18 +10,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakes import HashEmbedder
 
 from ctxsvc import indexing
-from ctxsvc.service import ContextService
+from ctxsvc.compose import build_service
 from ctxsvc.settings import Settings
-from ctxsvc.stores.lance import LanceStore
 from ctxsvc.tokens import TiktokenCounter
 
 if __name__ == "__main__":
     home, root, delay = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
     indexing.EMBED_COMMIT_EVERY = 8
     settings = Settings.from_env({}, home=home)
-    service = ContextService(
-        settings, LanceStore(settings.db_path), TiktokenCounter(), HashEmbedder(delay=delay)
-    )
+    service = build_service(settings, tokens=TiktokenCounter(), embedder=HashEmbedder(delay=delay))
     print("start", flush=True)  # imports done: the kill clock starts here
     s = service.index(root, "crash")
     print(f"done {s.chunks} {s.chunks_embedded}", flush=True)

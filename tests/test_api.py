@@ -15,8 +15,9 @@ import httpx
 import pytest
 from conftest import git
 
-from ctxsvc.api import create_app
-from ctxsvc.observability import RequestContextFilter
+from ctxsvc.compose import build_service
+from ctxsvc.http import create_app
+from ctxsvc.http.observability import RequestContextFilter
 from ctxsvc.service import ContextService
 
 pytestmark = pytest.mark.anyio
@@ -163,7 +164,7 @@ async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
 async def test_readyz_names_a_missing_model(
     service: ContextService, repo: Path, tmp_path: Path
 ) -> None:
-    service.embedder, service.embedder_error = None, "no such model"
+    service = build_service(service.settings, vectors=False, embedder_error="no such model")
     service.index(repo, vectors=False)
     app = create_app(service)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
@@ -476,11 +477,13 @@ async def test_one_log_line_per_request_with_its_id(
 async def test_internal_errors_are_500_problems_without_internals(
     indexed: ContextService, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class Broken(ContextService):
-        def repos(self) -> Any:
-            raise RuntimeError("secret internals /etc/shadow")
+    def repos() -> Any:
+        raise RuntimeError("secret internals /etc/shadow")
 
-    broken = Broken(indexed.settings, indexed.store, indexed.tokens)
+    broken = build_service(
+        indexed.settings, store=indexed.store, tokens=indexed.tokens, vectors=False
+    )
+    broken.repos = repos  # type: ignore[method-assign]
     app = create_app(broken)
     caplog.handler.addFilter(RequestContextFilter())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:

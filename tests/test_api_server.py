@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from ctxsvc.api import create_app
+from ctxsvc.http import create_app
 from ctxsvc.service import ContextService
 
 pytestmark = pytest.mark.slow

@@ -19,11 +19,12 @@ from conftest import SAMPLE
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.checkpoints import facts_of, generate, score
-from ctxsvc.checkpoints import IndexFacts, extract, fit
+from ctxsvc.checkpoints import IndexFacts, extract
 from ctxsvc.errors import InvalidRequest
 from ctxsvc.models import Symbol
 from ctxsvc.service import ContextService
 from ctxsvc.stores.checkpoints import CheckpointStore
+from ctxsvc.summaries import fit
 from ctxsvc.tokens import TiktokenCounter
 
 
@@ -96,7 +97,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from ctxsvc.models import Summary
+    from ctxsvc.records import Summary
     from ctxsvc.stores.checkpoints import CheckpointStore
     store = CheckpointStore(Path(sys.argv[1]))
     s = store.create_session("demo", "task")

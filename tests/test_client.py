@@ -24,11 +24,11 @@ import httpx
 import pytest
 from conftest import SAMPLE, cli_env, git, run_cli, write_tree
 
-from ctxsvc import client_calls as calls
 from ctxsvc.client import (
     AsyncClient,
     Client,
     FileLines,
+    FileScore,
     Job,
     Readiness,
     RepoInfo,
@@ -37,7 +37,7 @@ from ctxsvc.client import (
     SymbolScore,
     SymbolUses,
 )
-from ctxsvc.client_core import retry_after
+from ctxsvc.client.core import retry_after
 from ctxsvc.errors import (
     ConfigError,
     CtxError,
@@ -53,18 +53,15 @@ from ctxsvc.errors import (
     UserError,
 )
 from ctxsvc.models import (
-    Checkpoint,
     ContextItem,
     ContextPack,
     IndexSummary,
     IndexVersion,
     RepoStatus,
-    Resume,
-    Session,
-    Summary,
     Symbol,
     WorkspaceEvent,
 )
+from ctxsvc.records import Checkpoint, Resume, Session, Summary
 
 FAST = RetryPolicy(attempts=5, timeout=30, backoff=0.01, max_backoff=0.05)
 SESSION = Session("s-1", "demo", "atomic store", None, None, "2026-01-01T00:00:00+00:00")
@@ -163,7 +160,7 @@ def test_503_and_429_are_retried_after_retry_after(caplog: pytest.LogCaptureFixt
     )
     with caplog.at_level(logging.INFO, logger="ctxsvc.client"):
         result = client.search("demo", "q")
-    assert result == SearchResult("demo", "q", (calls.FileScore("a.py", 1.0),), ())
+    assert result == SearchResult("demo", "q", (FileScore("a.py", 1.0),), ())
     assert len(seen) == 3 and len({r.headers["x-request-id"] for r in seen}) == 1
     waits = [r.wait for r in caplog.records if hasattr(r, "wait")]
     assert len(waits) == 2 and waits[0] >= 1.0 and waits[1] < 1.0

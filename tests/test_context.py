@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE, write_tree
 
+from ctxsvc.compose import build_service
 from ctxsvc.errors import InvalidRequest
 from ctxsvc.service import ContextService
-from ctxsvc.stores.ledger import SessionLedger
 
 MORE = {
     f"app/handlers/h{i}.py": (
@@ -87,8 +87,8 @@ def test_session_gets_new_material_and_survives_restart(indexed: ContextService,
     sent = {(i.path, i.start_line) for i in first.items}
     assert sent and first.already_sent == ()
     # A new service over the same files: the ledger is durable.
-    again = ContextService(indexed.settings, indexed.store, indexed.tokens, indexed.embedder,
-                           ledger=SessionLedger(settings.state_path))  # fmt: skip
+    again = build_service(indexed.settings, store=indexed.store, tokens=indexed.tokens,
+                          embedder=indexed.embedder)  # fmt: skip
     second = again.context("demo", "handler looks up a key in the store", 400, session_id="s1")
     assert not sent & {(i.path, i.start_line) for i in second.items}
     assert {(s.path, s.start_line) for s in second.already_sent} >= sent

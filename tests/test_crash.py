@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fakes import HashEmbedder
 
-from ctxsvc.service import ContextService
+from ctxsvc.compose import build_service
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import LanceStore
 from ctxsvc.tokens import TiktokenCounter
@@ -94,7 +94,9 @@ def assert_consistent(home: Path) -> int | None:
     assert {c.path for c in chunks} <= set(files)
     assert len({c.id for c in chunks}) == len(chunks)
     assert {s.path for s in reader.symbols()} <= set(files)
-    service = ContextService(settings, store, TiktokenCounter(), HashEmbedder())
+    service = build_service(
+        settings, store=store, tokens=TiktokenCounter(), embedder=HashEmbedder()
+    )
     pack = service.context("crash", "where are files discovered and skipped", 2000)
     assert pack.items and pack.tokens_used <= 2000
     assert all(i.path in files for i in pack.items)

@@ -17,13 +17,13 @@ from conftest import cli_env, run_cli, write_tree
 from fakes import FailingEmbedder, HangingEmbedder, HashEmbedder
 
 from ctxsvc import indexing
-from ctxsvc.api import create_app
+from ctxsvc.compose import build_service
 from ctxsvc.errors import StoreError
+from ctxsvc.http import create_app
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
-from ctxsvc.stores import lance
+from ctxsvc.stores import lance_writer
 from ctxsvc.stores.lance import LanceStore
-from ctxsvc.stores.ledger import SessionLedger
 from ctxsvc.tokens import TiktokenCounter
 from indexers.embed import EmbedderStalled, GuardedEmbedder
 
@@ -35,7 +35,7 @@ def test_hanging_model_during_indexing_degrades_and_keeps_finished_batches(
     hung = HangingEmbedder(ok_calls=2)
     store = LanceStore(settings.db_path)
     guarded = GuardedEmbedder(hung, timeout=0.5, cooldown=60)
-    s = ContextService(settings, store, counter, guarded).index(repo)
+    s = build_service(settings, store=store, tokens=counter, embedder=guarded).index(repo)
     assert s.vectors == "missing" and s.chunks_embedded == 4
     assert any("did not answer within 0.5 s" in w for w in s.warnings)
     # Later calls fail at once while the breaker is open.
@@ -44,7 +44,7 @@ def test_hanging_model_during_indexing_degrades_and_keeps_finished_batches(
     hung.release.set()
     # A later run with a working model fills in exactly what is missing.
     resumed = HashEmbedder()
-    s2 = ContextService(settings, store, counter, resumed).index(repo)
+    s2 = build_service(settings, store=store, tokens=counter, embedder=resumed).index(repo)
     assert s2.vectors == "complete" and s2.chunks_embedded == resumed.embedded
     chunks = store.reader("demo").table("chunks").to_arrow().column("content_hash").to_pylist()
     assert s2.chunks_embedded == len(set(chunks)) - 4
@@ -52,9 +52,8 @@ def test_hanging_model_during_indexing_degrades_and_keeps_finished_batches(
 
 def query_service(settings: Settings, counter: TiktokenCounter, query: object) -> ContextService:
     index_model = HashEmbedder()
-    return ContextService(
-        settings, LanceStore(settings.db_path), counter, index_model,
-        ledger=SessionLedger(settings.state_path), query_embedder=query,  # type: ignore[arg-type]
+    return build_service(
+        settings, tokens=counter, embedder=index_model, query_embedder=query,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -62,9 +61,8 @@ def test_hanging_query_model_answers_without_vectors_and_says_so(
     settings: Settings, counter: TiktokenCounter, repo: Path
 ) -> None:
     hung = HangingEmbedder(ok_calls=0)
-    service = query_service(settings, counter, None)
+    service = query_service(settings, counter, GuardedEmbedder(hung, timeout=0.3, cooldown=60))
     service.index(repo)
-    service.query_embedder = GuardedEmbedder(hung, timeout=0.3, cooldown=60)
     pack = service.context("demo", "where does the store write JSON", 1000)
     assert pack.items and pack.items[0].path == "app/store.py"
     assert any("could not be embedded" in d and "0.3 s" in d for d in pack.degraded)
@@ -89,7 +87,7 @@ async def test_readyz_names_a_paused_model(
 ) -> None:
     hung = HangingEmbedder(ok_calls=0)
     guarded = GuardedEmbedder(hung, timeout=0.2, cooldown=60)
-    service = ContextService(settings, LanceStore(settings.db_path), counter, guarded)
+    service = build_service(settings, tokens=counter, embedder=guarded)
     with pytest.raises(EmbedderStalled):
         guarded.embed(["x"])
     app = create_app(service, allowed_roots=[tmp_path])
@@ -102,7 +100,7 @@ async def test_readyz_names_a_paused_model(
 
 
 def test_store_writes_retry_with_backoff_then_fail_typed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lance, "WRITE_BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(lance_writer, "WRITE_BACKOFF_SECONDS", 0.01)
     calls: list[float] = []
 
     def flaky(fails: int) -> str:
@@ -111,11 +109,11 @@ def test_store_writes_retry_with_backoff_then_fail_typed(monkeypatch: pytest.Mon
             raise RuntimeError("lance error: LanceError(IO): Resource busy (os error 16)")
         return "ok"
 
-    assert lance.write("storing", lambda: flaky(2)) == "ok" and len(calls) == 3
+    assert lance_writer.write("storing", lambda: flaky(2)) == "ok" and len(calls) == 3
     assert calls[2] - calls[1] > calls[1] - calls[0]  # the backoff grows
     calls.clear()
     with pytest.raises(StoreError, match="storing failed after 3 attempts") as info:
-        lance.write("storing", lambda: flaky(10))
+        lance_writer.write("storing", lambda: flaky(10))
     assert info.value.retryable and "previous index version is intact" in info.value.hint
     calls.clear()
     for exc in (
@@ -124,7 +122,7 @@ def test_store_writes_retry_with_backoff_then_fail_typed(monkeypatch: pytest.Mon
         RuntimeError("LanceError(IO): Disk quota exceeded (os error 122)"),
     ):
         with pytest.raises(StoreError, match="disk is full"):
-            lance.write("x", lambda e=exc: (_ for _ in ()).throw(e))
+            lance_writer.write("x", lambda e=exc: (_ for _ in ()).throw(e))
 
 
 def _limited(limit: int) -> Callable[[], None]:

@@ -10,6 +10,7 @@ from conftest import git
 from fakes import FailingEmbedder, HashEmbedder
 
 from ctxsvc import indexing
+from ctxsvc.compose import build_service
 from ctxsvc.errors import IndexBusy, InvalidPath, ModelMismatch
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
@@ -101,7 +102,9 @@ def test_degraded_without_model_then_filled(
     settings: Settings, counter: TiktokenCounter, repo: Path
 ) -> None:
     store = LanceStore(settings.db_path)
-    degraded = ContextService(settings, store, counter, None, embedder_error="no model")
+    degraded = build_service(
+        settings, store=store, tokens=counter, vectors=False, embedder_error="no model"
+    )
     s = degraded.index(repo)
     assert s.vectors == "missing"
     assert any("vectors are missing" in w for w in s.warnings)
@@ -110,7 +113,7 @@ def test_degraded_without_model_then_filled(
     assert pack.items and any("vector" in d for d in pack.degraded)
 
     embedder = HashEmbedder()
-    s2 = ContextService(settings, store, counter, embedder).index(repo)
+    s2 = build_service(settings, store=store, tokens=counter, embedder=embedder).index(repo)
     assert s2.vectors == "complete"
     assert s2.files_indexed == 0 and s2.chunks_embedded == len(
         {c["content_hash"] for c in rows(degraded, "demo", "chunks")}
@@ -122,11 +125,13 @@ def test_embedder_failing_mid_run_keeps_finished_batches(
 ) -> None:
     monkeypatch.setattr(indexing, "EMBED_COMMIT_EVERY", 2)
     store = LanceStore(settings.db_path)
-    s = ContextService(settings, store, counter, FailingEmbedder(ok_calls=2)).index(repo)
+    s = build_service(
+        settings, store=store, tokens=counter, embedder=FailingEmbedder(ok_calls=2)
+    ).index(repo)
     assert s.vectors == "missing" and s.chunks_embedded == 4
     assert any("embedding failed after 4 chunks" in w for w in s.warnings)
     resumed = HashEmbedder()
-    s2 = ContextService(settings, store, counter, resumed).index(repo)
+    s2 = build_service(settings, store=store, tokens=counter, embedder=resumed).index(repo)
     assert s2.vectors == "complete"
     assert (
         s2.chunks_embedded
@@ -143,12 +148,14 @@ def test_model_change_needs_reembed(
     settings: Settings, counter: TiktokenCounter, repo: Path
 ) -> None:
     store = LanceStore(settings.db_path)
-    ContextService(settings, store, counter, HashEmbedder()).index(repo)
+    build_service(settings, store=store, tokens=counter, embedder=HashEmbedder()).index(repo)
     other = HashEmbedder(dimension=32, name="hash-32")
     with pytest.raises(ModelMismatch) as err:
-        ContextService(settings, store, counter, other).index(repo)
+        build_service(settings, store=store, tokens=counter, embedder=other).index(repo)
     assert "--reembed" in err.value.hint and not err.value.retryable
-    s = ContextService(settings, store, counter, other).index(repo, reembed=True)
+    s = build_service(settings, store=store, tokens=counter, embedder=other).index(
+        repo, reembed=True
+    )
     assert s.model == "hash-32" and s.chunks_embedded == other.embedded > 0
     assert store.reader("demo").meta.dimension == 32
 

@@ -29,10 +29,10 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from ctxsvc.api import create_app
 from ctxsvc.errors import StoreError
-from ctxsvc.mcp import serve_stdio
-from ctxsvc.mcp_tools import TOOLS
+from ctxsvc.http import create_app
+from ctxsvc.mcp.server import McpHttp, serve_stdio
+from ctxsvc.mcp.tools import TOOLS
 from ctxsvc.service import ContextService
 from ctxsvc.stores.locks import FileLock
 
@@ -251,7 +251,7 @@ async def app_client(
     service: ContextService, repo: Path, tmp_path: Path
 ) -> AsyncIterator[httpx2.AsyncClient]:
     service.index(repo)
-    app = create_app(service, token=TOKEN, allowed_roots=[tmp_path])
+    app = create_app(service, token=TOKEN, allowed_roots=[tmp_path], mounts=[McpHttp(service)])
     transport = httpx2.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),  # runs the MCP session manager, as uvicorn would

@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 
 from ctxsvc.errors import InvalidRequest, StoreCorrupt, StoreError
-from ctxsvc.models import Chunk, DeliveredSpan, Hit, span_hash
+from ctxsvc.models import Chunk, DeliveredSpan, Hit, WorkspaceEvent, span_hash
 from ctxsvc.sessions import split_already_sent
 from ctxsvc.stores import ledger as ledger_module
+from ctxsvc.stores.checkpoints import CheckpointStore
+from ctxsvc.stores.events import EventLog
 from ctxsvc.stores.ledger import SessionLedger
+from ctxsvc.stores.state import StateStore
 
 FILES = {
     "a.py": [f"a line {n}" for n in range(1, 41)],
@@ -90,7 +93,7 @@ def test_record_is_idempotent(db: Path) -> None:
 
 def test_wal_and_full_sync(db: Path) -> None:
     ledger = SessionLedger(db)
-    con = ledger._connection()
+    con = ledger.db.connection()
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert con.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
@@ -260,6 +263,37 @@ def test_locked_database_is_a_retryable_store_error(
         other.close()
     ledger.record("s", "demo", [span("a.py", 1, 2)])
     assert len(ledger.delivered("s", "demo")) == 1
+
+
+# -- the state store --------------------------------------------------------
+
+
+def test_state_store_shares_one_database(db: Path) -> None:
+    state = StateStore(db)
+    assert state.ledger.db is state.checkpoints.db is state.events.db
+    assert state.path == state.ledger.path == state.checkpoints.path == state.events.path == db
+    session = state.checkpoints.create_session("demo", "a task", workspace="ws")
+    state.ledger.record(session.id, "demo", [span("a.py", 1, 2)])
+    event = WorkspaceEvent(0, "ws", "demo", session.id, None, "agent", "decision", "use X", "")
+    stored, new = state.events.append(event)
+    con = state.db.connection()
+    for store in (state.ledger, state.checkpoints, state.events):
+        store.close()  # the state store's database is its own to close
+    assert state.db.connection() is con
+    state.close()
+    # Each store opens the file alone on a path, and sees the same data.
+    assert SessionLedger(db).delivered(session.id, "demo") == [span("a.py", 1, 2)]
+    assert CheckpointStore(db).find(session.id) == session
+    assert new and EventLog(db).events("ws") == [stored]
+
+
+def test_state_store_errors_name_the_file_or_the_store(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"this is not a sqlite database at all" * 200)
+    with pytest.raises(StoreCorrupt, match=r"the state database .* is damaged"):
+        StateStore(db)
+    with pytest.raises(StoreCorrupt, match=r"the session ledger .* is damaged"):
+        SessionLedger(db)
 
 
 # -- the already-sent rule --------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 from conftest import cli_env, run_cli
 from test_checkpoints import MESSAGES
 
+from ctxsvc.compose import build_service
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
 from ctxsvc.summarizer import ChatSummarizer
@@ -77,8 +78,8 @@ def endpoint() -> Iterator[Endpoint]:
 
 
 def with_llm(service: ContextService, url: str, timeout: float = 5.0) -> ContextService:
-    return ContextService(
-        service.settings, service.store, service.tokens, service.embedder, ledger=service.ledger,
+    return build_service(
+        service.settings, store=service.store, tokens=service.tokens, embedder=service.embedder,
         summarizer=ChatSummarizer(url, "test-model", "sk-test", timeout),
     )  # fmt: skip
 

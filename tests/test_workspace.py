@@ -11,10 +11,10 @@ import httpx
 import pytest
 from conftest import cli_env, run_cli
 
+from ctxsvc.drift import describe, index_events
 from ctxsvc.errors import InvalidRequest, NotFound
 from ctxsvc.models import Symbol
 from ctxsvc.service import ContextService
-from ctxsvc.workspace import describe, index_events
 
 
 def sym(path: str, qualname: str, signature: str, kind: str = "function") -> Symbol:
@@ -22,6 +22,13 @@ def sym(path: str, qualname: str, signature: str, kind: str = "function") -> Sym
         path=path, name=qualname.rsplit(".", 1)[-1], qualname=qualname, kind=kind,
         start_line=1, end_line=2, signature=signature,
     )  # fmt: skip
+
+
+def edit(path: str, content: str = "", tool: str = "edit_file") -> list[dict[str, Any]]:
+    """A transcript of one assistant message whose tool call edits ``path``."""
+    call = {"id": "1", "type": "function",
+            "function": {"name": tool, "arguments": json.dumps({"path": path})}}  # fmt: skip
+    return [{"role": "assistant", "content": content, "tool_calls": [call]}]
 
 
 # -- pure parts -------------------------------------------------------------------------
@@ -147,13 +154,7 @@ def test_reindex_detects_renames_and_warns_other_sessions(
     a = indexed.start_session("demo", "read the store", workspace="ws")
     editor = indexed.start_session("demo", "rename the store", workspace="ws")
     indexed.context("demo", QUERY, 2000, session_id=a.id)
-    indexed.write_checkpoint(
-        editor.id,
-        [{"role": "assistant", "content": "Renaming.", "tool_calls": [
-            {"id": "1", "type": "function",
-             "function": {"name": "edit_file", "arguments": json.dumps({"path": "app/store.py"})}},
-        ]}],
-    )  # fmt: skip
+    indexed.write_checkpoint(editor.id, edit("app/store.py", "Renaming."))
     store = repo / "app/store.py"
     store.write_text(store.read_text().replace("class Store", "class Repository"))
     indexed.index(repo)
@@ -179,13 +180,7 @@ def test_resume_lists_other_sessions_events_since_the_checkpoint(
     indexed.write_checkpoint(
         a.id, fields={"goal": "make Store.put atomic", "open_tasks": ["test app/store.py"]}
     )
-    indexed.write_checkpoint(
-        a.id,
-        [{"role": "assistant", "content": "", "tool_calls": [
-            {"id": "1", "type": "function",
-             "function": {"name": "edit_file", "arguments": json.dumps({"path": "app/store.py"})}},
-        ]}],
-    )  # fmt: skip
+    indexed.write_checkpoint(a.id, edit("app/store.py"))
     decision, _ = indexed.record_event(
         "ws", "we use ISO dates in every API response", kind="decision", session_id=b.id
     )
@@ -304,12 +299,8 @@ def test_cli_sessions_checkpoints_and_workspace_log(tmp_path: Path, repo: Path) 
 def test_odd_subjects_never_fail_a_checkpoint(indexed: ContextService) -> None:
     s = indexed.start_session("demo", "t", workspace="ws")
     long_path = "deep/" * 300 + "file.py"  # 1,507 characters: beyond what the log keeps
-    call = {"id": "1", "type": "function",
-            "function": {"name": "write_file", "arguments": json.dumps({"path": long_path})}}  # fmt: skip
     decision = "I decided to keep it because " + "x" * 3000
-    cp = indexed.write_checkpoint(
-        s.id, [{"role": "assistant", "content": decision, "tool_calls": [call]}]
-    )
+    cp = indexed.write_checkpoint(s.id, edit(long_path, decision, tool="write_file"))
     assert cp.number == 1
     logged = indexed.workspace_events("ws")
     assert all(len(e.text) <= 2000 and all(len(p) <= 1000 for p in e.paths) for e in logged)

@@ -19,9 +19,10 @@ from ctxsvc.bench.mining import MAX_FILES, mine
 from ctxsvc.bench.report import Report, build_report
 from ctxsvc.bench.runner import BUDGETS, SYSTEMS, NullProgress, Progress, check_systems, run_repo
 from ctxsvc.bench.tasks import Task, load_tasks
+from ctxsvc.catalog import repo_name_for
 from ctxsvc.errors import InvalidRequest, NoTasks
 from ctxsvc.limits import MAX_BUDGET
-from ctxsvc.service import ContextService, repo_name_for
+from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
 from ctxsvc.stores.locks import FileLock
 

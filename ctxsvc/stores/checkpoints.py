@@ -1,4 +1,4 @@
-"""Sessions and their checkpoints, in the SQLite file of the session ledger.
+"""Sessions and their checkpoints, in the state database (``ctxsvc.stores.state``).
 
 A checkpoint is written once, in one transaction, and never updated (a
 trigger refuses updates). Numbers run 1..n per session, assigned inside the
@@ -9,7 +9,6 @@ then: a retried request never creates a second one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from collections.abc import Sequence
@@ -18,19 +17,27 @@ from pathlib import Path
 from typing import Any
 
 from ctxsvc.errors import NotFound, StoreCorrupt
-from ctxsvc.models import Anchor, Checkpoint, Session, Summary, WorkspaceEvent
+from ctxsvc.limits import validate_session_id
+from ctxsvc.models import Stored, WorkspaceEvent
+from ctxsvc.records import Anchor, Checkpoint, Session, Summary
 from ctxsvc.stores.events import insert_event
-from ctxsvc.stores.ledger import MIGRATIONS, validate_session_id
-from ctxsvc.stores.sqlite import SqliteFile, check_idempotency_key, now, replayed
+from ctxsvc.stores.schema import StateTable
+from ctxsvc.stores.sqlite import Replay, check_idempotency_key, now, request_sha256
 
 _COLUMNS = "session_id, number, created_at, summary_json, transcript_json, idempotency_key, tokens"
+_LABEL = "the checkpoint store"
+_REPLAY = Replay(
+    query=f"SELECT {_COLUMNS}, request_sha256 FROM checkpoints"
+    " WHERE session_id = ? AND idempotency_key = ?",
+    kind="checkpoint",
+    describe=lambda row: f"(number {row[1]}) of this session",
+)
 
 
-class CheckpointStore(SqliteFile):
+class CheckpointStore(StateTable):
     """Durable sessions and checkpoints. Thread- and process-safe like the ledger."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, MIGRATIONS, "the checkpoint store")
+    label = _LABEL
 
     def create_session(
         self, repo: str, task: str, agent: str | None = None, workspace: str | None = None
@@ -40,7 +47,7 @@ class CheckpointStore(SqliteFile):
             id="s-" + secrets.token_hex(8), repo=repo, task=task, agent=agent,
             workspace=workspace, created_at=now(),
         )  # fmt: skip
-        with self._write() as con:
+        with self.db.write(_LABEL) as con:
             con.execute(
                 "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
                 (session.id, repo, task, agent, workspace, session.created_at),
@@ -50,9 +57,9 @@ class CheckpointStore(SqliteFile):
     def find(self, session_id: str) -> Session | None:
         """The session ``session_id``, or None."""
         validate_session_id(session_id)
-        with self._errors():
+        with self.db.errors(_LABEL):
             row = (
-                self._connection()
+                self.db.connection(_LABEL)
                 .execute("SELECT * FROM sessions WHERE id = ?", (session_id,))
                 .fetchone()
             )
@@ -60,9 +67,9 @@ class CheckpointStore(SqliteFile):
 
     def in_workspace(self, workspace: str) -> list[Session]:
         """The sessions of ``workspace``, oldest first."""
-        with self._errors():
+        with self.db.errors(_LABEL):
             rows = (
-                self._connection()
+                self.db.connection(_LABEL)
                 .execute(
                     "SELECT * FROM sessions WHERE workspace = ? ORDER BY created_at", (workspace,)
                 )
@@ -72,9 +79,9 @@ class CheckpointStore(SqliteFile):
 
     def has_workspaces(self, repo: str) -> bool:
         """Whether a session in some workspace works on ``repo``."""
-        with self._errors():
+        with self.db.errors(_LABEL):
             row = (
-                self._connection()
+                self.db.connection(_LABEL)
                 .execute(
                     "SELECT 1 FROM sessions WHERE repo = ? AND workspace IS NOT NULL LIMIT 1",
                     (repo,),
@@ -103,7 +110,7 @@ class CheckpointStore(SqliteFile):
         idempotency_key: str | None = None,
         fields: dict[str, Any] | None = None,
         events: Sequence[WorkspaceEvent] = (),
-    ) -> tuple[Checkpoint, bool]:
+    ) -> Stored[Checkpoint]:
         """Store the next checkpoint of ``session_id``; returns it and whether it is new.
 
         With an ``idempotency_key`` seen before in this session, nothing is
@@ -116,25 +123,12 @@ class CheckpointStore(SqliteFile):
         check_idempotency_key(idempotency_key)
         transcript_json = json.dumps(transcript, ensure_ascii=False, sort_keys=True)
         # What the client sent (transcript and explicit fields): a retry must match it.
-        request = hashlib.sha256(
-            (transcript_json + json.dumps(fields or {}, sort_keys=True)).encode(
-                "utf-8", "surrogatepass"
-            )
-        ).hexdigest()
+        request = request_sha256(transcript_json + json.dumps(fields or {}, sort_keys=True))
         summary_json = json.dumps({"summary": asdict(summary), "state": asdict(state)})
-        with self._write() as con:
-            if idempotency_key is not None:
-                replay = replayed(
-                    con,
-                    f"SELECT {_COLUMNS}, request_sha256 FROM checkpoints"
-                    " WHERE session_id = ? AND idempotency_key = ?",
-                    (session_id, idempotency_key),
-                    request,
-                    "checkpoint",
-                    lambda row: f"(number {row[1]}) of this session",
-                )
-                if replay is not None:
-                    return _checkpoint(replay, self.path), False
+        with self.db.write(_LABEL) as con:
+            replay = _REPLAY.find(con, session_id, idempotency_key, request)
+            if replay is not None:
+                return Stored(_checkpoint(replay, self.path), False)
             number = con.execute(
                 "SELECT COALESCE(MAX(number), 0) + 1 FROM checkpoints WHERE session_id = ?",
                 (session_id,),
@@ -149,38 +143,26 @@ class CheckpointStore(SqliteFile):
             )
             for event in events:
                 insert_event(con, event)
-        return _checkpoint(row, self.path), True
+        return Stored(_checkpoint(row, self.path), True)
 
     def get(self, session_id: str, number: int | None = None) -> Checkpoint | None:
         """Checkpoint ``number`` (the latest when None) of the session, if any."""
         self.session(session_id)
-        with self._errors():
-            if number is None:
-                row = (
-                    self._connection()
-                    .execute(
-                        f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ?"
-                        " ORDER BY number DESC LIMIT 1",
-                        (session_id,),
-                    )
-                    .fetchone()
-                )
-            else:
-                row = (
-                    self._connection()
-                    .execute(
-                        f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ? AND number = ?",
-                        (session_id, number),
-                    )
-                    .fetchone()
-                )
+        select = f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ?"
+        args: tuple[object, ...]
+        if number is None:
+            query, args = select + " ORDER BY number DESC LIMIT 1", (session_id,)
+        else:
+            query, args = select + " AND number = ?", (session_id, number)
+        with self.db.errors(_LABEL):
+            row = self.db.connection(_LABEL).execute(query, args).fetchone()
         return None if row is None else _checkpoint(row, self.path)
 
     def get_by_key(self, session_id: str, idempotency_key: str) -> Checkpoint | None:
         """The checkpoint written with ``idempotency_key`` in the session, if any."""
-        with self._errors():
+        with self.db.errors(_LABEL):
             row = (
-                self._connection()
+                self.db.connection(_LABEL)
                 .execute(
                     f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ? AND idempotency_key = ?",
                     (session_id, idempotency_key),
@@ -192,9 +174,9 @@ class CheckpointStore(SqliteFile):
     def list(self, session_id: str) -> list[Checkpoint]:
         """Every checkpoint of the session, by number."""
         self.session(session_id)
-        with self._errors():
+        with self.db.errors(_LABEL):
             rows = (
-                self._connection()
+                self.db.connection(_LABEL)
                 .execute(
                     f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ? ORDER BY number",
                     (session_id,),

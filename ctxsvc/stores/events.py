@@ -1,4 +1,4 @@
-"""The shared log of workspaces, in the SQLite file of the session ledger.
+"""The shared log of workspaces, in the state database (``ctxsvc.stores.state``).
 
 Sessions working in one workspace (parallel agents on one codebase) append
 events to one log: decisions, renames, removals, edits. The log is append
@@ -11,19 +11,18 @@ already warned about, so a warning is given once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from ctxsvc.errors import InvalidRequest
-from ctxsvc.models import EVENT_KINDS, WorkspaceEvent
-from ctxsvc.stores.ledger import MIGRATIONS, validate_session_id
-from ctxsvc.stores.sqlite import SqliteFile, check_idempotency_key, now, replayed
+from ctxsvc.limits import validate_session_id
+from ctxsvc.models import EVENT_KINDS, Stored, WorkspaceEvent
+from ctxsvc.stores.schema import StateTable
+from ctxsvc.stores.sqlite import Replay, check_idempotency_key, now, request_sha256
 
 SOURCES = ("agent", "checkpoint", "index")
 MAX_TEXT = 2000
@@ -34,17 +33,23 @@ _COLUMNS = (
     " paths_json, symbols_json, new_path, new_symbol"
 )
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_LABEL = "the workspace log"
+_REPLAY = Replay(
+    query=f"SELECT {_COLUMNS}, request_sha256 FROM workspace_events"
+    " WHERE workspace IS ? AND idempotency_key = ?",
+    kind="event",
+    describe=lambda row: f"(seq {row[0]}) of this workspace",
+)
 
 
-class EventLog(SqliteFile):
+class EventLog(StateTable):
     """Append and read workspace events. Thread- and process-safe like the ledger."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, MIGRATIONS, "the workspace log")
+    label = _LABEL
 
     def append(
         self, event: WorkspaceEvent, idempotency_key: str | None = None
-    ) -> tuple[WorkspaceEvent, bool]:
+    ) -> Stored[WorkspaceEvent]:
         """Store ``event`` (its ``seq`` and ``created_at`` are assigned here).
 
         Returns the stored event and whether it is new: with an
@@ -54,27 +59,18 @@ class EventLog(SqliteFile):
         """
         _check(event)
         check_idempotency_key(idempotency_key)
-        request = hashlib.sha256(
+        request = request_sha256(
             json.dumps(
                 {k: v for k, v in asdict(event).items() if k not in ("seq", "created_at")},
                 sort_keys=True,
-            ).encode("utf-8", "surrogatepass")
-        ).hexdigest()
-        with self._write() as con:
-            if idempotency_key is not None:
-                replay = replayed(
-                    con,
-                    f"SELECT {_COLUMNS}, request_sha256 FROM workspace_events"
-                    " WHERE workspace IS ? AND idempotency_key = ?",
-                    (event.workspace, idempotency_key),
-                    request,
-                    "event",
-                    lambda row: f"(seq {row[0]}) of this workspace",
-                )
-                if replay is not None:
-                    return _event(replay), False
+            )
+        )
+        with self.db.write(_LABEL) as con:
+            replay = _REPLAY.find(con, event.workspace, idempotency_key, request)
+            if replay is not None:
+                return Stored(_event(replay), False)
             stored = insert_event(con, event, idempotency_key, request)
-        return stored, True
+        return Stored(stored, True)
 
     def events(
         self,
@@ -92,9 +88,9 @@ class EventLog(SqliteFile):
         where = "(workspace = ?" + (
             f" OR (workspace IS NULL AND repo IN ({marks})))" if repos else ")"
         )
-        with self._errors():
+        with self.db.errors(_LABEL):
             rows = (
-                self._connection()
+                self.db.connection(_LABEL)
                 .execute(
                     f"SELECT {_COLUMNS} FROM workspace_events WHERE {where} AND seq > ?"
                     " AND created_at > ? ORDER BY seq LIMIT ?",
@@ -107,8 +103,8 @@ class EventLog(SqliteFile):
     def warned(self, session_id: str) -> set[int]:
         """The events ``session_id`` was already warned about."""
         validate_session_id(session_id)
-        with self._errors():
-            rows = self._connection().execute(
+        with self.db.errors(_LABEL):
+            rows = self.db.connection(_LABEL).execute(
                 "SELECT seq FROM drift_warned WHERE session_id = ?", (session_id,)
             )
             return {r[0] for r in rows}
@@ -117,7 +113,7 @@ class EventLog(SqliteFile):
         """Remember that ``session_id`` was warned about ``seqs`` (idempotent)."""
         rows = [(session_id, s) for s in set(seqs)]
         if rows:
-            with self._write() as con:
+            with self.db.write(_LABEL) as con:
                 con.executemany("INSERT OR IGNORE INTO drift_warned VALUES (?, ?)", rows)
 
 

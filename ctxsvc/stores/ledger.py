@@ -1,129 +1,43 @@
 """The session ledger: which spans of which files each agent session received.
 
-One SQLite file (stdlib ``sqlite3``) holds it, in WAL mode with
-``synchronous=FULL``: a ``record`` that returned is on disk and survives a
-crash or a power loss, readers never block the writer, and several service
-processes can share the file (writers queue on ``busy_timeout`` instead of
-failing). The schema is versioned in a ``meta`` table and grows by appending
-to ``MIGRATIONS``, so other stores (checkpoints) can add their tables to the
-same file.
+Its table lives in the state database (``ctxsvc.stores.state``), one SQLite
+file in WAL mode with ``synchronous=FULL``: a ``record`` that returned is on
+disk and survives a crash or a power loss, readers never block the writer,
+and several service processes can share the file (writers queue on
+``busy_timeout`` instead of failing). The schema is in
+``ctxsvc.stores.schema``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from pathlib import Path
 
 from ctxsvc.errors import InvalidRequest
-from ctxsvc.models import DeliveredSpan, SessionSummary
-from ctxsvc.stores.sqlite import BUSY_TIMEOUT_MS, SqliteFile
+from ctxsvc.limits import validate_session_id
+from ctxsvc.models import DeliveredSpan
+from ctxsvc.records import SessionSummary
+from ctxsvc.stores.schema import SCHEMA_VERSION, StateTable
+from ctxsvc.stores.sqlite import BUSY_TIMEOUT_MS, now
 
-__all__ = ["BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "SessionLedger"]
-_SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+__all__ = ["BUSY_TIMEOUT_MS", "SCHEMA_VERSION", "SessionLedger"]
+
+_LABEL = "the session ledger"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
-# MIGRATIONS[i] takes the file from schema version i to i + 1. Append only:
-# a released step is never edited, so every older file upgrades the same way.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE deliveries (
-        session_id   TEXT    NOT NULL,
-        repo         TEXT    NOT NULL,
-        path         TEXT    NOT NULL,
-        start_line   INTEGER NOT NULL,
-        end_line     INTEGER NOT NULL,
-        content_hash TEXT    NOT NULL,
-        tokens       INTEGER NOT NULL,
-        delivered_at TEXT    NOT NULL,
-        PRIMARY KEY (session_id, repo, path, start_line, end_line, content_hash)
-    );
-    CREATE INDEX deliveries_repo ON deliveries (repo, session_id);
-    """,
-    # Sessions and their checkpoints (ctxsvc.stores.checkpoints). A checkpoint
-    # is never updated: (session_id, number) is written once.
-    """
-    CREATE TABLE sessions (
-        id          TEXT PRIMARY KEY,
-        repo        TEXT NOT NULL,
-        task        TEXT NOT NULL,
-        agent       TEXT,
-        workspace   TEXT,
-        created_at  TEXT NOT NULL
-    );
-    CREATE INDEX sessions_workspace ON sessions (workspace);
-    CREATE TABLE checkpoints (
-        session_id      TEXT    NOT NULL REFERENCES sessions (id),
-        number          INTEGER NOT NULL,
-        created_at      TEXT    NOT NULL,
-        summary_json    TEXT    NOT NULL,
-        transcript_json TEXT    NOT NULL,
-        idempotency_key TEXT,
-        request_sha256  TEXT    NOT NULL,
-        tokens          INTEGER NOT NULL,
-        PRIMARY KEY (session_id, number),
-        UNIQUE (session_id, idempotency_key)
-    );
-    CREATE TRIGGER checkpoints_immutable BEFORE UPDATE ON checkpoints
-    BEGIN SELECT RAISE(ABORT, 'checkpoints are immutable'); END
-    """,
-    # The shared log of workspaces (ctxsvc.stores.events), append only, and
-    # which events each session was already warned about.
-    """
-    CREATE TABLE workspace_events (
-        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-        workspace       TEXT,
-        repo            TEXT,
-        session_id      TEXT,
-        agent           TEXT,
-        source          TEXT NOT NULL,
-        kind            TEXT NOT NULL,
-        text            TEXT NOT NULL,
-        created_at      TEXT NOT NULL,
-        paths_json      TEXT NOT NULL,
-        symbols_json    TEXT NOT NULL,
-        new_path        TEXT,
-        new_symbol      TEXT,
-        idempotency_key TEXT,
-        request_sha256  TEXT,
-        UNIQUE (workspace, idempotency_key)
-    );
-    CREATE INDEX workspace_events_ws ON workspace_events (workspace, seq);
-    CREATE INDEX workspace_events_repo ON workspace_events (repo, seq);
-    CREATE TRIGGER workspace_events_immutable BEFORE UPDATE ON workspace_events
-    BEGIN SELECT RAISE(ABORT, 'workspace events are immutable'); END;
-    CREATE TABLE drift_warned (
-        session_id TEXT    NOT NULL,
-        seq        INTEGER NOT NULL,
-        PRIMARY KEY (session_id, seq)
-    )
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
-
-def validate_session_id(session_id: str) -> str:
-    """``session_id`` if valid, else ``InvalidRequest``."""
-    if not isinstance(session_id, str) or not _SESSION_ID.match(session_id):
-        raise InvalidRequest(
-            f"invalid session id {session_id!r}",
-            hint="use 1 to 128 letters, digits, '.', '_', ':' or '-'",
-        )
-    return session_id
-
-
-class SessionLedger(SqliteFile):
+class SessionLedger(StateTable):
     """Durable record of the spans delivered to each (session, repository).
 
-    Safe to share between threads (each thread gets its own connection) and
-    between processes (SQLite file locks). Every method raises ``StoreError``
-    (retryable) when the file is locked for too long or I/O fails, and
-    ``StoreCorrupt`` when the file is damaged or written by a newer ctxsvc.
+    Works on ``db``, the state database a ``StateStore`` shares, or opens its
+    own on a path. Safe to share between threads (each thread gets its own
+    connection) and between processes (SQLite file locks). Every method raises
+    ``StoreError`` (retryable) when the file is locked for too long or I/O
+    fails, and ``StoreCorrupt`` when the file is damaged or written by a newer
+    ctxsvc.
     """
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, MIGRATIONS, "the session ledger")
+    label = _LABEL
 
     # -- public API ---------------------------------------------------------
 
@@ -137,12 +51,12 @@ class SessionLedger(SqliteFile):
         _check_repo(repo)
         for span in spans:
             _check_span(span)
-        now = datetime.now(UTC).isoformat(timespec="microseconds")
+        at = now()
         rows = [
-            (session_id, repo, s.path, s.start_line, s.end_line, s.content_hash, s.tokens, now)
+            (session_id, repo, s.path, s.start_line, s.end_line, s.content_hash, s.tokens, at)
             for s in spans
         ]
-        with self._write() as con:
+        with self.db.write(_LABEL) as con:
             con.executemany(
                 "INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (session_id, repo, path, start_line, end_line, content_hash)"
@@ -154,8 +68,8 @@ class SessionLedger(SqliteFile):
     def delivered(self, session_id: str, repo: str) -> list[DeliveredSpan]:
         """Every span ``session_id`` received from ``repo``, by path and line."""
         validate_session_id(session_id)
-        with self._errors():
-            rows = self._connection().execute(
+        with self.db.errors(_LABEL):
+            rows = self.db.connection(_LABEL).execute(
                 "SELECT path, start_line, end_line, content_hash, tokens FROM deliveries"
                 " WHERE session_id = ? AND repo = ?"
                 " ORDER BY path, start_line, end_line, delivered_at",
@@ -166,8 +80,8 @@ class SessionLedger(SqliteFile):
     def last_received(self, session_id: str, repo: str) -> dict[str, str]:
         """Each path ``session_id`` received from ``repo``, and when it last did."""
         validate_session_id(session_id)
-        with self._errors():
-            rows = self._connection().execute(
+        with self.db.errors(_LABEL):
+            rows = self.db.connection(_LABEL).execute(
                 "SELECT path, MAX(delivered_at) FROM deliveries"
                 " WHERE session_id = ? AND repo = ? GROUP BY path",
                 (session_id, repo),
@@ -177,7 +91,7 @@ class SessionLedger(SqliteFile):
     def forget(self, session_id: str, repo: str | None = None) -> int:
         """Drop what ``session_id`` received (from ``repo`` only, if given); rows removed."""
         validate_session_id(session_id)
-        with self._write() as con:
+        with self.db.write(_LABEL) as con:
             if repo is None:
                 cur = con.execute("DELETE FROM deliveries WHERE session_id = ?", (session_id,))
             else:
@@ -190,8 +104,8 @@ class SessionLedger(SqliteFile):
     def sessions(self, repo: str | None = None) -> list[SessionSummary]:
         """One summary per (session, repository), most recently active first."""
         where, args = ("WHERE repo = ?", (repo,)) if repo is not None else ("", ())
-        with self._errors():
-            rows = self._connection().execute(
+        with self.db.errors(_LABEL):
+            rows = self.db.connection(_LABEL).execute(
                 "SELECT session_id, repo, COUNT(*), SUM(tokens),"
                 " MIN(delivered_at), MAX(delivered_at)"
                 f" FROM deliveries {where} GROUP BY session_id, repo"

@@ -1,4 +1,4 @@
-"""One SQLite file shared by the stores of session state (ledger, checkpoints).
+"""One SQLite file shared by the stores of session state (ledger, checkpoints, events).
 
 WAL mode with ``synchronous=FULL``: a transaction that committed is on disk
 and survives a crash or a power loss, readers never block the writer, and
@@ -6,17 +6,19 @@ several service processes can share the file (writers queue on
 ``busy_timeout`` instead of failing). SQLite rather than a server or a log of
 JSON files: it is in the standard library, transactional, and one file in
 ``CTXSVC_HOME``. The schema is versioned in a ``meta`` table and grows by
-appending to one tuple of migrations, so every store opening the file upgrades
-it the same way.
+appending to one tuple of migrations (``ctxsvc.stores.schema``), so every
+store opening the file upgrades it the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,28 +37,43 @@ def check_idempotency_key(key: str | None) -> None:
         )
 
 
-def replayed(
-    con: sqlite3.Connection,
-    query: str,
-    args: Sequence[object],
-    request: str,
-    kind: str,
-    describe: Callable[[tuple[Any, ...]], str],
-) -> tuple[Any, ...] | None:
-    """The row an idempotency key stored (``query``'s last column, the request hash, cut off).
+def request_sha256(text: str) -> str:
+    """The hash an idempotent write stores of its request, to tell a retry from a reuse."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
-    None when the key is new. The same key with another request (another hash)
-    is refused, naming the stored ``kind`` of record with ``describe(row)``.
+
+@dataclass(frozen=True)
+class Replay:
+    """How a store finds the record an idempotency key stored.
+
+    ``query`` selects the record's columns then its request hash, by a scope
+    (the session, the workspace) and the key. ``kind`` and ``describe(row)``
+    name the record when a key is reused for another request.
     """
-    row = con.execute(query, tuple(args)).fetchone()
-    if row is None:
-        return None
-    if row[-1] != request:
-        raise InvalidRequest(
-            f"Idempotency-Key {args[-1]!r} was used for another {kind} {describe(row)}",
-            hint=f"send a new key for a new {kind}",
-        )
-    return tuple(row[:-1])
+
+    query: str
+    kind: str
+    describe: Callable[[tuple[Any, ...]], str]
+
+    def find(
+        self, con: sqlite3.Connection, scope: object, key: str | None, request: str
+    ) -> tuple[Any, ...] | None:
+        """The record ``key`` stored in ``scope`` (its request hash cut off).
+
+        None without a key or when the key is new. The same key with another
+        request (another hash) is refused.
+        """
+        if key is None:
+            return None
+        row = con.execute(self.query, (scope, key)).fetchone()
+        if row is None:
+            return None
+        if row[-1] != request:
+            raise InvalidRequest(
+                f"Idempotency-Key {key!r} was used for another {self.kind} {self.describe(row)}",
+                hint=f"send a new key for a new {self.kind}",
+            )
+        return tuple(row[:-1])
 
 
 def now() -> str:
@@ -67,9 +84,11 @@ def now() -> str:
 class SqliteFile:
     """Per-thread connections to one SQLite file, explicit transactions, migrations.
 
-    ``migrations[i]`` takes the file from schema version i to i + 1. ``label``
-    names the store in error messages ("the session ledger"). Every failure is
-    raised as ``StoreError`` (retryable) or ``StoreCorrupt``.
+    ``migrations[i]`` takes the file from schema version i to i + 1; opening
+    applies the missing ones. ``label`` names the file in error messages ("the
+    state database"); the stores sharing it pass their own ("the session
+    ledger") to :meth:`connection`, :meth:`write` and :meth:`errors`. Every
+    failure is raised as ``StoreError`` (retryable) or ``StoreCorrupt``.
     """
 
     def __init__(self, path: Path, migrations: Sequence[str], label: str) -> None:
@@ -86,19 +105,19 @@ class SqliteFile:
         self._migrate()
 
     def close(self) -> None:
-        """Close every thread's connection; the store must not be used after."""
+        """Close every thread's connection; the file must not be used after."""
         with self._lock:
             for con in self._connections:
                 con.close()
             self._connections.clear()
         self._local = threading.local()
 
-    def _connection(self) -> sqlite3.Connection:
+    def connection(self, label: str | None = None) -> sqlite3.Connection:
+        """This thread's connection (in autocommit mode: transactions are explicit)."""
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
         if con is not None:
             return con
-        with self._errors():
-            # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE below).
+        with self.errors(label):
             # check_same_thread is off only so that close() may run anywhere.
             con = sqlite3.connect(
                 self.path,
@@ -126,10 +145,13 @@ class SqliteFile:
         return con
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, committed when the block ends without error."""
-        con = self._connection()
-        with self._errors():
+    def write(self, label: str | None = None) -> Iterator[sqlite3.Connection]:
+        """A write transaction, committed when the block ends without error.
+
+        sqlite3 failures in the block are translated like :meth:`errors`.
+        """
+        con = self.connection(label)
+        with self.errors(label):
             # IMMEDIATE takes the write lock up front, where busy_timeout applies;
             # upgrading a read transaction later can fail at once with SQLITE_BUSY.
             con.execute("BEGIN IMMEDIATE")
@@ -141,9 +163,18 @@ class SqliteFile:
                     con.execute("ROLLBACK")
                 raise
 
+    @contextmanager
+    def errors(self, label: str | None = None) -> Iterator[None]:
+        """Translate sqlite3 failures into the ctxsvc hierarchy, naming ``label``
+        (by default this file's own label)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, label or self.label) from exc
+
     def _migrate(self) -> None:
         latest = len(self._migrations)
-        with self._write() as con:
+        with self.write() as con:
             con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             try:
@@ -163,14 +194,6 @@ class SqliteFile:
                 for statement in _statements(script):
                     con.execute(statement)
             con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(latest),))
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Translate sqlite3 failures into the ctxsvc hierarchy."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path, self.label) from exc
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ctxsvc.errors import CtxError
+from ctxsvc.http.observability import bind, context, unbind
 from ctxsvc.indexing import Reporter
 from ctxsvc.models import IndexSummary
-from ctxsvc.observability import bind, context, unbind
 
 log = logging.getLogger("ctxsvc.jobs")
 

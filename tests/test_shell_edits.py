@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ctxsvc.commands import effects
+from ctxsvc.shell_edits import effects
 
 CASES = [
     ("cd /testbed && sed -i '889s/a = 1/a = 2/' ./pkg/mod.py 2>/dev/null", [("./pkg/mod.py", "write", (889,))]),

@@ -1,9 +1,9 @@
 """The endpoints of the HTTP API as calls, and what they answer, as dataclasses.
 
-One function per endpoint builds its :class:`~ctxsvc.client_core.Call`: the
+One function per endpoint builds its :class:`~ctxsvc.client.core.Call`: the
 request, how to read the answer (:func:`decode` into the frozen dataclasses of
 ``ctxsvc.models``, or the few shapes only the API has, defined here) and
-whether it is replay-safe. ``ctxsvc.client`` sends them, sync or async.
+whether it is replay-safe. The clients send them, sync or async.
 """
 
 from __future__ import annotations
@@ -19,84 +19,21 @@ from urllib.parse import quote
 
 import httpx
 
-from ctxsvc.client_core import Call, make_error
+from ctxsvc.client.core import Call, make_error
 from ctxsvc.errors import IndexBusy
 from ctxsvc.models import (
-    Checkpoint,
     ContextPack,
+    FileLines,
     IndexSummary,
-    Reference,
+    RepoInfo,
     RepoStatus,
-    Resume,
-    Session,
-    Symbol,
+    SearchResult,
+    SymbolUses,
     WorkspaceEvent,
 )
+from ctxsvc.records import Checkpoint, Resume, Session
 
 # -- what only the API answers -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileScore:
-    path: str
-    score: float
-
-
-@dataclass(frozen=True)
-class SymbolScore:
-    symbol: Symbol
-    score: float
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """Ranked files and symbols with their scores (``POST /v1/search``)."""
-
-    repo: str
-    query: str
-    files: tuple[FileScore, ...]
-    symbols: tuple[SymbolScore, ...]
-    degraded: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class RepoInfo:
-    """One index served by the server (``GET /v1/repos``)."""
-
-    name: str
-    root: str
-    commit: str | None
-    indexed_at: str
-    generation: int
-    vectors: str
-    model: str | None
-    stats: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SymbolUses:
-    """Definitions of a name and references to it (``GET /v1/repos/{name}/symbols``)."""
-
-    repo: str
-    name: str
-    definitions: tuple[Symbol, ...]
-    references: tuple[Reference, ...]
-    total_definitions: int
-    total_references: int
-
-
-@dataclass(frozen=True)
-class FileLines:
-    """Lines of an indexed file, as indexed (``GET /v1/repos/{name}/files/{path}``)."""
-
-    repo: str
-    path: str
-    start_line: int
-    end_line: int
-    total_lines: int
-    tokens: int
-    content_hash: str
-    text: str
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ import fnmatch
 from collections.abc import Sequence
 
 from ctxsvc.errors import InvalidRequest
-from ctxsvc.limits import MAX_PATTERNS
+from ctxsvc.limits import MAX_PATTERNS, validate_session_id
 from ctxsvc.models import Chunk, DeliveredSpan, Hit, Symbol
 from ctxsvc.packing import Block, snippet
 from ctxsvc.sessions import split_already_sent
-from ctxsvc.stores.ledger import SessionLedger, validate_session_id
+from ctxsvc.stores.ledger import SessionLedger
 from ctxsvc.view import RepoView
 
 DETAILS = ("snippets", "skeleton", "map", "full")

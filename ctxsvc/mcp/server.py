@@ -1,7 +1,7 @@
 """The MCP adapter: ctxsvc's tools for coding agents, over stdio or streamable HTTP.
 
 Like the CLI and the HTTP API, it only parses, calls the service and renders
-(the tools are in ``ctxsvc.mcp_tools``). A tool's result is the HTTP API's
+(the tools are in ``ctxsvc.mcp.tools``). A tool's result is the HTTP API's
 data as ``structuredContent``, described by the tool's output schema, plus
 text for the model. A :class:`CtxError` comes back as a tool error
 (``isError``) whose first line names the code and says whether retrying can
@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from ctxsvc.errors import CtxError
-from ctxsvc.mcp_tools import INSTRUCTIONS, TOOLS, Tool, ToolContext
+from ctxsvc.mcp.tools import INSTRUCTIONS, TOOLS, Tool, ToolContext
 from ctxsvc.service import ContextService
 
 log = logging.getLogger("ctxsvc.mcp")
@@ -196,7 +196,7 @@ def _stdout_on_stderr() -> Iterator[None]:
 
 
 class McpHttp:
-    """The ``/mcp`` endpoint of the HTTP API: streamable HTTP, stateless, JSON responses.
+    """MCP over streamable HTTP, stateless, JSON responses; the CLI mounts it at ``/mcp``.
 
     Stateless because every tool is one request and one answer (ctxsvc's own
     sessions are a tool argument), so no MCP session outlives a request and any
@@ -211,6 +211,7 @@ class McpHttp:
         )
         self.allowed_origins = frozenset(allowed_origins)
         self.started = False
+        self.path = "/mcp"
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -21,10 +21,12 @@ import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
-from ctxsvc.checkpoints import signature_key
 from ctxsvc.models import DriftWarning, Symbol, WorkspaceEvent
 from ctxsvc.packing import capped_list
+from ctxsvc.stores.events import MAX_SUBJECT_CHARS, MAX_SUBJECTS
+from ctxsvc.summaries import signature_key
 from ctxsvc.tokens import TokenCounter
 
 MAX_WARNINGS = 20
@@ -191,6 +193,29 @@ class Seen:
     last_received: Mapping[str, str]  # path -> when the session last received it
     edited: Collection[str]  # paths the session itself edited (its checkpoints, its events)
     warned: Collection[int]  # events it was already warned about
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What a session saw, and the workspace events since it started (or since a checkpoint)."""
+
+    seen: Seen
+    events: list[WorkspaceEvent]
+
+
+class DriftSource(Protocol):
+    """Where drift comes from: the workspace log, as the query side and agent memory use it."""
+
+    def watch(self, session_id: str, repo: str, since: str | None = None) -> Watch | None:
+        """What ``session_id`` saw of ``repo`` and the events since; None outside a workspace."""
+
+    def mark_warned(self, session_id: str, seqs: Iterable[int]) -> None:
+        """Remember that the session was warned of these events."""
+
+
+def subjects(items: Sequence[str]) -> tuple[str, ...]:
+    """``items`` within the log's bounds, so that an odd path never fails a write."""
+    return tuple(i for i in items if 0 < len(i) <= MAX_SUBJECT_CHARS)[:MAX_SUBJECTS]
 
 
 def drift(

@@ -3,21 +3,34 @@
 Each tool takes the HTTP API's argument names, described for a model to read,
 calls :class:`ContextService` once and returns an :class:`Answer`: text for the
 model (code under ``## path`` headings, in fences) and the same data as the
-HTTP API. ``ctxsvc.mcp`` serves them; nothing here knows about transports.
+HTTP API. ``ctxsvc.mcp.server`` serves them; nothing here knows about transports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, create_model
 
-from ctxsvc.api_models import FileScore, SearchResponse, SymbolScore, Text
 from ctxsvc.errors import InvalidRequest
-from ctxsvc.limits import MAX_BUDGET, MAX_PATTERNS, MAX_QUERY_CHARS
-from ctxsvc.models import Checkpoint, ContextPack, IndexSummary, RepoStatus, Resume, Session
+from ctxsvc.models import ContextPack, IndexSummary, RepoStatus, SearchResult
+from ctxsvc.records import Checkpoint, Resume, Session
+from ctxsvc.schemas import (
+    REPO_DOC,
+    CheckpointCall,
+    ContextRequest,
+    DecisionRequest,
+    ExpandRequest,
+    MapRequest,
+    RepoRef,
+    RepoRequest,
+    Request,
+    ResumeRequest,
+    SearchRequest,
+    SessionRequest,
+)
 from ctxsvc.service import ContextService
 
 INSTRUCTIONS = """\
@@ -28,156 +41,25 @@ as left out. After editing files, call refresh. For long tasks, start_session on
 its id as session_id everywhere: code already sent is not repeated, and write_checkpoint, \
 record_decision and resume_session keep your working memory across context resets."""
 
-# -- arguments ---------------------------------------------------------------------
+# -- arguments: the HTTP API's request models ------------------------------------------
 
 
-_SESSION = r"^[A-Za-z0-9._:-]{1,128}$"
-RepoName = Annotated[Text, Field(min_length=1, max_length=4096, pattern=r"^[^~]")]
-REPO_DOC = "Index name or root directory of an indexed repository (index_status lists them)."
-Query = Annotated[
-    Text,
-    Field(
-        min_length=1,
-        max_length=MAX_QUERY_CHARS,
-        pattern=r"^\s*\S",
-        description="The task or question in words: what you want to do or understand, an error "
-        "message, names of functions, classes or files you know.",
-    ),
-]
-SessionId = Annotated[
-    str,
-    Field(
-        pattern=_SESSION,
-        description="A session id from start_session (any 1-128 of A-Z a-z 0-9 . _ : - also "
-        "works for get_context and expand).",
-    ),
-]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-Glob = Annotated[Text, Field(min_length=1, max_length=256)]
-Item = Annotated[Text, Field(min_length=1, max_length=2000)]
-IdempotencyKey = Annotated[
-    str,
-    Field(
-        pattern=r"^[\x21-\x7e]{1,255}$",
-        description="Any unique printable string: a retry with the same key returns the "
-        "checkpoint written the first time and never writes a second one.",
-    ),
-]
+def _repo_optional(model: type[Request]) -> type[Request]:
+    """``model`` with ``repo`` optional: a server with a default repository fills it in.
+
+    A tool's function is typed with ``model`` itself (the variant is its
+    subclass): only ``repo`` may then be None, and ``ToolContext.repo`` takes that.
+    """
+    field: Any = (RepoRef | None, Field(None, description=REPO_DOC))
+    return create_model(model.__name__, __base__=model, repo=field)
 
 
-def _budget(default: int, what: str, low: int = 1) -> Any:
-    return Field(default, ge=low, le=MAX_BUDGET, description=f"Most tokens (cl100k_base) {what}.")
-
-
-class _Args(BaseModel):
-    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
-
-
-class ContextArgs(_Args):
-    repo: RepoName | None = Field(None, description=REPO_DOC)
-    query: Query
-    budget_tokens: int = _budget(8000, "of context to return, headings and fences included")
-    detail: Literal["snippets", "skeleton", "map", "full"] = Field(
-        "snippets",
-        description="How much of each file: 'map' (ranked files with their key symbols, cheapest), "
-        "'skeleton' (signatures and docstrings), 'snippets' (the relevant functions and "
-        "sections), 'full' (whole files).",
-    )
-    session_id: SessionId | None = Field(
-        None, description="Code this session already received unchanged is not sent again."
-    )
-    include: Annotated[list[Glob], Field(max_length=MAX_PATTERNS)] | None = Field(
-        None, description="Only paths matching one of these globs, e.g. ['src/*', '*.py']."
-    )
-    exclude: Annotated[list[Glob], Field(max_length=MAX_PATTERNS)] | None = Field(
-        None, description="Never paths matching one of these globs, e.g. ['tests/*']."
-    )
-    refresh: bool = Field(False, description="Re-index files changed on disk first.")
-
-
-class SearchArgs(_Args):
-    repo: RepoName | None = Field(None, description=REPO_DOC)
-    query: Query
-    limit: int = Field(20, ge=1, le=200, description="Most files and most symbols to list.")
-
-
-class ExpandArgs(_Args):
-    repo: RepoName | None = Field(None, description=REPO_DOC)
-    symbol: Annotated[Text, Field(min_length=1, max_length=512)] | None = Field(
-        None, description="A definition's qualified name ('Store.get') or name ('get')."
-    )
-    path: Annotated[Text, Field(min_length=1, max_length=4096)] | None = Field(
-        None, description="A repository-relative file path, as in the '## path' headings."
-    )
-    start_line: int | None = Field(None, ge=1, description="First line (with path; 1-based).")
-    end_line: int | None = Field(None, ge=1, description="Last line, inclusive (with path).")
-    budget_tokens: int = _budget(4000, "to return")
-    callers: bool = Field(False, description="Also the code that calls or uses the symbol.")
-    callees: bool = Field(False, description="Also the definitions the symbol calls.")
-    session_id: SessionId | None = Field(None, description="Record what is sent in this session.")
-
-
-class MapArgs(_Args):
-    repo: RepoName | None = Field(None, description=REPO_DOC)
-    budget_tokens: int = _budget(2000, "of map to return")
-
-
-class RepoArgs(_Args):
-    repo: RepoName | None = Field(None, description=REPO_DOC)
-
-
-class StartSessionArgs(_Args):
-    repo: RepoName | None = Field(None, description=REPO_DOC)
-    task: Annotated[Text, Field(min_length=1, max_length=MAX_QUERY_CHARS)] = Field(
-        description="What the session is for, in words."
-    )
-    agent: Name | None = Field(None, description="Your name, for the record.")
-    workspace: Name | None = Field(
-        None, description="A workspace shared by sessions of agents working in parallel."
-    )
-
-
-class CheckpointArgs(_Args):
-    session_id: SessionId
-    messages: Annotated[list[dict[str, Any]], Field(max_length=20_000)] = Field(
-        [],
-        description="OpenAI-style chat messages since the last checkpoint ({role, content, "
-        "tool_calls}); files, decisions, errors and next steps are extracted from them.",
-    )
-    goal: Item | None = Field(None, description="The overall goal, if it changed.")
-    done: Annotated[list[Item], Field(max_length=200)] | None = Field(
-        None, description="Steps done."
-    )
-    decisions: Annotated[list[Item], Field(max_length=200)] | None = Field(
-        None, description="Decisions with their reasons."
-    )
-    open_tasks: Annotated[list[Item], Field(max_length=200)] | None = Field(
-        None, description="What is left to do."
-    )
-    next_step: Item | None = Field(None, description="The very next step.")
-    notes: Annotated[list[Item], Field(max_length=200)] | None = Field(
-        None, description="Anything else worth keeping."
-    )
-    budget_tokens: int = _budget(300, "of the summary", low=20)
-    idempotency_key: IdempotencyKey | None = None
-
-
-class ResumeArgs(_Args):
-    session_id: SessionId
-    budget_tokens: int = _budget(2000, "to return: summary, changes and fresh code")
-
-
-class DecisionArgs(_Args):
-    session_id: SessionId
-    decision: Annotated[Text, Field(min_length=1, max_length=300)] = Field(
-        description="What was decided, as one sentence."
-    )
-    reason: Annotated[Text, Field(min_length=1, max_length=300)] | None = Field(
-        None,
-        description="Why (what it rules out, what it depends on). Decision and reason are kept "
-        "to 300 characters together.",
-    )
-    idempotency_key: IdempotencyKey | None = None
+ContextArgs = _repo_optional(ContextRequest)
+SearchArgs = _repo_optional(SearchRequest)
+ExpandArgs = _repo_optional(ExpandRequest)
+MapArgs = _repo_optional(MapRequest)
+RepoArgs = _repo_optional(RepoRequest)
+StartSessionArgs = _repo_optional(SessionRequest)
 
 
 # -- results -----------------------------------------------------------------------
@@ -214,7 +96,7 @@ class ToolContext:
 # -- tools ---------------------------------------------------------------------------
 
 
-def _get_context(ctx: ToolContext, a: ContextArgs) -> Answer:
+def _get_context(ctx: ToolContext, a: ContextRequest) -> Answer:
     pack = ctx.service.context(
         ctx.repo(a.repo), a.query, a.budget_tokens, detail=a.detail, session_id=a.session_id,
         include=a.include, exclude=a.exclude, refresh=a.refresh,
@@ -222,17 +104,9 @@ def _get_context(ctx: ToolContext, a: ContextArgs) -> Answer:
     return Answer(render_pack(pack), pack)
 
 
-def _search_code(ctx: ToolContext, a: SearchArgs) -> Answer:
-    repo = ctx.repo(a.repo)
-    files, symbols, degraded = ctx.service.search(repo, a.query, a.limit)
-    result = SearchResponse(
-        repo=repo,
-        query=a.query,
-        files=[FileScore(path=p, score=s) for p, s in files],
-        symbols=[SymbolScore(symbol=sym, score=s) for sym, s in symbols],
-        degraded=list(degraded),
-    )
-    lines = [f"Files for {a.query!r} in {repo}, best first:"]
+def _search_code(ctx: ToolContext, a: SearchRequest) -> Answer:
+    result = ctx.service.search(ctx.repo(a.repo), a.query, a.limit)
+    lines = [f"Files for {a.query!r} in {result.repo}, best first:"]
     lines += [f"- {f.path} (score {f.score:.3f})" for f in result.files] or ["- (none)"]
     lines.append("\nSymbols:")
     lines += [
@@ -240,11 +114,11 @@ def _search_code(ctx: ToolContext, a: SearchArgs) -> Answer:
         f"{s.symbol.end_line}: {s.symbol.signature} (score {s.score:.3f})"
         for s in result.symbols
     ] or ["- (none)"]
-    lines += [f"Degraded: {d}" for d in degraded]
+    lines += [f"Degraded: {d}" for d in result.degraded]
     return Answer(["\n".join(lines)], result)
 
 
-def _expand(ctx: ToolContext, a: ExpandArgs) -> Answer:
+def _expand(ctx: ToolContext, a: ExpandRequest) -> Answer:
     if (a.symbol is None) == (a.path is None):
         raise InvalidRequest(
             "give either symbol or path",
@@ -258,12 +132,12 @@ def _expand(ctx: ToolContext, a: ExpandArgs) -> Answer:
     return Answer(render_pack(pack), pack)
 
 
-def _repo_map(ctx: ToolContext, a: MapArgs) -> Answer:
+def _repo_map(ctx: ToolContext, a: MapRequest) -> Answer:
     pack = ctx.service.repo_map(ctx.repo(a.repo), a.budget_tokens)
     return Answer(render_pack(pack), pack)
 
 
-def _index_status(ctx: ToolContext, a: RepoArgs) -> Answer:
+def _index_status(ctx: ToolContext, a: RepoRequest) -> Answer:
     repo = a.repo or ctx.default_repo
     names = [repo] if repo else [m.name for m in ctx.service.repos()]
     statuses = [ctx.service.status(n) for n in names]
@@ -273,7 +147,7 @@ def _index_status(ctx: ToolContext, a: RepoArgs) -> Answer:
     return Answer([text], StatusResult(repos=statuses))
 
 
-def _refresh(ctx: ToolContext, a: RepoArgs) -> Answer:
+def _refresh(ctx: ToolContext, a: RepoRequest) -> Answer:
     meta = ctx.service.resolve(ctx.repo(a.repo))
     s = ctx.service.index(meta.root, meta.name, vectors=meta.vectors != "disabled")
     text = (
@@ -284,7 +158,7 @@ def _refresh(ctx: ToolContext, a: RepoArgs) -> Answer:
     return Answer([text, *(f"Warning: {w}" for w in s.warnings)], s)
 
 
-def _start_session(ctx: ToolContext, a: StartSessionArgs) -> Answer:
+def _start_session(ctx: ToolContext, a: SessionRequest) -> Answer:
     session = ctx.service.start_session(ctx.repo(a.repo), a.task, a.agent, a.workspace)
     text = (
         f"Started session {session.id} on {session.repo}. Pass session_id={session.id!r} to "
@@ -294,17 +168,14 @@ def _start_session(ctx: ToolContext, a: StartSessionArgs) -> Answer:
     return Answer([text], session)
 
 
-def _write_checkpoint(ctx: ToolContext, a: CheckpointArgs) -> Answer:
-    fields = a.model_dump(
-        include={"goal", "done", "decisions", "open_tasks", "next_step", "notes"}, exclude_none=True
-    )
+def _write_checkpoint(ctx: ToolContext, a: CheckpointCall) -> Answer:
     cp = ctx.service.write_checkpoint(
-        a.session_id, a.messages, fields, a.idempotency_key, a.budget_tokens
+        a.session_id, a.messages, a.fields(), a.idempotency_key, a.budget_tokens
     )
     return Answer(render_checkpoint(cp), _without_transcript(cp))
 
 
-def _resume_session(ctx: ToolContext, a: ResumeArgs) -> Answer:
+def _resume_session(ctx: ToolContext, a: ResumeRequest) -> Answer:
     result = ctx.service.resume(a.session_id, a.budget_tokens)
     notes = [f"Degraded: {d}" for d in result.degraded]
     notes += [f"Changed by another session: [{w.subject}] {w.message}" for w in result.warnings]
@@ -312,7 +183,7 @@ def _resume_session(ctx: ToolContext, a: ResumeArgs) -> Answer:
     return Answer(texts, replace(result, checkpoint=_without_transcript(result.checkpoint)))
 
 
-def _record_decision(ctx: ToolContext, a: DecisionArgs) -> Answer:
+def _record_decision(ctx: ToolContext, a: DecisionRequest) -> Answer:
     text = f"{a.decision} (reason: {a.reason})" if a.reason else a.decision
     cp = ctx.service.write_checkpoint(
         a.session_id, None, {"decisions": [text]}, a.idempotency_key, 300
@@ -327,7 +198,7 @@ class Tool:
     name: str
     title: str
     description: str
-    args: type[_Args]
+    args: type[Request]
     output: Any  # a type pydantic can describe and dump
     run: Callable[[ToolContext, Any], Answer]
     read_only: bool = False
@@ -354,7 +225,7 @@ TOOLS: tuple[Tool, ...] = (
         "Rank files and symbols (kind, qualified name, path:lines, signature) for a query, with "
         "scores, without returning code. Cheaper than get_context when you only need to know "
         "where something lives; then read it with expand.",
-        SearchArgs, SearchResponse, _search_code, read_only=True,
+        SearchArgs, SearchResult, _search_code, read_only=True,
     ),
     Tool(
         "expand", "Read a symbol or lines",
@@ -402,14 +273,14 @@ TOOLS: tuple[Tool, ...] = (
         "decisions, files touched, open tasks, next step, errors), everything of earlier "
         "checkpoints is carried forward, and the summary fits budget_tokens. Returns the "
         "summary. Call it before your context fills up; after a reset, call resume_session.",
-        CheckpointArgs, Checkpoint, _write_checkpoint,
+        CheckpointCall, Checkpoint, _write_checkpoint,
     ),
     Tool(
         "resume_session", "Resume after a reset",
         "After a context reset or in a new conversation: the session's latest checkpoint "
         "summary, what changed since in the files and symbols it names (modified, renamed, "
         "deleted, as indexed now), and fresh code from those files, within budget_tokens.",
-        ResumeArgs, Resume, _resume_session, read_only=True,
+        ResumeRequest, Resume, _resume_session, read_only=True,
     ),
     Tool(
         "record_decision", "Record a decision",
@@ -420,7 +291,7 @@ TOOLS: tuple[Tool, ...] = (
         "workspace, it is also logged there as a decision that parallel sessions see. Use it for "
         "choices that must not be undone or silently revisited (an interface, a library, an "
         "approach rejected and why).",
-        DecisionArgs, Checkpoint, _record_decision,
+        DecisionRequest, Checkpoint, _record_decision,
     ),
 )  # fmt: skip
 

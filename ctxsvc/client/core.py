@@ -2,9 +2,9 @@
 
 A :class:`Call` is one logical call of an endpoint: the request, how to read
 the answer, and whether it may be sent again after it may have reached the
-server (``ctxsvc.client_calls`` builds one per endpoint). :class:`Attempts`
+server (``ctxsvc.client.calls`` builds one per endpoint). :class:`Attempts`
 is the retry loop of one call as a state machine under a :class:`RetryPolicy`:
-``ctxsvc.client`` only sends, sleeps and asks it what next. Problems become
+the clients (``sync``, ``aio``) only send, sleep and ask it what next. Problems become
 ``ctxsvc.errors`` classes, chosen by the problem's ``code``.
 """
 

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Self, TypeVar
 
 import anyio
 import httpx
 
-from ctxsvc import client_calls as calls
-from ctxsvc.client_calls import FileLines, Job, Readiness, RepoInfo, SearchResult, SymbolUses
-from ctxsvc.client_core import DEFAULT_URL, BaseClient, Call, Messages, RetryPolicy, Wait
-from ctxsvc.models import Checkpoint, ContextPack, RepoStatus, Resume, Session, WorkspaceEvent
+from ctxsvc.client import calls
+from ctxsvc.client.calls import Job, Readiness
+from ctxsvc.client.core import DEFAULT_URL, BaseClient, Call, Messages, RetryPolicy, Wait
+from ctxsvc.models import (
+    ContextPack,
+    FileLines,
+    RepoInfo,
+    RepoStatus,
+    SearchResult,
+    SymbolUses,
+    WorkspaceEvent,
+)
+from ctxsvc.records import Checkpoint, Resume, Session
 
 T = TypeVar("T")
 
@@ -42,12 +50,7 @@ class AsyncClient(BaseClient):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def _send(self, call: Call[T]) -> T:

@@ -1,58 +1,26 @@
-"""Python clients of the ctxsvc HTTP API: :class:`Client` and :class:`AsyncClient`.
-
-    from ctxsvc.client import Client, RetryPolicy
-
-    with Client("http://127.0.0.1:8765", token=None) as ctx:
-        pack = ctx.context("demo", "where are retries handled", budget_tokens=4000)
-        print(pack.rendered)
-
-Methods return frozen dataclasses (those of ``ctxsvc.models`` where the API
-returns one) and raise the classes of ``ctxsvc.errors``, chosen by the
-problem's ``code``, with the server's detail, hint, status and request id.
-Failures a retry can help are retried under a :class:`RetryPolicy`; the rule
-for what may be sent twice is in :class:`ctxsvc.client_core.Attempts`. Both
-clients build their calls (``ctxsvc.client_calls``) and decide on retries
-(``ctxsvc.client_core``) with the same code; they differ only in how they
-send and sleep.
-"""
+"""The blocking client of the ctxsvc HTTP API, :class:`Client`; see ``ctxsvc.client``."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Self, TypeVar
 
 import httpx
 
-from ctxsvc import client_calls as calls
-from ctxsvc.client_async import AsyncClient
-from ctxsvc.client_calls import (
+from ctxsvc.client import calls
+from ctxsvc.client.calls import Job, Readiness
+from ctxsvc.client.core import DEFAULT_URL, BaseClient, Call, Messages, RetryPolicy, Wait
+from ctxsvc.models import (
+    ContextPack,
     FileLines,
-    FileScore,
-    Job,
-    Readiness,
     RepoInfo,
+    RepoStatus,
     SearchResult,
-    SymbolScore,
     SymbolUses,
+    WorkspaceEvent,
 )
-from ctxsvc.client_core import DEFAULT_URL, BaseClient, Call, Messages, RetryPolicy, Wait
-from ctxsvc.models import Checkpoint, ContextPack, RepoStatus, Resume, Session, WorkspaceEvent
-
-__all__ = [
-    "AsyncClient",
-    "Client",
-    "FileLines",
-    "FileScore",
-    "Job",
-    "Readiness",
-    "RepoInfo",
-    "RetryPolicy",
-    "SearchResult",
-    "SymbolScore",
-    "SymbolUses",
-]
+from ctxsvc.records import Checkpoint, Resume, Session
 
 T = TypeVar("T")
 
@@ -87,12 +55,7 @@ class Client(BaseClient):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def _send(self, call: Call[T]) -> T:

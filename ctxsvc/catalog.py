@@ -1,0 +1,300 @@
+"""The catalog of indexes: resolve, index, load views, freshness, status, drop.
+
+Every other part reads an index through the catalog: :meth:`Catalog.current`
+gives the loaded view of an index with what changed on disk since it was
+built (re-indexing first when asked). Index runs are published: a listener
+subscribed with :meth:`Catalog.subscribe` sees the view before and after each
+run of a repository it watches (the workspace log turns that into renamed and
+removed symbols).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ctxsvc.checkpoints import IndexFacts
+from ctxsvc.errors import InvalidPath, InvalidRequest, RepoNotFound
+from ctxsvc.indexing import Reporter, index_repository
+from ctxsvc.limits import NAME
+from ctxsvc.models import Freshness, IndexSummary, RepoStatus, Symbol
+from ctxsvc.settings import Settings
+from ctxsvc.stores.lance import IndexMeta, LanceStore
+from ctxsvc.stores.locks import FileLock
+from ctxsvc.tokens import TokenCounter
+from ctxsvc.view import RepoView
+from indexers.discover import discover
+from indexers.embed import Embedder
+
+log = logging.getLogger(__name__)
+ADDED_TTL_SECONDS = 2.0  # how stale the list of added files may be (changed files: never)
+
+
+class IndexListener(Protocol):
+    """Told of each index run of a repository it watches."""
+
+    def watches(self, repo: str) -> bool:
+        """Whether runs of ``repo`` concern it (its view before a run is loaded only then)."""
+
+    def indexed(self, before: RepoView, after: RepoView) -> None:
+        """``repo`` was re-indexed from ``before`` to ``after``."""
+
+
+@dataclass(frozen=True)
+class Current:
+    """An index as a query sees it: its view, its freshness and what is degraded."""
+
+    meta: IndexMeta
+    view: RepoView
+    fresh: Freshness
+    degraded: list[str]
+
+
+def repo_name_for(root: Path) -> str:
+    """A valid index name derived from a directory name."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.") or "repo"
+    return name[:64]
+
+
+class Catalog:
+    """The indexes under one data directory.
+
+    Safe to share between threads: a view loads once per index generation.
+    ``embedder`` (optional) embeds chunks when indexing; without it an index
+    run stores full text and symbols and marks its vectors missing.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: LanceStore,
+        tokens: TokenCounter,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.tokens = tokens
+        self.embedder = embedder
+        self._listeners: list[IndexListener] = []
+        self._views: dict[str, RepoView] = {}
+        self._added: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._lock = threading.Lock()
+
+    def subscribe(self, listener: IndexListener) -> None:
+        """Tell ``listener`` of every later index run of a repository it watches."""
+        self._listeners.append(listener)
+
+    # -- index runs -------------------------------------------------------------------
+
+    def index(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        *,
+        vectors: bool = True,
+        reembed: bool = False,
+        rebuild: bool = False,
+        reporter: Reporter | None = None,
+    ) -> IndexSummary:
+        """Index (or re-index incrementally) the directory at ``path``."""
+        root, name = self.index_target(path, name, rebuild=rebuild)
+        if rebuild and self.store.meta(name) is not None:
+            self.store.drop(name)
+        watching = [li for li in self._listeners if li.watches(name)]
+        meta = self.store.meta(name) if watching else None
+        before = self.view(meta) if meta is not None else None
+        status = "complete" if vectors and self.embedder else ("missing" if vectors else "disabled")
+        summary = index_repository(
+            self.store, root, name, self.settings, self.tokens,
+            self.embedder if vectors else None, vectors=status, reembed=reembed, reporter=reporter,
+        )  # fmt: skip
+        self._added.pop(name, None)
+        _trim_heap()  # a run's parse trees and chunks are garbage now
+        if before is not None:
+            after = self.view(self.resolve(name))
+            for listener in watching:
+                listener.indexed(before, after)
+        return summary
+
+    def index_target(
+        self, path: str | Path, name: str | None = None, *, rebuild: bool = False
+    ) -> tuple[Path, str]:
+        """The root and index name that :meth:`index` would use, checked without indexing.
+
+        Raises what ``index`` raises for a bad path or name, so that an adapter
+        can refuse a request before it starts a background run.
+        """
+        root = _directory(path)
+        name = name or repo_name_for(root)
+        if not NAME.match(name):
+            raise InvalidRequest(
+                f"invalid index name {name!r}",
+                hint="use letters, digits, '.', '_' or '-', 64 characters at most",
+            )
+        existing = self.store.meta(name)
+        if existing is not None and Path(existing.root) != root and not rebuild:
+            raise InvalidRequest(
+                f"the name {name!r} already indexes {existing.root}",
+                hint="choose another name, or rebuild (--rebuild) to re-point it",
+            )
+        return root, name
+
+    def drop(self, name_or_path: str) -> str:
+        """Delete an index and forget its cached view; returns its name.
+
+        Fails with :class:`IndexBusy` while a run holds the repository's lock,
+        so an index is never deleted under a running indexer.
+        """
+        meta = self.resolve(name_or_path)
+        with FileLock(self.settings.locks_path / f"{meta.name}.lock", f"index {meta.name!r}"):
+            self.store.drop(meta.name)
+        with self._lock:
+            self._views.pop(meta.name, None)
+        self._added.pop(meta.name, None)
+        return meta.name
+
+    # -- reading ----------------------------------------------------------------------
+
+    def repos(self) -> list[IndexMeta]:
+        return self.store.list_meta()
+
+    def resolve(self, name_or_path: str) -> IndexMeta:
+        """The index named ``name_or_path``, or the one whose root is that directory."""
+        meta = self.store.meta(name_or_path) if NAME.match(name_or_path) else None
+        if meta is not None:
+            return meta
+        candidate = _expand(name_or_path)
+        if candidate is not None and candidate.is_dir():
+            root = str(candidate.resolve())
+            for m in self.store.list_meta():
+                if m.root == root:
+                    return m
+        raise RepoNotFound(
+            f"no index named or rooted at {name_or_path!r}",
+            hint="run `ctxsvc index PATH` first; `ctxsvc status` lists what is indexed",
+        )
+
+    def view(self, meta: IndexMeta) -> RepoView:
+        """The in-memory view of ``meta``'s generation, loaded once."""
+        with self._lock:
+            cached = self._views.get(meta.name)
+            if cached is not None and cached.meta.versions == meta.versions:
+                return cached
+            view = RepoView.load(self.store.reader(meta.name))
+            self._views[meta.name] = view
+        if cached is not None:
+            del cached
+            _trim_heap()  # the previous generation is garbage now
+        return view
+
+    def current(self, name_or_path: str, *, refresh: bool = False) -> Current:
+        """The index and how fresh it is; with ``refresh``, files changed on disk re-indexed first."""
+        meta = self.resolve(name_or_path)
+        fresh = self.freshness(meta)
+        if refresh and fresh.all:
+            self.index(meta.root, meta.name, vectors=meta.vectors != "disabled")
+            meta = self.resolve(meta.name)
+            fresh = self.freshness(meta, full=True)
+        return Current(meta, self.view(meta), fresh, list(fresh.degraded))
+
+    def facts(self, repo: str) -> IndexFacts:
+        """File hashes and symbols of ``repo`` now; empty when it is no longer indexed."""
+        try:
+            view = self.view(self.resolve(repo))
+        except RepoNotFound:
+            return IndexFacts({}, {})
+        symbols: dict[str, list[Symbol]] = {}
+        for sym in view.symbols:
+            symbols.setdefault(sym.path, []).append(sym)
+        return IndexFacts(view.indexed_hashes(), symbols)
+
+    def freshness(self, meta: IndexMeta, *, full: bool = False) -> Freshness:
+        """Files changed, added or deleted on disk since ``meta`` was indexed.
+
+        Changed and deleted files are found by a stat of every indexed file, on
+        every call; added files need a discovery walk, which is cached for
+        ``ADDED_TTL_SECONDS`` unless ``full``.
+        """
+        root = Path(meta.root)
+        if not root.is_dir():
+            return Freshness((), (), (), (f"root {meta.root} no longer exists",))
+        files = self.view(meta).files
+        changed: list[str] = []
+        deleted: list[str] = []
+        base = str(root) + os.sep
+        for path, rec in files.items():
+            try:
+                st = os.stat(base + path)  # not pathlib: this runs on every query
+            except OSError:
+                if rec.status == "indexed":
+                    deleted.append(path)
+                continue
+            if rec.status == "indexed" and (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns):
+                changed.append(path)
+        cached = self._added.get(meta.name)
+        if full or cached is None or time.monotonic() - cached[0] > ADDED_TTL_SECONDS:
+            try:
+                found = discover(root, max_file_bytes=self.settings.max_file_bytes)
+            except Exception as exc:  # freshness is advice: a failed walk degrades, never fails
+                log.warning("looking for added files failed", exc_info=True)
+                why = f"freshness: added files unknown ({type(exc).__name__}: {exc})"
+                return Freshness(tuple(sorted(changed)), (), tuple(sorted(deleted)), (why,))
+            added = tuple(f.path for f in found.files if f.path not in files)
+            self._added[meta.name] = (time.monotonic(), added)
+        else:
+            added = cached[1]
+        return Freshness(tuple(sorted(changed)), added, tuple(sorted(deleted)))
+
+    def status(self, name_or_path: str) -> RepoStatus:
+        """What is indexed, how fresh it is, and what is degraded."""
+        meta = self.resolve(name_or_path)
+        fresh = self.freshness(meta, full=True)
+        degraded = list(fresh.degraded)
+        if meta.vectors != "complete":
+            degraded.append(f"vectors {meta.vectors}: vector search is off or partial")
+        stats = meta.stats
+        return RepoStatus(
+            name=meta.name, root=meta.root, commit=meta.commit, indexed_at=meta.indexed_at,
+            files=int(stats.get("files", 0)), chunks=int(stats.get("chunks", 0)),
+            symbols=int(stats.get("symbols", 0)), model=meta.model, dimension=meta.dimension,
+            tokenizer=meta.tokenizer, vectors=meta.vectors, changed=fresh.changed,
+            added=fresh.added, deleted=fresh.deleted, degraded=tuple(degraded),
+            skipped=dict(stats.get("skipped", {})), version=meta.generation,
+        )  # fmt: skip
+
+
+def _trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc's malloc_trim); nothing elsewhere.
+
+    Without it a long-running server keeps the high-water mark of every
+    re-index and view load, and its RSS climbs in steps.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _directory(path: str | Path) -> Path:
+    p = _expand(path)
+    if p is None:
+        raise InvalidPath(f"{path} names an unknown user's home directory")
+    if not p.exists():
+        raise InvalidPath(f"{p} does not exist")
+    if not p.is_dir():
+        raise InvalidPath(f"{p} is not a directory", hint="give the repository's root directory")
+    return p.resolve()
+
+
+def _expand(path: str | Path) -> Path | None:
+    """``path`` with ``~`` expanded; None when it names an unknown user (``~nobody``)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return None

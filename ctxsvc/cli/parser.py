@@ -1,0 +1,174 @@
+"""The command line's arguments: one sub-command per task."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ctxsvc.bench.repository import DEFAULT_TASKS
+from ctxsvc.bench.runner import BUDGETS, SYSTEMS
+from ctxsvc.candidates import DETAILS
+from ctxsvc.models import EVENT_KINDS
+
+DESCRIPTION = "The ``ctxsvc`` command line: parse, call the service, render."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ctxsvc", description=DESCRIPTION)
+    p.add_argument("--home", help="data directory (default: $CTXSVC_HOME or ~/.local/share/ctxsvc)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="a TOML settings file (default: ctxsvc.toml in the data directory)",
+    )
+    p.add_argument("--log-json", action="store_true", help="structured JSON logs on stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ix = sub.add_parser("index", help="index a repository (incremental after the first run)")
+    ix.add_argument("path", nargs="?", default=".", help="repository root (default: .)")
+    ix.add_argument("--name", help="index name (default: the directory name)")
+    ix.add_argument("--model", help="sentence-transformers model name or path")
+    ix.add_argument("--no-vectors", action="store_true", help="full text and symbols only")
+    ix.add_argument(
+        "--reembed", action="store_true", help="replace every vector (after a model change)"
+    )
+    ix.add_argument("--rebuild", action="store_true", help="drop the index and build it again")
+    ix.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    st = sub.add_parser("status", help="what is indexed, how fresh, what is degraded")
+    st.add_argument("name", nargs="?", help="index name or repository path (default: all)")
+    st.add_argument("--json", action="store_true")
+
+    q = sub.add_parser("query", help="context for a task, within a token budget")
+    q.add_argument("repo", help="index name or repository path")
+    q.add_argument("question")
+    q.add_argument("--budget", type=int, default=8000, help="token budget (default 8000)")
+    q.add_argument("--detail", choices=DETAILS, default="snippets", help="how much of each file")
+    q.add_argument("--session", help="session id: what it already received is not sent again")
+    q.add_argument("--include", action="append", help="only paths matching this glob (repeatable)")
+    q.add_argument("--exclude", action="append", help="never paths matching this glob (repeatable)")
+    q.add_argument(
+        "--no-refresh",
+        action="store_true",
+        help="answer from the index as is, even if files changed",
+    )
+    _formats(q)
+
+    e = sub.add_parser("expand", help="one symbol or line range, with callers and callees")
+    e.add_argument("repo", help="index name or repository path")
+    target = e.add_mutually_exclusive_group(required=True)
+    target.add_argument("--symbol", help="a definition's name or qualified name")
+    target.add_argument("--path", help="a file of the index")
+    e.add_argument("--lines", help="START-END, with --path")
+    e.add_argument("--callers", action="store_true")
+    e.add_argument("--callees", action="store_true")
+    e.add_argument("--budget", type=int, default=4000)
+    e.add_argument("--session")
+    _formats(e)
+
+    _checkpoint_parsers(sub)
+    _bench_parser(sub)
+
+    sv = sub.add_parser("serve", help="run the HTTP API (FastAPI on uvicorn)")
+    sv.add_argument("--host", help="address to bind (default: $CTXSVC_HOST or 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (default: $CTXSVC_PORT or 8765)")
+
+    mc = sub.add_parser("mcp", help="run an MCP server on stdin/stdout (for coding agents)")
+    mc.add_argument("--repo", help="default repository (index name or path): tools may omit repo")
+    return p
+
+
+def _bench_parser(sub: Any) -> None:
+    b = sub.add_parser(
+        "bench",
+        help="measure what ctxsvc finds and saves on a repository's own history",
+        description="Mine tasks from git history (commit message -> the source lines it changed), "
+        "answer each on the commit before it with ctxsvc and baselines, and report.",
+    )
+    b.add_argument("path", nargs="?", default=".", help="a git repository (default: .)")
+    b.add_argument(
+        "--budgets",
+        default=",".join(map(str, BUDGETS)),
+        help="comma-separated token budgets (default: %(default)s)",
+    )
+    b.add_argument(
+        "--tasks",
+        type=int,
+        default=DEFAULT_TASKS,
+        help="the N most recent tasks, or the first N of --tasks-file (default: %(default)s)",
+    )
+    b.add_argument(
+        "--since", help="mine commits after this date (git's --since: 2024-01-31, '1 year ago')"
+    )
+    b.add_argument(
+        "--tasks-file",
+        type=Path,
+        help="run the tasks of a JSON-lines file (the ../shared/bench format) instead of mining",
+    )
+    b.add_argument("--out", type=Path, help="report directory (default: ./ctxsvc-bench-NAME)")
+    b.add_argument("--name", help="the repository's name in the report (default: its directory)")
+    b.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help="comma-separated subset of %(default)s",
+    )
+    b.add_argument("--no-vectors", action="store_true", help="ctxsvc on full text and symbols only")
+    b.add_argument("--json", action="store_true", help="print the means and file paths as JSON")
+
+
+def _formats(p: argparse.ArgumentParser) -> None:
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--markdown", action="store_true", help="only the rendered context")
+
+
+def _checkpoint_parsers(sub: Any) -> None:
+    se = sub.add_parser("session", help="start an agent session (the owner of checkpoints)")
+    se_sub = se.add_subparsers(dest="action", required=True)
+    start = se_sub.add_parser("start", help="start a session on an indexed repository")
+    start.add_argument("repo", help="index name or repository path")
+    start.add_argument("--task", required=True, help="what the session is for")
+    start.add_argument("--agent", help="the agent's name")
+    start.add_argument("--workspace", help="a workspace shared by parallel sessions")
+    start.add_argument("--json", action="store_true")
+
+    cp = sub.add_parser("checkpoint", help="write, read and resume from session checkpoints")
+    cp_sub = cp.add_subparsers(dest="action", required=True)
+    w = cp_sub.add_parser("write", help="summarize the transcript since the last checkpoint")
+    w.add_argument("session", help="session id (from `ctxsvc session start`)")
+    w.add_argument("--messages", help="a JSON file of OpenAI-style chat messages ('-': stdin)")
+    w.add_argument("--goal")
+    w.add_argument("--done", action="append", help="a step done (repeatable)")
+    w.add_argument("--decision", action="append", help="a decision and its reason (repeatable)")
+    w.add_argument("--todo", action="append", help="an open task (repeatable)")
+    w.add_argument("--next", dest="next_step", help="the next step")
+    w.add_argument("--note", action="append", help="a note (repeatable)")
+    w.add_argument("--key", help="idempotency key: a retry with it never writes twice")
+    w.add_argument("--budget", type=int, default=300, help="summary token budget (default 300)")
+    w.add_argument("--json", action="store_true")
+    sh = cp_sub.add_parser("show", help="one checkpoint (the latest by default)")
+    sh.add_argument("session")
+    sh.add_argument("--number", type=int, help="checkpoint number (default: the latest)")
+    sh.add_argument("--json", action="store_true", help="everything, the transcript included")
+    ls = cp_sub.add_parser("list", help="the checkpoints of a session")
+    ls.add_argument("session")
+    ls.add_argument("--json", action="store_true")
+    rs = cp_sub.add_parser("resume", help="summary, code changes since, and fresh context")
+    rs.add_argument("session")
+    rs.add_argument("--budget", type=int, default=2000, help="token budget (default 2000)")
+    rs.add_argument("--json", action="store_true")
+
+    ws = sub.add_parser("workspace", help="the log parallel sessions of a workspace share")
+    ws_sub = ws.add_subparsers(dest="action", required=True)
+    rec = ws_sub.add_parser("record", help="record a decision or change for the other sessions")
+    rec.add_argument("workspace")
+    rec.add_argument("text", help="e.g. 'renamed interface Store to Repository'")
+    rec.add_argument("--session", help="the session it comes from")
+    rec.add_argument("--kind", choices=EVENT_KINDS, help="default: read from the text")
+    rec.add_argument("--key", help="idempotency key: a retry with it never writes twice")
+    rec.add_argument("--json", action="store_true")
+    lg = ws_sub.add_parser("log", help="the workspace's events, oldest first")
+    lg.add_argument("workspace")
+    lg.add_argument("--after", type=int, default=0, help="only events after this number")
+    lg.add_argument("--json", action="store_true")

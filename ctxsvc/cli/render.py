@@ -1,0 +1,127 @@
+"""What the command line prints: tables and packs for people, JSON for programs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ctxsvc.models import ContextPack, IndexSummary, RepoStatus
+
+# Messages are not wrapped when stderr is a file or pipe: one event, one line, greppable.
+err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
+out = Console(highlight=False, soft_wrap=True)
+
+
+def print_summary(s: IndexSummary) -> None:
+    t = Table(title=f"indexed {s.repo} ({s.root})", show_header=False)
+    t.add_row("commit", s.commit or "(not a git repository)")
+    t.add_row(
+        "files",
+        f"{s.files_seen} seen, {s.files_indexed} parsed, {s.files_unchanged} unchanged, "
+        f"{s.files_deleted} deleted",
+    )
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(s.skipped.items())) or "none"
+    t.add_row("skipped", skipped)
+    t.add_row("syntax errors", f"{s.files_with_syntax_errors} files (partial trees used)")
+    t.add_row(
+        "index",
+        f"{s.chunks} chunks, {s.tokens} tokens, {s.symbols} symbols, {s.references} references",
+    )
+    t.add_row(
+        "vectors",
+        f"{s.vectors} ({s.model}); {s.chunks_embedded} embedded, {s.chunks_reused} reused",
+    )
+    t.add_row("seconds", ", ".join(f"{x.stage} {x.seconds:.2f}" for x in s.timings))
+    out.print(t)
+    for w in s.warnings:
+        err.print(f"[bold yellow]warning[/]: {w}")
+    if s.vectors == "missing":
+        err.print(
+            "[bold yellow]DEGRADED[/]: vectors are missing; queries use full text and symbols only. "
+            "Run `ctxsvc index` again once the model loads."
+        )
+
+
+def print_status(s: RepoStatus) -> None:
+    t = Table(title=f"{s.name} ({s.root})", show_header=False)
+    t.add_row("indexed", f"{s.indexed_at}, commit {s.commit or '-'}, generation {s.version}")
+    t.add_row("contents", f"{s.files} files, {s.chunks} chunks, {s.symbols} symbols")
+    t.add_row("vectors", f"{s.vectors} ({s.model}, {s.dimension} dims); tokenizer {s.tokenizer}")
+    fresh = (
+        "up to date"
+        if not (s.changed or s.added or s.deleted)
+        else (
+            f"{len(s.changed)} changed, {len(s.added)} added, {len(s.deleted)} deleted since indexing"
+        )
+    )
+    t.add_row("freshness", fresh)
+    t.add_row("skipped", ", ".join(f"{k} {v}" for k, v in sorted(s.skipped.items())) or "none")
+    t.add_row("degraded", "; ".join(s.degraded) or "no")
+    out.print(t)
+
+
+def render(args: argparse.Namespace, pack: ContextPack, ms: float) -> int:
+    if args.json:
+        out.print_json(json.dumps(asdict(pack)))
+    elif args.markdown:
+        out.out(pack.rendered, highlight=False)
+    else:
+        print_pack(pack, ms)
+    return 0
+
+
+def print_pack(p: ContextPack, ms: float) -> None:
+    out.out(p.rendered, highlight=False)
+    err.print(
+        f"[bold]{len(p.items)} snippets, {p.tokens_used}/{p.budget_tokens} tokens ({p.encoding}), "
+        f"{len(p.omitted)} more candidates left out, {ms:.0f} ms[/]"
+    )
+    for o in p.omitted[:5]:
+        err.print(
+            f"  left out: {o.path}:{o.start_line}-{o.end_line} {o.symbol or ''} ({o.tokens} tokens)"
+        )
+    if p.index and p.index.changed_since:
+        err.print(f"[yellow]{len(p.index.changed_since)} files changed on disk since indexing[/]")
+    for d in p.degraded:
+        err.print(f"[bold yellow]degraded[/]: {d}")
+    for w in p.warnings:
+        err.print(f"[bold yellow]changed by another session[/]: [{w.subject}] {w.message}")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and extra fields."""
+
+    _STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        data.update({k: v for k, v in record.__dict__.items() if k not in self._STD})
+        return json.dumps(data, default=str)
+
+
+def configure_logging(as_json: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if as_json:
+        handler.setFormatter(JsonLogFormatter())
+        level = logging.INFO
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        level = logging.WARNING
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Third-party chatter (model loading, HTTP retries) stays out of the way.
+    for noisy in ("sentence_transformers", "transformers", "httpx", "urllib3", "lancedb"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)

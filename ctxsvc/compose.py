@@ -1,0 +1,104 @@
+"""The composition root: the one place that builds stores, the embedder and the service.
+
+The CLI, the HTTP server, the MCP server and the benchmark scripts all call
+:func:`build_service`; tests call it too, passing deterministic fakes at the
+seams (an embedder, a token counter). Nothing below this module builds a
+model or opens a database by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ctxsvc.catalog import Catalog
+from ctxsvc.errors import CtxError
+from ctxsvc.memory import Memory
+from ctxsvc.queries import Queries
+from ctxsvc.retrieval import RetrievalConfig
+from ctxsvc.service import ContextService
+from ctxsvc.settings import Settings
+from ctxsvc.stores.lance import LanceStore
+from ctxsvc.stores.state import StateStore
+from ctxsvc.summarizer import ChatSummarizer, Summarizer
+from ctxsvc.tokens import TiktokenCounter, TokenCounter
+from ctxsvc.vectors import QueryVectors
+from ctxsvc.workspaces import WorkspaceLog
+from indexers.embed import Embedder, GuardedEmbedder, SentenceTransformerEmbedder
+
+log = logging.getLogger("ctxsvc")
+
+
+def build_service(
+    settings: Settings,
+    *,
+    vectors: bool = True,
+    model: str | None = None,
+    for_repo: str | None = None,
+    embedder: Embedder | None = None,
+    embedder_error: str | None = None,
+    query_embedder: Embedder | None = None,
+    tokens: TokenCounter | None = None,
+    store: LanceStore | None = None,
+    retrieval: RetrievalConfig | None = None,
+    summarizer: Summarizer | None = None,
+) -> ContextService:
+    """A :class:`ContextService` over the data directory of ``settings``.
+
+    The embedding model: ``embedder`` when given (then ``query_embedder``,
+    default the same, embeds queries); else, with ``vectors``, the model
+    ``model`` (default ``settings.model``) — or, with ``for_repo``, the model
+    that index was built with, and none when it has no vectors. A model is
+    loaded under the settings' timeouts; one that cannot load is logged and
+    the service degrades to full text, symbols and the graph
+    (``embedder_error`` says why).
+    """
+    store = store or LanceStore(settings.db_path)
+    tokens = tokens or TiktokenCounter(settings.encoding)
+    if embedder is None and vectors:
+        if for_repo is not None:
+            meta = Catalog(settings, store, tokens).resolve(for_repo)
+            model = meta.model.split("@")[0] if meta.vectors != "disabled" and meta.model else None
+            vectors = model is not None
+        if vectors:
+            embedder, query_embedder, embedder_error = _load_model(
+                settings, model or settings.model
+            )
+    if summarizer is None and settings.summarizer_url:
+        summarizer = ChatSummarizer(
+            settings.summarizer_url, settings.summarizer_model, settings.summarizer_api_key,
+            settings.summarizer_timeout,
+        )  # fmt: skip
+    state = StateStore(settings.state_path)
+    catalog = Catalog(settings, store, tokens, embedder)
+    workspaces = WorkspaceLog(catalog, state)
+    catalog.subscribe(workspaces)
+    qvectors = QueryVectors(embedder, query_embedder=query_embedder, embedder_error=embedder_error)
+    queries = Queries(
+        catalog, tokens, qvectors, ledger=state.ledger, retrieval=retrieval, drift=workspaces
+    )
+    memory = Memory(catalog, state, tokens, queries, drift=workspaces, summarizer=summarizer)
+    return ContextService(catalog, queries, memory, workspaces)
+
+
+def _load_model(
+    settings: Settings, model: str
+) -> tuple[Embedder | None, Embedder | None, str | None]:
+    """The model guarded by the settings' timeouts, for chunks and for queries; or why not."""
+    try:
+        loaded = SentenceTransformerEmbedder(
+            model,
+            max_seq_tokens=settings.embed_max_seq_tokens,
+            quantize=settings.embed_quantize,
+            batch_size=settings.embed_batch_size,
+            threads=settings.embed_threads,
+        )
+    except CtxError as exc:
+        log.warning(
+            "embedding model not loaded: %s",
+            exc.message,
+            extra={"code": exc.code, "hint": exc.hint},
+        )
+        return None, None, str(exc)
+    # Calls that overrun raise (indexing then degrades) and pause the model for a while.
+    guarded = GuardedEmbedder(loaded, timeout=settings.embed_timeout)
+    return guarded, guarded.with_timeout(settings.query_embed_timeout), None

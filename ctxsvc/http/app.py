@@ -1,0 +1,179 @@
+"""The HTTP API: ``create_app(service)`` parses, calls the service, renders.
+
+Endpoints live under ``/v1`` (one routes module per resource: ``context``,
+``repos``, ``sessions``, ``workspaces``), plus ``/healthz``, ``/readyz`` and
+``/metrics``; OpenAPI at ``/openapi.json``, docs at ``/docs``. Other ASGI apps
+can be mounted behind the same edge and auth (the CLI mounts the MCP server at
+``/mcp``). Every failure is a problem (``ctxsvc.http.errors``). The service's
+calls block, so endpoints are plain functions, which FastAPI runs in its
+threadpool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
+from starlette.routing import Match, Route
+
+from ctxsvc.errors import CtxError
+from ctxsvc.http.context import context_routes
+from ctxsvc.http.edge import Edge, Receive, Scope, Send
+from ctxsvc.http.errors import ERRORS, install_error_handlers, json_response
+from ctxsvc.http.jobs import Job, JobRegistry
+from ctxsvc.http.observability import Metrics
+from ctxsvc.http.repos import repo_routes
+from ctxsvc.http.sessions import session_routes
+from ctxsvc.http.workspaces import workspace_routes
+from ctxsvc.schemas import Readiness
+from ctxsvc.service import ContextService
+from indexers.embed import GuardedEmbedder
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_IN_FLIGHT = 128
+
+
+class Mounted(Protocol):
+    """An ASGI app served at ``path`` behind the API's edge, running in the app's lifespan."""
+
+    path: str
+
+    def running(self) -> AbstractAsyncContextManager[None]: ...
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
+def create_app(
+    service: ContextService,
+    *,
+    token: str | None = None,
+    allowed_roots: Sequence[Path] = (),
+    cors_origins: Sequence[str] = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    job_workers: int = 2,
+    mounts: Sequence[Mounted] = (),
+) -> FastAPI:
+    """The HTTP API over ``service``.
+
+    ``token``: when set, every endpoint but ``/healthz`` and ``/readyz``
+    needs ``Authorization: Bearer <token>``. ``allowed_roots``: directories
+    under which ``POST /v1/repos`` may register repositories (none: no
+    registration over HTTP). ``cors_origins``: CORS is off unless given.
+    ``mounts``: apps served at their path, behind the same auth and limits.
+    """
+    metrics = Metrics(service.repos)
+
+    def job_done(job: Job, seconds: float) -> None:
+        metrics.jobs.labels(job.kind, job.state).observe(seconds)
+        if job.result:
+            metrics.embedded.inc(job.result.get("chunks_embedded", 0))
+            for t in job.result.get("timings", ()):
+                if t.get("stage") == "embed":
+                    metrics.embed_seconds.inc(t.get("seconds", 0.0))
+
+    jobs = JobRegistry(workers=job_workers, on_done=job_done)
+    roots = [Path(r).expanduser().resolve() for r in allowed_roots]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for mounted in mounts:  # e.g. the MCP endpoint's sessions live in the lifespan
+                await stack.enter_async_context(mounted.running())
+            yield
+        jobs.shutdown()
+
+    app = FastAPI(
+        title="ctxsvc",
+        version="1",
+        summary="Token-budgeted code context for AI coding agents",
+        lifespan=lifespan,
+    )
+    app.state.service, app.state.jobs, app.state.metrics = service, jobs, metrics
+    install_error_handlers(app, metrics)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(
+        Edge,
+        metrics=metrics,
+        token=token,
+        max_body_bytes=max_body_bytes,
+        max_in_flight=max_in_flight,
+        cors=bool(cors_origins),
+    )
+    _health_routes(app, service, metrics)
+    for router in (
+        context_routes(service),
+        repo_routes(service, jobs, roots),
+        session_routes(service),
+        workspace_routes(service),
+    ):
+        app.include_router(router)
+    for mounted in mounts:
+        app.router.routes.append(_AsgiRoute(mounted.path, mounted, include_in_schema=False))
+    return app
+
+
+class _AsgiRoute(Route):
+    """A route to an ASGI app that names itself in the scope, as FastAPI's routes do,
+    so that the request log and metrics carry its path rather than "unmatched"."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        return match, ({**child, "route": self} if match != Match.NONE else child)
+
+
+def _health_routes(app: FastAPI, service: ContextService, metrics: Metrics) -> None:
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz", tags=["health"], response_model=Readiness, responses={503: {"model": Readiness}}
+    )
+    def readyz() -> Response:
+        """Ready when the store answers; names what is degraded (no model: full text only)."""
+        degraded: list[str] = []
+        embedder, error = service.embedder, service.embedder_error
+        model: dict[str, Any] = {
+            "loaded": embedder is not None,
+            "name": embedder.name if embedder else None,
+            "error": error,
+        }
+        if embedder is None:
+            degraded.append(
+                f"model: not loaded ({error or 'none configured'}); "
+                "queries use full text, symbols and the graph"
+            )
+        elif isinstance(embedder, GuardedEmbedder) and (why := embedder.paused()):
+            model["paused"] = why
+            degraded.append(f"model: {why}; queries use full text, symbols and the graph")
+        try:
+            metas = service.repos()
+            store: dict[str, Any] = {"reachable": True}
+        except CtxError as exc:
+            metas, store = [], {"reachable": False, "error": exc.message}
+            degraded.append(f"store: {exc.message}")
+        degraded.extend(f"{m.name}: vectors {m.vectors}" for m in metas if m.vectors != "complete")
+        body = Readiness(
+            ready=store["reachable"], model=model, store=store, repos=len(metas), degraded=degraded
+        )
+        return json_response(body.model_dump(), 200 if body.ready else 503)
+
+    @app.get("/metrics", tags=["health"], response_class=Response, responses=ERRORS)
+    def prometheus() -> Response:
+        """Prometheus metrics (text exposition format)."""
+        data, content_type = metrics.render()
+        return Response(data, media_type=content_type)

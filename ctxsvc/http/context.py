@@ -1,0 +1,111 @@
+"""The context routes: context, expand, search, the map, symbols and file lines."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from ctxsvc.errors import InvalidPath
+from ctxsvc.http.errors import ERRORS, json_response
+from ctxsvc.http.observability import annotate
+from ctxsvc.http.params import IndexName
+from ctxsvc.limits import MAX_BUDGET, MAX_FILE_LINES, MAX_LINE, MAX_RESULTS
+from ctxsvc.models import ContextPack, FileLines, SearchResult, SymbolUses
+from ctxsvc.schemas import ContextRequest, ExpandRequest, SearchRequest, Text
+from ctxsvc.service import ContextService
+
+
+def context_routes(service: ContextService) -> APIRouter:
+    r = APIRouter(prefix="/v1", responses=ERRORS, tags=["context"])
+
+    def packed(pack: ContextPack) -> Response:
+        annotate(repo=pack.repo, tokens_used=pack.tokens_used)
+        return json_response(asdict(pack))
+
+    @r.post("/context", response_model=ContextPack)
+    def context_(body: ContextRequest) -> Response:
+        """The code most relevant to a task, packed within a token budget."""
+        return packed(
+            service.context(
+                body.repo, body.query, body.budget_tokens, detail=body.detail,
+                session_id=body.session_id, include=body.include, exclude=body.exclude,
+                refresh=body.refresh,
+            )
+        )  # fmt: skip
+
+    @r.post("/expand", response_model=ContextPack)
+    def expand(body: ExpandRequest) -> Response:
+        """One symbol or line range, optionally with callers and callees, within a budget."""
+        return packed(
+            service.expand(
+                body.repo, symbol=body.symbol, path=body.path, start_line=body.start_line,
+                end_line=body.end_line, budget_tokens=body.budget_tokens, callers=body.callers,
+                callees=body.callees, session_id=body.session_id,
+            )
+        )  # fmt: skip
+
+    @r.post("/search", response_model=SearchResult)
+    def search(body: SearchRequest) -> Response:
+        """Ranked files and symbols with their scores; nothing is packed."""
+        annotate(repo=body.repo)
+        return json_response(asdict(service.search(body.repo, body.query, body.limit)))
+
+    @r.get("/repos/{name}/map", response_model=ContextPack)
+    def repo_map(
+        name: IndexName, budget_tokens: Annotated[int, Query(ge=1, le=MAX_BUDGET)] = 2000
+    ) -> Response:
+        """A map of the repository: files by PageRank over the code graph, with their central symbols."""
+        return packed(service.repo_map(name, budget_tokens))
+
+    @r.get("/repos/{name}/symbols", response_model=SymbolUses)
+    def symbols(
+        name: IndexName,
+        symbol: Annotated[Text, Query(alias="name", min_length=1, max_length=512)],
+        limit: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 100,
+    ) -> Response:
+        """Definitions with this name or qualified name, and references to it."""
+        annotate(repo=name)
+        return json_response(asdict(service.symbol_uses(name, symbol, limit)))
+
+    @r.get("/repos/{name}/files/{path:path}", response_model=FileLines)
+    def file(
+        request: Request,
+        name: IndexName,
+        path: str,
+        start: Annotated[int, Query(ge=1, le=MAX_LINE)] | None = None,
+        end: Annotated[int, Query(ge=1, le=MAX_LINE)] | None = None,
+    ) -> Response:
+        """Lines of an indexed file, as indexed: read from the index, never from disk."""
+        _check_rel_path(path, request.scope.get("raw_path", b""))
+        annotate(repo=name)
+        last = (start or 1) + MAX_FILE_LINES - 1  # bounded result size
+        found = service.file_lines(name, path, start, min(end or last, last))
+        if found is None:
+            raise HTTPException(404, f"{path} is not an indexed file of {name}")
+        return json_response(asdict(found))
+
+    return r
+
+
+def _check_rel_path(path: str, raw_path: bytes) -> None:
+    """Refuse anything but a plain relative path; the lookup is in the index anyway."""
+    tail = raw_path.split(b"/files/", 1)[-1].lower()
+    if any(enc in tail for enc in (b"%2f", b"%5c", b"%00", b"%2e")):
+        raise InvalidPath("encoded separators or dots are not allowed in a file path")
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or "\x00" in path
+        or any(p in ("", ".", "..") for p in parts)
+        or any(ord(ch) < 32 for ch in path)
+    ):
+        raise InvalidPath(
+            f"{path!r} is not a relative path inside the repository",
+            hint="use the repository-relative POSIX path, as in the index",
+        )

@@ -1,0 +1,60 @@
+"""The routes of the workspace log that parallel sessions share."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from ctxsvc.http.errors import ERRORS, json_response
+from ctxsvc.http.params import IdempotencyHeader, WorkspacePath, replayable
+from ctxsvc.limits import MAX_EVENTS
+from ctxsvc.models import WorkspaceEvent
+from ctxsvc.schemas import EventRequest
+from ctxsvc.service import ContextService
+
+
+def workspace_routes(service: ContextService) -> APIRouter:
+    r = APIRouter(prefix="/v1", responses=ERRORS, tags=["workspaces"])
+
+    @r.post(
+        "/workspaces/{workspace}/events",
+        status_code=201,
+        response_model=WorkspaceEvent,
+    )
+    def post_event(
+        workspace: WorkspacePath,
+        body: EventRequest,
+        idempotency_key: IdempotencyHeader = None,
+    ) -> Response:
+        """Record a decision or change in the log the workspace's sessions share.
+
+        Sessions of the workspace then get a warning in their context and
+        resume answers when these touch what the event is about. A retry with
+        the same ``Idempotency-Key`` returns the event stored the first time
+        (with ``Idempotent-Replayed: true``).
+        """
+        event, new = service.record_event(
+            workspace, body.text, kind=body.kind, session_id=body.session_id, agent=body.agent,
+            paths=body.paths, symbols=body.symbols, new_path=body.new_path,
+            new_symbol=body.new_symbol, idempotency_key=idempotency_key,
+        )  # fmt: skip
+        return replayable(asdict(event), new)
+
+    @r.get(
+        "/workspaces/{workspace}/events",
+        response_model=list[WorkspaceEvent],
+    )
+    def list_events(
+        workspace: WorkspacePath,
+        after: Annotated[int, Query(ge=0, description="only events after this seq")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = 200,
+    ) -> Response:
+        """The workspace's log in order: its sessions' events and what re-indexing saw."""
+        return json_response(
+            [asdict(e) for e in service.workspace_events(workspace, after=after, limit=limit)]
+        )
+
+    return r

@@ -1,0 +1,346 @@
+"""The query side: context, expand, search, the repository map, symbols and file lines.
+
+Context, expand, search and the map start with one prologue
+(:meth:`Queries._start`): the request's bounds are checked, the index is
+resolved with its freshness, and a query's vector is computed or its absence
+noted. Symbols and file lines only look names and lines up in the index as it
+is, with no freshness check. Packs are recorded in the session
+ledger for the session that asked. A session of a workspace gets drift
+warnings (code another session changed) first in its answer, within the same
+budget; they come in through the small :class:`DriftSource` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from ctxsvc.candidates import (
+    DETAILS,
+    candidates,
+    candidates_of,
+    check_patterns,
+    expand_blocks,
+    filter_hits,
+    find_symbols,
+    ranked_files,
+)
+from ctxsvc.catalog import Catalog, Current
+from ctxsvc.drift import DriftSource, Watch, drift, render_warnings
+from ctxsvc.errors import CtxError, InvalidRequest
+from ctxsvc.graph import personalized_pagerank
+from ctxsvc.limits import MAX_QUERY_CHARS, MAX_RESULTS, check_budget
+from ctxsvc.models import (
+    ContextPack,
+    DeliveredSpan,
+    DriftWarning,
+    FileLines,
+    FileScore,
+    Hit,
+    IndexVersion,
+    SearchResult,
+    SymbolScore,
+    SymbolUses,
+    span_hash,
+)
+from ctxsvc.packing import Block, pack
+from ctxsvc.retrieval import RetrievalConfig, retrieve
+from ctxsvc.stores.ledger import SessionLedger
+from ctxsvc.tokens import TokenCounter
+from ctxsvc.vectors import QueryVectors
+
+DRIFT_ROUNDS = 3  # re-packs until the warnings an answer raises are those it carries
+
+
+@dataclass(frozen=True)
+class _Started:
+    """What the prologue found: the index, and the vector signal for the query."""
+
+    current: Current
+    vector: npt.NDArray[np.float32] | None
+    config: RetrievalConfig
+
+
+class Queries:
+    """Answers queries over the catalog's indexes; records packs in ``ledger``."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        tokens: TokenCounter,
+        vectors: QueryVectors,
+        *,
+        ledger: SessionLedger | None = None,
+        retrieval: RetrievalConfig | None = None,
+        drift: DriftSource | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.tokens = tokens
+        self.vectors = vectors
+        self.ledger = ledger
+        self.retrieval = retrieval or RetrievalConfig()
+        self.drift = drift
+
+    def context(
+        self,
+        name_or_path: str,
+        query: str,
+        budget_tokens: int,
+        *,
+        detail: str = "snippets",
+        session_id: str | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        refresh: bool = False,
+    ) -> ContextPack:
+        """The code most relevant to ``query``, within ``budget_tokens``.
+
+        With ``session_id``, what the session already holds (unchanged) is
+        referred to rather than sent again, and what is sent is recorded.
+        With ``refresh``, files changed on disk are re-indexed first.
+        """
+        s = self._start(
+            name_or_path, query, budget_tokens, detail=detail, include=include, exclude=exclude,
+            refresh=refresh,
+        )  # fmt: skip
+        view = s.current.view
+        # Enough candidates to fill the budget with chunks of the target size, twice over.
+        limit = max(60, 2 * budget_tokens // self.catalog.settings.chunk_target_tokens)
+        hits = filter_hits(retrieve(view, query, s.vector, s.config, limit=limit), include, exclude)
+        blocks, already = candidates_of(
+            view, hits, detail, session_id, self.ledger, budget_tokens, s.config.spread
+        )
+        source = self.drift
+        watch = source.watch(session_id, view.meta.name) if source and session_id else None
+        if source is None or watch is None or session_id is None:
+            return self._pack(s.current, query, blocks, budget_tokens, detail, session_id, already)
+        return self._pack_with_drift(
+            source, watch, s.current, query, blocks, already, budget_tokens, detail, session_id
+        )
+
+    def expand(
+        self,
+        name_or_path: str,
+        *,
+        symbol: str | None = None,
+        path: str | None = None,
+        start_line: int | None = None,
+        end_line: int | None = None,
+        budget_tokens: int = 4000,
+        callers: bool = False,
+        callees: bool = False,
+        session_id: str | None = None,
+    ) -> ContextPack:
+        """One symbol or line range, optionally with its callees and callers, within a budget."""
+        s = self._start(name_or_path, None, budget_tokens)
+        blocks = expand_blocks(
+            s.current.view, symbol=symbol, path=path, start_line=start_line, end_line=end_line,
+            callers=callers, callees=callees,
+        )  # fmt: skip
+        query = symbol or f"{path}:{start_line or 1}-{end_line or ''}"
+        return self._pack(s.current, query, blocks, budget_tokens, "snippets", session_id)
+
+    def search(self, name_or_path: str, query: str, limit: int = 20) -> SearchResult:
+        """Ranked files and symbols for ``query``, with scores, without packing.
+
+        Runs the same retrieval as :meth:`context`. A file scores by its two
+        best chunks (as for the ``map`` and ``full`` details); a symbol by the
+        best chunk that defines it. At most ``limit`` of each.
+        """
+        s = self._start(name_or_path, query, limit=limit)
+        view = s.current.view
+        hits = retrieve(view, query, s.vector, s.config, limit=max(60, 3 * limit))
+        best: dict[tuple[str, str], float] = {}
+        for h in hits:
+            for q in h.chunk.symbols:
+                key = (h.chunk.path, q)
+                best[key] = max(best.get(key, h.score), h.score)
+        paths = {p for p, _ in best}
+        defs = {(sym.path, sym.qualname): sym for sym in view.symbols if sym.path in paths}
+        symbols = sorted(
+            (SymbolScore(defs[k], score) for k, score in best.items() if k in defs),
+            key=lambda x: -x.score,
+        )
+        return SearchResult(
+            repo=name_or_path, query=query,
+            files=tuple(FileScore(p, score) for p, score in ranked_files(hits)[:limit]),
+            symbols=tuple(symbols[:limit]), degraded=tuple(s.current.degraded),
+        )  # fmt: skip
+
+    def repo_map(self, name_or_path: str, budget_tokens: int = 2000) -> ContextPack:
+        """A map of the repository without a query, within ``budget_tokens``.
+
+        Files rank by PageRank over the whole code graph (uniform restart: the
+        code most referenced, directly or not, comes first); each line names the
+        file's most central symbols. Files outside the graph come last.
+        """
+        s = self._start(name_or_path, None, budget_tokens)
+        view = s.current.view
+        rank = personalized_pagerank(view.graph, dict.fromkeys(range(len(view.graph)), 1.0))
+        hits = [
+            Hit(c, float(sum(rank[n] for n in nodes)), ("pagerank",))
+            for c, nodes in zip(view.chunks, view.chunk_nodes, strict=True)
+        ]
+        hits.sort(key=lambda h: -h.score)
+        # Map lines are a few dozen tokens: more candidates than this never fit.
+        blocks = candidates(view, hits[: max(200, budget_tokens // 4)], "map")
+        return self._pack(s.current, f"map of {view.meta.name}", blocks, budget_tokens, "map")
+
+    def symbol_uses(self, name_or_path: str, name: str, limit: int = 100) -> SymbolUses:
+        """Definitions whose qualified name (or else name) is ``name``, and references to it.
+
+        The first ``limit`` of each, and how many there are.
+        """
+        if not name.strip() or len(name) > 512:
+            raise InvalidRequest("a symbol name of 1 to 512 characters is required")
+        if not 1 <= limit <= MAX_RESULTS:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_RESULTS}, got {limit}")
+        view = self.catalog.view(self.catalog.resolve(name_or_path))
+        defs = find_symbols(view, name)
+        refs = view.refs_by_name.get(name.rsplit(".", 1)[-1], [])
+        return SymbolUses(
+            name_or_path, name, tuple(defs[:limit]), tuple(refs[:limit]), len(defs), len(refs)
+        )
+
+    def file_lines(
+        self, name_or_path: str, path: str, start: int | None = None, end: int | None = None
+    ) -> FileLines | None:
+        """Lines ``start..end`` of an indexed file, as indexed, and its line count.
+
+        Only the index is read, never the disk, so nothing outside what was
+        indexed can be returned. None when ``path`` is not an indexed file.
+        """
+        view = self.catalog.view(self.catalog.resolve(name_or_path))
+        lines = view.file_lines(path)
+        if not lines:
+            return None
+        total = max(lines)
+        first, last = start or 1, min(end or total, total)
+        if not 1 <= first <= total or last < first:
+            raise InvalidRequest(
+                f"invalid line range {start or 1}-{end or total} for {path} ({total} lines)"
+            )
+        text = "\n".join(lines.get(n, "") for n in range(first, last + 1))
+        return FileLines(
+            repo=name_or_path, path=path, start_line=first, end_line=last, total_lines=total,
+            tokens=self.tokens.count(text), content_hash=span_hash(text), text=text,
+        )  # fmt: skip
+
+    # -- the prologue, packing and the ledger -------------------------------------------
+
+    def _start(
+        self,
+        name_or_path: str,
+        query: str | None,
+        budget_tokens: int | None = None,
+        *,
+        detail: str | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        limit: int | None = None,
+        refresh: bool = False,
+    ) -> _Started:
+        """Check the request's bounds, load the index, and embed the query (if any)."""
+        if query is not None:
+            if not query.strip():
+                raise InvalidRequest("the query is empty", hint="describe the task in words")
+            if len(query) > MAX_QUERY_CHARS:
+                raise InvalidRequest(f"the query is longer than {MAX_QUERY_CHARS} characters")
+        if limit is not None and not 1 <= limit <= MAX_RESULTS:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_RESULTS}, got {limit}")
+        if budget_tokens is not None:
+            check_budget(budget_tokens)
+        if detail is not None and detail not in DETAILS:
+            raise InvalidRequest(
+                f"unknown detail {detail!r}", hint=f"use one of {', '.join(DETAILS)}"
+            )
+        check_patterns(include, exclude)
+        current = self.catalog.current(name_or_path, refresh=refresh)
+        vector = None
+        if query is not None and self.retrieval.vector:
+            vector, why_not = self.vectors.vector(current.meta, query)
+            current.degraded.extend(why_not)
+        config = self.retrieval if vector is not None else replace(self.retrieval, vector=False)
+        return _Started(current, vector, config)
+
+    def _pack(
+        self,
+        current: Current,
+        query: str,
+        blocks: list[Block],
+        budget_tokens: int,
+        detail: str,
+        session_id: str | None = None,
+        already: Sequence[DeliveredSpan] = (),
+        *,
+        preface: str = "",
+        warnings: Sequence[DriftWarning] = (),
+    ) -> ContextPack:
+        meta = current.view.meta
+        version = IndexVersion(
+            commit=meta.commit, indexed_at=meta.indexed_at, generation=meta.generation,
+            changed_since=current.fresh.all,
+        )  # fmt: skip
+        result = pack(
+            meta.name, query, blocks, budget_tokens, self.tokens, detail=detail, index=version,
+            degraded=current.degraded, session_id=session_id, already_sent=already,
+            preface=preface, warnings=warnings,
+        )  # fmt: skip
+        return self._record(result, meta.name)
+
+    def _record(self, result: ContextPack, repo: str) -> ContextPack:
+        """Record in the ledger what ``result`` delivers to its session, if any."""
+        if result.session_id is None or self.ledger is None:
+            return result
+        spans = [
+            DeliveredSpan(i.path, i.start_line, i.end_line, i.content_hash, i.tokens)
+            for i in result.items
+            if i.content_hash
+        ]
+        try:
+            self.ledger.record(result.session_id, repo, spans)
+        except CtxError as exc:  # the answer is still good; say it was not recorded
+            result = replace(result, degraded=(*result.degraded, f"session: not recorded ({exc})"))
+        return result
+
+    def _pack_with_drift(
+        self,
+        source: DriftSource,
+        watch: Watch,
+        current: Current,
+        query: str,
+        blocks: list[Block],
+        already: Sequence[DeliveredSpan],
+        budget_tokens: int,
+        detail: str,
+        session_id: str,
+    ) -> ContextPack:
+        """The pack for a workspace session: drift warnings first, all within the budget."""
+        # Warnings come first in the text, within the budget: reserve room for
+        # those the candidates would raise, then keep those the answer raises.
+        held = {s.path for s in already}
+        when = current.view.meta.indexed_at
+
+        def raised(paths: set[str], texts: list[str]) -> list[DriftWarning]:
+            text = "\n".join([query, *texts])
+            return drift(
+                watch.seen, watch.events, paths | held, text, delivered=paths, indexed_at=when
+            )
+
+        warnings = raised({b.path for b in blocks}, [b.lines_text() for b in blocks])
+        for _ in range(DRIFT_ROUNDS):
+            preface = render_warnings(warnings, self.tokens, budget_tokens // 4)
+            result = self._pack(
+                current, query, blocks, budget_tokens, detail, None, already,
+                preface=preface, warnings=warnings,
+            )  # fmt: skip
+            now = raised({i.path for i in result.items}, [i.text for i in result.items])
+            if {w.event.seq for w in now} == {w.event.seq for w in warnings}:
+                break
+            warnings = now
+        result = self._record(replace(result, session_id=session_id), current.view.meta.name)
+        source.mark_warned(session_id, (w.event.seq for w in warnings))
+        return result

@@ -1,0 +1,121 @@
+"""What agent memory keeps: sessions, checkpoints and their summaries, resume answers.
+
+Frozen dataclasses like those of ``ctxsvc.models``, which they build on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ctxsvc.models import ContextPack, DriftWarning, WorkspaceEvent
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """What one session received from one repository."""
+
+    session_id: str
+    repo: str
+    spans: int
+    tokens: int
+    first_delivered: str  # ISO-8601, UTC
+    last_delivered: str
+
+
+@dataclass(frozen=True)
+class Session:
+    """An agent's working session on one repository, the owner of checkpoints."""
+
+    id: str
+    repo: str
+    task: str
+    agent: str | None
+    workspace: str | None
+    created_at: str  # ISO-8601, UTC
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A file (and optionally a symbol in it) an agent touched, as indexed then.
+
+    ``sha256`` is the file's content hash in the index at checkpoint time ("" when
+    the path was not indexed, e.g. a file the agent created). ``signature`` is the
+    symbol's header then, which lets a resume recognise it under a new name.
+    """
+
+    path: str
+    symbol: str | None = None
+    sha256: str = ""
+    edited: bool = False
+    signature: str = ""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A structured checkpoint summary; ``rendered`` is what an agent reads.
+
+    In ``Checkpoint.summary`` the lists hold only what fits the token budget and
+    ``dropped`` counts the rest per section; in ``Checkpoint.state`` they hold
+    everything extracted so far (``rendered`` empty), carried to the next checkpoint.
+    """
+
+    goal: str
+    done: tuple[str, ...] = ()
+    decisions: tuple[str, ...] = ()
+    files: tuple[Anchor, ...] = ()
+    open_tasks: tuple[str, ...] = ()
+    next_step: str = ""
+    errors: tuple[str, ...] = ()
+    facts: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    dropped: dict[str, int] = field(default_factory=dict)
+    rendered: str = ""
+    tokens: int = 0  # of ``rendered``
+    budget_tokens: int = 0
+    summarizer: str = "offline"  # or "llm:<model>"
+    summarizer_note: str = ""  # why the offline summarizer answered instead of the LLM one
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One immutable, numbered checkpoint of a session (1, 2, ...)."""
+
+    session_id: str
+    number: int
+    created_at: str
+    summary: Summary
+    state: Summary
+    transcript: tuple[dict[str, object], ...]  # the chat messages as received
+    transcript_tokens: int
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class AnchorChange:
+    """What happened to an anchored file or symbol since the checkpoint.
+
+    ``change`` is "modified", "deleted", "renamed" (same content or symbol under
+    another path or name: ``new_path``/``new_symbol``) or "symbol_deleted".
+    """
+
+    path: str
+    symbol: str | None
+    change: str
+    new_path: str | None = None
+    new_symbol: str | None = None
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What an agent reads after a context reset: summary, changes, fresh context."""
+
+    session: Session
+    checkpoint: Checkpoint
+    changes: tuple[AnchorChange, ...]
+    context: ContextPack | None
+    rendered: str
+    tokens_used: int
+    budget_tokens: int
+    degraded: tuple[str, ...] = ()
+    warnings: tuple[DriftWarning, ...] = ()
+    workspace_events: tuple[WorkspaceEvent, ...] = ()  # by other sessions since the checkpoint

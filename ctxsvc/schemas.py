@@ -1,0 +1,278 @@
+"""The request and response models of the HTTP API and the MCP tools, declared once.
+
+Every bound a request is checked against is written here, so that
+``/openapi.json`` and the MCP tools' input schemas say it too, and every field
+is described for the person or the model that reads those schemas. The MCP
+tools take the same models; where a tool may omit ``repo`` (a server with a
+default repository), ``ctxsvc.mcp.tools`` derives the variant.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ctxsvc.limits import (
+    MAX_BUDGET,
+    MAX_LINE,
+    MAX_PATTERNS,
+    MAX_QUERY_CHARS,
+    MAX_RESULTS,
+    NAME_PATTERN,
+    SESSION_PATTERN,
+)
+from ctxsvc.models import IndexSummary
+
+
+def _text(value: str) -> str:
+    # JSON may carry lone surrogates, which no later stage can encode: refuse them here.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def _budget(default: int, what: str, low: int = 1) -> Any:
+    return Field(default, ge=low, le=MAX_BUDGET, description=f"Most tokens (cl100k_base) {what}.")
+
+
+Text = Annotated[str, AfterValidator(_text)]
+REPO_DOC = (
+    "Index name or root directory of an indexed repository (the status of indexes lists them)."
+)
+# "~user" is not expanded on the server (and an unknown user would be an error).
+RepoRef = Annotated[Text, Field(min_length=1, max_length=4096, pattern=r"^[^~]")]
+# Not blank (a pattern, so that the schema says it too; Python's idea of whitespace).
+QueryText = Annotated[
+    Text,
+    Field(
+        min_length=1,
+        max_length=MAX_QUERY_CHARS,
+        pattern=r"^\s*\S",
+        description="The task or question in words: what you want to do or understand, an error "
+        "message, names of functions, classes or files you know.",
+    ),
+]
+SessionId = Annotated[
+    str,
+    Field(
+        pattern=SESSION_PATTERN,
+        description="A session id from start_session (any 1-128 of A-Z a-z 0-9 . _ : - also "
+        "works for getting context and expand).",
+    ),
+]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Glob = Annotated[Text, Field(min_length=1, max_length=256)]
+Globs = Annotated[list[Glob], Field(max_length=MAX_PATTERNS)]
+Line = Annotated[int, Field(ge=1, le=MAX_LINE)]
+Item = Annotated[Text, Field(max_length=2000)]
+Items = Annotated[list[Item], Field(max_length=200)]
+Subject = Annotated[Text, Field(min_length=1, max_length=1000)]
+IdempotencyKey = Annotated[
+    str,
+    Field(
+        pattern=r"^[\x21-\x7e]{1,255}$",
+        description="Any unique printable string: a retry with the same key returns what was "
+        "written the first time and never writes a second one.",
+    ),
+]
+DETAIL_DOC = (
+    "How much of each file: 'map' (ranked files with their key symbols, cheapest), "
+    "'skeleton' (signatures and docstrings), 'snippets' (the relevant functions and "
+    "sections), 'full' (whole files)."
+)
+
+
+class Request(BaseModel):
+    """A request body (or an MCP tool's arguments): unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
+
+# -- context ---------------------------------------------------------------------------
+
+
+class ContextRequest(Request):
+    repo: RepoRef = Field(description=REPO_DOC)
+    query: QueryText
+    budget_tokens: int = _budget(8000, "of context to return, headings and fences included")
+    detail: Literal["snippets", "skeleton", "map", "full"] = Field(
+        "snippets", description=DETAIL_DOC
+    )
+    session_id: SessionId | None = Field(
+        None, description="Code this session already received unchanged is not sent again."
+    )
+    include: Globs | None = Field(
+        None, description="Only paths matching one of these globs, e.g. ['src/*', '*.py']."
+    )
+    exclude: Globs | None = Field(
+        None, description="Never paths matching one of these globs, e.g. ['tests/*']."
+    )
+    refresh: bool = Field(False, description="Re-index files changed on disk first.")
+
+
+class ExpandRequest(Request):
+    repo: RepoRef = Field(description=REPO_DOC)
+    symbol: Annotated[Text, Field(min_length=1, max_length=512)] | None = Field(
+        None, description="A definition's qualified name ('Store.get') or name ('get')."
+    )
+    path: Annotated[Text, Field(min_length=1, max_length=4096)] | None = Field(
+        None, description="A repository-relative file path, as in the '## path' headings."
+    )
+    start_line: Line | None = Field(None, description="First line (with path; 1-based).")
+    end_line: Line | None = Field(None, description="Last line, inclusive (with path).")
+    budget_tokens: int = _budget(4000, "to return")
+    callers: bool = Field(False, description="Also the code that calls or uses the symbol.")
+    callees: bool = Field(False, description="Also the definitions the symbol calls.")
+    session_id: SessionId | None = Field(None, description="Record what is sent in this session.")
+
+
+class SearchRequest(Request):
+    repo: RepoRef = Field(description=REPO_DOC)
+    query: QueryText
+    limit: int = Field(20, ge=1, le=MAX_RESULTS, description="Most files and most symbols to list.")
+
+
+class MapRequest(Request):
+    repo: RepoRef = Field(description=REPO_DOC)
+    budget_tokens: int = _budget(2000, "of map to return")
+
+
+class RepoRequest(Request):
+    repo: RepoRef = Field(description=REPO_DOC)
+
+
+class RegisterRequest(Request):
+    path: Annotated[Text, Field(min_length=2, max_length=4096, pattern=r"^/")] = Field(
+        description="Absolute path of the repository root on the server."
+    )
+    name: Name | None = Field(None, description="Index name (default: the directory name).")
+    vectors: bool = Field(True, description="Embed chunks (false: full text and symbols only).")
+
+
+# -- agent memory ----------------------------------------------------------------------
+
+
+class SessionRequest(Request):
+    repo: RepoRef = Field(description=REPO_DOC)
+    task: Annotated[Text, Field(min_length=1, max_length=MAX_QUERY_CHARS)] = Field(
+        description="What the session is for, in words."
+    )
+    agent: Name | None = Field(None, description="The agent's name, for the record.")
+    workspace: Name | None = Field(
+        None, description="A workspace shared by sessions of agents working in parallel."
+    )
+
+
+class CheckpointFields(Request):
+    goal: Item | None = Field(None, description="The overall goal, if it changed.")
+    done: Items | None = Field(None, description="Steps done.")
+    decisions: Items | None = Field(None, description="Decisions with their reasons.")
+    open_tasks: Items | None = Field(None, description="What is left to do.")
+    next_step: Item | None = Field(None, description="The very next step.")
+    notes: Items | None = Field(None, description="Anything else worth keeping.")
+
+    def fields(self) -> dict[str, object]:
+        """The fields that were given, as the service takes them."""
+        return self.model_dump(include=set(CheckpointFields.model_fields), exclude_none=True)
+
+
+class CheckpointRequest(CheckpointFields):
+    messages: Annotated[list[dict[str, Any]], Field(max_length=20_000)] = Field(
+        [],
+        description="OpenAI-style chat messages since the last checkpoint ({role, content, "
+        "tool_calls}); files, decisions, errors and next steps are extracted from them.",
+    )
+    budget_tokens: int = _budget(300, "of the summary", low=20)
+
+
+class CheckpointCall(CheckpointRequest):
+    """A new checkpoint of a session: messages and/or fields, and an idempotency key."""
+
+    session_id: SessionId
+    idempotency_key: IdempotencyKey | None = None
+
+
+class ResumeRequest(Request):
+    session_id: SessionId
+    budget_tokens: int = _budget(2000, "to return: summary, changes and fresh code")
+
+
+class DecisionRequest(Request):
+    session_id: SessionId
+    decision: Annotated[Text, Field(min_length=1, max_length=300)] = Field(
+        description="What was decided, as one sentence."
+    )
+    reason: Annotated[Text, Field(min_length=1, max_length=300)] | None = Field(
+        None,
+        description="Why (what it rules out, what it depends on). Decision and reason are kept "
+        "to 300 characters together.",
+    )
+    idempotency_key: IdempotencyKey | None = None
+
+
+class EventRequest(Request):
+    text: Annotated[Text, Field(min_length=1, max_length=2000)] = Field(
+        description="What was decided or changed, e.g. 'renamed interface Store to Repository'."
+    )
+    kind: Literal["decision", "renamed", "removed", "changed", "note"] | None = Field(
+        None, description="Read from the text when absent ('renamed ...', 'removed ...')."
+    )
+    session_id: SessionId | None = Field(None, description="The session it comes from.")
+    agent: Name | None = Field(None, description="The agent's name.")
+    paths: Annotated[list[Subject], Field(max_length=50)] = Field(
+        [], description="Files it is about (also read from the text)."
+    )
+    symbols: Annotated[list[Subject], Field(max_length=50)] = Field(
+        [], description="Symbols it is about (also read from the text)."
+    )
+    new_path: Subject | None = Field(None, description="A file's new path, for a move.")
+    new_symbol: Subject | None = Field(None, description="A symbol's new name, for a rename.")
+
+
+# -- responses -------------------------------------------------------------------------
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: what happened, whether a retry helps, what to do next."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    retryable: bool
+    hint: str = ""
+    request_id: str
+    errors: list[FieldError] | None = None
+
+
+class JobResponse(BaseModel):
+    id: str
+    kind: Literal["index", "refresh"]
+    repo: str
+    root: str
+    state: Literal["queued", "running", "done", "failed"]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    progress: dict[str, dict[str, int | None]]
+    events: list[dict[str, Any]]
+    result: IndexSummary | None
+    error: dict[str, Any] | None
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model: dict[str, Any]
+    store: dict[str, Any]
+    repos: int
+    degraded: list[str]

@@ -1,0 +1,138 @@
+"""What the LanceDB tables hold: their Arrow schemas, the ``repos`` row, row conversions.
+
+Each repository name owns the tables of ``DATA_TABLES`` (``<name>__files``
+...) and ``<name>__vectors``; ``COLUMNS`` spells out their columns. Arrow
+(``pyarrow``) is imported only when a schema is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ctxsvc.models import Chunk, FileRecord
+
+SCHEMA_VERSION = 1
+DATA_TABLES = ("files", "chunks", "symbols", "refs", "imports")
+
+# The columns of each table as "name:type"; "[t]" is a list of t. The data
+# tables start with "path" and "path_id" (see path_id()).
+_PATH = "path:str path_id:str "
+COLUMNS = {
+    "files": _PATH + "sha256:str size:i64 mtime_ns:i64 language:str status:str reason:str"
+    " detail:str syntax_errors:i32 lossy:bool chunks:i32 tokens:i32",
+    "chunks": _PATH + "id:str language:str start_line:i32 end_line:i32 header:str text:str"
+    " symbols:[str] tokens:i32 content_hash:str terms:str",
+    "symbols": _PATH + "name:str qualname:str kind:str start_line:i32 end_line:i32"
+    " signature:str docstring:str parent:str",
+    "refs": _PATH + "name:str line:i32 kind:str scope:str",
+    "imports": _PATH + "line:i32 module:str names:[str]",
+    "repos": "name:str name_id:str meta:str",
+}
+
+
+def names(table: str) -> list[str]:
+    """The column names of ``table`` (a key of ``COLUMNS``), in order."""
+    return [column.split(":")[0] for column in COLUMNS[table].split()]
+
+
+# What a Chunk is read from (the full-text terms stay in the table).
+CHUNK_COLUMNS = [n for n in names("chunks") if n not in ("path_id", "terms")]
+
+
+@dataclass(frozen=True)
+class IndexMeta:
+    """The ``repos`` row: what an index is, and the table versions it pins."""
+
+    name: str
+    root: str
+    commit: str | None
+    indexed_at: str
+    model: str | None
+    dimension: int | None
+    tokenizer: str
+    vectors: str  # "complete", "missing" or "disabled"
+    versions: dict[str, int]
+    stats: dict[str, Any] = field(default_factory=dict)
+    generation: int = 0  # counts successful runs
+    schema_version: int = SCHEMA_VERSION
+
+
+def pa() -> Any:
+    """The ``pyarrow`` module, imported on first use."""
+    import pyarrow
+
+    return pyarrow
+
+
+def schema(table: str) -> Any:
+    """The Arrow schema of ``table`` (a key of ``COLUMNS``)."""
+    arrow = pa()
+    types = {
+        "str": arrow.string(),
+        "i32": arrow.int32(),
+        "i64": arrow.int64(),
+        "bool": arrow.bool_(),
+    }
+    fields = []
+    for column in COLUMNS[table].split():
+        name, kind = column.split(":")
+        is_list = kind.startswith("[")
+        kind = kind.strip("[]")
+        fields.append(arrow.field(name, arrow.list_(types[kind]) if is_list else types[kind]))
+    return arrow.schema(fields)
+
+
+def schemas(dim: int | None) -> dict[str, Any]:
+    """The schemas of a repository's tables; ``vectors`` only with a dimension."""
+    out = {t: schema(t) for t in DATA_TABLES}
+    if dim is not None:
+        arrow = pa()
+        out["vectors"] = arrow.schema(
+            [
+                arrow.field("content_hash", arrow.string()),
+                arrow.field("vector", arrow.list_(arrow.float32(), dim)),
+            ]
+        )
+    return out
+
+
+def path_id(path: str) -> str:
+    """A SQL-safe key for a path (paths may hold quotes, newlines, anything)."""
+    return hashlib.sha1(path.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def in_list(values: Sequence[str]) -> str:
+    """``values`` as the body of a SQL ``IN (...)``."""
+    # Only ever hex digests and content hashes: no quoting issues.
+    return ", ".join(f"'{v}'" for v in values)
+
+
+def with_path_id(data: dict[str, Any], path: str) -> dict[str, Any]:
+    """``data`` (a row to write) with the ``path_id`` of ``path``."""
+    data["path_id"] = path_id(path)
+    return data
+
+
+def file_records(table: Any) -> dict[str, FileRecord]:
+    """The rows of a ``files`` table, by path."""
+    rows = table.to_arrow().drop_columns(["path_id"]).to_pylist()
+    return {r["path"]: FileRecord(**{**r, "language": r["language"] or None}) for r in rows}
+
+
+def chunk(r: dict[str, Any]) -> Chunk:
+    """A ``Chunk`` from a row of ``CHUNK_COLUMNS``."""
+    return Chunk(
+        id=r["id"],
+        path=r["path"],
+        language=r["language"] or None,
+        start_line=int(r["start_line"]),
+        end_line=int(r["end_line"]),
+        header=r["header"],
+        text=r["text"],
+        symbols=tuple(r["symbols"] or ()),
+        tokens=int(r["tokens"]),
+        content_hash=r["content_hash"],
+    )
