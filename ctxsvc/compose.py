@@ -74,8 +74,9 @@ def build_service(
     catalog.subscribe(workspaces)
     qvectors = QueryVectors(embedder, query_embedder=query_embedder, embedder_error=embedder_error)
     queries = Queries(
-        catalog, tokens, qvectors, ledger=state.ledger, retrieval=retrieval, drift=workspaces
-    )
+        catalog, tokens, qvectors, ledger=state.ledger, retrieval=retrieval or RetrievalConfig(),
+        drift=workspaces,
+    )  # fmt: skip
     memory = Memory(catalog, state, tokens, queries, drift=workspaces, summarizer=summarizer)
     return ContextService(catalog, queries, memory, workspaces)
 

@@ -13,7 +13,7 @@ import glob
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import KW_ONLY, dataclass, replace
 from typing import Protocol
 
 from ctxsvc.catalog import Catalog
@@ -49,25 +49,17 @@ class ContextSource(Protocol):
     ) -> ContextPack: ...
 
 
+@dataclass(frozen=True, eq=False)
 class Memory:
     """Sessions and their checkpoints in the state database; resume after a reset."""
 
-    def __init__(
-        self,
-        catalog: Catalog,
-        state: StateStore,
-        tokens: TokenCounter,
-        context: ContextSource,
-        *,
-        drift: DriftSource | None = None,
-        summarizer: Summarizer | None = None,
-    ) -> None:
-        self.catalog = catalog
-        self.state = state
-        self.tokens = tokens
-        self.context = context
-        self.drift = drift
-        self.summarizer = summarizer
+    catalog: Catalog
+    state: StateStore
+    tokens: TokenCounter
+    context: ContextSource
+    _: KW_ONLY
+    drift: DriftSource | None = None
+    summarizer: Summarizer | None = None
 
     # -- sessions -------------------------------------------------------------
 

@@ -13,7 +13,7 @@ budget; they come in through the small :class:`DriftSource` protocol.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -64,25 +64,17 @@ class _Started:
     config: RetrievalConfig
 
 
+@dataclass(frozen=True, eq=False)
 class Queries:
     """Answers queries over the catalog's indexes; records packs in ``ledger``."""
 
-    def __init__(
-        self,
-        catalog: Catalog,
-        tokens: TokenCounter,
-        vectors: QueryVectors,
-        *,
-        ledger: SessionLedger | None = None,
-        retrieval: RetrievalConfig | None = None,
-        drift: DriftSource | None = None,
-    ) -> None:
-        self.catalog = catalog
-        self.tokens = tokens
-        self.vectors = vectors
-        self.ledger = ledger
-        self.retrieval = retrieval or RetrievalConfig()
-        self.drift = drift
+    catalog: Catalog
+    tokens: TokenCounter
+    vectors: QueryVectors
+    _: KW_ONLY
+    ledger: SessionLedger | None = None
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    drift: DriftSource | None = None
 
     def context(
         self,

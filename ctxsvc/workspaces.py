@@ -11,6 +11,7 @@ what a session saw, and the events since.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from ctxsvc.catalog import Catalog
 from ctxsvc.checkpoints import IndexFacts
@@ -25,12 +26,12 @@ from ctxsvc.view import RepoView
 WATCHED_EVENTS = 100_000  # events a drift check reads at the most
 
 
+@dataclass(frozen=True, eq=False)
 class WorkspaceLog:
     """Records and reads workspace events; watches the repositories workspaces work on."""
 
-    def __init__(self, catalog: Catalog, state: StateStore) -> None:
-        self.catalog = catalog
-        self.state = state
+    catalog: Catalog
+    state: StateStore
 
     # -- the catalog's index runs (an IndexListener) ------------------------------------
 

@@ -25,7 +25,6 @@ from ctxsvc.stores.schema import StateTable
 from ctxsvc.stores.sqlite import Replay, check_idempotency_key, now, request_sha256
 
 _COLUMNS = "session_id, number, created_at, summary_json, transcript_json, idempotency_key, tokens"
-_LABEL = "the checkpoint store"
 _REPLAY = Replay(
     query=f"SELECT {_COLUMNS}, request_sha256 FROM checkpoints"
     " WHERE session_id = ? AND idempotency_key = ?",
@@ -37,7 +36,7 @@ _REPLAY = Replay(
 class CheckpointStore(StateTable):
     """Durable sessions and checkpoints. Thread- and process-safe like the ledger."""
 
-    label = _LABEL
+    label = "the checkpoint store"
 
     def create_session(
         self, repo: str, task: str, agent: str | None = None, workspace: str | None = None
@@ -47,7 +46,7 @@ class CheckpointStore(StateTable):
             id="s-" + secrets.token_hex(8), repo=repo, task=task, agent=agent,
             workspace=workspace, created_at=now(),
         )  # fmt: skip
-        with self.db.write(_LABEL) as con:
+        with self.db.write(self.label) as con:
             con.execute(
                 "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
                 (session.id, repo, task, agent, workspace, session.created_at),
@@ -57,9 +56,9 @@ class CheckpointStore(StateTable):
     def find(self, session_id: str) -> Session | None:
         """The session ``session_id``, or None."""
         validate_session_id(session_id)
-        with self.db.errors(_LABEL):
+        with self.db.errors(self.label):
             row = (
-                self.db.connection(_LABEL)
+                self.db.connection(self.label)
                 .execute("SELECT * FROM sessions WHERE id = ?", (session_id,))
                 .fetchone()
             )
@@ -67,9 +66,9 @@ class CheckpointStore(StateTable):
 
     def in_workspace(self, workspace: str) -> list[Session]:
         """The sessions of ``workspace``, oldest first."""
-        with self.db.errors(_LABEL):
+        with self.db.errors(self.label):
             rows = (
-                self.db.connection(_LABEL)
+                self.db.connection(self.label)
                 .execute(
                     "SELECT * FROM sessions WHERE workspace = ? ORDER BY created_at", (workspace,)
                 )
@@ -79,9 +78,9 @@ class CheckpointStore(StateTable):
 
     def has_workspaces(self, repo: str) -> bool:
         """Whether a session in some workspace works on ``repo``."""
-        with self.db.errors(_LABEL):
+        with self.db.errors(self.label):
             row = (
-                self.db.connection(_LABEL)
+                self.db.connection(self.label)
                 .execute(
                     "SELECT 1 FROM sessions WHERE repo = ? AND workspace IS NOT NULL LIMIT 1",
                     (repo,),
@@ -125,7 +124,7 @@ class CheckpointStore(StateTable):
         # What the client sent (transcript and explicit fields): a retry must match it.
         request = request_sha256(transcript_json + json.dumps(fields or {}, sort_keys=True))
         summary_json = json.dumps({"summary": asdict(summary), "state": asdict(state)})
-        with self.db.write(_LABEL) as con:
+        with self.db.write(self.label) as con:
             replay = _REPLAY.find(con, session_id, idempotency_key, request)
             if replay is not None:
                 return Stored(_checkpoint(replay, self.path), False)
@@ -154,15 +153,15 @@ class CheckpointStore(StateTable):
             query, args = select + " ORDER BY number DESC LIMIT 1", (session_id,)
         else:
             query, args = select + " AND number = ?", (session_id, number)
-        with self.db.errors(_LABEL):
-            row = self.db.connection(_LABEL).execute(query, args).fetchone()
+        with self.db.errors(self.label):
+            row = self.db.connection(self.label).execute(query, args).fetchone()
         return None if row is None else _checkpoint(row, self.path)
 
     def get_by_key(self, session_id: str, idempotency_key: str) -> Checkpoint | None:
         """The checkpoint written with ``idempotency_key`` in the session, if any."""
-        with self.db.errors(_LABEL):
+        with self.db.errors(self.label):
             row = (
-                self.db.connection(_LABEL)
+                self.db.connection(self.label)
                 .execute(
                     f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ? AND idempotency_key = ?",
                     (session_id, idempotency_key),
@@ -174,9 +173,9 @@ class CheckpointStore(StateTable):
     def list(self, session_id: str) -> list[Checkpoint]:
         """Every checkpoint of the session, by number."""
         self.session(session_id)
-        with self.db.errors(_LABEL):
+        with self.db.errors(self.label):
             rows = (
-                self.db.connection(_LABEL)
+                self.db.connection(self.label)
                 .execute(
                     f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ? ORDER BY number",
                     (session_id,),

@@ -33,7 +33,6 @@ _COLUMNS = (
     " paths_json, symbols_json, new_path, new_symbol"
 )
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_LABEL = "the workspace log"
 _REPLAY = Replay(
     query=f"SELECT {_COLUMNS}, request_sha256 FROM workspace_events"
     " WHERE workspace IS ? AND idempotency_key = ?",
@@ -45,7 +44,7 @@ _REPLAY = Replay(
 class EventLog(StateTable):
     """Append and read workspace events. Thread- and process-safe like the ledger."""
 
-    label = _LABEL
+    label = "the workspace log"
 
     def append(
         self, event: WorkspaceEvent, idempotency_key: str | None = None
@@ -65,7 +64,7 @@ class EventLog(StateTable):
                 sort_keys=True,
             )
         )
-        with self.db.write(_LABEL) as con:
+        with self.db.write(self.label) as con:
             replay = _REPLAY.find(con, event.workspace, idempotency_key, request)
             if replay is not None:
                 return Stored(_event(replay), False)
@@ -88,9 +87,9 @@ class EventLog(StateTable):
         where = "(workspace = ?" + (
             f" OR (workspace IS NULL AND repo IN ({marks})))" if repos else ")"
         )
-        with self.db.errors(_LABEL):
+        with self.db.errors(self.label):
             rows = (
-                self.db.connection(_LABEL)
+                self.db.connection(self.label)
                 .execute(
                     f"SELECT {_COLUMNS} FROM workspace_events WHERE {where} AND seq > ?"
                     " AND created_at > ? ORDER BY seq LIMIT ?",
@@ -103,8 +102,8 @@ class EventLog(StateTable):
     def warned(self, session_id: str) -> set[int]:
         """The events ``session_id`` was already warned about."""
         validate_session_id(session_id)
-        with self.db.errors(_LABEL):
-            rows = self.db.connection(_LABEL).execute(
+        with self.db.errors(self.label):
+            rows = self.db.connection(self.label).execute(
                 "SELECT seq FROM drift_warned WHERE session_id = ?", (session_id,)
             )
             return {r[0] for r in rows}
@@ -113,7 +112,7 @@ class EventLog(StateTable):
         """Remember that ``session_id`` was warned about ``seqs`` (idempotent)."""
         rows = [(session_id, s) for s in set(seqs)]
         if rows:
-            with self.db.write(_LABEL) as con:
+            with self.db.write(self.label) as con:
                 con.executemany("INSERT OR IGNORE INTO drift_warned VALUES (?, ?)", rows)
 
 
