@@ -13,13 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make ``benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.paths import CORPORA, TASKS_DIR
 from ctxsvc.models import Chunk
 from ctxsvc.tokens import TiktokenCounter
 from indexers.chunking import chunk_file
@@ -35,7 +40,7 @@ CONFIGS = [
     ("int8", 128, True),
 ]
 BATCH = 8
-TASKS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "tasks"
+TASKS = TASKS_DIR
 
 
 def corpus_chunks(root: Path, counter: TiktokenCounter) -> list[Chunk]:
@@ -76,7 +81,7 @@ def score(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repos", default="click,requests,cobra")
-    ap.add_argument("--corpora", default="/tmp/corpora")
+    ap.add_argument("--corpora", default=str(CORPORA))
     ap.add_argument("--out", default="benchmarks/results/embed_tradeoff.json")
     args = ap.parse_args()
     counter = TiktokenCounter()

@@ -6,7 +6,7 @@
         --mix context=6,search=2,checkpoint=1,resume=1 --reindex-every 30
 
 Each client draws its next call from ``--mix`` (weights): POST /v1/context and
-/v1/search with queries from /work/shared/bench/tasks/<repo>.jsonl (the
+/v1/search with queries from ../shared/bench/tasks/<repo>.jsonl (the
 localization tasks), POST a checkpoint to its own session (a short transcript
 with a tool call and a decision, an Idempotency-Key each), GET its resume.
 With ``--reindex-every S``, one file of the repository gets a line appended
@@ -37,9 +37,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+if __package__ in (None, ""):  # run as a file: make ``benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import httpx
 
-TASKS = Path("/work/shared/bench/tasks")
+from benchmarks.paths import TASKS_DIR
+
+TASKS = TASKS_DIR
 RESULTS = Path(__file__).parent / "results"
 KINDS = ("context", "search", "checkpoint", "resume")
 WARMUP_SECONDS = 30.0  # RSS growth is measured after this

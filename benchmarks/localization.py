@@ -1,6 +1,6 @@
 """Localization benchmark: does the context hold the code a real change touched?
 
-Runs the mined tasks of ``/work/shared/bench/tasks/*.jsonl`` through the
+Runs the mined tasks of ``../shared/bench/tasks/*.jsonl`` through the
 runner of ``ctxsvc bench`` (``ctxsvc.bench``): ctxsvc, BM25 over whole files
 and over line windows, the oracle and whole-repository injection, on the same
 corpora, files and token counter. Reports file hit, region recall, tokens,
@@ -32,6 +32,7 @@ if __package__ in (None, ""):  # run as a file: make ``benchmarks`` importable
 
 from rich.console import Console
 
+from benchmarks.paths import CORPORA, MIRRORS, TASKS_DIR
 from ctxsvc.bench.gitrepo import PreparedTree
 from ctxsvc.bench.report import build_report, require_plotting, write_report
 from ctxsvc.bench.repository import check_budgets, index_name
@@ -51,7 +52,6 @@ REPOS: dict[str, str] = {
     "axios": "axios/axios",
     "tokio": "tokio-rs/tokio",
 }
-TASKS_DIR = Path("/work/shared/bench/tasks")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 # Redirected output keeps the tables whole rather than wrapping at 80 columns.
@@ -123,8 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--label", help="part of the output file names (default: from the settings)")
     p.add_argument("--tasks-dir", type=Path, default=TASKS_DIR)
-    p.add_argument("--corpora", type=Path, default=Path("/tmp/corpora"))
-    p.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"))
+    p.add_argument("--corpora", type=Path, default=CORPORA)
+    p.add_argument("--mirrors", type=Path, default=MIRRORS)
     p.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "ctxsvc-bench",
                    help="ctxsvc data directory; indexes there are reused")  # fmt: skip
     p.add_argument("--no-vectors", action="store_true", help="ctxsvc without embeddings (FTS only)")

@@ -27,6 +27,7 @@ if __package__ in (None, ""):
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.paths import CORPORA, TASKS_DIR
 from ctxsvc.bench.metrics import delivered_lines, file_hit, region_recall
 from ctxsvc.candidates import candidates
 from ctxsvc.compose import build_service
@@ -34,7 +35,7 @@ from ctxsvc.packing import pack
 from ctxsvc.retrieval import RetrievalConfig, retrieve
 from ctxsvc.settings import Settings
 
-TASKS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "tasks"
+TASKS = TASKS_DIR
 REPOS = ("requests", "click", "pytest", "cobra", "axios", "tokio")
 HELD_OUT = ("requests", "tokio")  # never used to choose weights
 BUDGETS = (2000, 4000, 8000, 16000)
@@ -88,7 +89,7 @@ def config_sets(base: RetrievalConfig) -> dict[str, dict[str, RetrievalConfig]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--home", type=Path, default=Path("/tmp/ctxsvc-tune"))
-    ap.add_argument("--corpora", type=Path, default=Path("/tmp/corpora"))
+    ap.add_argument("--corpora", type=Path, default=CORPORA)
     ap.add_argument("--repos", default=",".join(REPOS))
     ap.add_argument("--configs", default="ablation", help="ablation, fusion or priors")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))

@@ -1,7 +1,8 @@
 """From ranked hits to packing candidates, at each level of detail.
 
 - ``snippets`` (default): the ranked chunks themselves, the smallest spans
-  that carry the relevant code;
+  that carry the relevant code (a scrap of a definition, such as a lone
+  signature, grows into the next chunk of it or is left out);
 - ``skeleton``: for the ranked files, the signatures and first docstring line
   of every definition, nested as in the file;
 - ``map``: one line per ranked file with its most relevant symbols, a
@@ -17,16 +18,19 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 
-from ctxsvc.errors import InvalidRequest
+from ctxsvc.blocks import Block, Source, snippet
+from ctxsvc.errors import AmbiguousSymbol, InvalidRequest
 from ctxsvc.limits import MAX_PATTERNS, validate_session_id
-from ctxsvc.models import Chunk, DeliveredSpan, Hit, Symbol
-from ctxsvc.packing import Block, snippet
+from ctxsvc.models import Chunk, DeliveredSpan, Hit, Reference, Symbol
 from ctxsvc.sessions import split_already_sent
+from ctxsvc.skeleton import skeleton
 from ctxsvc.stores.ledger import SessionLedger
 from ctxsvc.view import RepoView
+from indexers.symbols import is_name
 
 DETAILS = ("snippets", "skeleton", "map", "full")
 MAP_SYMBOLS = 8
+MIN_LINES = 3  # non-blank lines a piece of a definition needs to be sent alone
 MAX_RELATED = 24
 
 
@@ -41,7 +45,9 @@ def candidates(
     more than a third chunk of the first.
     """
     if detail == "snippets":
-        return [_chunk_block(view, h) for h in spread_files(hits, budget_tokens, spread)]
+        sources: dict[str, Source] = {}
+        picked = (_chunk_block(view, h, sources) for h in spread_files(hits, budget_tokens, spread))
+        return [b for b in picked if b is not None]
     files = ranked_files(hits)
     if detail == "full":
         return [b for p, score in files if (b := file_block(view, p, score)) is not None]
@@ -79,32 +85,91 @@ def ranked_files(hits: Sequence[Hit]) -> list[tuple[str, float]]:
     return sorted(scored.items(), key=lambda kv: -kv[1])
 
 
-def _chunk_block(view: RepoView, h: Hit) -> Block:
-    return chunk_snippet(view, h.chunk, h.score, h.why)
+def source_of(view: RepoView, path: str, cache: dict[str, Source] | None = None) -> Source:
+    """What a snippet of ``path`` quotes: its lines and definitions (kept in ``cache``)."""
+    got = cache.get(path) if cache is not None else None
+    if got is None:
+        rec = view.files.get(path)
+        language = rec.language if rec else None
+        got = Source(path, language, view.file_lines(path), view.symbols_of(path))
+        if cache is not None:
+            cache[path] = got
+    return got
 
 
-def chunk_snippet(view: RepoView, c: Chunk, score: float, why: Sequence[str]) -> Block:
-    """A snippet block of a chunk."""
+def _chunk_block(view: RepoView, h: Hit, sources: dict[str, Source]) -> Block | None:
+    """A hit's chunk as a snippet of a useful size, or None.
+
+    A piece of a definition (a chunk overlapping one that is not wholly
+    inside it) with fewer than ``MIN_LINES`` non-blank lines, say a lone
+    signature or a closing line, takes in the following chunks of that
+    definition until it has them, else the preceding ones; one that cannot
+    (its definition has no more) is left out. A chunk holding a whole
+    definition, or only code outside every definition, goes as it is.
+    """
+    c = h.chunk
+    pos = view.chunk_index.get(c.id)
+    src = source_of(view, c.path, sources)
+    count = _solid(c.text)
+    if pos is None or count >= MIN_LINES:
+        return chunk_snippet(view, c, h.score, h.why, source=src)
+    lo, hi = c.start_line, c.end_line
+    if any(lo <= s.start_line and s.end_line <= hi for s in src.symbols):
+        return chunk_snippet(view, c, h.score, h.why, source=src)
+    around = [s for s in src.symbols if s.start_line <= hi and s.end_line >= lo]
+    if not around:
+        return chunk_snippet(view, c, h.score, h.why, source=src)
+    owner = around[-1]  # the innermost: by start line, an inner one comes later
+    first = last = pos
+    chunks = view.chunks
+    while count < MIN_LINES and last + 1 < len(chunks):
+        nxt = chunks[last + 1]
+        if nxt.path != c.path or nxt.start_line > owner.end_line:
+            break
+        last, count = last + 1, count + _solid(nxt.text)
+    while count < MIN_LINES and first > 0:
+        prev = chunks[first - 1]
+        if prev.path != c.path or prev.end_line < owner.start_line:
+            break
+        first, count = first - 1, count + _solid(prev.text)
+    if count < MIN_LINES:
+        return None
+    return _span_snippet(view, chunks[first], chunks[last], h.score, h.why, src)
+
+
+def _solid(text: str) -> int:
+    """The number of non-blank lines of ``text``."""
+    return sum(1 for line in text.split("\n") if line.strip())
+
+
+def chunk_snippet(
+    view: RepoView, c: Chunk, score: float, why: Sequence[str], *, source: Source | None = None
+) -> Block:
+    """A snippet block of a chunk (``source``: its file, when the caller has it)."""
+    return _span_snippet(view, c, c, score, why, source or source_of(view, c.path))
+
+
+def _span_snippet(
+    view: RepoView, first: Chunk, last: Chunk, score: float, why: Sequence[str], src: Source
+) -> Block:
+    """A snippet of the chunks ``first`` to ``last`` of one file."""
     # Chunks start and end on non-blank lines; take the blank lines up to the
     # next chunk along, so that neighbouring snippets touch and merge.
-    end, text = c.end_line, c.text
-    pos = view.chunk_index.get(c.id)
-    if pos is not None and pos + 1 < len(view.chunks) and view.chunks[pos + 1].path == c.path:
-        gap = view.chunks[pos + 1].start_line - 1 - c.end_line
-        if gap > 0:
-            end, text = c.end_line + gap, c.text + "\n" * gap
+    end = last.end_line
+    pos = view.chunk_index.get(last.id)
+    if pos is not None and pos + 1 < len(view.chunks) and view.chunks[pos + 1].path == last.path:
+        end = max(end, view.chunks[pos + 1].start_line - 1)
+    if first is last:
+        text, tokens = first.text + "\n" * (end - last.end_line), first.tokens
+    else:
+        lo, hi = view.chunk_index.get(first.id, 0), pos or 0
+        text = src.text(first.start_line, end)
+        tokens = sum(view.chunks[i].tokens for i in range(lo, hi + 1))
     return snippet(
-        c.path,
-        c.start_line,
-        end,
-        text,
-        language=c.language,
-        header=c.header,
-        symbol=c.symbols[0] if c.symbols else None,
-        score=score,
-        why=why,
-        tokens=c.tokens,
-    )
+        first.path, first.start_line, end, text, language=first.language,
+        symbol=first.symbols[0] if first.symbols else None, score=score, why=why, tokens=tokens,
+        source=src,
+    )  # fmt: skip
 
 
 def file_block(
@@ -121,45 +186,24 @@ def file_block(
 
 
 def _skeleton(view: RepoView, path: str, score: float) -> Block | None:
-    syms = sorted((s for s in view.symbols if s.path == path), key=lambda s: s.start_line)
-    if not syms:
-        return None
-    depth = {s.qualname: (depth_of(s, syms)) for s in syms}
-    out: list[str] = []
-    for s in syms:
-        pad = "    " * depth[s.qualname]
-        out.append(f"{pad}{s.signature}  # L{s.start_line}-{s.end_line}")
-        if s.docstring:
-            out.append(f"{pad}    # {s.docstring.splitlines()[0][:160]}")
     rec = view.files.get(path)
+    language = rec.language if rec else None
+    sk = skeleton(view.file_lines(path), view.symbols_of(path), language)
+    if not sk.runs:
+        return None
     return Block(
-        "skeleton",
-        path,
-        syms[0].start_line,
-        max(s.end_line for s in syms),
-        "\n".join(out),
-        rec.language if rec else None,
-        score=score,
+        "skeleton", path, sk.start, sk.end, sk.text, language, score=score, runs=list(sk.runs)
     )
-
-
-def depth_of(s: Symbol, syms: Sequence[Symbol]) -> int:
-    names = {x.qualname for x in syms}
-    depth, parent = 0, s.parent
-    while parent and parent in names:
-        depth += 1
-        parent = next(x.parent for x in syms if x.qualname == parent)
-    return depth
 
 
 def _map_line(view: RepoView, path: str, score: float, hits: Sequence[Hit]) -> Block:
     named: list[str] = []
     for h in hits:
         if h.chunk.path == path:
-            named.extend(q for q in h.chunk.symbols if q not in named)
+            named.extend(q for q in h.chunk.symbols if q not in named and is_name(q))
     if len(named) < MAP_SYMBOLS:
-        top = [s.qualname for s in view.symbols if s.path == path and s.parent is None]
-        named.extend(q for q in top if q not in named)
+        top = [s.qualname for s in view.symbols_of(path) if s.parent is None]
+        named.extend(q for q in top if q not in named and is_name(q))
     shown = ", ".join(named[:MAP_SYMBOLS]) + (" …" if len(named) > MAP_SYMBOLS else "")
     last = max(view.file_lines(path) or {1: ""})
     return Block(
@@ -170,32 +214,73 @@ def _map_line(view: RepoView, path: str, score: float, hits: Sequence[Hit]) -> B
 # -- expand -------------------------------------------------------------------
 
 
-def find_symbols(view: RepoView, name: str) -> list[Symbol]:
-    """Definitions whose qualified name, or else name, is ``name``."""
-    exact = [s for s in view.symbols if s.qualname == name]
-    if exact:
-        return exact
-    short = name.rsplit(".", 1)[-1]
-    return [s for s in view.symbols if s.name == short] or [
-        s for s in view.symbols if s.name.lower() == short.lower()
-    ]
+def find_definitions(view: RepoView, name: str) -> list[int]:
+    """Positions (in ``view.symbols``) of the definitions ``name`` can mean.
+
+    ``name`` is an id (``path::Qualified.name``), a qualified name (its
+    definitions, or else those whose qualified name ends with it), or a bare
+    name (every definition of that name: a method, a function, a class).
+    Case is ignored only when nothing matches as written. By path and line.
+    """
+    path, sep, qual = name.partition("::")
+    if sep and path in view.files:
+        near = view.defs_by_name.get(qual.rsplit(".", 1)[-1].lower(), [])
+        return _by_place(view, [i for i in near if view.symbols[i].id == name])
+    dotted = name.replace("::", ".")
+    short = dotted.rsplit(".", 1)[-1]
+    near = view.defs_by_name.get(short.lower(), [])
+    if "." in dotted:
+        exact = [i for i in near if view.symbols[i].qualname == dotted]
+        found = exact or [i for i in near if view.symbols[i].qualname.endswith("." + dotted)]
+        if not found:
+            low = dotted.lower()
+            found = [i for i in near if view.symbols[i].qualname.lower() == low]
+    else:
+        found = [i for i in near if view.symbols[i].name == short] or near
+    return _by_place(view, found)
 
 
-def symbol_block(view: RepoView, s: Symbol, score: float, why: str) -> Block | None:
+def _by_place(view: RepoView, positions: Sequence[int]) -> list[int]:
+    return sorted(positions, key=lambda i: (view.symbols[i].path, view.symbols[i].start_line))
+
+
+def target_definitions(view: RepoView, name: str) -> list[int]:
+    """The one definition ``name`` means (overloads of one qualified name together).
+
+    Raises AmbiguousSymbol listing the candidates when several definitions
+    have that name, InvalidRequest when none has.
+    """
+    found = find_definitions(view, name)
+    ids = dict.fromkeys(view.symbols[i].id for i in found)
+    if len(ids) > 1:
+        first = {view.symbols[i].id: view.symbols[i] for i in reversed(found)}
+        listed = [(sid, first[sid].kind, first[sid].start_line) for sid in ids]
+        raise AmbiguousSymbol.listing(name, view.meta.name, listed)
+    if not found:
+        short = name.replace("::", ".").rsplit(".", 1)[-1].lower()
+        like = [
+            s.id
+            for s in view.symbols
+            if short in s.name.lower() or (len(s.name) > 2 and s.name.lower() in short)
+        ][:5]
+        raise InvalidRequest(
+            f"no definition named {name!r} in {view.meta.name!r}",
+            hint=f"did you mean: {'; '.join(like)}" if like else "search for it by words first",
+        )
+    return found
+
+
+def symbol_block(
+    view: RepoView, s: Symbol, score: float, why: str, sources: dict[str, Source] | None = None
+) -> Block | None:
     text = view.lines(s.path, s.start_line, s.end_line)
     if text is None:
         return None
     rec = view.files.get(s.path)
     return snippet(
-        s.path,
-        s.start_line,
-        s.end_line,
-        text,
-        language=rec.language if rec else None,
-        symbol=s.qualname,
-        score=score,
-        why=(why,),
-    )
+        s.path, s.start_line, s.end_line, text, language=rec.language if rec else None,
+        symbol=s.qualname, score=score, why=(why,), source=source_of(view, s.path, sources),
+    )  # fmt: skip
 
 
 def expand_blocks(
@@ -208,16 +293,24 @@ def expand_blocks(
     callers: bool,
     callees: bool,
 ) -> list[Block]:
-    """The target (a symbol, or a path and lines), then its callees, then its callers."""
+    """The target (a symbol, or a path and lines), then its callees, then its callers.
+
+    A symbol must name one definition: an ambiguous name raises
+    AmbiguousSymbol with the candidates' ids rather than pick one.
+    """
     targets: list[Block] = []
-    spans: list[tuple[str, int, int, str | None]] = []
+    spans: list[tuple[str, int, int]] = []
+    chosen: list[int] = []
+    sources: dict[str, Source] = {}
     if symbol:
-        for s in find_symbols(view, symbol):
-            if (b := symbol_block(view, s, 1.0, "target")) is not None:
+        chosen = target_definitions(view, symbol)
+        for i in chosen:
+            s = view.symbols[i]
+            if (b := symbol_block(view, s, 1.0, f"target {s.id}", sources)) is not None:
                 targets.append(b)
-                spans.append((s.path, s.start_line, s.end_line, s.name))
+                spans.append((s.path, s.start_line, s.end_line))
         if not targets:
-            raise InvalidRequest(f"no definition named {symbol!r} in {view.meta.name!r}")
+            raise InvalidRequest(f"the lines of {symbol!r} are not in the index {view.meta.name!r}")
     elif path:
         if path not in view.by_path:
             raise InvalidRequest(f"{path!r} is not an indexed file of {view.meta.name!r}")
@@ -228,64 +321,106 @@ def expand_blocks(
         end = min(end, max(lines))
         text = view.lines(path, start, end) or ""
         rec = view.files.get(path)
-        targets.append(
-            snippet(
-                path,
-                start,
-                end,
-                text,
-                language=rec.language if rec else None,
-                score=1.0,
-                why=("target",),
-            )
-        )
-        spans.append((path, start, end, None))
+        block = snippet(
+            path, start, end, text, language=rec.language if rec else None, score=1.0,
+            why=("target",), source=source_of(view, path, sources),
+        )  # fmt: skip
+        targets.append(block)
+        spans.append((path, start, end))
     else:
         raise InvalidRequest("expand needs a symbol, or a path (with optional lines)")
     related: list[Block] = []
     if callees:
-        related.extend(_callees(view, spans))
-    if callers:
-        related.extend(_callers(view, spans))
+        related.extend(_callees(view, spans, sources))
+    if callers and chosen:
+        related.extend(_callers(view, chosen, spans, sources))
     return targets + related[:MAX_RELATED]
 
 
-def _callees(view: RepoView, spans: Sequence[tuple[str, int, int, str | None]]) -> list[Block]:
-    out: list[Block] = []
-    seen: set[str] = set()
-    for path, start, end, _ in spans:
+def _confidence(sure: bool) -> str:
+    return "resolved" if sure else "name match"
+
+
+def _callees(
+    view: RepoView, spans: Sequence[tuple[str, int, int]], sources: dict[str, Source]
+) -> list[Block]:
+    """What the spans call, resolved; matched by name (a few) only when nothing resolves."""
+    found: dict[int, tuple[bool, int]] = {}  # position -> (resolved, line)
+    resolver = view.resolver()
+    for path, start, end in spans:
         for r in view.refs_by_path.get(path, []):
-            if r.kind != "call" or not start <= r.line <= end or r.name in seen:
+            if r.kind != "call" or not start <= r.line <= end:
                 continue
-            seen.add(r.name)
-            defs = [
-                view.symbols[i]
-                for i in view.defs_by_name.get(r.name.lower(), [])
-                if view.symbols[i].name == r.name
-            ]
-            if 0 < len(defs) <= 3:
-                out.extend(
-                    b
-                    for d in defs
-                    if (b := symbol_block(view, d, 0.5, f"callee of line {r.line}")) is not None
-                )
+            meant = resolver.resolve(r)
+            if not any(meant.values()) and len(meant) > 3:
+                continue  # a common name, nothing resolved: noise
+            for i, sure in meant.items():
+                if i not in found or (sure and not found[i][0]):
+                    found[i] = (sure, r.line)
+    outside = {
+        i: v
+        for i, v in found.items()
+        if not any(  # defined inside the target: already sent
+            view.symbols[i].path == p and s <= view.symbols[i].start_line <= e for p, s, e in spans
+        )
+    }
+    best = any(sure for sure, _ in outside.values())
+    out: list[Block] = []
+    for i, (sure, line) in sorted(outside.items(), key=lambda kv: kv[1][1]):
+        if best and not sure:
+            continue
+        d = view.symbols[i]
+        why = f"called at line {line} ({_confidence(sure)})"
+        if (b := symbol_block(view, d, 0.5 if sure else 0.4, why, sources)) is not None:
+            out.append(b)
     return out
 
 
-def _callers(view: RepoView, spans: Sequence[tuple[str, int, int, str | None]]) -> list[Block]:
+def symbol_references(view: RepoView, targets: Sequence[int]) -> list[tuple[Reference, bool]]:
+    """References that resolve (True), or could by name (False), to any of ``targets``.
+
+    Resolved ones first; a reference that resolves elsewhere is none of them.
+    """
+    resolver = view.resolver()
+    want = set(targets)
+    sure: list[tuple[Reference, bool]] = []
+    guess: list[tuple[Reference, bool]] = []
+    for name in dict.fromkeys(view.symbols[i].name for i in targets):
+        for r in view.refs_by_name.get(name, []):
+            meant = resolver.resolve(r)
+            hit = [meant[i] for i in want if i in meant]
+            if hit:
+                (sure if any(hit) else guess).append((r, any(hit)))
+    return sure + guess
+
+
+def _callers(
+    view: RepoView,
+    targets: Sequence[int],
+    spans: Sequence[tuple[str, int, int]],
+    sources: dict[str, Source],
+) -> list[Block]:
+    """The code that uses the targets, resolved; matched by name only when nothing resolves."""
+    names = ", ".join(dict.fromkeys(view.symbols[i].qualname for i in targets))
+    uses = [
+        (r, sure)
+        for r, sure in symbol_references(view, targets)
+        if not any(r.path == p and s <= r.line <= e for p, s, e in spans)  # the target's own
+    ]
+    best = any(sure for _, sure in uses)
     out: list[Block] = []
     seen: set[int] = set()
-    for _, _, _, name in spans:
-        if not name:
+    for r, sure in uses:
+        if best and not sure:
             continue
-        for r in view.refs_by_name.get(name, []):
-            pos = view.chunk_at(r.path, r.line)
-            if pos is None or pos in seen:
-                continue
-            seen.add(pos)
-            out.append(
-                chunk_snippet(view, view.chunks[pos], 0.25, (f"calls {name} at line {r.line}",))
-            )
+        pos = view.chunk_at(r.path, r.line)
+        if pos is None or pos in seen:
+            continue
+        seen.add(pos)
+        verb = "calls" if r.kind == "call" else "uses"
+        why = (f"{verb} {names} at line {r.line} ({_confidence(sure)})",)
+        src = source_of(view, r.path, sources)
+        out.append(chunk_snippet(view, view.chunks[pos], 0.25 if sure else 0.2, why, source=src))
     return out
 
 

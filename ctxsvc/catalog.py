@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ctxsvc.checkpoints import IndexFacts
 from ctxsvc.errors import InvalidPath, InvalidRequest, RepoNotFound
@@ -27,7 +27,7 @@ from ctxsvc.indexing import Reporter, index_repository
 from ctxsvc.limits import NAME
 from ctxsvc.models import Freshness, IndexSummary, RepoStatus, Symbol
 from ctxsvc.settings import Settings
-from ctxsvc.stores.lance import IndexMeta, LanceStore
+from ctxsvc.stores.lance import IndexMeta, LanceStore, OutdatedIndex
 from ctxsvc.stores.locks import FileLock
 from ctxsvc.tokens import TokenCounter
 from ctxsvc.view import RepoView
@@ -56,6 +56,7 @@ class Current:
     view: RepoView
     fresh: Freshness
     degraded: list[str]
+    refreshed: tuple[str, ...] = ()  # files changed on disk that a refresh re-indexed first
 
 
 def repo_name_for(root: Path) -> str:
@@ -106,10 +107,14 @@ class Catalog:
     ) -> IndexSummary:
         """Index (or re-index incrementally) the directory at ``path``."""
         root, name = self.index_target(path, name, rebuild=rebuild)
-        if rebuild and self.store.meta(name) is not None:
+        # An index of an older schema is rebuilt by the run (index_repository)
+        # and has no view to compare with.
+        outdated = self.store.outdated(name) is not None
+        if rebuild and (outdated or self.store.meta(name) is not None):
             self.store.drop(name)
+            outdated = False
         watching = [li for li in self._listeners if li.watches(name)]
-        meta = self.store.meta(name) if watching else None
+        meta = self.store.meta(name) if watching and not outdated else None
         before = self.view(meta) if meta is not None else None
         status = "complete" if vectors and self.embedder else ("missing" if vectors else "disabled")
         summary = index_repository(
@@ -139,7 +144,7 @@ class Catalog:
                 f"invalid index name {name!r}",
                 hint="use letters, digits, '.', '_' or '-', 64 characters at most",
             )
-        existing = self.store.meta(name)
+        existing = self.store.find(name)
         if existing is not None and Path(existing.root) != root and not rebuild:
             raise InvalidRequest(
                 f"the name {name!r} already indexes {existing.root}",
@@ -153,28 +158,45 @@ class Catalog:
         Fails with :class:`IndexBusy` while a run holds the repository's lock,
         so an index is never deleted under a running indexer.
         """
-        meta = self.resolve(name_or_path)
-        with FileLock(self.settings.locks_path / f"{meta.name}.lock", f"index {meta.name!r}"):
-            self.store.drop(meta.name)
+        name = self._find(name_or_path).name  # an outdated index can be dropped too
+        with FileLock(self.settings.locks_path / f"{name}.lock", f"index {name!r}"):
+            self.store.drop(name)
         with self._lock:
-            self._views.pop(meta.name, None)
-        self._added.pop(meta.name, None)
-        return meta.name
+            self._views.pop(name, None)
+        self._added.pop(name, None)
+        return name
 
     # -- reading ----------------------------------------------------------------------
 
     def repos(self) -> list[IndexMeta]:
+        """Every readable index, by name (one of another schema version is left out)."""
         return self.store.list_meta()
 
+    def names(self) -> list[str]:
+        """Every index name, those of another schema version too: what a status lists."""
+        return sorted([m.name for m in self.repos()] + [o.name for o in self.store.list_outdated()])
+
     def resolve(self, name_or_path: str) -> IndexMeta:
-        """The index named ``name_or_path``, or the one whose root is that directory."""
-        meta = self.store.meta(name_or_path) if NAME.match(name_or_path) else None
-        if meta is not None:
-            return meta
+        """The index named ``name_or_path``, or the one whose root is that directory.
+
+        ``StoreCorrupt``, with the rebuild hint, if that index is of another
+        schema version; ``RepoNotFound`` if there is none.
+        """
+        got = self._find(name_or_path)
+        if isinstance(got, OutdatedIndex):
+            raise got.error()
+        return got
+
+    def _find(self, name_or_path: str) -> IndexMeta | OutdatedIndex:
+        got = self.store.find(name_or_path) if NAME.match(name_or_path) else None
+        if got is not None:
+            return got
         candidate = _expand(name_or_path)
         if candidate is not None and candidate.is_dir():
             root = str(candidate.resolve())
-            for m in self.store.list_meta():
+            every: list[IndexMeta | OutdatedIndex] = [*self.store.list_meta()]
+            every.extend(self.store.list_outdated())  # raises for its root, not the others'
+            for m in every:
                 if m.root == root:
                     return m
         raise RepoNotFound(
@@ -199,11 +221,13 @@ class Catalog:
         """The index and how fresh it is; with ``refresh``, files changed on disk re-indexed first."""
         meta = self.resolve(name_or_path)
         fresh = self.freshness(meta)
+        refreshed: tuple[str, ...] = ()
         if refresh and fresh.all:
             self.index(meta.root, meta.name, vectors=meta.vectors != "disabled")
             meta = self.resolve(meta.name)
-            fresh = self.freshness(meta, full=True)
-        return Current(meta, self.view(meta), fresh, list(fresh.degraded))
+            stale, fresh = fresh.all, self.freshness(meta, full=True)
+            refreshed = tuple(p for p in stale if p not in fresh.all)
+        return Current(meta, self.view(meta), fresh, list(fresh.degraded), refreshed)
 
     def facts(self, repo: str) -> IndexFacts:
         """File hashes and symbols of ``repo`` now; empty when it is no longer indexed."""
@@ -254,8 +278,14 @@ class Catalog:
         return Freshness(tuple(sorted(changed)), added, tuple(sorted(deleted)))
 
     def status(self, name_or_path: str) -> RepoStatus:
-        """What is indexed, how fresh it is, and what is degraded."""
-        meta = self.resolve(name_or_path)
+        """What is indexed, how fresh it is, and what is degraded.
+
+        An index of another schema version is not read: its status is what
+        its row says, degraded as needing a rebuild, with the command to run.
+        """
+        meta = self._find(name_or_path)
+        if isinstance(meta, OutdatedIndex):
+            return _needs_rebuild(meta)
         fresh = self.freshness(meta, full=True)
         degraded = list(fresh.degraded)
         if meta.vectors != "complete":
@@ -269,6 +299,22 @@ class Catalog:
             added=fresh.added, deleted=fresh.deleted, degraded=tuple(degraded),
             skipped=dict(stats.get("skipped", {})), version=meta.generation,
         )  # fmt: skip
+
+
+def _needs_rebuild(old: OutdatedIndex) -> RepoStatus:
+    written = old.written  # another version's metadata: read with care
+    raw = written.get("stats")
+    stats: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    why = old.error()
+    return RepoStatus(
+        name=old.name, root=old.root, commit=written.get("commit"),
+        indexed_at=str(written.get("indexed_at", "")), files=int(stats.get("files", 0)),
+        chunks=int(stats.get("chunks", 0)), symbols=int(stats.get("symbols", 0)),
+        model=old.model, dimension=old.dimension, tokenizer=str(written.get("tokenizer", "")),
+        vectors=str(written.get("vectors", "missing")),
+        degraded=(f"needs a rebuild: {why.message}; {why.hint}",),
+        skipped=dict(stats.get("skipped", {})), version=int(written.get("generation", 0)),
+    )  # fmt: skip
 
 
 def _trim_heap() -> None:

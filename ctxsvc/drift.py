@@ -289,10 +289,15 @@ def _message(e: WorkspaceEvent) -> str:
     return f"{who} at {e.created_at[:19]}Z: {e.text}"
 
 
-def render_warnings(warnings: Sequence[DriftWarning], counter: TokenCounter, cap: int) -> str:
-    """The warnings as a block an agent reads first, within ``cap`` tokens."""
-    return capped_list(
+def render_warnings(
+    warnings: Sequence[DriftWarning], counter: TokenCounter, cap: int
+) -> tuple[str, tuple[DriftWarning, ...]]:
+    """The warnings as a block an agent reads first, within ``cap`` tokens, and those
+    it gives in full: the rest are only counted ("… and N more"), so they are not
+    given yet (empty text and none when not even that fits)."""
+    text, kept = capped_list(
         "## Changed by other sessions since you last saw it\n",
         [f"- [{w.subject}] {w.message}\n" for w in warnings],
         counter, cap, " (GET the workspace events)",
     )  # fmt: skip
+    return text, tuple(warnings[:kept])

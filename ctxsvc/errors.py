@@ -12,6 +12,7 @@ server's problem responses, chosen by ``code``, so callers catch one tree.
     │   ├── ConfigError            a setting or option is invalid
     │   ├── InvalidPath            outside the root, missing, not a directory
     │   ├── InvalidRequest         malformed arguments (budget, query, ...)
+    │   │   └── AmbiguousSymbol    a symbol name several definitions have: the candidates
     │   ├── NotFound               no such session, checkpoint or job
     │   │   └── RepoNotFound       no index under that name or path
     │   ├── NoTasks                no commit of a history qualifies as a benchmark task
@@ -28,6 +29,7 @@ server's problem responses, chosen by ``code``, so callers catch one tree.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TypedDict, Unpack
 
 
@@ -75,7 +77,16 @@ class CtxError(Exception):
             "message": self.message,
             "hint": self.hint,
             "retryable": self.retryable,
+            **self.extensions(),
         }
+
+    def extensions(self) -> dict[str, object]:
+        """What this error says beyond its message, as JSON values: the extension
+        members of its problem (RFC 9457), the data of its MCP tool error."""
+        return {}
+
+    def restore(self, members: Mapping[str, object]) -> None:
+        """Take back what :meth:`extensions` gave, from a problem's members (the client)."""
 
 
 # Exit codes 69, 74 and 75 are sysexits' EX_UNAVAILABLE, EX_IOERR and EX_TEMPFAIL.
@@ -89,6 +100,54 @@ class InvalidPath(UserError, code="invalid_path"): ...
 
 
 class InvalidRequest(UserError, code="invalid_request", http_status=422): ...
+
+
+class AmbiguousSymbol(InvalidRequest, code="ambiguous_symbol"):
+    """A name that several definitions have, where one was wanted.
+
+    ``candidates`` are (id, kind, line) of each, ids being ``path::Qualified.name``;
+    the message names the first ``SHOWN``, so that the caller can ask again with
+    one, and the data (``extensions``) lists the first ``LISTED``.
+    """
+
+    SHOWN = 10
+    LISTED = 100
+
+    def __init__(
+        self, message: str, *, hint: str = "", candidates: Sequence[tuple[str, str, int]] = ()
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.candidates = tuple(candidates)
+
+    @classmethod
+    def listing(
+        cls, name: str, repo: str, candidates: Sequence[tuple[str, str, int]]
+    ) -> AmbiguousSymbol:
+        """The error for ``name`` in ``repo``: "did you mean" and the candidates."""
+        shown = "; ".join(f"{i} ({kind}, line {line})" for i, kind, line in candidates[: cls.SHOWN])
+        more = len(candidates) - cls.SHOWN
+        return cls(
+            f"{name!r} names {len(candidates)} definitions in {repo!r}; did you mean: "
+            f"{shown}{f'; and {more} more' if more > 0 else ''}",
+            hint="give one of these ids (path::Qualified.name), or a qualified name that only "
+            "one definition has",
+            candidates=candidates,
+        )
+
+    def extensions(self) -> dict[str, object]:
+        listed = self.candidates[: self.LISTED]
+        return {"candidates": [{"id": i, "kind": kind, "line": line} for i, kind, line in listed]}
+
+    def restore(self, members: Mapping[str, object]) -> None:
+        listed = members.get("candidates")
+        self.candidates = tuple(
+            (c["id"], c["kind"], c["line"])
+            for c in (listed if isinstance(listed, list) else [])
+            if isinstance(c, dict)
+            and isinstance(c.get("id"), str)
+            and isinstance(c.get("kind"), str)
+            and isinstance(c.get("line"), int)
+        )
 
 
 class NotFound(UserError, code="not_found", http_status=404, exit_code=3): ...

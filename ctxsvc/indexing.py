@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from ctxsvc.errors import CtxError, ModelMismatch
+from ctxsvc.errors import CtxError, ModelMismatch, StoreCorrupt
 from ctxsvc.models import (
     Chunk,
     FileRecord,
@@ -34,7 +34,7 @@ from ctxsvc.models import (
     Symbol,
 )
 from ctxsvc.settings import Settings
-from ctxsvc.stores.lance import IndexMeta, LanceStore, RepoWriter
+from ctxsvc.stores.lance import SCHEMA_VERSION, IndexMeta, LanceStore, OutdatedIndex, RepoWriter
 from ctxsvc.stores.locks import FileLock
 from ctxsvc.tokens import TokenCounter
 from indexers.chunking import chunk_file
@@ -116,12 +116,20 @@ def index_repository(
     "disabled" (asked for) or "missing" (the model failed to load).
 
     Holds the repository lock for the whole run; a second concurrent run
-    fails at once with :class:`IndexBusy`.
+    fails at once with :class:`IndexBusy`. An index of an older schema version
+    is rebuilt from scratch (a warning in the summary says so), keeping its
+    vectors unless this run embeds with another model; its row is replaced
+    only at the commit, so a killed rebuild leaves it (readers get
+    ``StoreCorrupt`` with the rebuild hint) and the vectors stored so far.
+    One of a newer version raises ``StoreCorrupt``.
     """
     reporter = reporter or NullReporter()
     with FileLock(settings.locks_path / f"{name}.lock", f"index {name!r}"):
         run = _Run()
-        previous = store.meta(name)
+        old, keep = _outdated(store, name, embedder, run)
+        previous = store.meta(name) if old is None else None
+        # Whose vectors are stored, and of what dimension.
+        held = previous or (old if keep else None)
         if (
             embedder is not None
             and previous
@@ -142,10 +150,9 @@ def index_repository(
         with run.stage("discover", reporter) as n:
             found = discover(root, max_file_bytes=settings.max_file_bytes)
             n[0] = len(found.files) + len(found.skipped)
-        dimension = embedder.dimension if embedder else (previous.dimension if previous else None)
-        writer = store.writer(
-            name, dimension=dimension, drop_vectors=reembed and embedder is not None
-        )
+        dimension = embedder.dimension if embedder else (held.dimension if held else None)
+        drop_vectors = (reembed and embedder is not None) or (old is not None and not keep)
+        writer = store.writer(name, dimension=dimension, drop_vectors=drop_vectors)
         stored = writer.files()
 
         seen: set[str] = set()
@@ -188,7 +195,7 @@ def index_repository(
                 root=str(root),
                 commit=found.commit,
                 indexed_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                model=embedder.name if embedder else (previous.model if previous else None),
+                model=embedder.name if embedder else (held.model if held else None),
                 dimension=dimension,
                 tokenizer=counter.name,
                 vectors=vectors_status,
@@ -224,6 +231,37 @@ def index_repository(
             warnings=tuple(run.warnings + list(found.notes)),
             version=meta.generation,
         )
+
+
+def _outdated(
+    store: LanceStore, name: str, embedder: Embedder | None, run: _Run
+) -> tuple[OutdatedIndex | None, bool]:
+    """Index ``name`` if it is of an older schema version (this run rebuilds it), and
+    whether its vectors are kept; ``StoreCorrupt`` if it is of a newer one."""
+    old = store.outdated(name)
+    if old is None:
+        return None, False
+    if old.schema_version > SCHEMA_VERSION:
+        raise StoreCorrupt(
+            f"index {name!r} has schema version {old.schema_version}, newer than this"
+            f" ctxsvc's {SCHEMA_VERSION}: not overwritten",
+            hint=f"upgrade ctxsvc, or replace it with `ctxsvc index {old.root} --rebuild`",
+        )
+    # Vectors are keyed by content hash: the same model's serve the rebuilt chunks.
+    # Without a model (--no-vectors, or it failed to load) they are kept for a
+    # later run: they are hours of embedding on a large repository.
+    keep = embedder is None or old.model == embedder.name
+    if not old.model:
+        note = ""
+    elif keep:
+        note = ", reusing its vectors" if embedder else f", keeping its vectors of {old.model}"
+    else:
+        note = f", dropping its vectors of {old.model}"
+    run.warn(
+        f"index {name!r} had schema version {old.schema_version}, this ctxsvc writes"
+        f" {SCHEMA_VERSION}: rebuilt from scratch{note}"
+    )
+    return old, keep
 
 
 def _storable(

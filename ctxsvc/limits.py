@@ -12,6 +12,7 @@ SESSION_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"  # session ids
 SESSION_ID = re.compile(SESSION_PATTERN)
 MAX_BUDGET = 200_000
 MAX_QUERY_CHARS = 8_000
+MAX_SYMBOL_CHARS = 4_608  # a symbol id: a path (4096) and a qualified name (512)
 MAX_PATTERNS = 64
 MAX_RESULTS = 200  # files, symbols or references listed by one call
 MAX_FILE_LINES = 5000  # lines of a file returned by one call
@@ -20,10 +21,10 @@ MAX_LINE = 10_000_000  # the highest line (or checkpoint) number a request may n
 
 
 def check_budget(budget_tokens: int) -> None:
-    """Refuse a token budget outside 1..MAX_BUDGET."""
-    if not isinstance(budget_tokens, int) or not 1 <= budget_tokens <= MAX_BUDGET:
+    """Refuse a token budget outside 0..MAX_BUDGET (0 asks for an empty answer)."""
+    if not isinstance(budget_tokens, int) or not 0 <= budget_tokens <= MAX_BUDGET:
         raise InvalidRequest(
-            f"budget_tokens must be between 1 and {MAX_BUDGET}, got {budget_tokens}"
+            f"budget_tokens must be between 0 and {MAX_BUDGET}, got {budget_tokens}"
         )
 
 

@@ -2,9 +2,10 @@
 
 What an agent did and decided, stored durably in the state database,
 summarized within a budget, and checked against the code on resume: the
-anchored files and symbols against the index as it is now, with what the other
-sessions of its workspace did since (from a :class:`DriftSource`) and fresh
-context for the files it worked on (from a :class:`ContextSource`).
+anchored files and symbols against the index as it is now (refreshed from disk
+first), with what the other sessions of its workspace did since (from a
+:class:`DriftSource`) and fresh context for the files it worked on (from a
+:class:`ContextSource`).
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ from __future__ import annotations
 import glob
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, replace
 from typing import Protocol
 
 from ctxsvc.catalog import Catalog
 from ctxsvc.checkpoints import extract
 from ctxsvc.drift import DriftSource, drift, subjects
-from ctxsvc.errors import InvalidRequest, NotFound, SummarizerFailed
+from ctxsvc.errors import InvalidRequest, NotFound, RepoNotFound, SummarizerFailed
 from ctxsvc.limits import MAX_PATTERNS, MAX_QUERY_CHARS, NAME, check_budget, validate_session_id
-from ctxsvc.models import ContextPack, DriftWarning, Stored, WorkspaceEvent
-from ctxsvc.records import Checkpoint, Resume, Session, SessionSummary, Summary
+from ctxsvc.models import ContextPack, DriftWarning, Stored, Symbol, WorkspaceEvent, span_hash
+from ctxsvc.records import Anchor, Checkpoint, Resume, Session, SessionSummary, Summary
 from ctxsvc.stores.events import MAX_TEXT
 from ctxsvc.stores.state import StateStore
 from ctxsvc.summaries import (
@@ -36,6 +37,7 @@ from ctxsvc.summaries import (
 from ctxsvc.summarizer import Summarizer
 from ctxsvc.tokens import TokenCounter
 from ctxsvc.transcripts import check_messages, text_of
+from ctxsvc.view import RepoView
 
 MAX_LOGGED = 20  # workspace events shown on resume
 log = logging.getLogger("ctxsvc.memory")
@@ -121,6 +123,7 @@ class Memory:
         state = extract(
             msgs, fields, index, task=session.task, previous=previous.state if previous else None
         )
+        state = replace(state, files=self._with_bodies(session.repo, state.files))
         replayed = store.get_by_key(session_id, idempotency_key) if idempotency_key else None
         summary = fit(state, budget_tokens, self.tokens)
         if self.summarizer is not None and replayed is None:
@@ -136,6 +139,23 @@ class Memory:
         return store.add(
             session_id, summary, state, msgs, sum(self.tokens.count_many(texts)),
             idempotency_key, dict(fields or {}), events,
+        )  # fmt: skip
+
+    def _with_bodies(self, repo: str, anchors: Sequence[Anchor]) -> tuple[Anchor, ...]:
+        """``anchors`` with the hash of each newly anchored symbol's lines, as indexed now."""
+        try:
+            view = self.catalog.view(self.catalog.resolve(repo))
+        except RepoNotFound:
+            return tuple(anchors)
+        files = view.indexed_hashes()
+        by_key = {(s.path, s.qualname): s for s in view.symbols}
+        body = _body_hash(view)
+        return tuple(
+            replace(a, body_sha256=body(s))
+            if a.symbol and not a.body_sha256 and a.sha256 and files.get(a.path) == a.sha256
+            and (s := by_key.get((a.path, a.symbol))) is not None
+            else a
+            for a in anchors
         )  # fmt: skip
 
     def checkpoint(self, session_id: str, number: int | None = None) -> Checkpoint:
@@ -154,24 +174,27 @@ class Memory:
 
     # -- resume ---------------------------------------------------------------
 
-    def resume(self, session_id: str, budget_tokens: int = 2000) -> Resume:
+    def resume(self, session_id: str, budget_tokens: int = 2000, *, refresh: bool = True) -> Resume:
         """The latest summary, what changed in the anchored code since, and fresh context.
 
-        Changes compare the checkpoint's anchors with the index as it is now
-        (re-index first to see edits on disk; files changed since the last index
-        are named in ``degraded``). The fresh context is restricted to anchored
-        files still present, within what the budget leaves.
+        With ``refresh`` (the default), files changed on disk since the last
+        index are re-indexed first (``Resume.refreshed`` names them), so the
+        changes and the code are those on disk. Without it they are those of
+        the index, and the files changed since are named in ``degraded``. The
+        fresh context is restricted to anchored files still present, within
+        what the budget leaves.
         """
         check_budget(budget_tokens)
         session = self.session(session_id)
         cp = self.checkpoint(session_id)
-        view = self.catalog.view(self.catalog.resolve(session.repo))
+        current = self.catalog.current(session.repo, refresh=refresh)
+        view, refreshed = current.view, current.refreshed
         files = view.indexed_hashes()
-        changes = tuple(anchor_changes(cp.state.files, files, view.symbols))
+        changes = tuple(anchor_changes(cp.state.files, files, view.symbols, body=_body_hash(view)))
         count = self.tokens.count
         title = f"# Resume: session {session.id} on {session.repo}, checkpoint {cp.number} ({cp.created_at})"
         warnings, logged = self._resume_drift(session, cp)
-        changed = render_changes(changes) + _render_log(logged)
+        changed = render_changes(changes) + _render_refreshed(refreshed) + _render_log(logged)
         summary = cp.summary.rendered
         room = budget_tokens - count(title) - count(changed) - 4
         if count(summary) > room:
@@ -186,23 +209,24 @@ class Memory:
         )
         include = [glob.escape(p) for p in edited_first[:MAX_PATTERNS]] or None
         pack = None
-        degraded: list[str] = []
+        degraded = dict.fromkeys(current.degraded)
         if room >= 50:
             pack = self.context.context(
                 session.repo, resume_query(cp.state, session.task), room, include=include
             )
-            degraded.extend(pack.degraded)
-            if pack.index and pack.index.changed_since:
-                degraded.append(
-                    f"{len(pack.index.changed_since)} files changed on disk since the last index;"
-                    " changes are reported against the index: run `ctxsvc index` to see them"
-                )
+            degraded.update(dict.fromkeys(pack.degraded))
+        if current.fresh.all:
+            again = "resume with refresh to see them" if not refresh else "they changed again"
+            degraded[
+                f"{len(current.fresh.all)} files changed on disk since the last index; changes "
+                f"and code are as indexed: {again}"
+            ] = None
         rendered = header + (heading + pack.rendered if pack and pack.items else "")
         rendered = fit_lines(rendered, budget_tokens, count)
         return Resume(
             session=session, checkpoint=cp, changes=changes, context=pack, rendered=rendered,
             tokens_used=count(rendered), budget_tokens=budget_tokens, degraded=tuple(degraded),
-            warnings=tuple(warnings), workspace_events=tuple(logged),
+            warnings=tuple(warnings), workspace_events=tuple(logged), refreshed=refreshed,
         )  # fmt: skip
 
     def _resume_drift(
@@ -227,6 +251,22 @@ class Memory:
             if e.session_id != session.id and (e.source != "index" or e.seq in flagged)
         ]  # fmt: skip
         return warnings, logged[-MAX_LOGGED:]
+
+
+def _body_hash(view: RepoView) -> Callable[[Symbol], str]:
+    """The hash of a symbol's lines in ``view`` (what ``Anchor.body_sha256`` keeps)."""
+
+    def body(s: Symbol) -> str:
+        return span_hash(view.lines(s.path, s.start_line, s.end_line) or "")
+
+    return body
+
+
+def _render_refreshed(paths: Sequence[str]) -> str:
+    if not paths:
+        return ""
+    shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+    return f"\n(Re-indexed first, changed on disk: {shown}.)"
 
 
 def _render_log(events: Sequence[WorkspaceEvent]) -> str:

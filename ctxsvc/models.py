@@ -79,9 +79,22 @@ class Symbol:
     path: str
     start_line: int
     end_line: int
-    signature: str  # the header line(s) up to the body, whitespace-normalised
+    # The header up to the body on one line, for tables and map lines: whitespace
+    # runs joined, comments dropped, a body opener (":", "{") left off, and a long
+    # one cut at a token boundary with " …". Never quoted as the file's text.
+    signature: str
     docstring: str = ""
     parent: str | None = None  # qualname of the enclosing definition
+    # The definition's own header lines, from its keyword or name (decorators,
+    # attributes and doc comments before it are start_line..head_start-1) to the
+    # line its body begins on. 0: unknown, take start_line..start_line.
+    head_start: int = 0
+    head_end: int = 0
+
+    @property
+    def id(self) -> str:
+        """The stable id of the definition: ``path::qualname``."""
+        return f"{self.path}::{self.qualname}"
 
 
 @dataclass(frozen=True)
@@ -242,12 +255,19 @@ class ContextItem:
     tokens: int  # of the rendered block (its share of ``ContextPack.rendered``)
     text: str
     why: tuple[str, ...] = ()
-    content_hash: str = ""  # span_hash of the file's lines as delivered (snippet, file)
+    # span_hash of the file lines the item delivers within start_line..end_line (its
+    # runs there joined by "\n"; the scope headers above them left out): snippet, file
+    content_hash: str = ""
+    # The runs of file lines quoted verbatim in ``text``, in order: scope header
+    # lines (before start_line) and the body; and the holes marked in place.
+    lines: tuple[tuple[int, int], ...] = ()
+    gaps: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
 class Omitted:
-    """A candidate that did not fit the budget: how to fetch it next."""
+    """What a pack left out and how to fetch it: a candidate that did not fit the
+    budget (reason "budget"), or a hole marked inside a delivered item ("gap")."""
 
     path: str
     start_line: int
@@ -255,6 +275,7 @@ class Omitted:
     symbol: str | None
     tokens: int
     score: float
+    reason: str = "budget"
 
 
 @dataclass(frozen=True)
@@ -296,7 +317,8 @@ class ContextPack:
     degraded: tuple[str, ...] = ()
     session_id: str | None = None
     already_sent: tuple[DeliveredSpan, ...] = ()  # held by the session, not repeated
-    warnings: tuple[DriftWarning, ...] = ()  # workspace changes the session has not seen
+    # workspace changes the session had not seen, as delivered in ``rendered`` (in full)
+    warnings: tuple[DriftWarning, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -384,6 +406,11 @@ class FileScore:
 class SymbolScore:
     symbol: Symbol
     score: float
+    id: str = ""  # the symbol's id (``path::qualname``), given to expand; set from ``symbol``
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", self.symbol.id)
 
 
 @dataclass(frozen=True)
@@ -399,7 +426,14 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class SymbolUses:
-    """Definitions of a name and references to it (the first of each, and how many)."""
+    """Definitions of a name and references to them (the first of each, and how many).
+
+    A lookup lists every definition the name can mean (``ids`` are theirs, in
+    order); the references are those that resolve to one of them through
+    receivers and imports, first (``resolved_references`` of them in all), then
+    those that match by name only and could mean one of them. A reference
+    that resolves to another definition is not listed.
+    """
 
     repo: str
     name: str
@@ -407,6 +441,8 @@ class SymbolUses:
     references: tuple[Reference, ...]
     total_definitions: int
     total_references: int
+    ids: tuple[str, ...] = ()
+    resolved_references: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,40 @@
 """Packing ranked candidates into a context that never exceeds its budget.
 
-Greedy in rank order. A candidate is a block: a snippet of a file's lines,
-a whole file, a file's skeleton (signatures and docstrings) or a map line
-(a file and its top symbols). Snippets of one file that overlap or touch
-merge into one block. The rendered text gives each file's path once, and a
-snippet's enclosing signatures only when they differ from the previous
-snippet's of that file.
+Greedy in rank order. A candidate is a block (``ctxsvc.blocks``): a snippet
+of a file's lines, a whole file, a file's skeleton (signatures and
+docstrings) or a map line (a file and its top symbols). The rendered text
+gives each file's path once.
 
-Token counts: block sizes are estimated from the stored chunk counts while
-packing, and the budget is then enforced on the exact count of the whole
-rendered text (headings, fences and separators included), dropping the
-lowest-scored blocks until it fits: BPE counts of parts do not add up exactly
-to the count of their concatenation.
+Snippets of one file merge into one block when they overlap or touch, and
+also when the lines between them lie inside one body of code (a function, a
+method, a multi-line constant: the innermost definition holding both): half
+a method, a silent hole, then its end would mislead. Snippets of two sibling
+methods stay two blocks, their class shown above each. A hole left between
+a block's runs is marked in place and listed in the manifest with reason
+"gap", unless it costs about what its mark does, or the room left once every
+ranked candidate that fits is in pays for it (cheapest holes first):
+unranked lines never push out a ranked candidate. Separate blocks of one
+file therefore never share a body, and no block repeats a header another
+block of its file shows.
+
+A piece of a definition too small to be useful alone (a lone signature) is
+not offered at all: ``candidates`` grows it or leaves it out.
+
+Token counts: a block is counted exactly once it may fit; a merge is
+estimated (the blocks it joins plus its new lines, each line counted once,
+and its new elisions), and the budget is then enforced on the exact count of
+the whole rendered text: headings, titles, fences, elisions, the
+already-sent note and the warnings included. Over it, the lowest-scored
+blocks go first, then the note and the warnings shrink, down to empty text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
+from ctxsvc.blocks import FENCE_OVERHEAD, Block, Run, body_runs, is_body
 from ctxsvc.models import (
     ContextItem,
     ContextPack,
@@ -31,42 +47,13 @@ from ctxsvc.models import (
 from ctxsvc.tokens import TokenCounter
 
 MAX_OMITTED = 20
-_FENCE_OVERHEAD = 12  # tokens of a block's title line and fences, before exact counting
+_ELISION_TOKENS = 20  # of an elision line with its cost and what to expand, about
+_TITLE_NAME_TOKENS = 6  # a merged block's title may name one more definition
+_TINY_HOLE = 2 * _ELISION_TOKENS  # a hole filled at once: it costs about its mark
 
-
-@dataclass
-class Block:
-    """A candidate for the pack."""
-
-    kind: str  # "snippet", "file", "skeleton" or "map"
-    path: str
-    start: int
-    end: int
-    body: dict[int, str] | str  # line number -> text (snippet, file), or prepared text
-    language: str | None = None
-    header: str = ""
-    symbol: str | None = None
-    score: float = 0.0
-    why: list[str] = field(default_factory=list)
-    tokens: int = 0  # estimate, or exact once counted
-
-    def lines_text(self) -> str:
-        if isinstance(self.body, str):
-            return self.body
-        return "\n".join(self.body.get(n, "") for n in range(self.start, self.end + 1))
-
-    def render(self, header: str | None = None) -> str:
-        """The block under its file's heading; ``header`` overrides the scope header."""
-        head = self.header if header is None else header
-        if self.kind == "map":
-            return f"{self.lines_text()}\n"
-        if self.kind == "skeleton":
-            return f"skeleton:\n```{self.language or ''}\n{self.lines_text()}\n```\n"
-        title = "whole file" if self.kind == "file" else f"lines {self.start}-{self.end}"
-        if self.symbol and self.kind == "snippet":
-            title += f" ({self.symbol})"
-        code = f"{head}\n{self.lines_text()}" if head else self.lines_text()
-        return f"{title}:\n```{self.language or ''}\n{code}\n```\n"
+Preface = Callable[[int], tuple[str, Sequence[DriftWarning]]]
+"""``preface(cap)``: the text that comes first in a pack, within ``cap`` tokens
+(empty when nothing fits), and the drift warnings it delivers in full."""
 
 
 def render(blocks: Sequence[Block]) -> str:
@@ -81,11 +68,7 @@ def render(blocks: Sequence[Block]) -> str:
     parts: list[str] = []
     for path in order:
         parts.append(f"## {path}\n")
-        last_header: str | None = None
-        for b in sorted(groups[path], key=lambda b: (b.start, b.kind)):
-            header = "" if b.header and b.header == last_header else None
-            parts.append(b.render(header))
-            last_header = b.header or last_header
+        parts.extend(b.render() for b in sorted(groups[path], key=lambda b: (b.start, b.kind)))
     return "\n".join(parts)
 
 
@@ -101,53 +84,80 @@ def pack(
     degraded: Sequence[str] = (),
     session_id: str | None = None,
     already_sent: Sequence[DeliveredSpan] = (),
-    preface: str = "",
-    warnings: Sequence[DriftWarning] = (),
+    preface: Preface | None = None,
 ) -> ContextPack:
     """The best candidates that fit ``budget_tokens``, in rank order, and what was left out.
 
-    ``preface`` (e.g. the rendered ``warnings``) comes first in the text, and
-    its tokens count against the budget like everything else.
+    ``preface`` (the drift warnings) comes first in the text, then the note
+    of what the session already holds; each gets at most a quarter of the
+    budget, and both count against it like everything else. The pack's
+    ``warnings`` are those the preface delivered in full. A negative budget
+    is taken as 0. The manifest lists the candidates left out for the budget
+    first (reason "budget"), then the holes marked in the items ("gap"), at
+    most ``MAX_OMITTED`` of each.
     """
-    held = _already_sent_note(already_sent, counter, budget_tokens // 4)
-    note = "\n".join(part for part in (preface, held) if part)
+    budget_tokens = max(budget_tokens, 0)
+    caps = [budget_tokens // 4] * 2
+    note, given = _notes(preface, already_sent, counter, caps)
     room = budget_tokens - (counter.count(note) + 1 if note else 0)
-    blocks: list[Block] = []
-    omitted: list[Omitted] = []
-    paths: set[str] = set()
-    used = 0
-    for cand in candidates:
-        merged, changed = _with(blocks, cand, counter)
-        new_path = cand.path not in paths
-        cost = merged[changed].tokens - (blocks[changed].tokens if changed < len(blocks) else 0)
-        cost += counter.count(f"## {cand.path}\n") + 1 if new_path else 0
-        if used + cost <= room:
-            blocks, used = merged, used + cost
-            paths.add(cand.path)
-        elif len(omitted) < MAX_OMITTED:
-            omitted.append(_omitted(cand))
+    blocks, _, skipped = _greedy([], candidates, counter, room)
     text = _final(note, blocks)
-    while blocks and counter.count(text) > budget_tokens:
-        worst = min(range(len(blocks)), key=lambda i: blocks[i].score)
-        omitted.insert(0, _omitted(blocks.pop(worst)))
+    exact = counter.count(text)  # the whole text is counted as few times as can be
+    if skipped and exact < budget_tokens:  # estimates run high: the rest gets another pass
+        placed, _, skipped = _greedy(blocks, skipped, counter, budget_tokens - exact)
+        if placed is not blocks:
+            blocks, text = placed, _final(note, placed)
+            exact = counter.count(text)
+    filled = _fill(blocks, counter, budget_tokens - exact)
+    if filled is not blocks:
+        with_holes_filled = _final(note, filled)
+        count = counter.count(with_holes_filled)
+        if count <= budget_tokens:  # else the estimate fell short: the holes stay marked
+            blocks, text, exact = filled, with_holes_filled, count
+    left = [_omitted(b) for b in skipped[:MAX_OMITTED]]
+    while exact > budget_tokens:
+        if blocks:
+            worst = min(range(len(blocks)), key=lambda i: blocks[i].score)
+            left.insert(0, _omitted(blocks.pop(worst)))
+        else:  # the note and the warnings alone overrun: shrink them, down to nothing
+            caps = [c // 2 for c in caps]
+            note, given = _notes(preface, already_sent, counter, caps)
         text = _final(note, blocks)
+        exact = counter.count(text)
     items = tuple(_item(b, counter) for b in blocks)
+    holes = [
+        Omitted(b.path, a, z, b.hole_owner(a, z), tokens or 0, b.score, "gap")
+        for b in blocks
+        for (a, z), tokens in zip(b.plan().gaps, b.plan().gap_tokens, strict=True)
+    ]
     return ContextPack(
         repo=repo,
         query=query,
         items=items,
-        tokens_used=counter.count(text),
+        tokens_used=exact,
         budget_tokens=budget_tokens,
         encoding=counter.name,
         rendered=text,
         detail=detail,
-        omitted=tuple(omitted[:MAX_OMITTED]),
+        omitted=(*left[:MAX_OMITTED], *holes[:MAX_OMITTED]),
         index=index,
         degraded=tuple(degraded),
         session_id=session_id,
         already_sent=tuple(already_sent),
-        warnings=tuple(warnings),
+        warnings=tuple(given),
     )
+
+
+def _notes(
+    preface: Preface | None,
+    already_sent: Sequence[DeliveredSpan],
+    counter: TokenCounter,
+    caps: Sequence[int],
+) -> tuple[str, Sequence[DriftWarning]]:
+    """The text before the code, within ``caps`` (preface, note), and the warnings it gives."""
+    warned, given = preface(caps[0]) if preface is not None else ("", ())
+    held = _already_sent_note(already_sent, counter, caps[1])
+    return "\n".join(part for part in (warned, held) if part), given
 
 
 def _final(note: str, blocks: Sequence[Block]) -> str:
@@ -157,108 +167,267 @@ def _final(note: str, blocks: Sequence[Block]) -> str:
 
 def _already_sent_note(spans: Sequence[DeliveredSpan], counter: TokenCounter, cap: int) -> str:
     """A list of what the session holds, so the agent knows it was not forgotten."""
-    return capped_list(
+    text, _ = capped_list(
         "## Already sent in this session (unchanged, not repeated)\n",
         [f"- {s.path}:{s.start_line}-{s.end_line}\n" for s in spans],
         counter, cap, "",
     )  # fmt: skip
+    return text
 
 
-def capped_list(head: str, lines: Sequence[str], counter: TokenCounter, cap: int, more: str) -> str:
-    """``head`` and as many of ``lines`` as fit ``cap`` tokens, then how many are left
-    (``more`` says where to find them); empty when there are no lines."""
-    if not lines:
-        return ""
-    kept: list[str] = []
-    used = counter.count(head)
-    for i, line in enumerate(lines):
-        used += counter.count(line)
-        if used > cap:
-            kept.append(f"- … and {len(lines) - i} more{more}\n")
-            break
-        kept.append(line)
-    return head + "".join(kept)
+def capped_list(
+    head: str, lines: Sequence[str], counter: TokenCounter, cap: int, more: str
+) -> tuple[str, int]:
+    """``head`` and as many of ``lines`` as fit ``cap`` tokens, and how many that is.
 
-
-def _with(blocks: list[Block], cand: Block, counter: TokenCounter) -> tuple[list[Block], int]:
-    """``blocks`` with ``cand`` added, and the position of the block that changed.
-
-    A snippet that overlaps or touches a snippet of its file merges into it.
+    When not all fit, a last line says how many are left (``more`` says where
+    to find them), within the cap too. Empty (and 0) when there are no lines,
+    or not even the head and that last line fit.
     """
+    if not lines:
+        return "", 0
+    counts = counter.count_many(list(lines))
+    used = counter.count(head)
+    if used + sum(counts) <= cap:
+        return head + "".join(lines), len(lines)
+    reserve = counter.count(f"- … and {len(lines)} more{more}\n")
+    kept = 0
+    while kept < len(lines) and used + counts[kept] + reserve <= cap:
+        used += counts[kept]
+        kept += 1
+    if used + reserve > cap:
+        return "", 0
+    return f"{head}{''.join(lines[:kept])}- … and {len(lines) - kept} more{more}\n", kept
+
+
+def _greedy(
+    blocks: list[Block], candidates: Sequence[Block], counter: TokenCounter, room: int
+) -> tuple[list[Block], int, list[Block]]:
+    """``blocks`` with the ``candidates`` that fit ``room`` in, in order, the tokens
+    that took (estimated), and the candidates that did not fit."""
+    used = 0
+    skipped: list[Block] = []
+    for cand in candidates:
+        placed = _place(blocks, cand, counter, room - used)
+        if placed is None:
+            skipped.append(cand)
+        else:
+            blocks, used = placed[0], used + placed[1]
+    return blocks, used, skipped
+
+
+def _place(
+    blocks: list[Block], cand: Block, counter: TokenCounter, room: int
+) -> tuple[list[Block], int] | None:
+    """``blocks`` with ``cand`` in, and what that costs; None when it does not fit ``room``.
+
+    A snippet joins every snippet block of its file it overlaps, touches or
+    shares a body of code with across the lines between; a hole left between
+    runs is filled when it costs about what marking it does, else marked.
+    """
+    joined = _joining(blocks, cand)
+    if not joined:
+        heading = 0
+        if all(b.path != cand.path for b in blocks):
+            heading = counter.count(f"## {cand.path}\n") + 1
+        if not cand.tokens or 0.8 * cand.tokens + heading <= room:
+            cand.tokens = counter.count(cand.render())  # exact, once it may fit
+        cost = cand.tokens + heading
+        return ([*blocks, cand], cost) if cost <= room else None
+    parts = [blocks[i] for i in joined]
+    had = _union(_all_runs(parts))
+    fresh = _minus(cand.runs, had)
+    if not fresh and len(parts) == 1:
+        return blocks, 0  # wholly inside a block: nothing new
+    # A cheap bound first: the candidate's estimate, for the share of its lines that is new.
+    share = sum(z - a + 1 for a, z in fresh) / max(1, sum(z - a + 1 for a, z in cand.runs))
+    if 0.7 * share * (cand.tokens - FENCE_OVERHEAD) > room:
+        return None
+    before = sum(b.tokens for b in parts)
+    m, filled = _merge(parts, cand, counter, _TINY_HOLE)
+    if filled and m.tokens - before > room:
+        m, _ = _merge(parts, cand, counter, 0)  # the holes marked rather than filled
+    cost = m.tokens - before
+    if cost > room:
+        return None
+    return [m if i == joined[0] else b for i, b in enumerate(blocks) if i not in joined[1:]], cost
+
+
+def _fill(blocks: list[Block], counter: TokenCounter, room: int) -> list[Block]:
+    """``blocks`` with their marked holes filled, cheapest first, as far as ``room``
+    goes (``blocks`` itself when none is): once every ranked candidate that fits
+    is in, what is left pays for whole definitions, never before."""
+    holes = sorted(
+        (tokens, i, gap)
+        for i, b in enumerate(blocks)
+        for gap, tokens in zip(b.plan().gaps, b.plan().gap_tokens, strict=True)
+        if tokens is not None
+    )
+    closed: dict[int, list[tuple[Run, int]]] = {}
+    for tokens, i, gap in holes:
+        if tokens - _ELISION_TOKENS > room:
+            break
+        room -= tokens - _ELISION_TOKENS
+        closed.setdefault(i, []).append((gap, tokens))
+    if not closed:
+        return blocks
     out = list(blocks)
-    if cand.kind == "snippet" and isinstance(cand.body, dict):
-        for i, b in enumerate(out):
-            if (
-                b.kind == "snippet"
-                and b.path == cand.path
-                and isinstance(b.body, dict)
-                and cand.start <= b.end + 1
-                and cand.end >= b.start - 1
-            ):
-                m = Block(
-                    kind="snippet",
-                    path=b.path,
-                    start=min(b.start, cand.start),
-                    end=max(b.end, cand.end),
-                    body={**cand.body, **b.body},
-                    language=b.language,
-                    header=b.header if b.start <= cand.start else cand.header,
-                    symbol=b.symbol or cand.symbol,
-                    score=max(b.score, cand.score),
-                    why=b.why + [w for w in cand.why if w not in b.why],
-                )
-                if m.start == b.start and m.end == b.end:
-                    m.tokens = b.tokens  # wholly inside: nothing new
-                else:
-                    m.tokens = counter.count(m.render())
-                out[i] = m
-                return out, i
-    if not cand.tokens:
-        cand.tokens = counter.count(cand.render())
-    out.append(cand)
-    return out, len(out) - 1
+    for i, gaps in closed.items():
+        b = blocks[i]
+        out[i] = replace(b, runs=_union([*b.runs, *(g for g, _ in gaps)]))
+        out[i].tokens = b.tokens + sum(t - _ELISION_TOKENS for _, t in gaps)
+    return out
+
+
+def _minus(runs: Sequence[Run], taken: Sequence[Run]) -> list[Run]:
+    """The lines of ``runs`` outside ``taken`` (both sorted, disjoint), as runs."""
+    out: list[Run] = []
+    k = 0
+    for a, z in runs:
+        while k < len(taken) and taken[k][1] < a:
+            k += 1
+        j = k
+        while j < len(taken) and taken[j][0] <= z:
+            x, y = taken[j]
+            if x > a:
+                out.append((a, x - 1))
+            a = max(a, y + 1)
+            j += 1
+        if a <= z:
+            out.append((a, z))
+    return out
+
+
+def _all_runs(blocks: Sequence[Block]) -> list[Run]:
+    return [r for b in blocks for r in b.runs]
+
+
+def _joining(blocks: Sequence[Block], cand: Block) -> list[int]:
+    """The blocks snippet ``cand`` belongs in: those of its file it overlaps or
+    touches, and those it shares a body of code with across the lines between
+    (the innermost definition holding both is a function, not its class)."""
+    if cand.kind != "snippet" or not isinstance(cand.body, dict):
+        return []
+    lo, hi = cand.start, cand.end
+    first, last = cand.solid(lo, hi)
+    src = cand.source or next((b.source for b in blocks if b.path == cand.path), None)
+    # What holds the lines from a block before up to cand (or from cand down to one
+    # after): the definitions holding cand's first line that start before it.
+    up = [s for s in src.holding(first, first) if s.start_line < first] if src else []
+    down = [s for s in src.holding(last, last) if s.end_line > last] if src else []
+    up_body, down_body = any(map(is_body, up)), any(map(is_body, down))
+    out: list[int] = []
+    for i, b in enumerate(blocks):
+        if b.kind != "snippet" or b.path != cand.path or not isinstance(b.body, dict):
+            continue
+        near = lo <= b.end + 1 and hi >= b.start - 1
+        if near and any(lo <= z + 1 and hi >= a - 1 for a, z in b.runs):
+            out.append(i)
+            continue
+        if up_body and b.start < lo:
+            end = b.solid(*max(r for r in b.runs if r[1] < lo))[1]
+            inner = next((s for s in up if s.start_line <= end), None)
+            if inner is not None and is_body(inner):
+                out.append(i)
+                continue
+        if down_body and b.end > hi:
+            start = b.solid(*min(r for r in b.runs if r[0] > hi))[0]
+            inner = next((s for s in down if s.end_line >= start), None)
+            if inner is not None and is_body(inner):
+                out.append(i)
+    return out
+
+
+def _union(runs: Sequence[Run]) -> list[Run]:
+    out: list[Run] = []
+    for a, z in sorted(runs):
+        if out and a <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(z, out[-1][1]))
+        else:
+            out.append((a, z))
+    return out
+
+
+def _merge(
+    parts: Sequence[Block], cand: Block, counter: TokenCounter, fill: int
+) -> tuple[Block, int]:
+    """One block of ``parts`` and ``cand``, its tokens estimated (those of ``parts`` and
+    of the lines and elisions it adds: exact counts wait for the whole text), and how
+    many holes it filled: those of at most ``fill`` tokens."""
+    first = parts[0]
+    src = next((b.source for b in (*parts, cand) if b.source is not None), None)
+    body: dict[int, str] = {}
+    if src is None:  # else the lines come from the file, as the blocks' own do
+        for b in (cand, *parts):
+            assert isinstance(b.body, dict)
+            body.update(b.body)
+    runs = _union([*_all_runs(parts), *cand.runs])
+    filled = 0
+    if src is not None and fill > 0 and len(runs) > 1:
+        closed = {
+            i
+            for i, ((_, z), (a, _)) in enumerate(itertools.pairwise(runs))
+            if src.estimate(counter, z + 1, a - 1) <= fill
+        }
+        filled = len(closed)
+        out = [runs[0]]
+        for i, run in enumerate(runs[1:]):
+            out[-1:] = [(out[-1][0], run[1])] if i in closed else [out[-1], run]
+        runs = out
+    why = list(first.why)
+    for b in (*parts[1:], cand):
+        why.extend(w for w in b.why if w not in why)
+    m = Block(
+        kind="snippet", path=first.path, start=runs[0][0], end=runs[-1][1], body=body,
+        language=first.language, symbol=first.symbol or cand.symbol,
+        score=max(b.score for b in (*parts, cand)), why=why, source=src, runs=runs,
+        counter=counter,
+    )  # fmt: skip
+    if src is None:
+        m.tokens = counter.count(m.render())
+        return m, filled
+    quoted = m.plan().quoted
+    new = _minus(quoted, _union([r for b in parts for r in b.plan().quoted]))
+    elisions = len(quoted) - sum(len(b.plan().quoted) for b in parts)
+    m.tokens = (
+        sum(b.tokens for b in parts)
+        + sum(src.estimate(counter, a, z) for a, z in new)
+        + _ELISION_TOKENS * max(elisions, 0)
+        + _TITLE_NAME_TOKENS
+    )
+    return m, filled
 
 
 def _omitted(b: Block) -> Omitted:
-    return Omitted(b.path, b.start, b.end, b.symbol, b.tokens, b.score)
+    return Omitted(b.path, b.start, b.end, _symbol(b), b.tokens, b.score)
+
+
+def _symbol(b: Block) -> str | None:
+    """The block's own definition if it names it (a merged block keeps its best
+    part's), else the first it names."""
+    names = b.plan().names if b.kind == "snippet" else ()
+    return b.symbol if not names or b.symbol in names else names[0]
 
 
 def _item(b: Block, counter: TokenCounter) -> ContextItem:
     text = b.render()
-    lines = b.lines_text() if b.kind in ("snippet", "file") else ""
+    plan = b.plan()
+    quoted = plan.quoted if b.kind in ("snippet", "file") else tuple(b.runs)
+    body = ""
+    if b.kind in ("snippet", "file"):
+        inside = body_runs(quoted, b.start, b.end)
+        body = "\n".join(b.line(n) for a, z in inside for n in range(a, z + 1))
     return ContextItem(
         path=b.path,
         start_line=b.start,
         end_line=b.end,
-        symbol=b.symbol,
+        symbol=_symbol(b),
         kind=b.kind,
         score=b.score,
         tokens=counter.count(text),
         text=text,
         why=tuple(b.why),
-        content_hash=span_hash(lines) if lines else "",
+        content_hash=span_hash(body) if body else "",
+        lines=quoted,
+        gaps=plan.gaps,
     )
-
-
-def snippet(
-    path: str,
-    start: int,
-    end: int,
-    text: str,
-    *,
-    language: str | None,
-    header: str = "",
-    symbol: str | None = None,
-    score: float = 0.0,
-    why: Sequence[str] = (),
-    tokens: int = 0,
-) -> Block:
-    """A snippet block of ``text``, the file's lines ``start..end``.
-
-    ``tokens``, when known (a chunk's stored count), seeds the estimate.
-    """
-    body = dict(enumerate(text.split("\n"), start=start))
-    block = Block("snippet", path, start, end, body, language, header, symbol, score, list(why))
-    if tokens:
-        block.tokens = tokens + _FENCE_OVERHEAD
-    return block

@@ -12,12 +12,13 @@ budget; they come in through the small :class:`DriftSource` protocol.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from ctxsvc.blocks import Block, Source, body_runs
 from ctxsvc.candidates import (
     DETAILS,
     candidates,
@@ -25,14 +26,16 @@ from ctxsvc.candidates import (
     check_patterns,
     expand_blocks,
     filter_hits,
-    find_symbols,
+    find_definitions,
     ranked_files,
+    source_of,
+    symbol_references,
 )
 from ctxsvc.catalog import Catalog, Current
 from ctxsvc.drift import DriftSource, Watch, drift, render_warnings
 from ctxsvc.errors import CtxError, InvalidRequest
 from ctxsvc.graph import personalized_pagerank
-from ctxsvc.limits import MAX_QUERY_CHARS, MAX_RESULTS, check_budget
+from ctxsvc.limits import MAX_QUERY_CHARS, MAX_RESULTS, MAX_SYMBOL_CHARS, check_budget
 from ctxsvc.models import (
     ContextPack,
     DeliveredSpan,
@@ -46,11 +49,12 @@ from ctxsvc.models import (
     SymbolUses,
     span_hash,
 )
-from ctxsvc.packing import Block, pack
-from ctxsvc.retrieval import RetrievalConfig, retrieve
+from ctxsvc.packing import pack
+from ctxsvc.retrieval import RetrievalConfig, path_prior, retrieve
 from ctxsvc.stores.ledger import SessionLedger
 from ctxsvc.tokens import TokenCounter
 from ctxsvc.vectors import QueryVectors
+from ctxsvc.view import RepoView
 
 DRIFT_ROUNDS = 3  # re-packs until the warnings an answer raises are those it carries
 
@@ -165,15 +169,22 @@ class Queries:
     def repo_map(self, name_or_path: str, budget_tokens: int = 2000) -> ContextPack:
         """A map of the repository without a query, within ``budget_tokens``.
 
-        Files rank by PageRank over the whole code graph (uniform restart: the
-        code most referenced, directly or not, comes first); each line names the
-        file's most central symbols. Files outside the graph come last.
+        Files rank by PageRank over the whole code graph: the code most
+        referenced, directly or not, comes first. Retrieval's path priors weigh
+        both where the walk restarts and the files' scores, so that source
+        ranks over tests, examples and prose, even over test helpers that every
+        test calls. Each line names the file's most central symbols; files
+        outside the graph come last.
         """
         s = self._start(name_or_path, None, budget_tokens)
         view = s.current.view
-        rank = personalized_pagerank(view.graph, dict.fromkeys(range(len(view.graph)), 1.0))
+        prior: dict[str, float] = {}
+        for path, rec in view.files.items():
+            prior[path] = path_prior(path, rec.language, self.retrieval)
+        seeds = {n: prior.get(k.split("::", 1)[0], 1.0) for n, k in enumerate(view.graph.keys)}
+        rank = personalized_pagerank(view.graph, seeds)
         hits = [
-            Hit(c, float(sum(rank[n] for n in nodes)), ("pagerank",))
+            Hit(c, float(sum(rank[n] for n in nodes)) * prior.get(c.path, 1.0), ("pagerank",))
             for c, nodes in zip(view.chunks, view.chunk_nodes, strict=True)
         ]
         hits.sort(key=lambda h: -h.score)
@@ -182,20 +193,31 @@ class Queries:
         return self._pack(s.current, f"map of {view.meta.name}", blocks, budget_tokens, "map")
 
     def symbol_uses(self, name_or_path: str, name: str, limit: int = 100) -> SymbolUses:
-        """Definitions whose qualified name (or else name) is ``name``, and references to it.
+        """The definitions ``name`` can mean, and the references to them.
 
-        The first ``limit`` of each, and how many there are.
+        ``name`` is an id (``path::Qualified.name``), a qualified name or a
+        name; every definition it can mean is listed (a lookup, unlike expand).
+        References are those that resolve to one of them, then those that
+        match by name only; a name defined nowhere lists all its uses. The
+        first ``limit`` of each, and how many there are.
         """
-        if not name.strip() or len(name) > 512:
-            raise InvalidRequest("a symbol name of 1 to 512 characters is required")
+        if not name.strip() or len(name) > MAX_SYMBOL_CHARS:
+            raise InvalidRequest(f"a symbol of 1 to {MAX_SYMBOL_CHARS} characters is required")
         if not 1 <= limit <= MAX_RESULTS:
             raise InvalidRequest(f"limit must be between 1 and {MAX_RESULTS}, got {limit}")
         view = self.catalog.view(self.catalog.resolve(name_or_path))
-        defs = find_symbols(view, name)
-        refs = view.refs_by_name.get(name.rsplit(".", 1)[-1], [])
+        found = find_definitions(view, name)
+        defs = [view.symbols[i] for i in found][:limit]
+        if found:
+            uses = symbol_references(view, found)
+        else:
+            short = name.rpartition("::")[2].rsplit(".", 1)[-1]
+            uses = [(r, False) for r in view.refs_by_name.get(short, [])]
         return SymbolUses(
-            name_or_path, name, tuple(defs[:limit]), tuple(refs[:limit]), len(defs), len(refs)
-        )
+            name_or_path, name, tuple(defs), tuple(r for r, _ in uses[:limit]), len(found),
+            len(uses), ids=tuple(d.id for d in defs),
+            resolved_references=sum(1 for _, sure in uses if sure),
+        )  # fmt: skip
 
     def file_lines(
         self, name_or_path: str, path: str, start: int | None = None, end: int | None = None
@@ -268,32 +290,55 @@ class Queries:
         session_id: str | None = None,
         already: Sequence[DeliveredSpan] = (),
         *,
-        preface: str = "",
         warnings: Sequence[DriftWarning] = (),
     ) -> ContextPack:
-        meta = current.view.meta
+        view = current.view
+        meta = view.meta
         version = IndexVersion(
             commit=meta.commit, indexed_at=meta.indexed_at, generation=meta.generation,
             changed_since=current.fresh.all,
         )  # fmt: skip
+        sources: dict[str, Source] = {}
+        # Snippets built without their file (expand's targets, callers) get it here,
+        # for their scope headers and to join others of their definition.
+        blocks = [
+            replace(b, source=source_of(view, b.path, sources))
+            if b.kind == "snippet" and b.source is None
+            else b
+            for b in blocks
+        ]
+
+        def preface(cap: int) -> tuple[str, Sequence[DriftWarning]]:
+            return render_warnings(warnings, self.tokens, cap)
+
         result = pack(
             meta.name, query, blocks, budget_tokens, self.tokens, detail=detail, index=version,
             degraded=current.degraded, session_id=session_id, already_sent=already,
-            preface=preface, warnings=warnings,
+            preface=preface if warnings else None,
         )  # fmt: skip
-        return self._record(result, meta.name)
+        return self._record(result, view)
 
-    def _record(self, result: ContextPack, repo: str) -> ContextPack:
-        """Record in the ledger what ``result`` delivers to its session, if any."""
+    def _record(self, result: ContextPack, view: RepoView) -> ContextPack:
+        """Record in the ledger what ``result`` delivers to its session, if any.
+
+        One span per run of file lines an item delivers (its scope headers left
+        out, its holes not claimed), hashed as the session can check it later.
+        """
         if result.session_id is None or self.ledger is None:
             return result
-        spans = [
-            DeliveredSpan(i.path, i.start_line, i.end_line, i.content_hash, i.tokens)
-            for i in result.items
-            if i.content_hash
-        ]
+        files: dict[str, Mapping[int, str]] = {}
+        spans: list[DeliveredSpan] = []
+        for i in result.items:
+            if not i.content_hash:
+                continue
+            lines = files.get(i.path)
+            if lines is None:
+                lines = files[i.path] = view.file_lines(i.path)
+            for a, z in body_runs(i.lines, i.start_line, i.end_line):
+                text = "\n".join(lines.get(n, "") for n in range(a, z + 1))
+                spans.append(DeliveredSpan(i.path, a, z, span_hash(text), self.tokens.count(text)))
         try:
-            self.ledger.record(result.session_id, repo, spans)
+            self.ledger.record(result.session_id, view.meta.name, spans)
         except CtxError as exc:  # the answer is still good; say it was not recorded
             result = replace(result, degraded=(*result.degraded, f"session: not recorded ({exc})"))
         return result
@@ -310,7 +355,11 @@ class Queries:
         detail: str,
         session_id: str,
     ) -> ContextPack:
-        """The pack for a workspace session: drift warnings first, all within the budget."""
+        """The pack for a workspace session: drift warnings first, all within the budget.
+
+        Only the warnings the text gives in full count as given: those folded
+        into "… and N more", or left out for the budget, come again next time.
+        """
         # Warnings come first in the text, within the budget: reserve room for
         # those the candidates would raise, then keep those the answer raises.
         held = {s.path for s in already}
@@ -324,15 +373,13 @@ class Queries:
 
         warnings = raised({b.path for b in blocks}, [b.lines_text() for b in blocks])
         for _ in range(DRIFT_ROUNDS):
-            preface = render_warnings(warnings, self.tokens, budget_tokens // 4)
             result = self._pack(
-                current, query, blocks, budget_tokens, detail, None, already,
-                preface=preface, warnings=warnings,
-            )  # fmt: skip
+                current, query, blocks, budget_tokens, detail, None, already, warnings=warnings
+            )
             now = raised({i.path for i in result.items}, [i.text for i in result.items])
             if {w.event.seq for w in now} == {w.event.seq for w in warnings}:
                 break
             warnings = now
-        result = self._record(replace(result, session_id=session_id), current.view.meta.name)
-        source.mark_warned(session_id, (w.event.seq for w in warnings))
+        result = self._record(replace(result, session_id=session_id), current.view)
+        source.mark_warned(session_id, (w.event.seq for w in result.warnings))
         return result

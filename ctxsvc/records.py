@@ -40,7 +40,9 @@ class Anchor:
 
     ``sha256`` is the file's content hash in the index at checkpoint time ("" when
     the path was not indexed, e.g. a file the agent created). ``signature`` is the
-    symbol's header then, which lets a resume recognise it under a new name.
+    symbol's header then, which lets a resume recognise it under a new name;
+    ``body_sha256`` the hash of its lines then (``span_hash``), which tells a
+    modified symbol from the untouched ones of a modified file.
     """
 
     path: str
@@ -48,6 +50,7 @@ class Anchor:
     sha256: str = ""
     edited: bool = False
     signature: str = ""
+    body_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,9 @@ class Checkpoint:
 class AnchorChange:
     """What happened to an anchored file or symbol since the checkpoint.
 
-    ``change`` is "modified", "deleted", "renamed" (same content or symbol under
-    another path or name: ``new_path``/``new_symbol``) or "symbol_deleted".
+    ``change`` is "modified" (a file, or a symbol whose lines changed),
+    "deleted", "renamed" (same content or symbol under another path or name:
+    ``new_path``/``new_symbol``) or "symbol_deleted".
     """
 
     path: str
@@ -107,7 +111,12 @@ class AnchorChange:
 
 @dataclass(frozen=True)
 class Resume:
-    """What an agent reads after a context reset: summary, changes, fresh context."""
+    """What an agent reads after a context reset: summary, changes, fresh context.
+
+    ``refreshed`` names the files re-indexed first because they had changed on
+    disk since the last index (``changes`` and ``context`` are then of the code
+    on disk).
+    """
 
     session: Session
     checkpoint: Checkpoint
@@ -119,3 +128,4 @@ class Resume:
     degraded: tuple[str, ...] = ()
     warnings: tuple[DriftWarning, ...] = ()
     workspace_events: tuple[WorkspaceEvent, ...] = ()  # by other sessions since the checkpoint
+    refreshed: tuple[str, ...] = ()

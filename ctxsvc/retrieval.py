@@ -97,7 +97,7 @@ def retrieve(
         scores = boost_files(view, scores, config.file_boost)
     if config.prose_weight != 1.0 or config.test_weight != 1.0:
         scores = {
-            i: s * _prior(view.chunks[i].path, view.chunks[i].language, config)
+            i: s * path_prior(view.chunks[i].path, view.chunks[i].language, config)
             for i, s in scores.items()
         }
     why: dict[int, list[str]] = defaultdict(list)
@@ -173,7 +173,8 @@ _TEST_PATH = re.compile(
 )
 
 
-def _prior(path: str, language: str | None, config: RetrievalConfig) -> float:
+def path_prior(path: str, language: str | None, config: RetrievalConfig) -> float:
+    """How much less a file counts for being prose or a test, example or benchmark."""
     weight = 1.0
     if language is None:
         weight *= config.prose_weight

@@ -19,6 +19,7 @@ from ctxsvc.limits import (
     MAX_PATTERNS,
     MAX_QUERY_CHARS,
     MAX_RESULTS,
+    MAX_SYMBOL_CHARS,
     NAME_PATTERN,
     SESSION_PATTERN,
 )
@@ -34,7 +35,7 @@ def _text(value: str) -> str:
     return value
 
 
-def _budget(default: int, what: str, low: int = 1) -> Any:
+def _budget(default: int, what: str, low: int = 0) -> Any:
     return Field(default, ge=low, le=MAX_BUDGET, description=f"Most tokens (cl100k_base) {what}.")
 
 
@@ -78,6 +79,12 @@ IdempotencyKey = Annotated[
         "written the first time and never writes a second one.",
     ),
 ]
+SYMBOL_DOC = (
+    "One definition: its id ('app/store.py::Store.get', as search results give it), a qualified "
+    "name ('Store.get') or a name ('get'). A name several definitions have is refused with "
+    "their ids (error ambiguous_symbol): ask again with one of them."
+)
+SymbolRef = Annotated[Text, Field(min_length=1, max_length=MAX_SYMBOL_CHARS)]
 DETAIL_DOC = (
     "How much of each file: 'map' (ranked files with their key symbols, cheapest), "
     "'skeleton' (signatures and docstrings), 'snippets' (the relevant functions and "
@@ -115,9 +122,7 @@ class ContextRequest(Request):
 
 class ExpandRequest(Request):
     repo: RepoRef = Field(description=REPO_DOC)
-    symbol: Annotated[Text, Field(min_length=1, max_length=512)] | None = Field(
-        None, description="A definition's qualified name ('Store.get') or name ('get')."
-    )
+    symbol: SymbolRef | None = Field(None, description=SYMBOL_DOC)
     path: Annotated[Text, Field(min_length=1, max_length=4096)] | None = Field(
         None, description="A repository-relative file path, as in the '## path' headings."
     )
@@ -198,6 +203,10 @@ class CheckpointCall(CheckpointRequest):
 class ResumeRequest(Request):
     session_id: SessionId
     budget_tokens: int = _budget(2000, "to return: summary, changes and fresh code")
+    refresh: bool = Field(
+        True,
+        description="Re-index files changed on disk first (false: compare with the index as is).",
+    )
 
 
 class DecisionRequest(Request):
@@ -241,6 +250,14 @@ class FieldError(BaseModel):
     type: str
 
 
+class SymbolCandidate(BaseModel):
+    """One definition an ambiguous symbol name could mean: its id, kind and first line."""
+
+    id: str
+    kind: str
+    line: int
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem: what happened, whether a retry helps, what to do next."""
 
@@ -253,6 +270,7 @@ class Problem(BaseModel):
     hint: str = ""
     request_id: str
     errors: list[FieldError] | None = None
+    candidates: list[SymbolCandidate] | None = None  # ambiguous_symbol: the ids to choose from
 
 
 class JobResponse(BaseModel):

@@ -46,6 +46,7 @@ class ContextService:
         self.index_target = catalog.index_target
         self.drop = catalog.drop
         self.repos = catalog.repos
+        self.names = catalog.names
         self.resolve = catalog.resolve
         self.view = catalog.view
         self.status = catalog.status

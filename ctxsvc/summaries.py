@@ -177,11 +177,16 @@ def fit(state: Summary, budget_tokens: int, counter: TokenCounter) -> Summary:
 
 
 def anchor_changes(
-    anchors: Sequence[Anchor], files: Mapping[str, str], symbols: Sequence[Symbol]
+    anchors: Sequence[Anchor],
+    files: Mapping[str, str],
+    symbols: Sequence[Symbol],
+    *,
+    body: Callable[[Symbol], str] | None = None,
 ) -> list[AnchorChange]:
     """How each anchored file and symbol differs in the index now.
 
-    A file whose hash changed is "modified"; a missing file is "renamed" when
+    A file whose hash changed is "modified", and so is a symbol of it whose
+    lines hash (``body``) differs from the anchor's ``body_sha256``; a missing file is "renamed" when
     another path holds the same content, else "deleted". A symbol gone from its
     file is "renamed" when a symbol of the same name exists elsewhere, or one
     with the same signature (bar the name) exists in its file or elsewhere;
@@ -189,9 +194,11 @@ def anchor_changes(
     """
     qualnames: dict[str, set[str]] = {}
     by_name: dict[str, list[Symbol]] = {}
+    by_key: dict[tuple[str, str], list[Symbol]] = {}
     for s in symbols:
         qualnames.setdefault(s.path, set()).add(s.qualname)
         by_name.setdefault(s.name, []).append(s)
+        by_key.setdefault((s.path, s.qualname), []).append(s)
     by_sha: dict[str, list[str]] = {}
     for path, sha in files.items():
         by_sha.setdefault(sha, []).append(path)
@@ -213,6 +220,12 @@ def anchor_changes(
                 gone.add(a.path)
             continue
         if a.symbol in qualnames.get(a.path, ()):
+            # An overloaded name is modified only when none of its definitions is as it was.
+            if (
+                body and a.body_sha256 and files.get(a.path) != a.sha256
+                and all(body(s) != a.body_sha256 for s in by_key[(a.path, a.symbol)])
+            ):  # fmt: skip
+                out.append(AnchorChange(a.path, a.symbol, "modified"))
             continue
         name = a.symbol.rsplit(".", 1)[-1]
         same = [s for s in by_name.get(name, ()) if (s.path, s.qualname) != (a.path, a.symbol)]

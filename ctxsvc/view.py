@@ -11,19 +11,27 @@ from __future__ import annotations
 
 import bisect
 import logging
+import threading
 import time
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import OrderedDict, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
 
 from ctxsvc.graph import CodeGraph, build_graph, node_key
 from ctxsvc.models import Chunk, FileRecord, Reference, Symbol
+from ctxsvc.resolve import Resolver
 from ctxsvc.stores.lance import IndexMeta, RepoReader
 
 log = logging.getLogger("ctxsvc.view")
+# The line maps a view keeps, of the files read last (a query reads a file many
+# times): at most this many files, and this many lines in all (some 30 MB).
+LINES_KEPT = 256
+LINES_KEPT_TOTAL = 200_000
+_NO_LINES: Mapping[int, str] = MappingProxyType({})
 
 
 @dataclass
@@ -46,6 +54,14 @@ class RepoView:
     vectors: npt.NDArray[np.float32] | None  # row per chunk (zeros where missing)
     has_vector: npt.NDArray[np.bool_] | None
     load_seconds: float = 0.0
+    _symbols_by_path: dict[str, list[Symbol]] | None = field(default=None, repr=False)
+    _resolver: Resolver | None = field(default=None, repr=False)
+    # path -> (its lines, its last line number), least recently used first
+    _lines: OrderedDict[str, tuple[Mapping[int, str], int]] = field(
+        default_factory=OrderedDict, repr=False, compare=False
+    )
+    _lines_total: int = field(default=0, repr=False, compare=False)
+    _lines_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def load(cls, reader: RepoReader) -> RepoView:
@@ -117,20 +133,82 @@ class RepoView:
             return positions[k]
         return None
 
-    def file_lines(self, path: str) -> dict[int, str]:
-        """The indexed text of ``path`` by line number (lines outside chunks are blank)."""
-        out: dict[int, str] = {}
-        for i in self.by_path.get(path, []):
-            c = self.chunks[i]
-            out.update(enumerate(c.text.split("\n"), start=c.start_line))
-        return out
+    def file_lines(self, path: str) -> Mapping[int, str]:
+        """The lines of ``path`` as indexed, by number, up to its last chunk's end.
+
+        Byte for byte the file's lines (``\\r``, tabs and trailing spaces
+        kept): chunks hold every line that is not empty, so a line outside
+        them is exactly "". Empty when ``path`` has no chunks. Read-only, and
+        shared: the view keeps the maps of the files read last.
+        """
+        return self._file(path)[0]
 
     def lines(self, path: str, start: int, end: int) -> str | None:
-        """The indexed text of lines ``start..end`` of ``path``; None past its end."""
-        got = self.file_lines(path)
-        if not got or end > max(got):
+        """Lines ``start..end`` of ``path`` as indexed, joined by "\\n"; None past its end."""
+        got, last = self._file(path)
+        if not got or end > last:
             return None
         return "\n".join(got.get(n, "") for n in range(start, end + 1))
+
+    def _file(self, path: str) -> tuple[Mapping[int, str], int]:
+        """The lines of ``path`` and its last line number, from the memo or its chunks."""
+        with self._lines_lock:
+            got = self._lines.get(path)
+            if got is not None:
+                self._lines.move_to_end(path)
+                return got
+        positions = self.by_path.get(path)
+        if not positions:  # not kept: the path may come from a request
+            return _NO_LINES, 0
+        # Built outside the lock: a race builds one file twice, and both are equal.
+        last = max(self.chunks[i].end_line for i in positions)
+        out = dict.fromkeys(range(1, last + 1), "")
+        for i in positions:
+            c = self.chunks[i]
+            out.update(enumerate(c.text.split("\n"), start=c.start_line))
+        got = (MappingProxyType(out), last)
+        with self._lines_lock:
+            if path not in self._lines:
+                self._lines[path] = got
+                self._lines_total += last
+            self._lines.move_to_end(path)
+            while len(self._lines) > LINES_KEPT or (
+                self._lines_total > LINES_KEPT_TOTAL and len(self._lines) > 1
+            ):
+                self._lines_total -= self._lines.popitem(last=False)[1][1]
+        return got
+
+    def symbols_of(self, path: str) -> list[Symbol]:
+        """The definitions of ``path`` by start line, an outer one before an inner one."""
+        if self._symbols_by_path is None:  # built on first use; a race builds it twice
+            by_path: dict[str, list[Symbol]] = defaultdict(list)
+            for s in self.symbols:
+                by_path[s.path].append(s)
+            for syms in by_path.values():
+                syms.sort(key=lambda s: (s.start_line, -s.end_line))
+            self._symbols_by_path = dict(by_path)
+        return self._symbols_by_path.get(path, [])
+
+    def enclosing(self, path: str, start: int, end: int) -> list[Symbol]:
+        """The definitions of ``path`` whose lines contain ``start..end``, outermost first.
+
+        By line containment, never by parent names (a Go method's parent is its
+        receiver type, defined elsewhere); a definition of exactly those lines
+        does not enclose them.
+        """
+        return [
+            s
+            for s in self.symbols_of(path)
+            if s.start_line <= start
+            and end <= s.end_line
+            and (s.start_line, s.end_line) != (start, end)
+        ]
+
+    def resolver(self) -> Resolver:
+        """Resolves references to definitions; built on first use (expand, symbols)."""
+        if self._resolver is None:  # a race builds it twice
+            self._resolver = Resolver(self.symbols, self.reader.imports(), self.file_lines)
+        return self._resolver
 
     def chunks_overlapping(self, path: str, start: int, end: int) -> list[int]:
         return [

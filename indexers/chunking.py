@@ -11,6 +11,12 @@ windows. Then adjacent small pieces of one scope merge up to ``target``.
 Text files split at headings (Markdown ``#``, reStructuredText underlines),
 then paragraphs, merged up to ``target``; the heading trail is the header.
 
+Chunk texts are the file's lines byte for byte (lines end at "\\n"; a CRLF
+line keeps its "\\r"). Only lines that are exactly "" are left out at chunk
+edges, so every other line lies in some chunk and a file's lines can be
+rebuilt from its chunks (see ``_cover``). A file of whitespace only has no
+chunks.
+
 Sizes are decided on per-line token counts (cheap, and within a few tokens
 of the truth); each chunk's stored ``tokens`` is counted exactly.
 """
@@ -275,6 +281,35 @@ def _paragraphs(
 # -- output -----------------------------------------------------------------
 
 
+def _cover(lines: _Lines, pieces: list[_Piece]) -> list[int]:
+    """Keep spans tight, yet give every line that is not "" a piece.
+
+    Only lines that are exactly "" are trimmed from a piece's edges: a line
+    of spaces, tabs or a lone "\\r" (a blank line of a CRLF file) is content,
+    quoted byte for byte. A piece of whitespace only is dropped and its lines
+    go to the piece before it (the first piece takes those before it), so a
+    line outside every chunk is exactly "" and a file's lines can be rebuilt
+    from its chunks. Pieces are ordered and disjoint; returns the positions
+    of those kept, adjusted in place.
+    """
+    text = lines.lines
+    kept: list[int] = []
+    for k, p in enumerate(pieces):
+        while p.start < p.end and not text[p.start - 1]:
+            p.start += 1
+        while p.end > p.start and not text[p.end - 1]:
+            p.end -= 1
+        if any(line.strip() for line in text[p.start - 1 : p.end]):
+            kept.append(k)
+    for i, k in enumerate(kept):
+        p = pieces[k]
+        if i == 0:
+            p.start = next(n for n in range(1, p.start + 1) if text[n - 1])
+        stop = pieces[kept[i + 1]].start if i + 1 < len(kept) else len(text) + 1
+        p.end = next(n for n in range(stop - 1, p.end - 1, -1) if text[n - 1])
+    return kept
+
+
 def _finish(
     path: str,
     language: str | None,
@@ -285,20 +320,16 @@ def _finish(
     counter: TokenCounter,
 ) -> list[Chunk]:
     chunks: list[Chunk] = []
-    # Blank lines at a piece's edges carry nothing: keep spans tight.
-    for p in pieces:
-        while p.start < p.end and not lines.lines[p.start - 1].strip():
-            p.start += 1
-        while p.end > p.start and not lines.lines[p.end - 1].strip():
-            p.end -= 1
+    kept = _cover(lines, pieces)
+    pieces = [pieces[k] for k in kept]
+    headers = [headers[k] for k in kept]
+    names = [names[k] for k in kept]
     texts = [lines.text(p.start, p.end) for p in pieces]
     embeds = [embed_text(h, t) for h, t in zip(headers, texts, strict=True)]
     counts = counter.count_many(embeds)
     for p, header, body, embed, tokens, syms in zip(
         pieces, headers, texts, embeds, counts, names, strict=True
     ):
-        if not body.strip():
-            continue
         content_hash = hashlib.sha256(embed.encode("utf-8", "surrogatepass")).hexdigest()
         ident = hashlib.sha256(
             f"{path}\0{p.start}\0{p.end}\0{content_hash}".encode("utf-8", "surrogatepass")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ PROSE_SUFFIXES: tuple[str, ...] = (".md", ".markdown", ".rst", ".txt", ".adoc")
 BINARY_SNIFF_BYTES = 8192  # git's heuristic: a NUL byte in the first 8 KiB
 GENERATED_HEADER_LINES = 10
 GENERATED_MARKERS: tuple[str, ...] = ("@generated", "DO NOT EDIT")  # covers Go's "Code generated"
+_ANY_NEWLINE = re.compile(r"\r\n?|\n")
 _COMMENT_LEADERS = ("#", "//", "/*", "*", "--", "<!--", ";", "%", "{-", "(*")
 
 # Minified rule, (a) or (b):
@@ -147,9 +149,11 @@ def read_text(
 ) -> FileText | SkippedFile:
     """Read ``file`` once and decode it, or say why it is not worth indexing.
 
-    Newlines are normalised to ``\\n``; ``sha256`` is of the raw bytes. Text
-    that is not valid UTF-8 is decoded with replacement characters
-    (``lossy=True``); UTF-16 and UTF-32 are decoded when they carry a BOM.
+    Nothing is normalised: the text is the file's bytes decoded, so a CRLF
+    line keeps its ``\\r`` and ``text.split("\\n")`` are the file's lines
+    byte for byte. ``sha256`` is of the raw bytes. Text that is not valid
+    UTF-8 is decoded with replacement characters (``lossy=True``); UTF-16
+    and UTF-32 are decoded when they carry a BOM.
     """
     path = file.path
     name = path.rsplit("/", 1)[-1]
@@ -185,14 +189,15 @@ def read_text(
     if decoded is None:
         return SkippedFile(path, SkipReason.BINARY, "NUL byte in the first 8 KiB")
     text, lossy = decoded
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
 
     marker = _generated_marker(text)
     if marker:
         return SkippedFile(path, SkipReason.GENERATED, f"header says {marker!r}")
     if not name.lower().endswith(PROSE_SUFFIXES):
         why = _minified(text, max_line_chars)
+        if why and "\n" not in text and "\r" in text:
+            # Lines end at "\n" only: one of lone "\r" endings is a single line.
+            why += '; its lines end in a lone "\\r", which is not a line break here'
         if why:
             return SkippedFile(path, SkipReason.MINIFIED, why)
     return FileText(text=text, sha256=digest, lossy=lossy)
@@ -401,7 +406,10 @@ def _decode(data: bytes) -> tuple[str, bool] | None:
 
 
 def _generated_marker(text: str) -> str | None:
-    for line in text.split("\n", GENERATED_HEADER_LINES)[:GENERATED_HEADER_LINES]:
+    # Any newline convention ends a header line here: old Mac "\r" endings
+    # must not hide a generated header.
+    head = _ANY_NEWLINE.split(text, GENERATED_HEADER_LINES)[:GENERATED_HEADER_LINES]
+    for line in head:
         stripped = line.lstrip()
         if stripped.startswith(_COMMENT_LEADERS):
             for marker in GENERATED_MARKERS:

@@ -14,10 +14,26 @@ Kotlin ``const val``; Ruby constant assignments; PHP ``const``; bash
 top-level UPPER_CASE assignments. Namespaces (C++, C#, PHP) and C
 preprocessor conditionals are scopes for the outline only: they add no
 symbol and no qualname part.
+
+JavaScript and TypeScript functions assigned rather than declared are
+definitions too, named by what they are assigned to: ``res.send = function
+send() {}`` is the method ``res.send``, ``Foo.prototype.bar = ...`` the method
+``Foo.bar``; ``exports.x = () => ...`` and ``module.exports.x = ...`` are the
+module's function ``x``; ``module.exports = function createApplication() {}``
+is the function by its own name (an anonymous one is none). Such an assignment
+defines only at the module's top level, or inside a function on ``this`` or a
+prototype (``this.handle = function () {}`` in a constructor): ``req.onload =
+() => {}`` in a function body is a callback set, not a definition. The function
+members of an object literal assigned or
+declared (``module.exports = { a() {}, b: function () {} }``, ``Foo.prototype =
+{...}``) are methods, of ``Foo`` for a prototype, else unowned (or of the
+``const`` declared). A class assigned (``Foo.Bar = class {}``) is the class
+``Foo.Bar``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +108,7 @@ class Def:
     refine: Refine | None = None  # decides the kind from the node, or None: not a definition
     level: int = ANY
     qualifier: Callable[[Node, bytes], str | None] | None = None  # e.g. Go receiver type
+    namer: Callable[[Node, bytes], Node | None] | None = None  # the name, where no path does
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,7 @@ def _py_const(node: Node, src: bytes, top: bool) -> str | None:
 
 
 _JS_FUNCS = frozenset({"arrow_function", "function_expression", "function", "generator_function"})
+_JS_KIND = {"class": "class"} | dict.fromkeys(_JS_FUNCS, "function")
 
 
 def _js_var(node: Node, src: bytes, top: bool) -> str | None:
@@ -155,6 +173,90 @@ def _js_var(node: Node, src: bytes, top: bool) -> str | None:
     if value.type == "call_expression" and text(value, src).startswith("require("):
         return None
     return "constant"
+
+
+_JS_CHAIN = re.compile(r"[A-Za-z_$][\w$]*(?:\s*\.\s*[A-Za-z_$][\w$]*)*")
+# Parts of an assignment target that name no owner: "Foo.prototype.bar" is
+# "Foo.bar", "module.exports.x" and "exports.x" are the module's own "x".
+_JS_NOT_OWNERS = frozenset({"prototype", "this", "module", "exports"})
+
+
+def _js_owner(target: Node | None, src: bytes) -> str | None:
+    """The qualname an object path assigned to stands for, or None (the module's own)."""
+    if target is None:
+        return None
+    written = text(target, src)
+    if not _JS_CHAIN.fullmatch(written):
+        return None
+    parts = [p.strip() for p in written.split(".")]
+    return ".".join(p for p in parts if p not in _JS_NOT_OWNERS) or None
+
+
+def _js_assign(node: Node, src: bytes, top: bool) -> str | None:
+    left, right = node.child_by_field_name("left"), node.child_by_field_name("right")
+    if left is None or right is None or left.type != "member_expression":
+        return None
+    if right.type != "class" and right.type not in _JS_FUNCS:
+        return None
+    if _js_module_exports(left, src):  # the module's main export, by its own name
+        return None if right.child_by_field_name("name") is None else _JS_KIND[right.type]
+    prop = left.child_by_field_name("property")
+    if prop is None or prop.type != "property_identifier":
+        return None
+    target = left.child_by_field_name("object")
+    written = text(target, src) if target is not None else ""
+    if not _JS_CHAIN.fullmatch(written):
+        return None  # "a[i].f = ...", "f().g = ...": no name to give it
+    if not top and written != "this" and not written.endswith(".prototype"):
+        return None  # "req.onload = () => {}" in a function: a callback, no definition
+    if right.type == "class":
+        return "class"
+    return "method" if _js_owner(target, src) or written == "this" else "function"
+
+
+def _js_module_exports(left: Node, src: bytes) -> bool:
+    """Whether an assignment's target is ``module.exports`` itself."""
+    return "".join(text(left, src).split()) == "module.exports"
+
+
+def _js_assign_name(node: Node, src: bytes) -> Node | None:
+    """``module.exports = function f() {}``: f; else the property assigned to."""
+    left = node.child_by_field_name("left")
+    if left is not None and _js_module_exports(left, src):
+        return node.child_by_field_name("right").child_by_field_name("name")
+    return find(node, P("left/property"))
+
+
+def _js_assign_owner(node: Node, src: bytes) -> str | None:
+    left = node.child_by_field_name("left")
+    return _js_owner(left.child_by_field_name("object") if left is not None else None, src)
+
+
+def _js_named_object(obj: Node | None) -> Node | None:
+    """The assignment or declarator that names the object literal ``obj``, if one does."""
+    if obj is None or obj.type != "object" or obj.parent is None:
+        return None
+    holder = obj.parent
+    side = {"assignment_expression": "right", "variable_declarator": "value"}.get(holder.type)
+    value = holder.child_by_field_name(side) if side else None
+    return holder if value is not None and value.start_byte == obj.start_byte else None
+
+
+def _js_pair(node: Node, src: bytes, top: bool) -> str | None:
+    key, value = node.child_by_field_name("key"), node.child_by_field_name("value")
+    if key is None or value is None or key.type != "property_identifier":
+        return None
+    if value.type not in _JS_FUNCS or _js_named_object(node.parent) is None:
+        return None
+    return "method"
+
+
+def _js_member_owner(node: Node, src: bytes) -> str | None:
+    """The owner of a member of ``Foo.prototype = {...}`` or ``exports.x = {...}``."""
+    holder = _js_named_object(node.parent)
+    if holder is None or holder.type != "assignment_expression":
+        return None
+    return _js_owner(holder.child_by_field_name("left"), src)
 
 
 def _go_type(node: Node, src: bytes, top: bool) -> str:
@@ -417,8 +519,16 @@ _JS_DEFS = {
     "function_declaration": _FUNC,
     "generator_function_declaration": _FUNC,
     "class_declaration": _CLASS,
-    "method_definition": _METHOD,
+    "method_definition": Def("method", qualifier=_js_member_owner),
     "variable_declarator": Def("constant", body=P("value/body"), refine=_js_var),
+    "assignment_expression": Def(
+        "function",
+        body=P("right/body"),
+        refine=_js_assign,
+        qualifier=_js_assign_owner,
+        namer=_js_assign_name,
+    ),
+    "pair": Def("method", P("key"), P("value/body"), _js_pair, qualifier=_js_member_owner),
 }
 _JS_COMMON: dict[str, Any] = {
     "calls": {"call_expression": P("function"), "new_expression": P("constructor")},
@@ -429,8 +539,11 @@ _JS_COMMON: dict[str, Any] = {
         "call_expression": _js_import,
     },
     "comments": frozenset({"comment", "html_comment"}),
-    "wrappers": frozenset({"export_statement", "lexical_declaration", "variable_declaration"}),
+    "wrappers": frozenset(
+        {"export_statement", "lexical_declaration", "variable_declaration", "expression_statement"}
+    ),
     "always_wrap": frozenset({"export_statement"}),
+    "attributes": frozenset({"decorator"}),  # of a class member, written before it
 }
 _JS_IDENTS = frozenset({"identifier", "property_identifier", "shorthand_property_identifier"})
 _JAVASCRIPT = LangSpec(defs=_JS_DEFS, idents=_JS_IDENTS, **_JS_COMMON)

@@ -29,7 +29,13 @@ _NAME_START = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_$
 _QUAL_SEP = re.compile(r"::|\\|\.")
 _GENERICS = re.compile(r"<.*>|\[.*\]", re.S)
 _COMMENT_MARK = re.compile(r"^\s*(?:/\*+|\*+/|///?!?|\*|#+)\s?|\s*\*+/\s*$")
-_COMMENT_LINE = re.compile(r"^\s*(?://|#|/\*|\*)")
+_OPEN_SPACE = re.compile(r"([(\[]) ")
+_CLOSE_SPACE = re.compile(r",? ([)\]])")
+_TOKEN = re.compile(r"[\w$]+|\S")
+# Nodes written before a definition's keyword that are not its header.
+_DECORATIONS = frozenset(
+    {"decorator", "marker_annotation", "annotation", "attribute_list", "attribute_item"}
+)
 _XML_TAG = re.compile(r"</?(?:summary|remarks|returns|para)>")
 
 
@@ -60,25 +66,99 @@ def _end_line(node: Node) -> int:
 
 
 def _one_line(s: str, cap: int) -> str:
+    """``s`` with whitespace runs joined, cut at a token boundary with " …" past ``cap``."""
     s = " ".join(s[: cap * 4].split())
-    return s if len(s) <= cap else s[: cap - 1] + "…"
+    s = _CLOSE_SPACE.sub(r"\1", _OPEN_SPACE.sub(r"\1", s))
+    if len(s) <= cap:
+        return s
+    cut = s[: cap - 1]  # room for " …"
+    space = cut.rfind(" ")
+    if space > cap // 2:
+        cut = cut[:space]
+    else:  # one long run of code: end it where a name or number ends
+        token = max((m.end() for m in _TOKEN.finditer(cut) if m.end() < len(cut)), default=0)
+        cut = cut[:token] if token > 0 else cut
+    return cut.rstrip() + " …"
 
 
-def _signature(node: Node, outer: Node, body: Node | None, spec: LangSpec, src: bytes) -> str:
+def _head_leaf(start: Node, spec: LangSpec) -> Node:
+    """The first token of a definition's own header: its keyword or name, past the
+    decorators, annotations, attributes and comments written inside its node."""
+    skip = spec.comments | _DECORATIONS
+    todo = [start]
+    while todo:
+        node = todo.pop()
+        if node.type in skip:
+            continue
+        if node.child_count == 0:
+            return node
+        todo.extend(reversed(node.children))
+    return start
+
+
+def _header_start(node: Node, spec: LangSpec) -> Node:
+    """``node``, or the declaration around it: "const f = () => ..." reads better
+    with its keyword."""
     start = node
-    # "const f = () => ..." reads better with its declaration keyword.
     while start.parent is not None and start.parent.type in spec.wrappers:
         if start.parent.type in spec.always_wrap or start.parent.named_child_count != 1:
             break
         start = start.parent
-    if body is None or body.start_byte <= start.start_byte:
-        raw = src[outer.start_byte : outer.end_byte]
-    else:
-        raw = src[start.start_byte : body.start_byte]
-    header = raw[: SIGNATURE_MAX * 4].decode("utf-8", "replace")
-    if "\n" in header:  # drop comment lines between the header and the body
-        header = "\n".join(ln for ln in header.splitlines() if not _COMMENT_LINE.match(ln))
-    return _one_line(header, SIGNATURE_MAX).rstrip(" {:=").rstrip()
+    return start
+
+
+def _head_end(node: Node, start: Node, body: Node | None, spec: LangSpec) -> int:
+    """The line a definition's body begins on: its opener ("{") line, else the line
+    of the token before it (Python's ":"). Without a body, the value of a constant or
+    alias stands for it; with neither, the whole declaration is its header."""
+    if body is not None and body.start_byte > start.start_byte:
+        first = body.child(0) if body.child_count else None
+        prev = body.prev_sibling
+        while prev is not None and prev.type in spec.comments:
+            prev = prev.prev_sibling
+        if (first is not None and not first.is_named) or prev is None:
+            return int(body.start_point[0]) + 1
+        return _end_line(prev)
+    value = node.child_by_field_name("value") or node.child_by_field_name("right")
+    if value is not None and value.start_byte > start.start_byte:
+        return int(value.start_point[0]) + 1
+    return _end_line(start)
+
+
+def _signature(start: Node, leaf: Node, body: Node | None, spec: LangSpec, src: bytes) -> str:
+    """The header from its first token to the body, comments left out, on one line."""
+    begin = leaf.start_byte
+    end = body.start_byte if body is not None and body.start_byte > begin else start.end_byte
+    end = min(end, begin + SIGNATURE_MAX * 4)
+    # Comment nodes inside the header (between parameters, say) are cut out by the
+    # tree: a line starting with "*" may be Python's "*," or "**values".
+    parts: list[bytes] = []
+    pos = begin
+    todo = [start]
+    while todo:
+        n = todo.pop()
+        if n.end_byte <= pos or n.start_byte >= end:
+            continue
+        if n.type in spec.comments:
+            parts.append(src[pos : n.start_byte])
+            pos = n.end_byte
+        elif n.child_count:
+            todo.extend(reversed(n.children))
+    parts.append(src[pos:end])
+    sig = _one_line(b" ".join(parts).decode("utf-8", "replace"), SIGNATURE_MAX)
+    if sig.endswith(("{", ":")) and not sig.endswith("::"):  # the body opener
+        sig = sig[:-1].rstrip()
+    return sig
+
+
+def is_name(name: str) -> bool:
+    """Whether ``name``, or each part of a qualified name, names something.
+
+    "_" (Go's ``var _ Iface = ...``, a throwaway), "__" and a lone punctuation
+    mark ("$", "+") do not; operator methods ("==", "<=>", "operator+") do.
+    The one rule for what becomes a symbol and what a repository map lists.
+    """
+    return all(bool(p.strip("_")) and (len(p) > 1 or p.isalnum()) for p in name.split("."))
 
 
 def _python_docstring(body: Node | None, src: bytes) -> str:
@@ -111,6 +191,9 @@ def _comment_docstring(first: Node, spec: LangSpec, src: bytes) -> str:
         node, prev = prev, prev.prev_named_sibling
     line = node.start_point[0]
     while prev is not None and prev.type in spec.comments and _end_line(prev) >= line:
+        before = prev.prev_sibling
+        if before is not None and before.end_point[0] == prev.start_point[0]:
+            break  # "x = 1 // note": the comment after the code before, not a doc
         lines[:0] = text(prev, src).splitlines()
         line = prev.start_point[0]
         prev = prev.prev_named_sibling
@@ -302,7 +385,10 @@ def _define(
     start, end = _first_line(outer, spec), _end_line(outer)
     key = (outer.start_byte, outer.end_byte)
 
-    name_node = find(node, rule.name) if rule.name else None
+    if rule.namer is not None:
+        name_node = rule.namer(node, src)
+    else:
+        name_node = find(node, rule.name) if rule.name else None
     if name_node is not None:
         # The defining name (all of it, for "a::b" or "A\\B") is not a reference.
         todo = [name_node]
@@ -310,6 +396,11 @@ def _define(
             n = todo.pop()
             def_names.add(n.start_byte)
             todo.extend(n.named_children)
+    if body is not None and body.parent is not None:
+        # "res.send = function send() {}": the function's own name is no reference.
+        own = body.parent.child_by_field_name("name")
+        if own is not None and own.type in spec.idents:
+            def_names.add(own.start_byte)
     if kind == "scope":
         records.setdefault(key, _Outlined(None, start, end, body))
         stack.append(_Scope(depth, prefix, scope, False, True))
@@ -323,6 +414,8 @@ def _define(
     if not parts:
         return
     name = parts[-1].strip()
+    if not is_name(name):
+        return
     parent = prefix
     if rule.qualifier is not None:
         parent = rule.qualifier(node, src) or parent
@@ -339,6 +432,10 @@ def _define(
         doc = _python_docstring(body, src)
     else:
         doc = _comment_docstring(outer, spec, src)
+    header = _header_start(node, spec)
+    leaf = _head_leaf(header, spec)
+    head_start = min(max(start, leaf.start_point[0] + 1), end)
+    head_end = min(max(head_start, _head_end(node, header, body, spec)), end)
     symbols.append(
         Symbol(
             name=name,
@@ -347,9 +444,11 @@ def _define(
             path=path,
             start_line=start,
             end_line=end,
-            signature=_signature(node, outer, body, spec, src),
+            signature=_signature(header, leaf, body, spec, src),
             docstring=doc,
             parent=parent,
+            head_start=head_start,
+            head_end=head_end,
         )
     )
     records.setdefault(key, _Outlined(qualname, start, end, body))

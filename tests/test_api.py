@@ -286,7 +286,7 @@ async def test_unknown_repo_is_404(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"repo": "demo", "query": "q", "budget_tokens": 0}, "body.budget_tokens"),
+        ({"repo": "demo", "query": "q", "budget_tokens": -1}, "body.budget_tokens"),
         ({"repo": "demo", "query": "q", "budget_tokens": 200_001}, "body.budget_tokens"),
         ({"repo": "demo", "query": "q" * 8001}, "body.query"),
         ({"repo": "demo", "query": ""}, "body.query"),
@@ -313,7 +313,7 @@ async def test_bad_fields_are_422_naming_the_field(
 async def test_other_422s(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/search", json={"repo": "demo", "query": "q", "limit": 201})
     assert "body.limit" in assert_problem(r, 422, "validation_error")["detail"]
-    r = await client.get("/v1/repos/demo/map", params={"budget_tokens": 0})
+    r = await client.get("/v1/repos/demo/map", params={"budget_tokens": -1})
     assert "query.budget_tokens" in assert_problem(r, 422, "validation_error")["detail"]
     r = await client.get("/v1/repos/demo/symbols")
     assert "query.name" in assert_problem(r, 422, "validation_error")["detail"]

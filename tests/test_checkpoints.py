@@ -172,6 +172,50 @@ def test_resume_reports_modified_deleted_and_renamed(indexed: ContextService, re
     assert small.tokens_used <= 120
 
 
+def test_resume_refreshes_edits_on_disk_and_names_the_symbol(
+    indexed: ContextService, repo: Path
+) -> None:
+    s = indexed.start_session("demo", "atomic store writes")
+    edits = [
+        {"role": "user", "content": "Make Store.put atomic."},
+        {"role": "assistant", "content": "", "tool_calls": [
+            call(1, "edit_file", path="app/store.py", old_str="def put(", new_str="def put("),
+            call(2, "edit_file", path="app/store.py", old_str="def get(", new_str="def get("),
+        ]},
+    ]  # fmt: skip
+    cp = indexed.write_checkpoint(s.id, edits)
+    anchored = {a.symbol: a for a in cp.state.files if a.path == "app/store.py" and a.symbol}
+    assert {"Store.put", "Store.get"} <= set(anchored) and anchored["Store.put"].body_sha256
+    store = repo / "app/store.py"
+    text = store.read_text()
+    # put's body changes; get only moves down a line, its lines as they were.
+    new = "# atomic writes\n" + text.replace(
+        "            json.dump(self.data, f)", "            json.dump(self.data, f, indent=2)"
+    )
+    store.write_text(new)
+
+    stale = indexed.resume(s.id, 2000, refresh=False)  # no index run: as indexed
+    assert stale.refreshed == () and stale.changes == ()
+    assert "Nothing the checkpoint anchored has changed" in stale.rendered
+    assert any("1 files changed on disk" in d for d in stale.degraded)
+    assert "indent=2" not in stale.rendered
+
+    r = indexed.resume(s.id, 2000)  # refresh is the default
+    assert r.refreshed == ("app/store.py",)
+    got = {(c.path, c.symbol, c.change) for c in r.changes}
+    assert got == {("app/store.py", None, "modified"), ("app/store.py", "Store.put", "modified")}
+    assert "- app/store.py Store.put: modified" in r.rendered
+    assert "Re-indexed first, changed on disk: app/store.py" in r.rendered
+    assert "Nothing the checkpoint anchored has changed" not in r.rendered
+    assert r.context is not None and "json.dump(self.data, f, indent=2)" in r.context.rendered
+    assert "json.dump(self.data, f, indent=2)" in r.rendered
+    assert not any("changed on disk" in d for d in r.degraded)
+    assert r.tokens_used == indexed.tokens.count(r.rendered) <= 2000
+    assert indexed.status("demo").changed == ()
+    again = indexed.resume(s.id, 2000)  # nothing more to re-index
+    assert again.refreshed == () and set(again.changes) == set(r.changes)
+
+
 @pytest.mark.anyio
 async def test_api_sessions_checkpoints_resume(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/sessions", json={"repo": "demo", "task": "atomic store"})
@@ -200,7 +244,9 @@ async def test_api_sessions_checkpoints_resume(client: httpx.AsyncClient) -> Non
     assert latest["number"] == 2 and one["transcript"] == MESSAGES
     resume = await client.get(f"/v1/sessions/{sid}/resume", params={"budget_tokens": 600})
     assert resume.status_code == 200 and resume.json()["tokens_used"] <= 600
-    assert "Goal: atomic put" in resume.json()["rendered"]
+    assert "Goal: atomic put" in resume.json()["rendered"] and resume.json()["refreshed"] == []
+    as_is = await client.get(f"/v1/sessions/{sid}/resume", params={"refresh": "false"})
+    assert as_is.status_code == 200 and as_is.json()["refreshed"] == []
     missing = await client.get(f"/v1/sessions/{sid}/checkpoints/9")
     assert (
         missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"

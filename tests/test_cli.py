@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, run_cli
+from conftest import cli_env, git, run_cli
+
+from ctxsvc.cli.render import render
+from ctxsvc.models import ContextPack
 
 
 def ctxsvc(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -75,3 +80,77 @@ def test_errors_are_one_clear_line_and_an_exit_code(
     )
     assert r.returncode == code
     assert text in r.stderr and "Traceback" not in r.stderr
+
+
+# Byte-exact output: the pack's text reaches stdout untouched (rich expanded
+# tabs, and its count of tokens described other text).
+GO = (
+    b"package server\n\n// Run serves.\nfunc Run(port int) error {\n\tif port == 0 {\n"
+    b"\t\treturn nil \t\n\t}\n\t\n\treturn serve(port)\n}\n"
+)
+CRLF = b'def handle(path):\r\n    """Answer one request."""  \r\n\r\n    return path\r\n'
+
+
+@pytest.mark.parametrize("markdown", [True, False])
+def test_render_writes_the_pack_text_byte_for_byte(
+    capfdbinary: pytest.CaptureFixture[bytes], markdown: bool
+) -> None:
+    text = "## server.go\n\n```go\n" + GO.decode() + "```\n\n```python\n" + CRLF.decode() + "```"
+    pack = ContextPack("r", "q", (), 10, 100, "cl100k_base", text)
+    render(argparse.Namespace(json=False, markdown=markdown), pack, 1.0)
+    out, err = capfdbinary.readouterr()
+    assert out == text.encode() + b"\n"
+    assert (b"snippets" in err) is not markdown  # the summary goes to stderr, plain only
+
+
+def cli_bytes(home: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``python -m ctxsvc ARGS`` with stdout as bytes (no newline translation)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ctxsvc", *args],
+        env=cli_env(home),
+        capture_output=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def exact_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index of the two files, made once: the tests only read it."""
+    tmp_path = tmp_path_factory.mktemp("exact")
+    root = tmp_path / "exact"
+    root.mkdir()
+    (root / "server.go").write_bytes(GO)
+    (root / "crlf.py").write_bytes(CRLF)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "init")
+    home = tmp_path / "home"
+    r = cli_bytes(home, "index", str(root), "--no-vectors", "--json")
+    assert r.returncode == 0, r.stderr.decode()
+    return home
+
+
+@pytest.mark.parametrize(
+    ("path", "data"), [("server.go", GO), ("crlf.py", CRLF)], ids=["go", "crlf"]
+)
+def test_expand_prints_the_files_lines_exactly(exact_home: Path, path: str, data: bytes) -> None:
+    lines = data.count(b"\n")
+    args = ["expand", "exact", "--path", path, "--lines", f"1-{lines}"]
+    js = cli_bytes(exact_home, *args, "--json")
+    rendered = json.loads(js.stdout)["rendered"].encode()
+    assert data in rendered
+    for fmt in (["--markdown"], []):
+        r = cli_bytes(exact_home, *args, *fmt)
+        assert r.returncode == 0, r.stderr.decode()
+        # Every line as on disk: tabs, trailing spaces and "\r" kept; nothing added.
+        assert r.stdout == rendered + (b"" if rendered.endswith(b"\n") else b"\n")
+
+
+@pytest.mark.parametrize("fmt", [["--markdown"], []], ids=["markdown", "plain"])
+def test_query_prints_the_files_lines_exactly(exact_home: Path, fmt: list[str]) -> None:
+    r = cli_bytes(
+        exact_home, "query", "exact", "how does Run serve a port and handle a path",
+        "--budget", "2000", *fmt,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()
+    assert GO in r.stdout and CRLF in r.stdout

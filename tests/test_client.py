@@ -516,7 +516,7 @@ def test_a_non_retryable_error_from_the_server_is_raised_once(server: Server) ->
             ctx.status("nope")
         after = errors_counted(ctx.metrics(), "repo_not_found")
         with pytest.raises(InvalidRequest) as invalid:
-            ctx.context("demo", "q", budget_tokens=0)
+            ctx.context("demo", "q", budget_tokens=-1)
     error = caught.value
     assert after == before + 1  # one request reached the server: no retry
     assert error.message == "no index named or rooted at 'nope'" and error.hint

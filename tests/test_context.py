@@ -29,6 +29,15 @@ def indexed(service: ContextService, repo: Path) -> ContextService:
     return service
 
 
+@pytest.mark.parametrize("detail", ["snippets", "skeleton", "map", "full"])
+def test_a_budget_of_zero_is_an_empty_answer_with_a_manifest(
+    indexed: ContextService, detail: str
+) -> None:
+    pack = indexed.context("demo", "how does the store persist a value", 0, detail=detail)
+    assert pack.rendered == "" and pack.tokens_used == 0 and pack.items == ()
+    assert pack.omitted  # what would have come: how to ask for it
+
+
 @pytest.mark.parametrize("budget", [1, 20, 60, 150, 400, 1000, 5000])
 @pytest.mark.parametrize("detail", ["snippets", "skeleton", "map", "full"])
 def test_never_over_budget_and_counted_exactly(
@@ -104,6 +113,22 @@ def test_session_gets_new_material_and_survives_restart(indexed: ContextService,
     )
 
 
+@pytest.mark.parametrize("budget", [1, 10, 25, 60])
+def test_the_already_sent_note_fits_any_budget(indexed: ContextService, budget: int) -> None:
+    query = "handler looks up a key in the store"
+    assert indexed.context("demo", query, 2000, session_id="s1").items
+    pack = indexed.context("demo", query, budget, session_id="s1")
+    assert pack.already_sent and pack.tokens_used == indexed.tokens.count(pack.rendered) <= budget
+    assert budget > 1 or pack.rendered == ""
+
+
+def test_a_merged_block_names_every_definition_it_holds(indexed: ContextService) -> None:
+    pack = indexed.context("demo", "Store.put writes the data as JSON to the path", 300)
+    store = next(i for i in pack.items if i.path == "app/store.py")
+    names = "Store, Store.__init__, Store.get, Store.put"
+    assert store.text.split("\n")[0] == f"lines {store.start_line}-{store.end_line} ({names}):"
+
+
 def test_changed_file_is_resent_to_the_session(indexed: ContextService, repo: Path) -> None:
     first = indexed.context("demo", "Store.put writes JSON", 300, session_id="s")
     assert any(i.path == "app/store.py" for i in first.items)
@@ -169,7 +194,7 @@ def test_expand_rejects_bad_targets(
     [
         ("", 100, {}, "empty"),
         ("x" * 9000, 100, {}, "longer than"),
-        ("q", 0, {}, "budget_tokens"),
+        ("q", -1, {}, "budget_tokens"),
         ("q", 10**9, {}, "budget_tokens"),
         ("q", 100, {"detail": "everything"}, "unknown detail"),
         ("q", 100, {"session_id": "bad id!"}, "session"),

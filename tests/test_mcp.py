@@ -42,6 +42,9 @@ NAMES = {
     "get_context", "search_code", "expand", "repo_map", "index_status", "refresh",
     "start_session", "write_checkpoint", "resume_session", "record_decision",
 }  # fmt: skip
+READ_ONLY = {"get_context", "search_code", "expand", "repo_map", "index_status", "resume_session"}
+# A pack or resume with a session answers differently the second time (it refers to the first).
+IDEMPOTENT = {"search_code", "repo_map", "index_status", "refresh"}
 
 
 def text(result: types.CallToolResult) -> str:
@@ -82,6 +85,17 @@ async def converse(session: ClientSession, repo: Path, home: Path, *, default_re
         assert tool.output_schema and tool.output_schema["type"] == "object"
         jsonschema.Draft202012Validator.check_schema(tool.input_schema)
     schemas = {t.name: t.output_schema for t in listed}
+    for tool in listed:  # reads are marked read-only; writes are not, and destroy nothing
+        hints = tool.annotations
+        assert hints is not None and hints.read_only_hint is (tool.name in READ_ONLY), tool.name
+        assert hints.destructive_hint is False and hints.open_world_hint is False, tool.name
+        assert hints.idempotent_hint is (tool.name in IDEMPOTENT), tool.name
+    # The code travels in the text blocks only: the declared structured results hold no copy.
+    for name in ("get_context", "expand", "repo_map", "resume_session"):
+        assert "rendered" not in schemas[name]["properties"], name
+    assert "text" not in schemas["get_context"]["$defs"]["ContextItem"]["properties"]
+    assert "rendered" not in schemas["resume_session"]["$defs"]["ContextPack"]["properties"]
+    assert "rendered" not in schemas["write_checkpoint"]["$defs"]["Summary"]["properties"]
     on = {} if default_repo else {"repo": "demo"}
     required = {t.name: t.input_schema.get("required", []) for t in listed}
     assert ("repo" in required["get_context"]) is not default_repo
@@ -90,10 +104,14 @@ async def converse(session: ClientSession, repo: Path, home: Path, *, default_re
     pack = r.structured_content
     assert pack["items"][0]["path"] == "app/store.py" and 0 < pack["tokens_used"] <= 300
     code, notes = (c.text for c in r.content if isinstance(c, types.TextContent))
-    assert code == pack["rendered"] and code.startswith("## app/store.py")
-    assert "```python" in code and "json.dump(self.data, f)" in code
+    assert code.startswith("## app/store.py") and "```python" in code
     assert f"{pack['tokens_used']}/300 tokens" in notes
     jsonschema.validate(pack, schemas["get_context"])
+    # The code once: in the first text block; the structured part carries spans and ids.
+    assert r.model_dump_json().count("json.dump(self.data, f)") == 1
+    assert "rendered" not in pack and all("text" not in i for i in pack["items"])
+    assert all({"path", "start_line", "end_line", "tokens"} <= set(i) for i in pack["items"])
+    assert all(len(json.dumps(i)) < 600 for i in [*pack["items"], *pack["omitted"]])
 
     r = await ok(session, "get_context", query="how a request is handled", detail="map", **on)
     assert r.structured_content["detail"] == "map" and "app/server.py" in text(r)
@@ -102,12 +120,13 @@ async def converse(session: ClientSession, repo: Path, home: Path, *, default_re
     found = r.structured_content
     assert found["files"][0]["path"] == "app/server.py"
     assert any(s["symbol"]["qualname"] == "Server.handle" for s in found["symbols"])
-    assert "method Server.handle at app/server.py:" in text(r)
+    assert "method app/server.py::Server.handle (lines " in text(r)
 
     r = await ok(session, "expand", symbol="Store.put", **on)
     item = r.structured_content["items"][0]
-    assert (item["path"], item["symbol"]) == ("app/store.py", "Store.put")
-    assert "json.dump(self.data, f)" in item["text"] and "lines 13-16 (Store.put)" in text(r)
+    assert (item["path"], item["symbol"]) == ("app/store.py", "Store.put") and "text" not in item
+    assert "json.dump(self.data, f)" in text(r) and "lines 13-16 (Store.put)" in text(r)
+    assert r.model_dump_json().count("json.dump(self.data, f)") == 1
     r = await ok(session, "expand", path="app/server.py", start_line=9, end_line=10, **on)
     assert "class Server:" in text(r)
 
@@ -173,11 +192,15 @@ async def converse(session: ClientSession, repo: Path, home: Path, *, default_re
     assert "use threading.Lock in Store" in resumed and "concurrent puts" in resumed
     assert r.structured_content["checkpoint"]["number"] == 2
     jsonschema.validate(r.structured_content, schemas["resume_session"])
+    assert "rendered" not in r.structured_content
+    assert "rendered" not in r.structured_content["checkpoint"]["summary"]
+    line = "json.dump(self.data, f)"  # fresh code, in the text only
+    assert r.model_dump_json().count(line) == 1 == resumed.count(line)
 
     # Errors: what happened, and whether retrying can help.
     bad = await call(session, "get_context", repo="nope", query="anything")
     assert "no index named or rooted at 'nope'" in error(bad, "repo_not_found", retryable=False)
-    bad = await call(session, "get_context", budget_tokens=0, **on)
+    bad = await call(session, "get_context", budget_tokens=-1, **on)
     message = error(bad, "validation_error", retryable=False)
     assert "query: Field required" in message and "budget_tokens" in message
     bad = await call(session, "expand", **on)

@@ -127,6 +127,33 @@ def test_another_sessions_rename_warns_once_within_budget(indexed: ContextServic
     assert not indexed.context("demo", QUERY, budget, session_id=c.id).warnings
 
 
+def test_warnings_fit_any_budget_and_count_as_given_only_when_shown(
+    indexed: ContextService,
+) -> None:
+    a = indexed.start_session("demo", "cache reads", workspace="ws")
+    b = indexed.start_session("demo", "store work", agent="bob", workspace="ws")
+    indexed.context("demo", QUERY, 2000, session_id=a.id)
+    seqs = {
+        indexed.record_event("ws", f"changed Store.put step {i}", session_id=b.id)[0].seq
+        for i in range(30)
+    }
+    for budget in (1, 5, 10):
+        tiny = indexed.context("demo", QUERY, budget, session_id=a.id)
+        assert tiny.tokens_used == indexed.tokens.count(tiny.rendered) <= budget
+        assert tiny.warnings == ()  # none shown, so none given
+    given: list[int] = []
+    for budget in (300, 300, 5000, 5000, 5000):
+        pack = indexed.context("demo", QUERY, budget, session_id=a.id)
+        assert pack.tokens_used <= budget
+        for w in pack.warnings:
+            assert f"- [{w.subject}] {w.message}\n" in pack.rendered
+        given += [w.event.seq for w in pack.warnings]
+        if budget == 300:  # room for some, the rest counted
+            assert 0 < len(pack.warnings) < 20 and "more (GET the workspace" in pack.rendered
+    # Each warning given exactly once, and every one in the end.
+    assert sorted(given) == sorted(seqs)
+
+
 def test_code_indexed_after_a_change_is_not_drift(indexed: ContextService, repo: Path) -> None:
     a = indexed.start_session("demo", "t", workspace="ws")
     b = indexed.start_session("demo", "t", workspace="ws")

@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("expand", help="one symbol or line range, with callers and callees")
     e.add_argument("repo", help="index name or repository path")
     target = e.add_mutually_exclusive_group(required=True)
-    target.add_argument("--symbol", help="a definition's name or qualified name")
+    target.add_argument(
+        "--symbol",
+        help="a definition's id (path::Qualified.name), qualified name or name; "
+        "an ambiguous name lists the candidates' ids",
+    )
     target.add_argument("--path", help="a file of the index")
     e.add_argument("--lines", help="START-END, with --path")
     e.add_argument("--callers", action="store_true")
@@ -157,6 +161,11 @@ def _checkpoint_parsers(sub: Any) -> None:
     rs = cp_sub.add_parser("resume", help="summary, code changes since, and fresh context")
     rs.add_argument("session")
     rs.add_argument("--budget", type=int, default=2000, help="token budget (default 2000)")
+    rs.add_argument(
+        "--no-refresh",
+        action="store_true",
+        help="compare with the index as is, even if files changed",
+    )
     rs.add_argument("--json", action="store_true")
 
     ws = sub.add_parser("workspace", help="the log parallel sessions of a workspace share")

@@ -71,19 +71,43 @@ def render(args: argparse.Namespace, pack: ContextPack, ms: float) -> int:
     if args.json:
         out.print_json(json.dumps(asdict(pack)))
     elif args.markdown:
-        out.out(pack.rendered, highlight=False)
+        write_exact(pack.rendered)
     else:
         print_pack(pack, ms)
     return 0
 
 
+def write_exact(text: str) -> None:
+    """Write ``text`` to stdout as it is, ending in one newline.
+
+    Not through rich, which expands tabs and drops control characters: code
+    must reach the reader byte for byte, and ``tokens_used`` counts this text.
+    """
+    # UTF-8 whatever the locale: indexed text was decoded from it (or marked lossy).
+    data = text.encode("utf-8", "replace")
+    stdout = sys.stdout
+    stdout.flush()
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    buffer = getattr(stdout, "buffer", None)
+    if buffer is not None:
+        buffer.write(data)
+        buffer.flush()
+    else:  # a text-only stream (a test's StringIO)
+        stdout.write(data.decode("utf-8"))
+        stdout.flush()
+
+
 def print_pack(p: ContextPack, ms: float) -> None:
-    out.out(p.rendered, highlight=False)
+    write_exact(p.rendered)
+    left = [o for o in p.omitted if o.reason == "budget"]
+    holes = len(p.omitted) - len(left)
+    marked = f", {holes} holes marked in them" if holes else ""
     err.print(
-        f"[bold]{len(p.items)} snippets, {p.tokens_used}/{p.budget_tokens} tokens ({p.encoding}), "
-        f"{len(p.omitted)} more candidates left out, {ms:.0f} ms[/]"
+        f"[bold]{len(p.items)} snippets{marked}, {p.tokens_used}/{p.budget_tokens} tokens "
+        f"({p.encoding}), {len(left)} more candidates left out, {ms:.0f} ms[/]"
     )
-    for o in p.omitted[:5]:
+    for o in left[:5]:
         err.print(
             f"  left out: {o.path}:{o.start_line}-{o.end_line} {o.symbol or ''} ({o.tokens} tokens)"
         )

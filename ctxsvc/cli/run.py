@@ -43,7 +43,7 @@ def index(args: argparse.Namespace, settings: Settings) -> int:
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
     service = build_service(settings, vectors=False)
-    names = [args.name] if args.name else [m.name for m in service.repos()]
+    names = [args.name] if args.name else service.names()
     statuses = [service.status(n) for n in names]
     if args.json:
         out.print_json(json.dumps([asdict(s) for s in statuses]))

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ctxsvc.cli.render import err, out
+from ctxsvc.cli.render import err, out, write_exact
 from ctxsvc.compose import build_service
 from ctxsvc.errors import InvalidRequest
 from ctxsvc.limits import MAX_EVENTS
@@ -85,12 +85,15 @@ def checkpoint(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     elif args.action == "resume":
         session = service.session(args.session)
-        result = build_service(settings, for_repo=session.repo).resume(args.session, args.budget)
+        resumed = build_service(settings, for_repo=session.repo)
+        result = resumed.resume(args.session, args.budget, refresh=not args.no_refresh)
         if args.json:
             out.print_json(json.dumps(asdict(result)))
         else:
-            out.out(result.rendered, highlight=False)
+            write_exact(result.rendered)
             err.print(f"[bold]{result.tokens_used}/{result.budget_tokens} tokens[/]")
+            if result.refreshed:
+                err.print(f"re-indexed first: {len(result.refreshed)} files changed on disk")
             for d in result.degraded:
                 err.print(f"[bold yellow]degraded[/]: {d}")
             for w in result.warnings:

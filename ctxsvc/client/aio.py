@@ -199,9 +199,14 @@ class AsyncClient(BaseClient):
         """Checkpoint ``number`` of the session, or its latest."""
         return await self._send(calls.checkpoint(session_id, number))
 
-    async def resume(self, session_id: str, *, budget_tokens: int = 2000) -> Resume:
-        """What to read after a context reset: summary, code changes since, context."""
-        return await self._send(calls.resume(session_id, budget_tokens))
+    async def resume(
+        self, session_id: str, *, budget_tokens: int = 2000, refresh: bool = True
+    ) -> Resume:
+        """What to read after a context reset: summary, code changes since, context.
+
+        With ``refresh``, files changed on disk are re-indexed first.
+        """
+        return await self._send(calls.resume(session_id, budget_tokens, refresh))
 
     async def record_event(
         self,

@@ -271,9 +271,10 @@ def checkpoint(session_id: str, number: int | None) -> Call[Checkpoint]:
     return Call("GET", url, _as(Checkpoint))
 
 
-def resume(session_id: str, budget_tokens: int) -> Call[Resume]:
+def resume(session_id: str, budget_tokens: int, refresh: bool) -> Call[Resume]:
     url = f"/v1/sessions/{_seg(session_id)}/resume"
-    return Call("GET", url, _as(Resume), params={"budget_tokens": budget_tokens})
+    params = {"budget_tokens": budget_tokens, "refresh": refresh}
+    return Call("GET", url, _as(Resume), params=params)
 
 
 def record_event(

@@ -145,6 +145,8 @@ def make_error(
         error.http_status = status
     error.request_id = request_id
     error.problem = problem
+    if problem is not None:
+        error.restore(problem)
     return error
 
 

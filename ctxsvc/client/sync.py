@@ -208,9 +208,12 @@ class Client(BaseClient):
         """Checkpoint ``number`` of the session, or its latest."""
         return self._send(calls.checkpoint(session_id, number))
 
-    def resume(self, session_id: str, *, budget_tokens: int = 2000) -> Resume:
-        """What to read after a context reset: summary, code changes since, context."""
-        return self._send(calls.resume(session_id, budget_tokens))
+    def resume(self, session_id: str, *, budget_tokens: int = 2000, refresh: bool = True) -> Resume:
+        """What to read after a context reset: summary, code changes since, context.
+
+        With ``refresh``, files changed on disk are re-indexed first.
+        """
+        return self._send(calls.resume(session_id, budget_tokens, refresh))
 
     def record_event(
         self,

@@ -13,7 +13,7 @@ from ctxsvc.errors import InvalidPath
 from ctxsvc.http.errors import ERRORS, json_response
 from ctxsvc.http.observability import annotate
 from ctxsvc.http.params import IndexName
-from ctxsvc.limits import MAX_BUDGET, MAX_FILE_LINES, MAX_LINE, MAX_RESULTS
+from ctxsvc.limits import MAX_BUDGET, MAX_FILE_LINES, MAX_LINE, MAX_RESULTS, MAX_SYMBOL_CHARS
 from ctxsvc.models import ContextPack, FileLines, SearchResult, SymbolUses
 from ctxsvc.schemas import ContextRequest, ExpandRequest, SearchRequest, Text
 from ctxsvc.service import ContextService
@@ -56,7 +56,7 @@ def context_routes(service: ContextService) -> APIRouter:
 
     @r.get("/repos/{name}/map", response_model=ContextPack)
     def repo_map(
-        name: IndexName, budget_tokens: Annotated[int, Query(ge=1, le=MAX_BUDGET)] = 2000
+        name: IndexName, budget_tokens: Annotated[int, Query(ge=0, le=MAX_BUDGET)] = 2000
     ) -> Response:
         """A map of the repository: files by PageRank over the code graph, with their central symbols."""
         return packed(service.repo_map(name, budget_tokens))
@@ -64,10 +64,14 @@ def context_routes(service: ContextService) -> APIRouter:
     @r.get("/repos/{name}/symbols", response_model=SymbolUses)
     def symbols(
         name: IndexName,
-        symbol: Annotated[Text, Query(alias="name", min_length=1, max_length=512)],
+        symbol: Annotated[Text, Query(alias="name", min_length=1, max_length=MAX_SYMBOL_CHARS)],
         limit: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 100,
     ) -> Response:
-        """Definitions with this name or qualified name, and references to it."""
+        """Definitions a name, qualified name or id (path::Qualified.name) can mean, and uses.
+
+        References that resolve to them through receivers and imports come first
+        (``resolved_references`` of them), then those that match by name only.
+        """
         annotate(repo=name)
         return json_response(asdict(service.symbol_uses(name, symbol, limit)))
 

@@ -1,7 +1,8 @@
 """The error edge of the HTTP API: every failure as an RFC 9457 problem.
 
 A body of type ``application/problem+json`` with ``type``, ``title``,
-``status``, ``detail``, ``code``, ``retryable``, ``hint`` and ``request_id``;
+``status``, ``detail``, ``code``, ``retryable``, ``hint`` and ``request_id``,
+and the error's own extension members (an ambiguous symbol's ``candidates``);
 retryable ones carry ``Retry-After``. A :class:`CtxError` keeps its code and
 its word on retrying; a request that fails validation names its fields.
 """
@@ -45,10 +46,12 @@ def problem(
     hint: str = "",
     headers: Mapping[str, str] | None = None,
     errors: list[dict[str, str]] | None = None,
+    extensions: Mapping[str, object] | None = None,
     metrics: Metrics | None = None,
 ) -> Response:
     """An ``application/problem+json`` response for the current request."""
     body: dict[str, Any] = {
+        **(extensions or {}),
         "type": PROBLEM_BASE + code,
         "title": title or code.replace("_", " ").capitalize(),
         "status": status,
@@ -78,7 +81,7 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
             log.error("request failed: %s", exc, extra={"code": exc.code})
         return problem(
             exc.http_status, exc.code, exc.message, retryable=exc.retryable, hint=exc.hint,
-            metrics=metrics,
+            extensions=exc.extensions(), metrics=metrics,
         )  # fmt: skip
 
     async def validation_error(request: Request, exc: Exception) -> Response:

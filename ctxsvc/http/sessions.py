@@ -85,10 +85,13 @@ def session_routes(service: ContextService) -> APIRouter:
     @r.get("/sessions/{session_id}/resume", response_model=Resume)
     def resume(
         session_id: SessionPath,
-        budget_tokens: Annotated[int, Query(ge=1, le=MAX_BUDGET)] = 2000,
+        budget_tokens: Annotated[int, Query(ge=0, le=MAX_BUDGET)] = 2000,
+        refresh: Annotated[
+            bool, Query(description="Re-index files changed on disk first (false: as indexed).")
+        ] = True,
     ) -> Response:
         """What to read after a context reset: summary, code changes since, fresh context."""
-        result = service.resume(session_id, budget_tokens)
+        result = service.resume(session_id, budget_tokens, refresh=refresh)
         annotate(repo=result.session.repo, tokens_used=result.tokens_used)
         return json_response(asdict(result))
 

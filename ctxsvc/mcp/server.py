@@ -1,9 +1,10 @@
 """The MCP adapter: ctxsvc's tools for coding agents, over stdio or streamable HTTP.
 
 Like the CLI and the HTTP API, it only parses, calls the service and renders
-(the tools are in ``ctxsvc.mcp.tools``). A tool's result is the HTTP API's
-data as ``structuredContent``, described by the tool's output schema, plus
-text for the model. A :class:`CtxError` comes back as a tool error
+(the tools are in ``ctxsvc.mcp.tools``). A tool's result is text for the
+model plus the HTTP API's data as ``structuredContent``, described by the
+tool's output schema, without the fields the text already carries (the code
+is sent once). A :class:`CtxError` comes back as a tool error
 (``isError``) whose first line names the code and says whether retrying can
 help. Built on the official SDK's low-level ``Server``, which leaves argument
 validation and error rendering to this module.
@@ -15,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, redirect_stdout
 from functools import partial
 from typing import Any
@@ -69,6 +70,48 @@ def input_schema(tool: Tool, default_repo: str | None) -> dict[str, Any]:
     return schema
 
 
+def output_schema(tool: Tool, adapter: TypeAdapter[Any]) -> dict[str, Any]:
+    """The schema of ``tool``'s structured result: its output type without ``tool.omit``."""
+    schema = adapter.json_schema(mode="serialization")
+    if tool.omit:
+        _omit(schema, tool.omit, schema.get("$defs", {}))
+    return schema
+
+
+def _omit(schema: dict[str, Any], exclude: Mapping[str, Any], defs: dict[str, Any]) -> None:
+    """Drop the fields ``exclude`` names (pydantic's form) from the object ``schema`` describes.
+
+    Definitions are edited in place: a type left out of one place is left out
+    everywhere, which holds for the tools' results (items of a pack, its
+    rendered text, a summary's rendered text, wherever they appear).
+    """
+    target = _object(schema, defs)
+    props, required = target.get("properties", {}), target.get("required", [])
+    for name, sub in exclude.items():
+        if sub is True:
+            props.pop(name, None)
+            if name in required:
+                required.remove(name)
+        elif name in props:
+            field = _object(props[name], defs)
+            if "__all__" in sub:  # every item of a list
+                _omit(field["items"], sub["__all__"], defs)
+            else:
+                _omit(field, sub, defs)
+
+
+def _object(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """The object schema ``schema`` stands for: through a ``$ref`` or an optional's ``anyOf``."""
+    options = [o for o in schema.get("anyOf", ()) if o != {"type": "null"}]
+    if len(options) == 1:
+        schema = options[0]
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        found: dict[str, Any] = defs[ref.removeprefix("#/$defs/")]
+        return found
+    return schema
+
+
 def build_server(service: ContextService, default_repo: str | None = None) -> Server[Any]:
     """The MCP server over ``service``; tools may omit ``repo`` when ``default_repo`` is set."""
     ctx = ToolContext(service, default_repo)
@@ -80,12 +123,12 @@ def build_server(service: ContextService, default_repo: str | None = None) -> Se
             title=t.title,
             description=t.description,
             input_schema=input_schema(t, default_repo),
-            output_schema=adapters[t.name].json_schema(mode="serialization"),
+            output_schema=output_schema(t, adapters[t.name]),
             annotations=types.ToolAnnotations(
                 title=t.title,
                 read_only_hint=t.read_only,
                 destructive_hint=False,
-                idempotent_hint=t.read_only or t.idempotent,
+                idempotent_hint=t.idempotent,
                 open_world_hint=False,
             ),
         )
@@ -116,14 +159,19 @@ def build_server(service: ContextService, default_repo: str | None = None) -> Se
             return failure("validation_error", detail, hint="fix the named arguments")
         except CtxError as exc:
             _log(tool.name, t0, exc.code)
-            return failure(exc.code, exc.message, hint=exc.hint, retryable=exc.retryable)
+            return failure(
+                exc.code, exc.message, hint=exc.hint, retryable=exc.retryable,
+                extensions=exc.extensions(),
+            )  # fmt: skip
         except Exception:  # a bug: logged here, no internals sent (as the HTTP API's 500)
             log.exception("tool %s failed", tool.name)
             return failure("internal", "an internal error occurred; it was logged on the server")
         _log(tool.name, t0, None)
         return types.CallToolResult(
             content=[types.TextContent(text=t) for t in answer.texts],
-            structured_content=adapters[tool.name].dump_python(answer.data, mode="json"),
+            structured_content=adapters[tool.name].dump_python(
+                answer.data, mode="json", exclude=tool.omit
+            ),
         )
 
     return Server(
@@ -138,16 +186,28 @@ def build_server(service: ContextService, default_repo: str | None = None) -> Se
 
 
 def failure(
-    code: str, detail: str, *, hint: str = "", retryable: bool = False
+    code: str,
+    detail: str,
+    *,
+    hint: str = "",
+    retryable: bool = False,
+    extensions: Mapping[str, object] | None = None,
 ) -> types.CallToolResult:
     """A tool error: ``error <code> (retryable: yes|no): <detail>``, then the hint.
 
-    The same fields go in ``_meta`` for programs (``structuredContent`` is kept
-    for results that match the tool's output schema).
+    The same fields go in ``_meta`` for programs, with the error's own data
+    (an ambiguous symbol's ``candidates``); ``structuredContent`` is kept for
+    results that match the tool's output schema.
     """
     retry = "yes, the same call can succeed later" if retryable else "no"
     text = f"error {code} (retryable: {retry}): {detail}" + (f"\nhint: {hint}" if hint else "")
-    data = {"code": code, "detail": detail, "hint": hint, "retryable": retryable}
+    data = {
+        **(extensions or {}),
+        "code": code,
+        "detail": detail,
+        "hint": hint,
+        "retryable": retryable,
+    }
     return types.CallToolResult(
         content=[types.TextContent(text=text)], is_error=True, _meta={"ctxsvc/error": data}
     )

@@ -2,13 +2,14 @@
 
 Each tool takes the HTTP API's argument names, described for a model to read,
 calls :class:`ContextService` once and returns an :class:`Answer`: text for the
-model (code under ``## path`` headings, in fences) and the same data as the
-HTTP API. ``ctxsvc.mcp.server`` serves them; nothing here knows about transports.
+model (code under ``## path`` headings, in fences) and the HTTP API's data
+without what the text already carries (:attr:`Tool.omit`: the code is sent
+once). ``ctxsvc.mcp.server`` serves them; nothing here knows about transports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -110,8 +111,8 @@ def _search_code(ctx: ToolContext, a: SearchRequest) -> Answer:
     lines += [f"- {f.path} (score {f.score:.3f})" for f in result.files] or ["- (none)"]
     lines.append("\nSymbols:")
     lines += [
-        f"- {s.symbol.kind} {s.symbol.qualname} at {s.symbol.path}:{s.symbol.start_line}-"
-        f"{s.symbol.end_line}: {s.symbol.signature} (score {s.score:.3f})"
+        f"- {s.symbol.kind} {s.symbol.id} (lines {s.symbol.start_line}-{s.symbol.end_line}): "
+        f"{s.symbol.signature} (score {s.score:.3f})"
         for s in result.symbols
     ] or ["- (none)"]
     lines += [f"Degraded: {d}" for d in result.degraded]
@@ -139,7 +140,7 @@ def _repo_map(ctx: ToolContext, a: MapRequest) -> Answer:
 
 def _index_status(ctx: ToolContext, a: RepoRequest) -> Answer:
     repo = a.repo or ctx.default_repo
-    names = [repo] if repo else [m.name for m in ctx.service.repos()]
+    names = [repo] if repo else ctx.service.names()
     statuses = [ctx.service.status(n) for n in names]
     text = "\n\n".join(render_status(s) for s in statuses) or (
         "Nothing is indexed yet: run `ctxsvc index PATH` in a shell."
@@ -176,7 +177,7 @@ def _write_checkpoint(ctx: ToolContext, a: CheckpointCall) -> Answer:
 
 
 def _resume_session(ctx: ToolContext, a: ResumeRequest) -> Answer:
-    result = ctx.service.resume(a.session_id, a.budget_tokens)
+    result = ctx.service.resume(a.session_id, a.budget_tokens, refresh=a.refresh)
     notes = [f"Degraded: {d}" for d in result.degraded]
     notes += [f"Changed by another session: [{w.subject}] {w.message}" for w in result.warnings]
     texts = [result.rendered, *(["\n".join(notes)] if notes else [])]
@@ -195,6 +196,19 @@ def _record_decision(ctx: ToolContext, a: DecisionRequest) -> Answer:
 
 @dataclass(frozen=True)
 class Tool:
+    """One tool: its arguments, its result type, and the hints clients read.
+
+    ``omit`` (pydantic's ``exclude`` form) names the fields of ``output`` that
+    the text blocks already carry: they are left out of ``structuredContent``
+    and of the declared output schema, so a client that forwards both pays
+    for the code once. ``read_only``: the tool changes nothing a user owns
+    (refreshing the index or a session's ledger of what it received keeps
+    ctxsvc's own derived state, not the repository's); ``idempotent``: a
+    repeated call with the same arguments changes nothing more and answers the
+    same (not so for a pack or resume with a session: the second call refers to
+    what the first sent).
+    """
+
     name: str
     title: str
     description: str
@@ -203,12 +217,24 @@ class Tool:
     run: Callable[[ToolContext, Any], Answer]
     read_only: bool = False
     idempotent: bool = False
+    omit: Mapping[str, Any] | None = None
+
+
+# The code of a pack is its rendered text (and each item's share of it): the first text block.
+PACK_CODE: Mapping[str, Any] = {"rendered": True, "items": {"__all__": {"text": True}}}
+# A checkpoint's summary text; its state's is always empty (the schemas share one Summary).
+CHECKPOINT_TEXT: Mapping[str, Any] = {"summary": {"rendered": True}, "state": {"rendered": True}}
+RESUME_TEXT: Mapping[str, Any] = {
+    "rendered": True, "context": PACK_CODE, "checkpoint": CHECKPOINT_TEXT,
+}  # fmt: skip
 
 
 _PACK_TEXT = (
     " Returns two text blocks: the code, under '## path' headings with 'lines A-B (symbol):' "
     "titles and code fences, never over budget_tokens; then what did not fit (path:lines and "
-    "symbol: expand them next), files changed on disk since indexing and degraded signals."
+    "symbol: expand them next), files changed on disk since indexing and degraded signals. "
+    "The structured result has the same spans, symbols, tokens and left-out list, without the "
+    "code again."
 )
 
 TOOLS: tuple[Tool, ...] = (
@@ -218,29 +244,32 @@ TOOLS: tuple[Tool, ...] = (
         "embeddings, symbol names and the code graph) and packed within a token budget. Use it "
         "first for any question about how the code works or where to change it." + _PACK_TEXT
         + " With session_id, code the session already received unchanged is listed, not resent.",
-        ContextArgs, ContextPack, _get_context,
+        ContextArgs, ContextPack, _get_context, read_only=True, omit=PACK_CODE,
     ),
     Tool(
         "search_code", "Where things are",
-        "Rank files and symbols (kind, qualified name, path:lines, signature) for a query, with "
-        "scores, without returning code. Cheaper than get_context when you only need to know "
-        "where something lives; then read it with expand.",
-        SearchArgs, SearchResult, _search_code, read_only=True,
+        "Rank files and symbols (kind, id 'path::Qualified.name' for expand, lines, signature) "
+        "for a query, with scores, without returning code. Cheaper than get_context when you "
+        "only need to know where something lives; then read it with expand.",
+        SearchArgs, SearchResult, _search_code, read_only=True, idempotent=True,
     ),
     Tool(
         "expand", "Read a symbol or lines",
-        "Return the whole code of one definition (symbol) or of a line range of a file (path, "
-        "start_line, end_line; without lines: the whole file), optionally with the definitions "
-        "it calls (callees) and the code that uses it (callers), within budget_tokens. Give "
-        "symbol or path, not both. Use it on what get_context left out." + _PACK_TEXT,
-        ExpandArgs, ContextPack, _expand,
+        "Return the whole code of one definition (symbol: its id 'path::Qualified.name' from "
+        "search_code, or a unique qualified name; an ambiguous name fails with the candidates' "
+        "ids) or of a line range of a file (path, start_line, end_line; without lines: the "
+        "whole file), optionally with the definitions it calls (callees) and the code that uses "
+        "it (callers), each marked '(resolved)' through receivers and imports or '(name match)', "
+        "within budget_tokens. Give symbol or path, not both. Use it on what get_context left "
+        "out." + _PACK_TEXT,
+        ExpandArgs, ContextPack, _expand, read_only=True, omit=PACK_CODE,
     ),
     Tool(
         "repo_map", "Map of the repository",
         "A query-free overview of a repository: its most central files (PageRank over "
         "definitions, references and imports), each with its most referenced symbols, within "
         "budget_tokens. Use it to orient yourself in an unfamiliar repository.",
-        MapArgs, ContextPack, _repo_map, read_only=True,
+        MapArgs, ContextPack, _repo_map, read_only=True, idempotent=True, omit=PACK_CODE,
     ),
     Tool(
         "index_status", "What is indexed",
@@ -248,7 +277,7 @@ TOOLS: tuple[Tool, ...] = (
         "embedding model, files changed, added or deleted on disk since indexing (refresh picks "
         "them up), files skipped and why, and degraded parts. Without repo (and no default "
         "repository) it lists every index.",
-        RepoArgs, StatusResult, _index_status, read_only=True,
+        RepoArgs, StatusResult, _index_status, read_only=True, idempotent=True,
     ),
     Tool(
         "refresh", "Re-index changed files",
@@ -273,14 +302,15 @@ TOOLS: tuple[Tool, ...] = (
         "decisions, files touched, open tasks, next step, errors), everything of earlier "
         "checkpoints is carried forward, and the summary fits budget_tokens. Returns the "
         "summary. Call it before your context fills up; after a reset, call resume_session.",
-        CheckpointCall, Checkpoint, _write_checkpoint,
+        CheckpointCall, Checkpoint, _write_checkpoint, omit=CHECKPOINT_TEXT,
     ),
     Tool(
         "resume_session", "Resume after a reset",
         "After a context reset or in a new conversation: the session's latest checkpoint "
         "summary, what changed since in the files and symbols it names (modified, renamed, "
-        "deleted, as indexed now), and fresh code from those files, within budget_tokens.",
-        ResumeRequest, Resume, _resume_session, read_only=True,
+        "deleted), and fresh code from those files, within budget_tokens. Files changed on disk "
+        "are re-indexed first (refresh=false: compare with the index as is).",
+        ResumeRequest, Resume, _resume_session, read_only=True, omit=RESUME_TEXT,
     ),
     Tool(
         "record_decision", "Record a decision",
@@ -291,7 +321,7 @@ TOOLS: tuple[Tool, ...] = (
         "workspace, it is also logged there as a decision that parallel sessions see. Use it for "
         "choices that must not be undone or silently revisited (an interface, a library, an "
         "approach rejected and why).",
-        DecisionRequest, Checkpoint, _record_decision,
+        DecisionRequest, Checkpoint, _record_decision, omit=CHECKPOINT_TEXT,
     ),
 )  # fmt: skip
 
@@ -307,13 +337,17 @@ def render_pack(pack: ContextPack) -> list[str]:
         f"({pack.encoding}), detail {pack.detail}, index generation "
         f"{pack.index.generation if pack.index else '?'}."
     ]
-    if pack.omitted:
+    left = [o for o in pack.omitted if o.reason == "budget"]
+    holes = [o for o in pack.omitted if o.reason == "gap"]
+    if left:
         notes.append("Left out for the budget (read with expand, path and lines or symbol):")
         notes += [
             f"- {o.path}:{o.start_line}-{o.end_line}{f' {o.symbol}' if o.symbol else ''} "
             f"({o.tokens} tokens)"
-            for o in pack.omitted[:10]
+            for o in left[:10]
         ]
+    if holes:
+        notes.append(f"{len(holes)} holes marked in the blocks (each says what to expand).")
     changed = pack.index.changed_since if pack.index else ()
     if changed:
         shown = ", ".join(changed[:10]) + (

@@ -11,7 +11,10 @@ a table's latest version: they check out the versions pinned in the
 ``repos`` row. A run writes all its tables first and pins their new versions
 last, in one atomic merge. A run killed before that leaves the previous pins,
 so readers keep seeing the previous, consistent index; the next run restores
-each table to its pinned version before it starts.
+each table to its pinned version before it starts. A run over an index of an
+older schema writes new tables from empty and replaces the old row only at
+its commit: killed before, it leaves that row, which readers refuse with the
+rebuild hint, and the vectors (see below).
 
 Vectors are a content-addressed cache (content hash -> vector), appended one
 batch per commit and never rolled back, so a killed run loses at most the
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,7 @@ __all__ = [
     "WRITE_ATTEMPTS",
     "IndexMeta",
     "LanceStore",
+    "OutdatedIndex",
     "RepoReader",
     "RepoWriter",
     "path_id",
@@ -64,8 +68,39 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class OutdatedIndex:
+    """A ``repos`` row of another schema version, which this ctxsvc does not read."""
+
+    name: str
+    root: str
+    schema_version: int
+    model: str | None  # whose vectors the index holds
+    dimension: int | None
+    written: dict[str, Any]  # the row's metadata as that version wrote it (for status)
+
+    def error(self) -> StoreCorrupt:
+        """What reading this index raises: it needs a rebuild (or a newer ctxsvc)."""
+        if self.schema_version < SCHEMA_VERSION:
+            hint = (
+                f"run `ctxsvc index {self.root}` to rebuild it (an index run rebuilds an older one)"
+            )
+        else:
+            hint = f"upgrade ctxsvc, or replace it with `ctxsvc index {self.root} --rebuild`"
+        return StoreCorrupt(
+            f"index {self.name!r} has schema version {self.schema_version}, "
+            f"this ctxsvc reads {SCHEMA_VERSION}",
+            hint=hint,
+        )
+
+
 class LanceStore:
-    """The database: repository metadata, writers and readers."""
+    """The database: repository metadata, writers and readers.
+
+    An index of another schema version is listed apart, by :meth:`list_outdated`
+    and :meth:`outdated`; reading it raises ``StoreCorrupt`` (an index run
+    rebuilds one of an older schema), and it never hides the other indexes.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -80,6 +115,7 @@ class LanceStore:
         self._repos: Any | None = None
         self._meta_lock = threading.Lock()
         self._meta_cache: dict[str, IndexMeta] = {}
+        self._outdated: dict[str, OutdatedIndex] = {}
         self._meta_version: int | None = None
 
     # -- tables -------------------------------------------------------------
@@ -117,8 +153,8 @@ class LanceStore:
             self._repos = self._db.open_table("repos")
         return self._repos
 
-    def _all_meta(self) -> dict[str, IndexMeta]:
-        """Every ``repos`` row, re-read only when the table has a new version.
+    def _all_meta(self) -> tuple[dict[str, IndexMeta], dict[str, OutdatedIndex]]:
+        """The ``repos`` rows, readable and outdated, re-read only on a new table version.
 
         Queries read this on every call, to follow index runs of other
         processes; a version check costs far less than a scan.
@@ -126,20 +162,44 @@ class LanceStore:
         with self._meta_lock:
             table = self._repos_table()
             if table is None:
-                return {}
+                return {}, {}
             table.checkout_latest()
             if table.version != self._meta_version:
-                rows = table.to_arrow().to_pylist()
-                self._meta_cache = {r["name"]: _meta(r) for r in rows}
+                metas: dict[str, IndexMeta] = {}
+                outdated: dict[str, OutdatedIndex] = {}
+                for r in table.to_arrow().to_pylist():
+                    got = _meta(r)
+                    if isinstance(got, IndexMeta):
+                        metas[got.name] = got
+                    else:
+                        outdated[got.name] = got
+                self._meta_cache, self._outdated = metas, outdated
                 self._meta_version = table.version
-            return self._meta_cache
+            return self._meta_cache, self._outdated
 
     def list_meta(self) -> list[IndexMeta]:
-        """Every indexed repository, by name."""
-        return sorted(self._all_meta().values(), key=lambda m: m.name)
+        """Every readable index, by name (those of another schema: :meth:`list_outdated`)."""
+        return sorted(self._all_meta()[0].values(), key=lambda m: m.name)
+
+    def list_outdated(self) -> list[OutdatedIndex]:
+        """Every index of another schema version, by name."""
+        return sorted(self._all_meta()[1].values(), key=lambda o: o.name)
 
     def meta(self, name: str) -> IndexMeta | None:
-        return self._all_meta().get(name)
+        """The metadata of index ``name``; ``StoreCorrupt`` if it is of another schema."""
+        metas, outdated = self._all_meta()
+        if name in outdated:
+            raise outdated[name].error()
+        return metas.get(name)
+
+    def find(self, name: str) -> IndexMeta | OutdatedIndex | None:
+        """Index ``name``, readable or of another schema version."""
+        metas, outdated = self._all_meta()
+        return metas.get(name) or outdated.get(name)
+
+    def outdated(self, name: str) -> OutdatedIndex | None:
+        """Index ``name`` when it is of a schema version this ctxsvc does not read."""
+        return self._all_meta()[1].get(name)
 
     def commit_meta(self, meta: IndexMeta) -> None:
         """Write ``meta`` as the ``repos`` row of its repository: the commit point of a run."""
@@ -166,8 +226,8 @@ class LanceStore:
             )
 
     def drop(self, name: str) -> None:
-        """Forget a repository: its metadata row, then its tables."""
-        if self.meta(name) is None:
+        """Forget a repository (outdated or not): its metadata row, then its tables."""
+        if self.outdated(name) is None and self.meta(name) is None:
             raise RepoNotFound(f"no index named {name!r}")
         with FileLock(self._locks / "_repos.lock", "the repository registry", wait=True):
             table = self._repos_table()
@@ -185,6 +245,9 @@ class LanceStore:
         """A writer for ``name``; the caller must hold the repository lock.
 
         ``drop_vectors`` deletes every stored vector first (a model change).
+        Over an outdated index it starts from empty tables, and its commit
+        replaces the outdated row: until then readers see that row, and
+        ``StoreCorrupt``.
         """
         return RepoWriter(self, name, dimension, drop_vectors)
 
@@ -197,12 +260,17 @@ class LanceStore:
         return RepoReader(self, meta)
 
 
-def _meta(row: dict[str, Any]) -> IndexMeta:
+def _meta(row: dict[str, Any]) -> IndexMeta | OutdatedIndex:
     data = json.loads(row["meta"])
-    meta = IndexMeta(**data)
-    if meta.schema_version != SCHEMA_VERSION:
-        raise StoreCorrupt(
-            f"index {meta.name!r} has schema version {meta.schema_version}, this ctxsvc reads {SCHEMA_VERSION}",
-            hint="rebuild with `ctxsvc index PATH --rebuild`",
+    version = data.get("schema_version", 1)
+    if version != SCHEMA_VERSION:
+        # Only the fields every version has: another version's row may not fit IndexMeta.
+        return OutdatedIndex(
+            name=row["name"],
+            root=str(data.get("root", "")),
+            schema_version=version,
+            model=data.get("model"),
+            dimension=data.get("dimension"),
+            written=data,
         )
-    return meta
+    return IndexMeta(**data)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ctxsvc.models import Chunk, FileRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: chunk texts are the file's bytes (CRLF, whitespace-only lines kept)
 DATA_TABLES = ("files", "chunks", "symbols", "refs", "imports")
 
 # The columns of each table as "name:type"; "[t]" is a list of t. The data
@@ -26,7 +26,7 @@ COLUMNS = {
     "chunks": _PATH + "id:str language:str start_line:i32 end_line:i32 header:str text:str"
     " symbols:[str] tokens:i32 content_hash:str terms:str",
     "symbols": _PATH + "name:str qualname:str kind:str start_line:i32 end_line:i32"
-    " signature:str docstring:str parent:str",
+    " signature:str docstring:str parent:str head_start:i32 head_end:i32",
     "refs": _PATH + "name:str line:i32 kind:str scope:str",
     "imports": _PATH + "line:i32 module:str names:[str]",
     "repos": "name:str name_id:str meta:str",

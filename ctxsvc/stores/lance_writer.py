@@ -86,7 +86,9 @@ class RepoWriter:
         self.store = store
         self.name = name
         self.dimension = dimension
-        self.previous = store.meta(name)
+        # Over an outdated index: none to build on; its tables, of another schema, are
+        # dropped below as a first run's, and commit() replaces its row.
+        self.previous = None if store.outdated(name) else store.meta(name)
         self._schemas = schemas(dimension)
         self._tables: dict[str, Any] = {}
         existing = store.table_names()

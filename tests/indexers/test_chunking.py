@@ -23,17 +23,21 @@ def chunks_of(path: str, text: str, target: int = 256, max_tokens: int = 512) ->
 
 
 def assert_tiles(text: str, chunks: list[Chunk]) -> None:
-    """Chunks are ordered, disjoint, verbatim, and cover every non-blank line."""
-    lines = text.rstrip("\n").split("\n")
-    covered: set[int] = set()
+    """Chunks are ordered, disjoint and verbatim; every line that is not "" is in one,
+    so the file's lines can be rebuilt byte for byte from its chunks."""
+    lines = text.split("\n")
+    covered: dict[int, str] = {}
     prev_end = 0
     for c in chunks:
         assert c.start_line > prev_end, "chunks overlap or are out of order"
         assert c.text == "\n".join(lines[c.start_line - 1 : c.end_line])
-        covered.update(range(c.start_line, c.end_line + 1))
+        assert lines[c.start_line - 1] and lines[c.end_line - 1], "an edge line is empty"
+        covered.update(enumerate(c.text.split("\n"), start=c.start_line))
         prev_end = c.end_line
-    missing = [i for i, line in enumerate(lines, 1) if line.strip() and i not in covered]
-    assert not missing
+    rebuilt = [covered.get(n, "") for n in range(1, len(lines) + 1)]
+    missing = [n for n, line in enumerate(lines, 1) if line and n not in covered]
+    assert not missing, [repr(lines[n - 1]) for n in missing]
+    assert rebuilt == lines
 
 
 @pytest.mark.parametrize("fixture", sorted(p.name for p in FIXTURES.iterdir()))
@@ -108,3 +112,57 @@ def test_content_hash_ignores_path_and_position() -> None:
     a = chunks_of("a/x.py", "def f():\n    return 1\n")
     b = chunks_of("b/y.py", "def f():\n    return 1\n")
     assert a[0].content_hash == b[0].content_hash and a[0].id != b[0].id
+
+
+# Byte-exact lines: what is not "" is content. Each case fails on chunking that
+# trimmed whitespace-only edge lines or dropped whitespace-only pieces.
+CRLF_PY = (
+    "import os\r\n\r\n\r\nclass A:\r\n    def f(self):\r\n        return 1\r\n\r\n"
+    "    def g(self):\r\n\t\treturn 2  \r\n\r\n\r\ndef h():\r\n    pass\r\n"
+)
+WHITESPACE_BETWEEN = (
+    "class A:\n    def f(self):\n        return 1\n    \n\t\n    def g(self):\n"
+    "        return 2\n    \n\n\ndef h():  \n    pass\n   \n\t\n"
+)
+LONE_CR = "def f():\n    return 1\n\r\n\ndef g():\n    x = 1\n\r\n    return x\n\r\n"
+GO_TABS = (
+    "package x\n\nfunc F() int {\n\tif true {\n\t\treturn 1 \t\n\t}\n\t\n\treturn 0\n}\n"
+    "\t\n\nfunc G() {\n\tF()\n}\n\t\n"
+)
+# A string of whitespace lines larger than max_tokens: windows of whitespace only.
+WHITESPACE_STRING = 'X = """\n' + "    \n" * 700 + '"""\n\n\ndef f():\n    return X\n'
+MARKDOWN = "# T\n\npara one\n  \n\t\n \npara two\n\n## U\n   \ntext\n\n  \n"
+EXACT_CASES = [
+    ("crlf.py", CRLF_PY),
+    ("between.py", WHITESPACE_BETWEEN),
+    ("lone_cr.py", LONE_CR),
+    ("tabs.go", GO_TABS),
+    ("string.py", WHITESPACE_STRING),
+    ("notes.md", MARKDOWN),
+]
+
+
+@pytest.mark.parametrize(("path", "text"), EXACT_CASES, ids=[c[0] for c in EXACT_CASES])
+@pytest.mark.parametrize(("target", "max_tokens"), [(256, 512), (16, 32)])
+def test_every_line_that_is_not_empty_lies_in_a_chunk(
+    path: str, text: str, target: int, max_tokens: int
+) -> None:
+    chunks = chunks_of(path, text, target, max_tokens)
+    assert_tiles(text, chunks)
+
+
+def test_crlf_chunks_keep_their_carriage_returns_and_parse_alike() -> None:
+    crlf = chunks_of("crlf.py", CRLF_PY)
+    lf = chunks_of("lf.py", CRLF_PY.replace("\r\n", "\n"))
+    assert [c.symbols for c in crlf] == [c.symbols for c in lf]
+    assert all(c.text.replace("\r", "") for c in crlf)
+    # Blank lines of a CRLF file are "\r": content, kept between the definitions.
+    assert "\r\n\r\n    def g(self):\r" in "\n".join(c.text for c in crlf)
+    assert max(c.end_line for c in crlf) == len(CRLF_PY.split("\n")) - 1
+
+
+def test_a_whitespace_only_window_is_absorbed_not_dropped() -> None:
+    chunks = chunks_of("string.py", WHITESPACE_STRING, target=64, max_tokens=128)
+    string = [c for c in chunks if c.start_line <= 702]
+    assert string[0].start_line == 1 and string[-1].end_line >= 702
+    assert sum(c.text.count("    \n") + c.text.endswith("    ") for c in string) == 700

@@ -491,9 +491,196 @@ def test_docstrings() -> None:
     assert 0 < len(pf.symbols[0].docstring) <= 500
 
 
-def test_signature_is_one_capped_line() -> None:
+def test_signature_is_one_capped_line_cut_between_tokens() -> None:
     params = ", ".join(f"argument_{i}: int" for i in range(60))
     pf = extract("a.py", f"def wide(\n    {params},\n) -> None:\n    pass\n", "python")
     sig = pf.symbols[0].signature
-    assert "\n" not in sig and sig.startswith("def wide( argument_0: int,")
-    assert len(sig) <= 200
+    assert "\n" not in sig and sig.startswith("def wide(argument_0: int,")
+    assert len(sig) <= 200 and sig.endswith(" …")
+    # Cut between words, never inside one ("subdoma…").
+    full = f"def wide({params}) -> None".split()
+    assert sig.removesuffix(" …").split() == full[: len(sig.split()) - 1]
+    # A long run without spaces is cut where a token ends.
+    value = "+".join(f"subdomain_{i}" for i in range(40))
+    sig = extract("b.py", f"def f(x={value}):\n    pass\n", "python").symbols[0].signature
+    assert len(sig) <= 200 and sig.endswith(" …")
+    assert sig.removesuffix(" …").removeprefix("def f(x=") in {
+        "+".join(f"subdomain_{i}" for i in range(n)) + tail for n in range(40) for tail in ("", "+")
+    }
+
+
+def test_signature_keeps_every_parameter_of_a_multiline_header() -> None:
+    src = (
+        "class Flask(App):\n"
+        "    def url_for(\n"
+        "        self,\n"
+        "        /,\n"
+        "        endpoint: str,  # the endpoint\n"
+        "        *,\n"
+        "        _anchor: str | None = None,\n"
+        "        **values: t.Any,\n"
+        "    ) -> str:\n"
+        '        return ""\n'
+    )
+    syms = {s.qualname: s for s in extract("app.py", src, "python").symbols}
+    assert syms["Flask.url_for"].signature == (
+        "def url_for(self, /, endpoint: str, *, _anchor: str | None = None, **values: t.Any) -> str"
+    )
+    # The body opener may go, nothing else: "Flask(App)" keeps its parenthesis.
+    assert syms["Flask"].signature == "class Flask(App)"
+    js = "/* a */ function f(a, /* b */ b,\n  // c\n  ...rest) {\n}\n"
+    assert extract("a.js", js, "javascript").symbols[0].signature == "function f(a, b, ...rest)"
+
+
+# (qualname, head_start, head_end) of one or two definitions per fixture.
+HEADS = {
+    "python.py": [("Inventory.total", 25, 25), ("Inventory.add", 28, 28)],
+    "c.c": [("ring_push", 20, 21)],
+    "csharp.cs": [("Invoice", 19, 20), ("Invoice.Add", 33, 34)],
+    "rust.rs": [("Counter", 11, 11)],
+    "php.php": [("SmtpMailer.send", 38, 39)],
+    "go.go": [("Server.Start", 34, 34)],
+    "ruby.rb": [("Greeters", 8, 8), ("Greeters.Polite.greet", 18, 18)],
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.file for c in CASES])
+def test_header_lines(case: Expect) -> None:
+    pf = _parse(case.file)
+    lines = (FIXTURES / case.file).read_text().split("\n")
+    for s in pf.symbols:
+        assert s.start_line <= s.head_start <= s.head_end <= s.end_line, s
+        assert s.name in lines[s.head_start - 1], s  # the keyword or name line
+        assert s.id == f"{case.file}::{s.qualname}"
+    heads = {s.qualname: (s.head_start, s.head_end) for s in pf.symbols}
+    for qual, start, end in HEADS.get(case.file, []):
+        assert heads[qual] == (start, end), qual
+
+
+HEAD_CASES = [
+    # Decorators before the keyword, a header over several lines, ":" on the last.
+    ("python", "@t.overload\n@cache\ndef f(\n    a,\n    *,\n    **kw,\n) -> int:\n    return 1\n", 1, 3, 7),
+    # An annotation inside the node, the body's brace on a line of its own.
+    ("java", "class A {\n  @Override\n  public void f(int a,\n      int b)\n  {\n  }\n}\n", 2, 3, 5),
+    # A member's decorator is a sibling before it.
+    ("typescript", 'class A {\n  @HostListener("click")\n  onClick(e: Event): void {\n  }\n}\n', 2, 3, 3),
+    ("csharp", "class A {\n  [HttpGet]\n  [Route(\"x\")]\n  public int Get()\n  {\n    return 1;\n  }\n}\n", 2, 4, 5),
+    # An expression body begins after "=>".
+    ("javascript", "const f = (a) =>\n  a + 1;\n", 1, 1, 1),
+    # Without a body, the value stands for it; without either, all of it is header.
+    ("typescript", "interface I {\n  run(\n    a: string,\n  ): void;\n}\n", 2, 2, 4),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("language", "src", "start", "head_start", "head_end"), HEAD_CASES)
+def test_header_lines_past_decorations(
+    language: str, src: str, start: int, head_start: int, head_end: int
+) -> None:
+    sym = max(extract("x", src, language).symbols, key=lambda s: s.start_line)
+    assert (sym.start_line, sym.head_start, sym.head_end) == (start, head_start, head_end)
+
+
+EXPRESS = """\
+'use strict';
+
+var res = Object.create(http.ServerResponse.prototype);
+
+/**
+ * Send a response.
+ */
+res.send = function send(body) {
+  var chunk = body;
+  return this;
+};
+
+exports.json = (obj) => JSON.stringify(obj);
+
+module.exports.render = function (view, options) {
+  return view;
+};
+
+module.exports = {
+  init() {
+    return 1;
+  },
+  handle: function (req, res) {
+    return req;
+  },
+  name: 'app',
+};
+
+Router.prototype.route = function route(path) {
+  return new Route(path);
+};
+
+Router.prototype = {
+  use: function use(fn) {},
+};
+
+Foo.Bar = class {
+  run() {}
+};
+
+function Layer(path) {
+  this.handle = function () {};
+}
+
+items[0].x = function () {};
+configure({ onClick: function () {} });
+res.locals = {};
+
+module.exports = function createApplication() {
+  var app = function (req, res, next) {};
+  req.onload = () => {};
+  Router.prototype.reset = function () {};
+  return app;
+};
+
+module.exports = () => {};
+"""
+
+
+@pytest.mark.parametrize("language", ["javascript", "typescript"])
+def test_javascript_assignments_of_functions_are_definitions(language: str) -> None:
+    pf = extract("lib/response.js", EXPRESS, language)
+    found = {s.qualname: (s.kind, s.start_line, s.end_line, s.parent) for s in pf.symbols}
+    assert found == {
+        "res.send": ("method", 8, 11, "res"),
+        "json": ("function", 13, 13, None),
+        "render": ("function", 15, 17, None),
+        "init": ("method", 20, 22, None),
+        "handle": ("method", 23, 25, None),
+        "Router.route": ("method", 29, 31, "Router"),
+        "Router.use": ("method", 34, 34, "Router"),
+        "Foo.Bar": ("class", 37, 39, "Foo"),
+        "Foo.Bar.run": ("method", 38, 38, "Foo.Bar"),
+        "Layer": ("function", 41, 43, None),
+        "Layer.handle": ("method", 42, 42, "Layer"),
+        # express's main export, by the function's own name; inside it, a callback
+        # set on an object (req.onload) is no definition, a prototype's method is.
+        "createApplication": ("function", 49, 54, None),
+        "createApplication.app": ("function", 50, 50, "createApplication"),
+        "Router.reset": ("method", 52, 52, "Router"),
+    }
+    send = next(s for s in pf.symbols if s.qualname == "res.send")
+    assert send.signature == "res.send = function send(body)"
+    assert send.docstring == "Send a response."
+    assert send.id == "lib/response.js::res.send"
+    # The object assigned to stays a reference; the outline knows the definitions.
+    refs = {(r.name, r.line) for r in pf.references}
+    assert ("res", 8) in refs and ("send", 8) not in refs
+    outlined = {s.symbol for s in _walk(pf.outline) if s.symbol}
+    assert {"res.send", "json", "Router.route", "Layer"} <= outlined
+
+
+NON_NAMES = [
+    ("go", "package p\n\nvar _ http.Handler = (*Engine)(nil)\n\nconst (\n\t_ = iota\n\tA\n)\n", {"A"}),
+    ("javascript", "const _ = 1;\nconst $ = 2;\nconst ok = 3;\n", {"ok"}),
+    ("rust", "const _: () = ();\nconst OK: u8 = 1;\n", {"OK"}),
+    ("ruby", "class V\n  def +(o); end\n  def ==(o); end\nend\n", {"V", "V.=="}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("language", "src", "names"), NON_NAMES)
+def test_names_that_are_not_names_are_not_symbols(language: str, src: str, names: set[str]) -> None:
+    assert {s.qualname for s in extract("x", src, language).symbols} == names
