@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import sys
@@ -52,13 +51,12 @@ from rich.console import Console
 from rich.table import Table
 
 import ctxsvc
-from benchmarks.localization import REPOS, BenchError, ensure_corpus, read_tasks
+from benchmarks.localization import REPOS, BenchError, ensure_corpus, guarded, read_tasks
 from benchmarks.paths import CORPORA, MIRRORS, TASKS_DIR
 from ctxsvc.bench.repository import check_budgets, index_name
 from ctxsvc.bench.tasks import Task
 from ctxsvc.bench.terminal import RichProgress
 from ctxsvc.compose import build_service
-from ctxsvc.errors import CtxError
 from ctxsvc.models import ContextItem, ContextPack, Symbol
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
@@ -434,16 +432,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.getLogger("lancedb").setLevel(logging.ERROR)
-    try:
-        return _run(args)
-    except BenchError as exc:
-        err.print(f"[bold red]error[/]: {exc}")
-        return 2
-    except CtxError as exc:
-        err.print(f"[bold red]error[/] ({exc.code}): {exc}")
-        return exc.exit_code
+    return guarded(_run, _parser().parse_args(argv))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make ``benchmarks`` importable
@@ -136,11 +136,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    return guarded(_run, _parser().parse_args(argv))
+
+
+def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``run(args)`` with the libraries' chatter quiet, and an error as a line and an exit code."""
     for noisy in ("sentence_transformers", "transformers", "httpx", "urllib3", "lancedb"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        return _run(args)
+        return run(args)
     except BenchError as exc:
         err.print(f"[bold red]error[/]: {exc}")
         return 2

@@ -104,8 +104,11 @@ def _chunk_block(view: RepoView, h: Hit, sources: dict[str, Source]) -> Block | 
     inside it) with fewer than ``MIN_LINES`` non-blank lines, say a lone
     signature or a closing line, takes in the following chunks of that
     definition until it has them, else the preceding ones; one that cannot
-    (its definition has no more) is left out. A chunk holding a whole
-    definition, or only code outside every definition, goes as it is.
+    (its definition has no more) is left out. A chunk outside every
+    definition (a line of prose, a lone ``'use strict'``) takes in the
+    neighbouring chunks of its file that are outside every definition too,
+    and is left out when they are not enough, unless it is the whole file. A
+    chunk holding a whole definition goes as it is.
     """
     c = h.chunk
     pos = view.chunk_index.get(c.id)
@@ -117,22 +120,23 @@ def _chunk_block(view: RepoView, h: Hit, sources: dict[str, Source]) -> Block | 
     if any(lo <= s.start_line and s.end_line <= hi for s in src.symbols):
         return chunk_snippet(view, c, h.score, h.why, source=src)
     around = [s for s in src.symbols if s.start_line <= hi and s.end_line >= lo]
-    if not around:
-        return chunk_snippet(view, c, h.score, h.why, source=src)
-    owner = around[-1]  # the innermost: by start line, an inner one comes later
+    owner = around[-1] if around else None  # the innermost: an inner one comes later
+
+    def fits(other: Chunk) -> bool:  # in the owner, or like this one outside them all
+        if other.path != c.path:
+            return False
+        if owner is not None:
+            return other.start_line <= owner.end_line and other.end_line >= owner.start_line
+        a, z = other.start_line, other.end_line
+        return not any(s.start_line <= z and s.end_line >= a for s in src.symbols)
+
     first = last = pos
     chunks = view.chunks
-    while count < MIN_LINES and last + 1 < len(chunks):
-        nxt = chunks[last + 1]
-        if nxt.path != c.path or nxt.start_line > owner.end_line:
-            break
-        last, count = last + 1, count + _solid(nxt.text)
-    while count < MIN_LINES and first > 0:
-        prev = chunks[first - 1]
-        if prev.path != c.path or prev.end_line < owner.start_line:
-            break
-        first, count = first - 1, count + _solid(prev.text)
-    if count < MIN_LINES:
+    while count < MIN_LINES and last + 1 < len(chunks) and fits(chunks[last + 1]):
+        last, count = last + 1, count + _solid(chunks[last + 1].text)
+    while count < MIN_LINES and first > 0 and fits(chunks[first - 1]):
+        first, count = first - 1, count + _solid(chunks[first - 1].text)
+    if count < MIN_LINES and (owner is not None or len(view.by_path.get(c.path, ())) > 1):
         return None
     return _span_snippet(view, chunks[first], chunks[last], h.score, h.why, src)
 

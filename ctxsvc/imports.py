@@ -42,6 +42,18 @@ def container(path: str) -> str:
     return posixpath.dirname(path) if path.endswith(".go") else path
 
 
+def memo(lock: threading.Lock, cache: dict[_K, _V], key: _K, compute: Callable[[], _V]) -> _V:
+    """``cache[key]``, computed (outside ``lock``) when missing; the first stored wins, so
+    threads sharing the cache never see a half-built entry."""
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    value = compute()
+    with lock:
+        return cache.setdefault(key, value)
+
+
 @dataclass(frozen=True)
 class Bound:
     """What an imported name stands for: ``module`` itself (``name`` None) or a name of it."""
@@ -100,22 +112,12 @@ class Imports:
         self._import_table: dict[str, dict[str, tuple[Import, bool]]] = {}
         self._binding_cache: dict[tuple[str, str], Bound | None] = {}
 
-    def _memo(self, cache: dict[_K, _V], key: _K, compute: Callable[[], _V]) -> _V:
-        """``cache[key]``, computed (outside the lock) when missing; the first stored wins."""
-        try:
-            return cache[key]
-        except KeyError:
-            pass
-        value = compute()
-        with self._lock:
-            return cache.setdefault(key, value)
-
     def binding(self, path: str, name: str) -> Bound | None:
         """What ``name`` is bound to by the imports of ``path``, if it is imported."""
-        return self._memo(self._binding_cache, (path, name), lambda: self._bind(path, name))
+        return memo(self._lock, self._binding_cache, (path, name), lambda: self._bind(path, name))
 
     def _bind(self, path: str, name: str) -> Bound | None:
-        table = self._memo(self._import_table, path, lambda: self._import_names(path))
+        table = memo(self._lock, self._import_table, path, lambda: self._import_names(path))
         got = table.get(name)
         if got is None:
             return None
@@ -167,7 +169,7 @@ class Imports:
     def files(self, bound: Bound) -> frozenset[str]:
         """The files of the repository that a module, imported in a file, names."""
         key = (bound.importer, bound.module)
-        return self._memo(self._module_cache, key, lambda: self._module_files(bound))
+        return memo(self._lock, self._module_cache, key, lambda: self._module_files(bound))
 
     def _module_files(self, bound: Bound) -> frozenset[str]:
         key, exact = module_key(bound.importer, bound.module)

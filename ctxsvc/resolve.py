@@ -35,11 +35,10 @@ import posixpath
 import re
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache, lru_cache
-from typing import TypeVar
 
-from ctxsvc.imports import MAX_DEPTH, Bound, Imports, container
+from ctxsvc.imports import MAX_DEPTH, Bound, Imports, container, memo
 from ctxsvc.models import Import, Reference, Symbol
 
 TYPE_KINDS = frozenset(
@@ -72,8 +71,6 @@ _SELF_ASSIGNED = re.compile(
 _MODIFIERS = frozenset("public private protected virtual internal open abstract".split())
 
 TypeKey = tuple[str, str]  # (container: the path, or a Go package's directory; qualname)
-_K = TypeVar("_K", bound=Hashable)
-_V = TypeVar("_V")
 
 
 def receivers(line: str, name: str) -> Iterator[tuple[str, ...] | None]:
@@ -164,16 +161,6 @@ class Resolver:
         self._signature_type: dict[tuple[str, str, str], str | None] = {}
         self._self_assigned: dict[TypeKey, dict[str, tuple[int, int, tuple[str, str, str]]]] = {}
         self._attr_type: dict[tuple[TypeKey, str], str | None] = {}
-
-    def _memo(self, cache: dict[_K, _V], key: _K, compute: Callable[[], _V]) -> _V:
-        """``cache[key]``, computed (outside the lock) when missing; the first stored wins."""
-        try:
-            return cache[key]
-        except KeyError:
-            pass
-        value = compute()
-        with self._lock:
-            return cache.setdefault(key, value)
 
     def line(self, path: str, n: int) -> str:
         """Line ``n`` of ``path`` ("" past its end)."""
@@ -328,12 +315,14 @@ class Resolver:
             return None
         s = self.symbols[at[0]]
         # v = Type(...), v := &Type{...}, v = new Type(...) a few lines above the use
-        seen = self._memo(self._assigned, (ref.path, var), lambda: self._assignments(ref.path, var))
+        seen = memo(
+            self._lock, self._assigned, (ref.path, var), lambda: self._assignments(ref.path, var)
+        )
         k = bisect.bisect_left(seen, (ref.line, "")) - 1
         if k >= 0 and seen[k][0] >= max(s.start_line, ref.line - LOOK_BACK):
             return self._made_by(seen[k][1].rsplit(".", 1)[-1], ref.path)
         key = (ref.path, scope, var)
-        return self._memo(self._signature_type, key, lambda: self._in_signatures(*key))
+        return memo(self._lock, self._signature_type, key, lambda: self._in_signatures(*key))
 
     def _assignments(self, path: str, var: str) -> tuple[tuple[int, str], ...]:
         """The lines of ``path`` that assign ``var`` a call or a literal, and the callee."""
@@ -372,10 +361,10 @@ class Resolver:
 
     def _attribute_type(self, cls: TypeKey, attr: str) -> str | None:
         """The type of ``self.attr`` as the type's own code assigns or declares it."""
-        return self._memo(self._attr_type, (cls, attr), lambda: self._typed_attr(cls, attr))
+        return memo(self._lock, self._attr_type, (cls, attr), lambda: self._typed_attr(cls, attr))
 
     def _typed_attr(self, cls: TypeKey, attr: str) -> str | None:
-        first = self._memo(self._self_assigned, cls, lambda: self._attributes(cls)).get(attr)
+        first = memo(self._lock, self._self_assigned, cls, lambda: self._attributes(cls)).get(attr)
         if first is None:
             return None
         owner, n, (declared, value, opener) = first
@@ -444,7 +433,7 @@ class Resolver:
 
     def _bases(self, key: TypeKey) -> tuple[TypeKey, ...]:
         # Not recursive (a cycle of bases is the caller's to stop), so nothing to mark.
-        return self._memo(self._bases_cache, key, lambda: self._direct_bases(key))
+        return memo(self._lock, self._bases_cache, key, lambda: self._direct_bases(key))
 
     def _direct_bases(self, key: TypeKey) -> tuple[TypeKey, ...]:
         out: list[TypeKey] = []

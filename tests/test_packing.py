@@ -498,3 +498,28 @@ def test_the_ledger_records_the_body_not_the_scope_headers(routed: ContextServic
              for s in routed.queries.ledger.delivered("s-body", "routed")}  # fmt: skip
     assert {(item.path, a, z, span_hash("\n".join(lines[a - 1 : z]))) for a, z in body} <= spans
     assert not any(s[0] == item.path and s[1] <= 2 for s in spans)  # no header claimed
+
+
+def test_a_line_of_prose_grows_into_its_neighbours_or_stays_out(
+    service: ContextService, tmp_path: Path
+) -> None:
+    overview = [f"The overview paragraph {i} talks about lanterns and rivers." for i in range(12)]
+    usage = [f"Pass option {i} to the runner to see how it behaves." for i in range(3)]
+    readme = "\n".join(["# Overview", "", *overview, "", "## Install", "", "pip install quokka-zeta",
+                        "", "## Usage", "", *usage, ""])  # fmt: skip
+    root = tmp_path / "prose"
+    write_tree(root, {"README.md": readme, "lone.md": "## Zeta\n\nquokka-zeta only\n"})
+    service.index(root)
+    view = service.view(service.resolve("prose"))
+    (tiny,) = [c for c in view.chunks if c.path == "README.md" and "quokka-zeta" in c.text]
+    assert sum(1 for line in tiny.text.split("\n") if line.strip()) < 3, tiny
+    lines = readme.split("\n")
+    for budget in (60, 90, 120, 2000):
+        p = service.context("prose", "install quokka-zeta", budget)
+        for i in p.items:  # no line of prose alone, unless it is its whole file
+            if i.path != "README.md":
+                continue
+            runs = body_runs(i.lines, i.start_line, i.end_line)
+            assert sum(1 for a, z in runs for n in range(a, z + 1) if lines[n - 1].strip()) >= 3
+    # A file of one small chunk is whole: it goes as it is.
+    assert any(i.path == "lone.md" for i in service.context("prose", "quokka-zeta only", 500).items)
