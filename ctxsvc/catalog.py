@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ctxsvc.checkpoints import IndexFacts
-from ctxsvc.errors import InvalidPath, InvalidRequest, RepoNotFound
+from ctxsvc.errors import InvalidPath, InvalidRequest, RepoNotFound, StoreCorrupt
 from ctxsvc.indexing import Reporter, index_repository
 from ctxsvc.limits import NAME
 from ctxsvc.models import Freshness, IndexSummary, RepoStatus, Symbol
@@ -208,7 +208,9 @@ class Catalog:
         """The in-memory view of ``meta``'s generation, loaded once."""
         with self._lock:
             cached = self._views.get(meta.name)
-            if cached is not None and cached.meta.versions == meta.versions:
+            # A rebuild starts its tables' versions again: the time of the run tells it apart.
+            same = (cached.meta.versions, cached.meta.indexed_at) if cached is not None else None
+            if cached is not None and same == (meta.versions, meta.indexed_at):
                 return cached
             view = RepoView.load(self.store.reader(meta.name))
             self._views[meta.name] = view
@@ -230,10 +232,11 @@ class Catalog:
         return Current(meta, self.view(meta), fresh, list(fresh.degraded), refreshed)
 
     def facts(self, repo: str) -> IndexFacts:
-        """File hashes and symbols of ``repo`` now; empty when it is no longer indexed."""
+        """File hashes and symbols of ``repo`` now; empty when it is no longer indexed, or
+        its index is of an older schema (a checkpoint or an event must not wait on a rebuild)."""
         try:
             view = self.view(self.resolve(repo))
-        except RepoNotFound:
+        except (RepoNotFound, StoreCorrupt):
             return IndexFacts({}, {})
         symbols: dict[str, list[Symbol]] = {}
         for sym in view.symbols:

@@ -126,20 +126,15 @@ def index_repository(
     reporter = reporter or NullReporter()
     with FileLock(settings.locks_path / f"{name}.lock", f"index {name!r}"):
         run = _Run()
-        old, keep = _outdated(store, name, embedder, run)
+        old, keep = _outdated(store, name, embedder, run, reembed)
         previous = store.meta(name) if old is None else None
         # Whose vectors are stored, and of what dimension.
         held = previous or (old if keep else None)
-        if (
-            embedder is not None
-            and previous
-            and previous.model
-            and previous.model != embedder.name
-            and not reembed
-        ):
+        prior = previous.model if previous else old.model if old else None
+        if embedder is not None and prior and prior != embedder.name and not reembed:
             raise ModelMismatch(
-                f"index {name!r} holds vectors of {previous.model}, this run embeds with {embedder.name}",
-                hint=f"pass --reembed to replace them all, or --model {previous.model.split('@')[0]}",
+                f"index {name!r} holds vectors of {prior}, this run embeds with {embedder.name}",
+                hint=f"pass --reembed to replace them all, or --model {prior.split('@')[0]}",
             )
         if embedder is None and vectors == "missing":
             run.warn(
@@ -234,7 +229,7 @@ def index_repository(
 
 
 def _outdated(
-    store: LanceStore, name: str, embedder: Embedder | None, run: _Run
+    store: LanceStore, name: str, embedder: Embedder | None, run: _Run, reembed: bool
 ) -> tuple[OutdatedIndex | None, bool]:
     """Index ``name`` if it is of an older schema version (this run rebuilds it), and
     whether its vectors are kept; ``StoreCorrupt`` if it is of a newer one."""
@@ -249,8 +244,9 @@ def _outdated(
         )
     # Vectors are keyed by content hash: the same model's serve the rebuilt chunks.
     # Without a model (--no-vectors, or it failed to load) they are kept for a
-    # later run: they are hours of embedding on a large repository.
-    keep = embedder is None or old.model == embedder.name
+    # later run: they are hours of embedding on a large repository. Another
+    # model's go only with --reembed (else the caller raises ModelMismatch).
+    keep = embedder is None or old.model == embedder.name or not reembed
     if not old.model:
         note = ""
     elif keep:

@@ -20,7 +20,15 @@ from typing import Protocol
 from ctxsvc.catalog import Catalog
 from ctxsvc.checkpoints import extract
 from ctxsvc.drift import DriftSource, drift, subjects
-from ctxsvc.errors import InvalidRequest, NotFound, RepoNotFound, SummarizerFailed
+from ctxsvc.errors import (
+    IndexBusy,
+    InvalidRequest,
+    ModelMismatch,
+    NotFound,
+    RepoNotFound,
+    StoreCorrupt,
+    SummarizerFailed,
+)
 from ctxsvc.limits import MAX_PATTERNS, MAX_QUERY_CHARS, NAME, check_budget, validate_session_id
 from ctxsvc.models import ContextPack, DriftWarning, Stored, Symbol, WorkspaceEvent, span_hash
 from ctxsvc.records import Anchor, Checkpoint, Resume, Session, SessionSummary, Summary
@@ -145,7 +153,7 @@ class Memory:
         """``anchors`` with the hash of each newly anchored symbol's lines, as indexed now."""
         try:
             view = self.catalog.view(self.catalog.resolve(repo))
-        except RepoNotFound:
+        except (RepoNotFound, StoreCorrupt):  # not indexed, or awaiting its rebuild
             return tuple(anchors)
         files = view.indexed_hashes()
         by_key = {(s.path, s.qualname): s for s in view.symbols}
@@ -187,7 +195,11 @@ class Memory:
         check_budget(budget_tokens)
         session = self.session(session_id)
         cp = self.checkpoint(session_id)
-        current = self.catalog.current(session.repo, refresh=refresh)
+        busy = ""
+        try:
+            current = self.catalog.current(session.repo, refresh=refresh)
+        except (IndexBusy, ModelMismatch) as exc:  # recovery must answer: from the index as is
+            current, busy = self.catalog.current(session.repo), f"refresh skipped: {exc}"
         view, refreshed = current.view, current.refreshed
         files = view.indexed_hashes()
         changes = tuple(anchor_changes(cp.state.files, files, view.symbols, body=_body_hash(view)))
@@ -215,8 +227,12 @@ class Memory:
                 session.repo, resume_query(cp.state, session.task), room, include=include
             )
             degraded.update(dict.fromkeys(pack.degraded))
+        if busy:
+            degraded[busy] = None
         if current.fresh.all:
-            again = "resume with refresh to see them" if not refresh else "they changed again"
+            again = (
+                "they changed again" if refresh and not busy else "resume with refresh to see them"
+            )
             degraded[
                 f"{len(current.fresh.all)} files changed on disk since the last index; changes "
                 f"and code are as indexed: {again}"

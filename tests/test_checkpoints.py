@@ -24,6 +24,7 @@ from ctxsvc.errors import InvalidRequest
 from ctxsvc.models import Symbol
 from ctxsvc.service import ContextService
 from ctxsvc.stores.checkpoints import CheckpointStore
+from ctxsvc.stores.locks import FileLock
 from ctxsvc.summaries import fit
 from ctxsvc.tokens import TiktokenCounter
 
@@ -170,6 +171,20 @@ def test_resume_reports_modified_deleted_and_renamed(indexed: ContextService, re
     }
     small = indexed.resume(s.id, 120)
     assert small.tokens_used <= 120
+
+
+def test_resume_answers_while_another_index_run_holds_the_lock(
+    indexed: ContextService, repo: Path, settings: Any
+) -> None:
+    s = indexed.start_session("demo", "atomic store writes")
+    indexed.write_checkpoint(s.id, [{"role": "user", "content": "Make Store.put atomic."}])
+    store = repo / "app/store.py"
+    store.write_text("# edited\n" + store.read_text())
+    with FileLock(settings.locks_path / "demo.lock", "index 'demo'"):
+        r = indexed.resume(s.id, 2000)  # recovery answers from the index as it is
+    assert r.refreshed == () and r.tokens_used <= 2000
+    assert any(d.startswith("refresh skipped:") for d in r.degraded), r.degraded
+    assert any("resume with refresh to see them" in d for d in r.degraded), r.degraded
 
 
 def test_resume_refreshes_edits_on_disk_and_names_the_symbol(

@@ -27,7 +27,7 @@ from fakes import HashEmbedder
 
 from ctxsvc import indexing, view
 from ctxsvc.compose import build_service
-from ctxsvc.errors import RepoNotFound, StoreCorrupt
+from ctxsvc.errors import ModelMismatch, RepoNotFound, StoreCorrupt
 from ctxsvc.http import create_app
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
@@ -255,14 +255,17 @@ def test_a_killed_rebuild_leaves_the_outdated_index_and_the_vectors(
     assert model.embedded == len(new) - 2
 
 
-def test_a_rebuild_with_another_model_drops_the_old_vectors(
+def test_a_rebuild_with_another_model_drops_the_old_vectors_only_when_asked(
     settings: Settings, counter: TiktokenCounter, repo: Path
 ) -> None:
     build_service(settings, embedder=HashEmbedder(), tokens=counter).index(repo)
     store = LanceStore(settings.db_path)
     age(store, "demo", SCHEMA_VERSION - 1)
     other = HashEmbedder(dimension=32, name="hash-32")
-    s = build_service(settings, embedder=other, tokens=counter).index(repo)
+    with pytest.raises(ModelMismatch) as err:  # hours of embedding go only on request
+        build_service(settings, embedder=other, tokens=counter).index(repo)
+    assert "--reembed" in err.value.hint and store.outdated("demo") is not None
+    s = build_service(settings, embedder=other, tokens=counter).index(repo, reembed=True)
     assert any("rebuilt from scratch" in w for w in s.warnings)
     assert s.model == "hash-32" and s.chunks_embedded == other.embedded > 0
 

@@ -42,7 +42,15 @@ NAMES = {
     "get_context", "search_code", "expand", "repo_map", "index_status", "refresh",
     "start_session", "write_checkpoint", "resume_session", "record_decision",
 }  # fmt: skip
-READ_ONLY = {"get_context", "search_code", "expand", "repo_map", "index_status", "resume_session"}
+READ_ONLY = {
+    "get_context",
+    "search_code",
+    "expand",
+    "repo_map",
+    "index_status",
+    "resume_session",
+    "refresh",
+}
 # A pack or resume with a session answers differently the second time (it refers to the first).
 IDEMPOTENT = {"search_code", "repo_map", "index_status", "refresh"}
 

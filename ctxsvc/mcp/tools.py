@@ -285,7 +285,7 @@ TOOLS: tuple[Tool, ...] = (
         "added or deleted on disk since the last index are read. Call it after editing files so "
         "that get_context and expand see the new code. Fails with index_busy (retryable) while "
         "another process indexes the repository. Does not register new repositories.",
-        RepoArgs, IndexSummary, _refresh, idempotent=True,
+        RepoArgs, IndexSummary, _refresh, read_only=True, idempotent=True,
     ),
     Tool(
         "start_session", "Start a session",
@@ -355,7 +355,8 @@ def render_pack(pack: ContextPack) -> list[str]:
         )
         notes.append(f"Changed on disk since indexing (call refresh to see them): {shown}.")
     notes += [f"Degraded: {d}" for d in pack.degraded]
-    notes += [f"Changed by another session: [{w.subject}] {w.message}" for w in pack.warnings]
+    if pack.warnings:  # given in full above, within the budget: not again
+        notes.append(f"{len(pack.warnings)} changes by other sessions are listed first above")
     return [code, "\n".join(notes)]
 
 
