@@ -15,6 +15,7 @@ import httpx
 import pytest
 from conftest import git
 
+from ctxsvc.cli.render import JsonLogFormatter
 from ctxsvc.compose import build_service
 from ctxsvc.http import create_app
 from ctxsvc.http.observability import RequestContextFilter
@@ -492,6 +493,10 @@ async def test_internal_errors_are_500_problems_without_internals(
     assert "secret" not in r.text and body["request_id"] == "boom-1"
     logged = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
     assert logged and getattr(logged[0], "request_id", None) == "boom-1" and logged[0].exc_info
+    # The operator's JSON line says what broke: type, message and traceback, with the id.
+    line = json.loads(JsonLogFormatter().format(logged[0]))
+    assert line["request_id"] == "boom-1" and line["error_type"] == "RuntimeError"
+    assert line["error"] == "secret internals /etc/shadow" and "in repos" in line["traceback"]
 
 
 async def test_cors_is_off_unless_configured(indexed: ContextService) -> None:

@@ -57,6 +57,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int]] = [
     ("unknown route", "GET", "/v1/../../etc/passwd", {}, 404),
     ("wrong method", "DELETE", "/v1/context", {}, 405),
     ("huge symbol", "POST", "/v1/expand", {"json": {"repo": "demo", "symbol": "x" * 100_000}}, 422),
+    ("events after 2**63", "GET", f"/v1/workspaces/ws/events?after={2**63}", {}, 422),
     ("bad idempotency key", "POST", "/v1/workspaces/ws/events",
      {"json": {"text": "x"}, "headers": {**AUTH, "Idempotency-Key": "k" * 300}}, 422),
 ]  # fmt: skip

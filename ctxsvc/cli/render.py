@@ -102,7 +102,7 @@ def print_pack(p: ContextPack, ms: float) -> None:
     write_exact(p.rendered)
     left = [o for o in p.omitted if o.reason == "budget"]
     holes = len(p.omitted) - len(left)
-    marked = f", {holes} holes marked in them" if holes else ""
+    marked = f", {holes} hole{'s' if holes > 1 else ''} marked in them" if holes else ""
     err.print(
         f"[bold]{len(p.items)} snippets{marked}, {p.tokens_used}/{p.budget_tokens} tokens "
         f"({p.encoding}), {len(left)} more candidates left out, {ms:.0f} ms[/]"
@@ -120,7 +120,8 @@ def print_pack(p: ContextPack, ms: float) -> None:
 
 
 class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and extra fields."""
+    """One JSON object per line: time, level, logger, message and extra fields, and for
+    a record with an exception its type, message and traceback."""
 
     _STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
@@ -132,6 +133,11 @@ class JsonLogFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         data.update({k: v for k, v in record.__dict__.items() if k not in self._STD})
+        if record.exc_info and record.exc_info[1] is not None:  # a 500 says what broke
+            exc = record.exc_info[1]
+            data["error_type"] = type(exc).__qualname__
+            data["error"] = str(exc)
+            data["traceback"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
 
 

@@ -49,7 +49,9 @@ def workspace_routes(service: ContextService) -> APIRouter:
     )
     def list_events(
         workspace: WorkspacePath,
-        after: Annotated[int, Query(ge=0, description="only events after this seq")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=2**63 - 1, description="only events after this seq")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = 200,
     ) -> Response:
         """The workspace's log in order: its sessions' events and what re-indexing saw."""
