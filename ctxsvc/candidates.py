@@ -147,10 +147,10 @@ def _solid(text: str) -> int:
 
 
 def chunk_snippet(
-    view: RepoView, c: Chunk, score: float, why: Sequence[str], *, source: Source | None = None
+    view: RepoView, c: Chunk, score: float, why: Sequence[str], *, source: Source
 ) -> Block:
-    """A snippet block of a chunk (``source``: its file, when the caller has it)."""
-    return _span_snippet(view, c, c, score, why, source or source_of(view, c.path))
+    """A snippet block of a chunk of the file ``source``."""
+    return _span_snippet(view, c, c, score, why, source)
 
 
 def _span_snippet(

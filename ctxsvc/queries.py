@@ -18,7 +18,7 @@ from dataclasses import KW_ONLY, dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
-from ctxsvc.blocks import Block, Source, body_runs
+from ctxsvc.blocks import Block, body_runs
 from ctxsvc.candidates import (
     DETAILS,
     candidates,
@@ -28,7 +28,6 @@ from ctxsvc.candidates import (
     filter_hits,
     find_definitions,
     ranked_files,
-    source_of,
     symbol_references,
 )
 from ctxsvc.catalog import Catalog, Current
@@ -298,15 +297,6 @@ class Queries:
             commit=meta.commit, indexed_at=meta.indexed_at, generation=meta.generation,
             changed_since=current.fresh.all,
         )  # fmt: skip
-        sources: dict[str, Source] = {}
-        # Snippets built without their file (expand's targets, callers) get it here,
-        # for their scope headers and to join others of their definition.
-        blocks = [
-            replace(b, source=source_of(view, b.path, sources))
-            if b.kind == "snippet" and b.source is None
-            else b
-            for b in blocks
-        ]
 
         def preface(cap: int) -> tuple[str, Sequence[DriftWarning]]:
             return render_warnings(warnings, self.tokens, cap)

@@ -189,21 +189,6 @@ class RepoView:
             self._symbols_by_path = dict(by_path)
         return self._symbols_by_path.get(path, [])
 
-    def enclosing(self, path: str, start: int, end: int) -> list[Symbol]:
-        """The definitions of ``path`` whose lines contain ``start..end``, outermost first.
-
-        By line containment, never by parent names (a Go method's parent is its
-        receiver type, defined elsewhere); a definition of exactly those lines
-        does not enclose them.
-        """
-        return [
-            s
-            for s in self.symbols_of(path)
-            if s.start_line <= start
-            and end <= s.end_line
-            and (s.start_line, s.end_line) != (start, end)
-        ]
-
     def resolver(self) -> Resolver:
         """Resolves references to definitions; built on first use (expand, symbols)."""
         if self._resolver is None:  # a race builds it twice

@@ -282,14 +282,22 @@ def test_a_newer_schema_is_not_overwritten_unless_rebuilt(
     assert s.version == 1 and service.store.reader("demo").meta.schema_version == SCHEMA_VERSION
 
 
-def test_an_outdated_index_does_not_hide_the_others(
-    service: ContextService, repo: Path, tmp_path: Path
-) -> None:
+@pytest.fixture
+def beside_outdated(service: ContextService, repo: Path, tmp_path: Path) -> Path:
+    """Index ``demo`` (at ``repo``, then aged to the previous schema) and ``other`` (a copy
+    of it, current); the copy's root."""
     other = tmp_path / "other"
     shutil.copytree(repo, other)
     service.index(repo)
     service.index(other)
     age(service.store, "demo", SCHEMA_VERSION - 1)
+    return other
+
+
+def test_an_outdated_index_does_not_hide_the_others(
+    service: ContextService, repo: Path, tmp_path: Path, beside_outdated: Path
+) -> None:
+    other = beside_outdated
     assert [m.name for m in service.repos()] == ["other"]
     assert service.names() == ["demo", "other"]
     for name_or_path in ("demo", str(repo)):
@@ -311,13 +319,8 @@ def test_an_outdated_index_does_not_hide_the_others(
 
 @pytest.mark.anyio
 async def test_the_api_lists_around_an_outdated_index(
-    service: ContextService, repo: Path, tmp_path: Path
+    service: ContextService, beside_outdated: Path
 ) -> None:
-    other = tmp_path / "other"
-    shutil.copytree(repo, other)
-    service.index(repo)
-    service.index(other)
-    age(service.store, "demo", SCHEMA_VERSION - 1)
     app = create_app(service)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         listed = await c.get("/v1/repos")
@@ -330,13 +333,8 @@ async def test_the_api_lists_around_an_outdated_index(
 
 @pytest.mark.slow
 def test_cli_status_lists_an_outdated_index_as_needing_a_rebuild(
-    service: ContextService, repo: Path, tmp_path: Path, settings: Settings
+    settings: Settings, beside_outdated: Path
 ) -> None:
-    other = tmp_path / "other"
-    shutil.copytree(repo, other)
-    service.index(repo)
-    service.index(other)
-    age(service.store, "demo", SCHEMA_VERSION - 1)
     r = run_cli(cli_env(settings.home), "status", "--json")
     assert r.returncode == 0, r.stderr
     got = {s["name"]: s for s in json.loads(r.stdout)}
