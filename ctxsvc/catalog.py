@@ -17,12 +17,20 @@ import os
 import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from ctxsvc.checkpoints import IndexFacts
-from ctxsvc.errors import InvalidPath, InvalidRequest, RepoNotFound, StoreCorrupt
+from ctxsvc.errors import (
+    InvalidPath,
+    InvalidRequest,
+    RepoNotFound,
+    RootChanged,
+    StoreCorrupt,
+    StoreError,
+)
 from ctxsvc.indexing import Reporter, index_repository
 from ctxsvc.limits import NAME
 from ctxsvc.models import Freshness, IndexSummary, RepoStatus, Symbol
@@ -31,11 +39,12 @@ from ctxsvc.stores.lance import IndexMeta, LanceStore, OutdatedIndex
 from ctxsvc.stores.locks import FileLock
 from ctxsvc.tokens import TokenCounter
 from ctxsvc.view import RepoView
-from indexers.discover import discover
+from indexers.discover import discover, root_identity
 from indexers.embed import Embedder
 
 log = logging.getLogger(__name__)
 ADDED_TTL_SECONDS = 2.0  # how stale the list of added files may be (changed files: never)
+VIEW_ATTEMPTS = 3  # view loads a run committing meanwhile may restart
 
 
 class IndexListener(Protocol):
@@ -86,6 +95,7 @@ class Catalog:
         self.embedder = embedder
         self._listeners: list[IndexListener] = []
         self._views: dict[str, RepoView] = {}
+        self._checked: set[tuple[str, object]] = set()  # (name, pins) opened by damaged()
         self._added: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._lock = threading.Lock()
 
@@ -105,21 +115,25 @@ class Catalog:
         rebuild: bool = False,
         reporter: Reporter | None = None,
     ) -> IndexSummary:
-        """Index (or re-index incrementally) the directory at ``path``."""
+        """Index (or re-index incrementally) the directory at ``path``.
+
+        ``path`` may also name an index (``ctxsvc index --rebuild NAME``). A
+        rebuild parses everything again into new tables and swaps readers over
+        at its commit (see ``index_repository``): views keep answering from the
+        old index until then, and a damaged index is repaired.
+        """
         root, name = self.index_target(path, name, rebuild=rebuild)
         # An index of an older schema is rebuilt by the run (index_repository)
-        # and has no view to compare with.
+        # and has no view to compare with; nor has a rebuild (it may re-point the name).
         outdated = self.store.outdated(name) is not None
-        if rebuild and (outdated or self.store.meta(name) is not None):
-            self.store.drop(name)
-            outdated = False
         watching = [li for li in self._listeners if li.watches(name)]
-        meta = self.store.meta(name) if watching and not outdated else None
+        meta = self.store.meta(name) if watching and not outdated and not rebuild else None
         before = self.view(meta) if meta is not None else None
         status = "complete" if vectors and self.embedder else ("missing" if vectors else "disabled")
         summary = index_repository(
             self.store, root, name, self.settings, self.tokens,
-            self.embedder if vectors else None, vectors=status, reembed=reembed, reporter=reporter,
+            self.embedder if vectors else None, vectors=status, reembed=reembed, rebuild=rebuild,
+            reporter=reporter,
         )  # fmt: skip
         self._added.pop(name, None)
         _trim_heap()  # a run's parse trees and chunks are garbage now
@@ -137,8 +151,14 @@ class Catalog:
         Raises what ``index`` raises for a bad path or name, so that an adapter
         can refuse a request before it starts a background run.
         """
-        root = _directory(path)
-        name = name or repo_name_for(root)
+        known = self._named(path) if rebuild else None
+        if known is not None:
+            # By name, a rebuild repairs: it must not follow a root replaced since.
+            _same_root(known)
+            root, name = _directory(known.root), name or known.name
+        else:
+            root = _directory(path)
+            name = name or repo_name_for(root)
         if not NAME.match(name):
             raise InvalidRequest(
                 f"invalid index name {name!r}",
@@ -146,11 +166,53 @@ class Catalog:
             )
         existing = self.store.find(name)
         if existing is not None and Path(existing.root) != root and not rebuild:
+            if Path(existing.root).resolve() == root:
+                raise RootChanged(
+                    f"{existing.root} is not the directory that was indexed: it is now a link "
+                    f"to {root}; nothing under it was read",
+                    hint=f"if it was replaced on purpose, index it again with "
+                    f"`ctxsvc index {existing.root} --rebuild`",
+                )
             raise InvalidRequest(
                 f"the name {name!r} already indexes {existing.root}",
                 hint="choose another name, or rebuild (--rebuild) to re-point it",
             )
         return root, name
+
+    def _named(self, path: str | Path) -> IndexMeta | OutdatedIndex | None:
+        """The index named ``path``, when no such file or directory exists (what
+        ``ctxsvc index --rebuild NAME`` means)."""
+        text = str(path)
+        if not NAME.match(text) or Path(text).exists():
+            return None
+        return self.store.find(text)
+
+    def damaged(self) -> dict[str, str]:
+        """Indexes found damaged when opened or read (name -> what is wrong, one line),
+        until a run commits them again (``ctxsvc index --rebuild NAME`` repairs one).
+        A loaded view whose stored text fails its content hashes counts too.
+        Each committed index is opened (and its files checked) once per commit,
+        so that a damaged index is named before a query meets it."""
+        for meta in self.store.list_meta():
+            pins = (meta.name, meta.pins())
+            if pins in self._checked:
+                continue
+            try:
+                self.store.reader(meta.name)  # opening checks every pinned table's files
+            except StoreCorrupt:
+                pass  # the store remembers it: listed below
+            except StoreError:
+                continue  # transient: checked again next time
+            self._checked.add(pins)
+        found = self.store.damaged()
+        with self._lock:
+            views = list(self._views.values())
+        for view in views:
+            if view.damaged and view.meta.name not in found:
+                current = self.store.current(view.meta.name)
+                if current is not None and current.pins() == view.meta.pins():
+                    found[view.meta.name] = _damage_notes(view.meta.name, view.damaged)[0]
+        return dict(sorted(found.items()))
 
     def drop(self, name_or_path: str) -> str:
         """Delete an index and forget its cached view; returns its name.
@@ -205,14 +267,29 @@ class Catalog:
         )
 
     def view(self, meta: IndexMeta) -> RepoView:
-        """The in-memory view of ``meta``'s generation, loaded once."""
+        """The in-memory view of ``meta``'s generation, loaded once.
+
+        Loaded from the row committed now (``meta`` or a later one). If a read
+        found its pinned files gone because a run committed meanwhile, the view
+        is loaded again from the new row; damage raises ``StoreCorrupt``.
+        """
         with self._lock:
             cached = self._views.get(meta.name)
-            # A rebuild starts its tables' versions again: the time of the run tells it apart.
-            same = (cached.meta.versions, cached.meta.indexed_at) if cached is not None else None
-            if cached is not None and same == (meta.versions, meta.indexed_at):
+            # A rebuild writes new tables: names and versions tell generations apart.
+            same = (cached.meta.pins(), cached.meta.indexed_at) if cached is not None else None
+            if cached is not None and same == (meta.pins(), meta.indexed_at):
                 return cached
-            view = RepoView.load(self.store.reader(meta.name))
+            for _ in range(VIEW_ATTEMPTS):
+                reader = self.store.reader(meta.name)
+                view = RepoView.load(reader)
+                if not reader.moved:
+                    break
+            else:
+                raise StoreError(
+                    f"index {meta.name!r} changed {VIEW_ATTEMPTS} times while its view loaded",
+                    hint="index runs are committing one after another; retry",
+                )
+            self.store.repaired(meta.name, view.meta)
             self._views[meta.name] = view
         if cached is not None:
             del cached
@@ -229,7 +306,9 @@ class Catalog:
             meta = self.resolve(meta.name)
             stale, fresh = fresh.all, self.freshness(meta, full=True)
             refreshed = tuple(p for p in stale if p not in fresh.all)
-        return Current(meta, self.view(meta), fresh, list(fresh.degraded), refreshed)
+        view = self.view(meta)
+        degraded = [*fresh.degraded, *_damage_notes(meta.name, view.damaged)]
+        return Current(meta, view, fresh, degraded, refreshed)
 
     def facts(self, repo: str) -> IndexFacts:
         """File hashes and symbols of ``repo`` now; empty when it is no longer indexed, or
@@ -253,6 +332,17 @@ class Catalog:
         root = Path(meta.root)
         if not root.is_dir():
             return Freshness((), (), (), (f"root {meta.root} no longer exists",))
+        expect = _identity(meta)
+        try:
+            _same_root(meta)
+        except (InvalidPath, OSError) as exc:
+            # Nothing under a replaced root is stat'ed or listed: it may be a link to /etc.
+            why = exc.message if isinstance(exc, InvalidPath) else str(exc)
+            return Freshness((), (), (), (
+                f"root changed: {why}; answers come from the index as it was (index it "
+                f"again with `ctxsvc index {meta.root} --rebuild` if it was replaced on "
+                "purpose)",
+            ))  # fmt: skip
         files = self.view(meta).files
         changed: list[str] = []
         deleted: list[str] = []
@@ -269,7 +359,7 @@ class Catalog:
         cached = self._added.get(meta.name)
         if full or cached is None or time.monotonic() - cached[0] > ADDED_TTL_SECONDS:
             try:
-                found = discover(root, max_file_bytes=self.settings.max_file_bytes)
+                found = discover(root, max_file_bytes=self.settings.max_file_bytes, expect=expect)
             except Exception as exc:  # freshness is advice: a failed walk degrades, never fails
                 log.warning("looking for added files failed", exc_info=True)
                 why = f"freshness: added files unknown ({type(exc).__name__}: {exc})"
@@ -284,12 +374,16 @@ class Catalog:
         """What is indexed, how fresh it is, and what is degraded.
 
         An index of another schema version is not read: its status is what
-        its row says, degraded as needing a rebuild, with the command to run.
+        its row says, degraded as needing a rebuild, with the command to run;
+        so is a damaged one, degraded as damaged.
         """
         meta = self._find(name_or_path)
         if isinstance(meta, OutdatedIndex):
             return _needs_rebuild(meta)
-        fresh = self.freshness(meta, full=True)
+        try:
+            fresh = self.freshness(meta, full=True)
+        except StoreCorrupt as exc:  # a damaged index still has a status: what its row says
+            fresh = Freshness((), (), (), (f"damaged: {exc.message}; {exc.hint}",))
         degraded = list(fresh.degraded)
         if meta.vectors != "complete":
             degraded.append(f"vectors {meta.vectors}: vector search is off or partial")
@@ -318,6 +412,47 @@ def _needs_rebuild(old: OutdatedIndex) -> RepoStatus:
         degraded=(f"needs a rebuild: {why.message}; {why.hint}",),
         skipped=dict(stats.get("skipped", {})), version=int(written.get("generation", 0)),
     )  # fmt: skip
+
+
+def _same_root(meta: IndexMeta | OutdatedIndex) -> None:
+    """``RootChanged`` unless ``meta``'s root is still the directory indexed: the same
+    (device, inode) when its row says, and no link on the way (roots are stored resolved,
+    so a row without the identity is still checked for a link)."""
+    root = Path(meta.root)
+    expect = _identity(meta) if isinstance(meta, IndexMeta) else None
+    now = root.resolve()
+    if now != root:
+        raise RootChanged(
+            f"{meta.root} is not the directory that was indexed: it is now a link to {now}; "
+            "nothing under it was read",
+            hint=f"if it was replaced on purpose, index it again with "
+            f"`ctxsvc index {meta.root} --rebuild`",
+        )
+    if expect is not None and root_identity(root) != expect:
+        raise RootChanged(
+            f"{meta.root} is not the directory that was indexed (another directory is there "
+            "now); nothing under it was read",
+            hint=f"if it was replaced on purpose, index it again with "
+            f"`ctxsvc index {meta.root} --rebuild`",
+        )
+
+
+def _identity(meta: IndexMeta) -> tuple[int, int] | None:
+    """The (st_dev, st_ino) of ``meta``'s root as indexed, when its row says."""
+    got = meta.root_identity
+    return (got[0], got[1]) if len(got) == 2 else None
+
+
+def _damage_notes(name: str, damaged: Mapping[str, str]) -> list[str]:
+    """What a query says of the files its view refuses to serve (failed content checks)."""
+    if not damaged:
+        return []
+    shown = "; ".join(f"{p}: {why}" for p, why in sorted(damaged.items())[:5])
+    more = f"; and {len(damaged) - 5} more" if len(damaged) > 5 else ""
+    return [
+        f"index damaged: {len(damaged)} file(s) left out, their stored text changed since "
+        f"it was indexed ({shown}{more}); run `ctxsvc index --rebuild {name}`"
+    ]
 
 
 def _trim_heap() -> None:

@@ -11,17 +11,21 @@ server's problem responses, chosen by ``code``, so callers catch one tree.
     ├── UserError                  not retryable: fix the input
     │   ├── ConfigError            a setting or option is invalid
     │   ├── InvalidPath            outside the root, missing, not a directory
+    │   │   └── RootChanged        an index's root is no longer the directory it indexed
     │   ├── InvalidRequest         malformed arguments (budget, query, ...)
     │   │   └── AmbiguousSymbol    a symbol name several definitions have: the candidates
     │   ├── NotFound               no such session, checkpoint or job
     │   │   └── RepoNotFound       no index under that name or path
     │   ├── NoTasks                no commit of a history qualifies as a benchmark task
     │   ├── ModelMismatch          index built with another embedding model
-    │   └── Unauthorized           the server wants another bearer token
+    │   ├── Unauthorized           the server wants another bearer token
+    │   └── Forbidden              a foreign Host or Origin (DNS rebinding)
     ├── IndexBusy                  retryable: another run holds the repo lock
     ├── ModelUnavailable           not retryable: the embedding model cannot load
     ├── SummarizerFailed           retryable: the optional LLM summarizer did not answer
     ├── Overloaded                 retryable: the server has too many requests in flight
+    ├── DeadlineExceeded           retryable: the request ran past its deadline
+    ├── SlowRequest                retryable: the request body did not arrive in time
     ├── Unreachable                retryable: no answer from the server (raised by the client)
     └── StoreError                 retryable: LanceDB read or write failed
         └── StoreCorrupt           not retryable: the index needs a rebuild
@@ -99,6 +103,10 @@ class ConfigError(UserError, code="bad_config"): ...
 class InvalidPath(UserError, code="invalid_path"): ...
 
 
+class RootChanged(InvalidPath, code="root_changed", http_status=409):
+    """The directory at an index's root is not the one indexed (replaced, now a link)."""
+
+
 class InvalidRequest(UserError, code="invalid_request", http_status=422): ...
 
 
@@ -165,6 +173,10 @@ class ModelMismatch(UserError, code="model_mismatch", http_status=409, exit_code
 class Unauthorized(UserError, code="unauthorized", http_status=401): ...
 
 
+class Forbidden(UserError, code="forbidden", http_status=403):
+    """A request naming a host or origin the server does not serve."""
+
+
 class IndexBusy(CtxError, code="index_busy", retryable=True, http_status=409, exit_code=75): ...
 
 
@@ -180,10 +192,20 @@ class SummarizerFailed(
 class Overloaded(CtxError, code="overloaded", retryable=True, http_status=503, exit_code=75): ...
 
 
+class DeadlineExceeded(
+    CtxError, code="deadline_exceeded", retryable=True, http_status=504, exit_code=75
+): ...
+
+
+class SlowRequest(CtxError, code="slow_request", retryable=True, http_status=408, exit_code=75): ...
+
+
 class Unreachable(CtxError, code="unreachable", retryable=True, http_status=503, exit_code=69): ...
 
 
 class StoreError(CtxError, code="store_error", retryable=True, http_status=503, exit_code=74): ...
 
 
-class StoreCorrupt(StoreError, code="store_corrupt", retryable=False, http_status=500): ...
+class StoreCorrupt(StoreError, code="store_corrupt", retryable=False):
+    """An index (or the state database) that cannot be read as written: damaged
+    files, another schema version. 503: that index is unavailable until rebuilt."""

@@ -110,27 +110,32 @@ def index_repository(
     *,
     vectors: str = "complete",
     reembed: bool = False,
+    rebuild: bool = False,
     reporter: Reporter | None = None,
 ) -> IndexSummary:
     """Index ``root`` under ``name``. ``vectors`` says why ``embedder`` may be None:
     "disabled" (asked for) or "missing" (the model failed to load).
 
     Holds the repository lock for the whole run; a second concurrent run
-    fails at once with :class:`IndexBusy`. An index of an older schema version
-    is rebuilt from scratch (a warning in the summary says so), keeping its
-    vectors unless this run embeds with another model; its row is replaced
-    only at the commit, so a killed rebuild leaves it (readers get
-    ``StoreCorrupt`` with the rebuild hint) and the vectors stored so far.
-    One of a newer version raises ``StoreCorrupt``.
+    fails at once with :class:`IndexBusy`. With ``rebuild`` every file is
+    parsed again into a new set of tables, reading nothing of the old one but
+    its vectors (the same model's serve again; unreadable ones are embedded
+    again, with a warning), and the commit swaps readers over: until then they
+    keep the old index, so a damaged index is repaired this way. An index of
+    an older schema version is rebuilt so too (a warning in the summary says
+    so), keeping its vectors unless this run embeds with another model; its
+    row is replaced only at the commit, so a killed rebuild leaves it (readers
+    get ``StoreCorrupt`` with the rebuild hint) and the vectors stored so far.
+    One of a newer version raises ``StoreCorrupt`` unless ``rebuild``.
     """
     reporter = reporter or NullReporter()
     with FileLock(settings.locks_path / f"{name}.lock", f"index {name!r}"):
         run = _Run()
-        old, keep = _outdated(store, name, embedder, run, reembed)
+        old, keep = _outdated(store, name, embedder, run, reembed, rebuild)
         previous = store.meta(name) if old is None else None
         # Whose vectors are stored, and of what dimension.
         held = previous or (old if keep else None)
-        prior = previous.model if previous else old.model if old else None
+        prior = previous.model if previous else old.model if old and keep else None
         if embedder is not None and prior and prior != embedder.name and not reembed:
             raise ModelMismatch(
                 f"index {name!r} holds vectors of {prior}, this run embeds with {embedder.name}",
@@ -143,11 +148,28 @@ def index_repository(
             )
 
         with run.stage("discover", reporter) as n:
-            found = discover(root, max_file_bytes=settings.max_file_bytes)
+            # The directory indexed before, unless re-pointed: one replaced since
+            # (moved, now a link) raises RootChanged and nothing under it is read.
+            same = previous is not None and not rebuild and Path(previous.root) == root
+            expect = tuple(previous.root_identity) if same and previous else ()
+            found = discover(
+                root,
+                max_file_bytes=settings.max_file_bytes,
+                expect=(expect[0], expect[1]) if len(expect) == 2 else None,
+            )
             n[0] = len(found.files) + len(found.skipped)
         dimension = embedder.dimension if embedder else (held.dimension if held else None)
         drop_vectors = (reembed and embedder is not None) or (old is not None and not keep)
-        writer = store.writer(name, dimension=dimension, drop_vectors=drop_vectors)
+        writer = store.writer(name, dimension=dimension, drop_vectors=drop_vectors, rebuild=rebuild)
+        if writer.vectors_lost is not None:
+            run.warn(
+                f"the stored vectors of {name!r} cannot be read ({writer.vectors_lost}): "
+                + (
+                    "embedding again"
+                    if embedder is not None
+                    else "dropped; a run with the embedding model embeds them again"
+                )
+            )
         stored = writer.files()
 
         seen: set[str] = set()
@@ -169,7 +191,7 @@ def index_repository(
 
         with run.stage("parse", reporter, len(todo)) as n:
             for sf in todo:
-                _parse_one(root, sf, settings, counter, run)
+                _parse_one(root, sf, settings, counter, run, found.identity)
                 reporter.advance("parse")
                 n[0] += 1
 
@@ -197,6 +219,7 @@ def index_repository(
                 versions={},
                 stats=stats,
                 generation=(previous.generation + 1) if previous else 1,
+                root_identity=list(found.identity),
             )
             meta = writer.commit(
                 meta, rebuild_fts=cold or len(run.chunks) > 0.2 * max(stats["chunks"], 1)
@@ -229,14 +252,18 @@ def index_repository(
 
 
 def _outdated(
-    store: LanceStore, name: str, embedder: Embedder | None, run: _Run, reembed: bool
-) -> tuple[OutdatedIndex | None, bool]:
+    store: LanceStore, name: str, embedder: Embedder | None, run: _Run, reembed: bool,
+    rebuild: bool,
+) -> tuple[OutdatedIndex | None, bool]:  # fmt: skip
     """Index ``name`` if it is of an older schema version (this run rebuilds it), and
-    whether its vectors are kept; ``StoreCorrupt`` if it is of a newer one."""
+    whether its vectors are kept; ``StoreCorrupt`` if it is of a newer one, unless
+    ``rebuild`` (then it is replaced, vectors and all)."""
     old = store.outdated(name)
     if old is None:
         return None, False
     if old.schema_version > SCHEMA_VERSION:
+        if rebuild:
+            return old, False
         raise StoreCorrupt(
             f"index {name!r} has schema version {old.schema_version}, newer than this"
             f" ctxsvc's {SCHEMA_VERSION}: not overwritten",
@@ -281,11 +308,20 @@ def _printable(path: str) -> str:
 
 
 def _parse_one(
-    root: Path, sf: SourceFile, settings: Settings, counter: TokenCounter, run: _Run
+    root: Path,
+    sf: SourceFile,
+    settings: Settings,
+    counter: TokenCounter,
+    run: _Run,
+    identity: tuple[int, int],
 ) -> None:
     run.removed.add(sf.path)
     got = read_text(
-        root, sf, max_file_bytes=settings.max_file_bytes, max_line_chars=settings.max_line_chars
+        root,
+        sf,
+        max_file_bytes=settings.max_file_bytes,
+        max_line_chars=settings.max_line_chars,
+        expect=identity,
     )
     if isinstance(got, SkippedFile):
         run.files.append(_skipped_record(got, sf))

@@ -29,10 +29,18 @@ from ctxsvc.errors import (
     StoreCorrupt,
     SummarizerFailed,
 )
-from ctxsvc.limits import MAX_PATTERNS, MAX_QUERY_CHARS, NAME, check_budget, validate_session_id
+from ctxsvc.limits import (
+    MAX_LINE,
+    MAX_PATTERNS,
+    MAX_QUERY_CHARS,
+    NAME,
+    check_budget,
+    validate_session_id,
+)
 from ctxsvc.models import ContextPack, DriftWarning, Stored, Symbol, WorkspaceEvent, span_hash
 from ctxsvc.records import Anchor, Checkpoint, Resume, Session, SessionSummary, Summary
 from ctxsvc.stores.events import MAX_TEXT
+from ctxsvc.stores.sqlite import check_idempotency_key, check_storable
 from ctxsvc.stores.state import StateStore
 from ctxsvc.summaries import (
     MIN_BUDGET,
@@ -79,6 +87,7 @@ class Memory:
         """A new session on the indexed repository ``repo`` for ``task``."""
         if not task.strip() or len(task) > MAX_QUERY_CHARS:
             raise InvalidRequest(f"the task must be 1 to {MAX_QUERY_CHARS} characters")
+        check_storable(task, "the task")
         for label, value in (("agent", agent), ("workspace", workspace)):
             if value is not None and not NAME.match(value):
                 raise InvalidRequest(
@@ -115,12 +124,17 @@ class Memory:
         with an ``idempotency_key`` already used in this session, the checkpoint
         written then is returned (new: False) and nothing is written.
         """
-        store = self.state.checkpoints
-        session = store.session(session_id)
+        check_idempotency_key(idempotency_key)
         check_budget(budget_tokens)
         if budget_tokens < MIN_BUDGET:
             raise InvalidRequest(f"a summary needs a budget of at least {MIN_BUDGET} tokens")
         msgs = check_messages(messages or [])
+        # What HTTP's parser lets through (lone surrogate escapes, deep nesting) and
+        # no store can keep: refused here, so that every adapter refuses it alike.
+        check_storable(msgs, "messages")
+        check_storable(dict(fields or {}), "fields")
+        store = self.state.checkpoints
+        session = store.session(session_id)
         if not msgs and not fields:
             raise InvalidRequest(
                 "nothing to checkpoint",
@@ -168,12 +182,16 @@ class Memory:
 
     def checkpoint(self, session_id: str, number: int | None = None) -> Checkpoint:
         """Checkpoint ``number`` of the session, or its latest."""
+        if number is not None and not 1 <= number <= MAX_LINE:
+            raise InvalidRequest(f"a checkpoint number is between 1 and {MAX_LINE}, got {number}")
         found = self.state.checkpoints.get(session_id, number)
         if found is None:
-            which = f"checkpoint {number}" if number is not None else "a checkpoint"
+            which = f"checkpoint {number}" if number is not None else "checkpoint yet"
             raise NotFound(
                 f"session {session_id!r} has no {which}",
-                hint="list them with `ctxsvc checkpoint list SESSION`",
+                hint="list them with `ctxsvc checkpoint list SESSION`"
+                if number is not None
+                else "write one with `ctxsvc checkpoint write SESSION`",
             )
         return found
 

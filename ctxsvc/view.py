@@ -5,11 +5,18 @@ search is held in memory: chunks by file, definitions by name, the code graph
 and a vector matrix aligned with the chunks (brute-force cosine over a few
 thousand rows is faster than any index). A view is immutable; a new index
 generation gets a new view.
+
+A view checks every chunk's text against its content hash as it loads: a
+chunk whose stored text changed after it was written (a damaged or edited
+data file) is never served, and neither is the rest of its file, so that no
+answer holds a file's text with a hole in it. ``RepoView.damaged`` names those
+files; the catalog reports them as degraded and in ``damaged()``.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import logging
 import threading
 import time
@@ -22,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ctxsvc.graph import CodeGraph, build_graph, node_key
-from ctxsvc.models import Chunk, FileRecord, Reference, Symbol
+from ctxsvc.models import Chunk, FileRecord, Reference, Symbol, embed_text
 from ctxsvc.resolve import Resolver
 from ctxsvc.stores.lance import IndexMeta, RepoReader
 
@@ -54,6 +61,8 @@ class RepoView:
     vectors: npt.NDArray[np.float32] | None  # row per chunk (zeros where missing)
     has_vector: npt.NDArray[np.bool_] | None
     load_seconds: float = 0.0
+    # path -> why its text is not served: stored chunks that fail their content hash
+    damaged: Mapping[str, str] = field(default_factory=dict)
     _symbols_by_path: dict[str, list[Symbol]] | None = field(default=None, repr=False)
     _resolver: Resolver | None = field(default=None, repr=False)
     # path -> (its lines, its last line number), least recently used first
@@ -66,7 +75,8 @@ class RepoView:
     @classmethod
     def load(cls, reader: RepoReader) -> RepoView:
         t0 = time.perf_counter()
-        chunks = sorted(reader.chunks(), key=lambda c: (c.path, c.start_line))
+        chunks, damaged = _checked(reader.chunks())
+        chunks.sort(key=lambda c: (c.path, c.start_line))
         chunk_index = {c.id: i for i, c in enumerate(chunks)}
         by_path: dict[str, list[int]] = defaultdict(list)
         for i, c in enumerate(chunks):
@@ -103,6 +113,7 @@ class RepoView:
             refs_by_path=dict(refs_by_path),
             vectors=vectors,
             has_vector=has_vector,
+            damaged=MappingProxyType(damaged),
         )
         view.load_seconds = time.perf_counter() - t0
         log.info(
@@ -113,6 +124,7 @@ class RepoView:
                 "chunks": len(chunks),
                 "graph_nodes": len(graph),
                 "graph_edges": graph.edges,
+                "damaged_files": len(damaged),
                 "seconds": round(view.load_seconds, 3),
             },
         )
@@ -212,6 +224,25 @@ class RepoView:
         top = np.argpartition(-sims, k - 1)[:k]
         top = top[np.argsort(-sims[top])]
         return [(int(i), float(sims[i])) for i in top if self.has_vector[i]]
+
+
+def _checked(chunks: Sequence[Chunk]) -> tuple[list[Chunk], dict[str, str]]:
+    """The chunks whose text matches their content hash, and the files of those that
+    do not (every chunk of such a file left out), with the lines that failed."""
+    failed: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for c in chunks:
+        text = embed_text(c.header, c.text).encode("utf-8", "surrogatepass")
+        if hashlib.sha256(text).hexdigest() != c.content_hash:
+            failed[c.path].append((c.start_line, c.end_line))
+    if not failed:
+        return list(chunks), {}
+    damaged = {
+        path: "stored text fails its content hash at lines "
+        + ", ".join(f"{a}-{b}" for a, b in sorted(spans))
+        for path, spans in failed.items()
+    }
+    log.error("index text fails its content hash", extra={"files": sorted(damaged)[:20]})
+    return [c for c in chunks if c.path not in failed], damaged
 
 
 def _nodes_of(c: Chunk, graph: CodeGraph) -> list[int]:

@@ -10,18 +10,21 @@ what a session saw, and the events since.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ctxsvc.catalog import Catalog
 from ctxsvc.checkpoints import IndexFacts
 from ctxsvc.drift import Seen, Watch, describe, index_event_text, index_events, subjects
-from ctxsvc.errors import InvalidRequest
+from ctxsvc.errors import InvalidRequest, StoreError
 from ctxsvc.limits import MAX_EVENTS, NAME
 from ctxsvc.models import Stored, WorkspaceEvent
 from ctxsvc.stores.events import MAX_TEXT
 from ctxsvc.stores.state import StateStore
 from ctxsvc.view import RepoView
+
+log = logging.getLogger("ctxsvc.workspaces")
 
 WATCHED_EVENTS = 100_000  # events a drift check reads at the most
 
@@ -36,8 +39,16 @@ class WorkspaceLog:
     # -- the catalog's index runs (an IndexListener) ------------------------------------
 
     def watches(self, repo: str) -> bool:
-        """Whether sessions in a workspace work on ``repo``."""
-        return self.state.checkpoints.has_workspaces(repo)
+        """Whether sessions in a workspace work on ``repo``.
+
+        False when the state database cannot be read: an index run must not
+        fail on a damaged or locked workspace log (its events are what is lost).
+        """
+        try:
+            return self.state.checkpoints.has_workspaces(repo)
+        except StoreError as exc:
+            log.warning("index events not logged", extra={"repo": repo, "error": str(exc)})
+            return False
 
     def indexed(self, before: RepoView, after: RepoView) -> None:
         """Log the symbols and files a re-index saw renamed, moved or removed."""
@@ -45,14 +56,19 @@ class WorkspaceLog:
             before.indexed_hashes(), before.symbols, after.indexed_hashes(), after.symbols
         )
         for d in changes:
-            self.state.events.append(
-                WorkspaceEvent(
-                    seq=0, workspace=None, repo=after.meta.name, session_id=None, agent=None,
-                    source="index", kind=d.kind or "changed", text=index_event_text(d)[:MAX_TEXT],
-                    created_at="", paths=subjects(d.paths), symbols=subjects(d.symbols),
-                    new_path=d.new_path, new_symbol=d.new_symbol,
-                )
+            event = WorkspaceEvent(
+                seq=0, workspace=None, repo=after.meta.name, session_id=None, agent=None,
+                source="index", kind=d.kind or "changed", text=index_event_text(d)[:MAX_TEXT],
+                created_at="", paths=subjects(d.paths), symbols=subjects(d.symbols),
+                new_path=d.new_path, new_symbol=d.new_symbol,
             )  # fmt: skip
+            try:
+                self.state.events.append(event)
+            except StoreError as exc:  # the run stands; only its events are lost
+                log.warning(
+                    "index events not logged", extra={"repo": after.meta.name, "error": str(exc)}
+                )
+                return
 
     # -- events -------------------------------------------------------------------------
 

@@ -143,7 +143,9 @@ def anyio_backend() -> str:
 async def client(indexed: ContextService, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """The HTTP API of ``indexed``, in process."""
     app = create_app(indexed, allowed_roots=[tmp_path])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as c:
         yield c
 
 

@@ -67,3 +67,16 @@ class HangingEmbedder(HashEmbedder):
         if self.calls >= self.ok_calls:
             self.release.wait(timeout=60)
         return super().embed(texts)
+
+
+class Interrupted(HashEmbedder):
+    """Embeds ``ok_calls`` batches, then is interrupted, as a run killed mid-embedding."""
+
+    def __init__(self, ok_calls: int) -> None:
+        super().__init__()
+        self.ok_calls = ok_calls
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if self.calls >= self.ok_calls:
+            raise KeyboardInterrupt
+        return super().embed(texts)

@@ -168,7 +168,9 @@ async def test_readyz_names_a_missing_model(
     service = build_service(service.settings, vectors=False, embedder_error="no such model")
     service.index(repo, vectors=False)
     app = create_app(service)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as c:
         ready = (await c.get("/readyz")).json()
     assert ready["ready"] and not ready["model"]["loaded"]
     assert any("no such model" in d for d in ready["degraded"])
@@ -233,7 +235,9 @@ async def test_register_refuses_paths_outside_allowed_roots(
     allowed.mkdir()
     (allowed / "escape").symlink_to(tmp_path / "demo")
     app = create_app(indexed, allowed_roots=[allowed])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as c:
         for path in (str(tmp_path / "demo"), str(allowed / "escape"), str(allowed / ".." / "demo")):
             assert_problem(await c.post("/v1/repos", json={"path": path}), 400, "invalid_path")
         assert_problem(
@@ -241,7 +245,9 @@ async def test_register_refuses_paths_outside_allowed_roots(
         )
     # No allowed roots: nothing can be registered over HTTP.
     app = create_app(indexed)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as c:
         assert_problem(await c.post("/v1/repos", json={"path": str(allowed)}), 400, "invalid_path")
 
 
@@ -340,7 +346,9 @@ async def test_unknown_route_and_wrong_method(client: httpx.AsyncClient) -> None
 
 async def test_oversized_body_is_413(indexed: ContextService) -> None:
     app = create_app(indexed, max_body_bytes=1024)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as c:
         big = {"repo": "demo", "query": "q", "include": ["x" * 200] * 10}
         assert_problem(await c.post("/v1/context", json=big), 413, "too_large")
 
@@ -353,7 +361,9 @@ async def test_oversized_body_is_413(indexed: ContextService) -> None:
         assert_problem(await c.post("/v1/context", content=chunks()), 413, "too_large")
     # The default limit is 1 MiB.
     app = create_app(indexed)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as c:
         r = await c.post("/v1/context", content=b" " * (1024 * 1024 + 1))
         assert_problem(r, 413, "too_large")
 
@@ -393,7 +403,7 @@ async def test_files_rejects_raw_paths_that_clients_would_normalise(
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
         "scheme": "http", "path": url, "raw_path": url.encode(), "query_string": b"",
-        "root_path": "", "headers": [(b"host", b"t")], "client": ("127.0.0.1", 1),
+        "root_path": "", "headers": [(b"host", b"localhost")], "client": ("127.0.0.1", 1),
         "server": ("t", 80),
     }  # fmt: skip
 
@@ -423,7 +433,9 @@ async def test_files_never_reads_outside_the_index(client: httpx.AsyncClient) ->
 
 async def test_token_is_required_except_for_health(indexed: ContextService) -> None:
     app = create_app(indexed, token=TOKEN)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as c:
         assert (await c.get("/healthz")).status_code == 200
         assert (await c.get("/readyz")).status_code == 200
         body = {"repo": "demo", "query": "store", "budget_tokens": 100}
@@ -487,7 +499,9 @@ async def test_internal_errors_are_500_problems_without_internals(
     broken.repos = repos  # type: ignore[method-assign]
     app = create_app(broken)
     caplog.handler.addFilter(RequestContextFilter())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as c:
         r = await c.get("/v1/repos", headers={"x-request-id": "boom-1"})
     body = assert_problem(r, 500, "internal")
     assert "secret" not in r.text and body["request_id"] == "boom-1"
@@ -502,11 +516,15 @@ async def test_internal_errors_are_500_problems_without_internals(
 async def test_cors_is_off_unless_configured(indexed: ContextService) -> None:
     headers = {"origin": "https://app.example", "access-control-request-method": "POST"}
     app = create_app(indexed)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as c:
         r = await c.options("/v1/context", headers=headers)
         assert "access-control-allow-origin" not in r.headers
     app = create_app(indexed, token=TOKEN, cors_origins=["https://app.example"])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as c:
         r = await c.options("/v1/context", headers=headers)
         assert r.headers["access-control-allow-origin"] == "https://app.example"
 

@@ -91,7 +91,8 @@ CHECKS = [
 def api_schema(service: ContextService, repo: Path, tmp_path: Path) -> schemathesis.BaseSchema:
     service.index(repo)
     (tmp_path / "allowed").mkdir()
-    app = create_app(service, allowed_roots=[tmp_path / "allowed"])
+    # schemathesis' ASGI client calls the app by the name "testserver": let it in.
+    app = create_app(service, allowed_roots=[tmp_path / "allowed"], allowed_hosts=["testserver"])
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
@@ -146,9 +147,11 @@ def test_stateful_workflows(api_schema: schemathesis.BaseSchema) -> None:
             seen.append((case.operation.label, response.status_code))
             case.validate_response(response, checks=CHECKS)
 
+    # Derandomized, the chains explored shift with any change in what the API answers;
+    # 50 of them reach a linked session call whichever way (40 did not, always).
     Checked.run(
         settings=settings(
-            max_examples=40,
+            max_examples=50,
             stateful_step_count=6,
             derandomize=True,
             deadline=None,

@@ -92,7 +92,7 @@ async def test_readyz_names_a_paused_model(
         guarded.embed(["x"])
     app = create_app(service, allowed_roots=[tmp_path])
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         ready = (await c.get("/readyz")).json()
     assert "paused" in ready["model"]["paused"]
     assert any("did not answer within 0.2 s" in d for d in ready["degraded"])

@@ -14,16 +14,13 @@ import json
 import logging
 import shutil
 import threading
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
-import numpy as np
-import numpy.typing as npt
 import pytest
 from conftest import cli_env, git, run_cli
-from fakes import HashEmbedder
+from fakes import HashEmbedder, Interrupted
 
 from ctxsvc import indexing, view
 from ctxsvc.compose import build_service
@@ -212,19 +209,6 @@ def test_a_rebuild_without_a_model_keeps_the_vectors(
     assert again.vectors == "complete" and again.chunks_embedded == model.embedded == 0
 
 
-class Interrupted(HashEmbedder):
-    """Embeds ``ok_calls`` batches, then is interrupted, as a run killed mid-embedding."""
-
-    def __init__(self, ok_calls: int) -> None:
-        super().__init__()
-        self.ok_calls = ok_calls
-
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        if self.calls >= self.ok_calls:
-            raise KeyboardInterrupt
-        return super().embed(texts)
-
-
 def test_a_killed_rebuild_leaves_the_outdated_index_and_the_vectors(
     settings: Settings, counter: TiktokenCounter, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -322,7 +306,9 @@ async def test_the_api_lists_around_an_outdated_index(
     service: ContextService, beside_outdated: Path
 ) -> None:
     app = create_app(service)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as c:
         listed = await c.get("/v1/repos")
         demo = await c.get("/v1/repos/demo")
         context = await c.post("/v1/context", json={"repo": "demo", "query": "server"})

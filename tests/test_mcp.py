@@ -286,7 +286,7 @@ async def app_client(
     transport = httpx2.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),  # runs the MCP session manager, as uvicorn would
-        httpx2.AsyncClient(transport=transport, base_url="http://t") as client,
+        httpx2.AsyncClient(transport=transport, base_url="http://localhost") as client,
     ):
         yield client
 
@@ -295,7 +295,7 @@ async def test_http_mcp_answers_every_tool(
     app_client: httpx2.AsyncClient, service: ContextService, repo: Path, tmp_path: Path
 ) -> None:
     app_client.headers["Authorization"] = f"Bearer {TOKEN}"
-    async with mcp_over(app_client, "http://t/mcp") as session:
+    async with mcp_over(app_client, "http://localhost/mcp") as session:
         await converse(session, repo, tmp_path / "home", default_repo=False)
     # The recorded decision reached the workspace log that parallel sessions read.
     logged = [(e.kind, e.text) for e in service.workspace_events("team")]
@@ -312,13 +312,13 @@ async def test_http_mcp_needs_the_token_and_a_local_origin(app_client: httpx2.As
     assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
     assert r.json()["code"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
     with pytest.raises(BaseExceptionGroup) as refused:  # the SDK client gives up at once
-        async with mcp_over(app_client, "http://t/mcp"):
+        async with mcp_over(app_client, "http://localhost/mcp"):
             pass
     assert refused.value.subgroup(MCPError) is not None
 
     auth = {**accept, "Authorization": f"Bearer {TOKEN}"}
     r = await app_client.post("/mcp", json=ping, headers={**auth, "Origin": "https://evil.example"})
-    assert r.status_code == 403 and r.json()["code"] == "forbidden_origin"
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"
     r = await app_client.post(
         "/mcp", json=ping, headers={**auth, "Origin": "http://localhost:6274"}
     )

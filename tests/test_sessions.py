@@ -16,6 +16,7 @@ from ctxsvc.errors import InvalidRequest, StoreCorrupt, StoreError
 from ctxsvc.models import Chunk, DeliveredSpan, Hit, WorkspaceEvent, span_hash
 from ctxsvc.sessions import split_already_sent
 from ctxsvc.stores import ledger as ledger_module
+from ctxsvc.stores import sqlite as sqlite_module
 from ctxsvc.stores.checkpoints import CheckpointStore
 from ctxsvc.stores.events import EventLog
 from ctxsvc.stores.ledger import SessionLedger
@@ -249,7 +250,7 @@ def test_garbage_file_is_corrupt(db: Path) -> None:
 def test_locked_database_is_a_retryable_store_error(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger_module, "BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_MS", 200)
     ledger = SessionLedger(db)
     other = sqlite3.connect(db, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
@@ -290,8 +291,9 @@ def test_state_store_shares_one_database(db: Path) -> None:
 def test_state_store_errors_name_the_file_or_the_store(db: Path) -> None:
     db.parent.mkdir(parents=True)
     db.write_bytes(b"this is not a sqlite database at all" * 200)
-    with pytest.raises(StoreCorrupt, match=r"the state database .* is damaged"):
-        StateStore(db)
+    state = StateStore(db)  # opened at its first use, by the store that needs it
+    with pytest.raises(StoreCorrupt, match=r"cannot start a session: the checkpoint store .* is"):
+        state.checkpoints.create_session("demo", "a task")
     with pytest.raises(StoreCorrupt, match=r"the session ledger .* is damaged"):
         SessionLedger(db)
 

@@ -374,7 +374,9 @@ CANDIDATES = [
 @pytest.fixture
 async def api(service: ContextService, lib: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     app = create_app(service, allowed_roots=[tmp_path])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as c:
         yield c
 
 
@@ -437,7 +439,7 @@ async def test_the_client_rebuilds_the_candidates(
     service: ContextService, lib: str, tmp_path: Path
 ) -> None:
     app = create_app(service, allowed_roots=[tmp_path])
-    async with AsyncClient("http://t", transport=httpx.ASGITransport(app=app)) as client:
+    async with AsyncClient("http://localhost", transport=httpx.ASGITransport(app=app)) as client:
         with pytest.raises(AmbiguousSymbol) as caught:
             await client.expand(lib, symbol="register")
     got = [{"id": i, "kind": k, "line": n} for i, k, n in sorted(caught.value.candidates)]
@@ -451,8 +453,10 @@ async def test_mcp_ambiguous_symbol_carries_the_candidates(
     app = create_app(service, allowed_roots=[tmp_path], mounts=[McpHttp(service)])
     async with (
         app.router.lifespan_context(app),
-        httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://t") as c,
-        streamable_http_client("http://t/mcp", http_client=c) as (read, write),
+        httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=app), base_url="http://localhost"
+        ) as c,
+        streamable_http_client("http://localhost/mcp", http_client=c) as (read, write),
         ClientSession(read, write) as session,
     ):
         await session.initialize()

@@ -1,35 +1,46 @@
 """The ``ctxsvc`` command line: parse, call the service, render.
 
 Exit codes: 0 success (also a degraded index, which is reported on stderr
-and in ``--json``), 1 internal error, 2 bad input or configuration, 3 no
-such index, 4 embedding model mismatch (re-run with ``--reembed``), 5 the
-embedding model cannot load, 74 storage failure (retryable), 75 the
+and in ``--json``), 1 internal error, 2 bad input or configuration (a
+malformed command line too), 3 no such index, 4 embedding model mismatch
+(re-run with ``--reembed``), 5 the embedding model cannot load, 74 storage
+failure (retryable, unless the store is damaged: ``store_corrupt``), 75 the
 repository is being indexed by another process (retryable), 130 interrupted.
+Every failure is one line on stderr (and a hint), never a traceback.
 ``bench`` adds no code of its own: a path that is not a git repository is 2,
 a history with no task in it is 2 (``no_tasks``).
 """
 
 from __future__ import annotations
 
+import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+
+from rich.markup import escape
 
 from ctxsvc.cli import run, sessions
 from ctxsvc.cli.parser import build_parser
 from ctxsvc.cli.render import configure_logging, err
-from ctxsvc.errors import CtxError
+from ctxsvc.errors import ConfigError, CtxError
 from ctxsvc.settings import Settings
 
 EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args.log_json)
     try:
+        args = build_parser().parse_args(argv)
+        configure_logging(args.log_json)
         settings = Settings.from_env(
             home=Path(args.home) if args.home else None, config=args.config
         )
+        if not _is_utf8(str(settings.home)):  # LanceDB and SQLite take UTF-8 paths only
+            raise ConfigError(
+                f"the data directory {settings.home} is not a UTF-8 path",
+                hint="choose another with --home or CTXSVC_HOME",
+            )
         if args.command == "index":
             return run.index(args, settings)
         if args.command == "status":
@@ -48,14 +59,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run.bench(args, settings)
         return run.query(args, settings)
     except CtxError as exc:
-        err.print(
-            f"[bold red]error[/] ({exc.code}{', retryable' if exc.retryable else ''}): {exc.message}"
-        )
+        retry = ", retryable" if exc.retryable else ""
+        err.print(f"[bold red]error[/] ({exc.code}{retry}): {_quoted(exc.message)}")
         if exc.hint:
-            err.print(f"  hint: {exc.hint}")
+            err.print(f"  hint: {_quoted(exc.hint)}")
         return exc.exit_code
     except KeyboardInterrupt:
         err.print(
             "interrupted: the last committed index is intact; run the command again to resume"
         )
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the adapter's edge: a bug, said in one line, kept whole
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="ctxsvc-crash-", suffix=".log", delete=False
+        ) as fh:
+            traceback.print_exc(file=fh)
+        err.print(f"[bold red]error[/] (internal): {_quoted(f'{type(exc).__name__}: {exc}'[:500])}")
+        err.print(f"  hint: a bug in ctxsvc; its traceback is in {_quoted(fh.name)}: report it")
+        return CtxError.exit_code
+
+
+def _quoted(text: str) -> str:
+    """``text`` for the console: input it quotes (names, paths, argparse's words) is never
+    read as markup, and bytes that are not UTF-8 are shown escaped (``\\xff``)."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no argv byte gives (JSON's \\ud800)
+        raw = text.encode("utf-8", "backslashreplace")
+    return escape(raw.decode("utf-8", "backslashreplace"))
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,21 +1,56 @@
-"""The command line's arguments: one sub-command per task."""
+"""The command line's arguments: one sub-command per task.
+
+Every text argument must be UTF-8: argv bytes that are not arrive as lone
+surrogates (Python's ``surrogateescape``), which no store or answer can hold,
+so they are refused here, naming the argument, as HTTP refuses them with a 422.
+Only what may be a file path takes any bytes (``type=str`` or ``Path``). A
+malformed command line is an ``InvalidRequest`` like any other bad input: one
+line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ctxsvc.bench.repository import DEFAULT_TASKS
 from ctxsvc.bench.runner import BUDGETS, SYSTEMS
 from ctxsvc.candidates import DETAILS
+from ctxsvc.errors import InvalidRequest
 from ctxsvc.models import EVENT_KINDS
 
 DESCRIPTION = "The ``ctxsvc`` command line: parse, call the service, render."
+REPO_HELP = "index name or repository path"
+
+
+def text(value: str) -> str:
+    """``value`` if it is UTF-8 text (argparse's ``type`` of every text argument)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = value[exc.start].encode("utf-8", "surrogateescape")
+        raise argparse.ArgumentTypeError(
+            f"not UTF-8 text (byte 0x{raw[0]:02x} at character {exc.start + 1})"
+        ) from None
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose text arguments are checked by :func:`text` unless they
+    say another ``type``, and whose errors are ``InvalidRequest``."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        if kwargs.get("action", "store") in ("store", "append") and "type" not in kwargs:
+            kwargs["type"] = text
+        return super().add_argument(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise InvalidRequest(message, hint=f"see `{self.prog} --help`")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ctxsvc", description=DESCRIPTION)
+    p = Parser(prog="ctxsvc", description=DESCRIPTION)
     p.add_argument("--home", help="data directory (default: $CTXSVC_HOME or ~/.local/share/ctxsvc)")
     p.add_argument(
         "--config",
@@ -26,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ix = sub.add_parser("index", help="index a repository (incremental after the first run)")
-    ix.add_argument("path", nargs="?", default=".", help="repository root (default: .)")
+    ix.add_argument("path", nargs="?", default=".", type=str, help="repository root (default: .)")
     ix.add_argument("--name", help="index name (default: the directory name)")
     ix.add_argument("--model", help="sentence-transformers model name or path")
     ix.add_argument("--no-vectors", action="store_true", help="full text and symbols only")
@@ -37,11 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     st = sub.add_parser("status", help="what is indexed, how fresh, what is degraded")
-    st.add_argument("name", nargs="?", help="index name or repository path (default: all)")
+    st.add_argument("name", nargs="?", type=str, help=f"{REPO_HELP} (default: all)")
     st.add_argument("--json", action="store_true")
 
     q = sub.add_parser("query", help="context for a task, within a token budget")
-    q.add_argument("repo", help="index name or repository path")
+    q.add_argument("repo", type=str, help=REPO_HELP)
     q.add_argument("question")
     q.add_argument("--budget", type=int, default=8000, help="token budget (default 8000)")
     q.add_argument("--detail", choices=DETAILS, default="snippets", help="how much of each file")
@@ -56,14 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     _formats(q)
 
     e = sub.add_parser("expand", help="one symbol or line range, with callers and callees")
-    e.add_argument("repo", help="index name or repository path")
+    e.add_argument("repo", type=str, help=REPO_HELP)
     target = e.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--symbol",
+        type=text,
         help="a definition's id (path::Qualified.name), qualified name or name; "
         "an ambiguous name lists the candidates' ids",
     )
-    target.add_argument("--path", help="a file of the index")
+    target.add_argument("--path", type=text, help="a file of the index")
     e.add_argument("--lines", help="START-END, with --path")
     e.add_argument("--callers", action="store_true")
     e.add_argument("--callees", action="store_true")
@@ -79,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, help="port (default: $CTXSVC_PORT or 8765)")
 
     mc = sub.add_parser("mcp", help="run an MCP server on stdin/stdout (for coding agents)")
-    mc.add_argument("--repo", help="default repository (index name or path): tools may omit repo")
+    mc.add_argument(
+        "--repo", type=str, help="default repository (index name or path): tools may omit repo"
+    )
     return p
 
 
@@ -90,7 +128,7 @@ def _bench_parser(sub: Any) -> None:
         description="Mine tasks from git history (commit message -> the source lines it changed), "
         "answer each on the commit before it with ctxsvc and baselines, and report.",
     )
-    b.add_argument("path", nargs="?", default=".", help="a git repository (default: .)")
+    b.add_argument("path", nargs="?", default=".", type=str, help="a git repository (default: .)")
     b.add_argument(
         "--budgets",
         default=",".join(map(str, BUDGETS)),
@@ -131,7 +169,7 @@ def _checkpoint_parsers(sub: Any) -> None:
     se = sub.add_parser("session", help="start an agent session (the owner of checkpoints)")
     se_sub = se.add_subparsers(dest="action", required=True)
     start = se_sub.add_parser("start", help="start a session on an indexed repository")
-    start.add_argument("repo", help="index name or repository path")
+    start.add_argument("repo", type=str, help=REPO_HELP)
     start.add_argument("--task", required=True, help="what the session is for")
     start.add_argument("--agent", help="the agent's name")
     start.add_argument("--workspace", help="a workspace shared by parallel sessions")
@@ -141,7 +179,9 @@ def _checkpoint_parsers(sub: Any) -> None:
     cp_sub = cp.add_subparsers(dest="action", required=True)
     w = cp_sub.add_parser("write", help="summarize the transcript since the last checkpoint")
     w.add_argument("session", help="session id (from `ctxsvc session start`)")
-    w.add_argument("--messages", help="a JSON file of OpenAI-style chat messages ('-': stdin)")
+    w.add_argument(
+        "--messages", type=str, help="a JSON file of OpenAI-style chat messages ('-': stdin)"
+    )
     w.add_argument("--goal")
     w.add_argument("--done", action="append", help="a step done (repeatable)")
     w.add_argument("--decision", action="append", help="a decision and its reason (repeatable)")

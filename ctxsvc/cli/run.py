@@ -18,6 +18,7 @@ from ctxsvc.bench.terminal import RichProgress, tables
 from ctxsvc.cli.render import configure_logging, err, out, print_status, print_summary, render
 from ctxsvc.compose import build_service
 from ctxsvc.errors import ConfigError, InvalidPath, InvalidRequest
+from ctxsvc.limits import MAX_LINE
 from ctxsvc.progress import RichReporter
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
@@ -78,6 +79,8 @@ def expand(args: argparse.Namespace, settings: Settings) -> int:
             start, end = (int(x) for x in args.lines.split("-", 1))
         except ValueError:
             raise InvalidRequest(f"--lines {args.lines!r} is not START-END") from None
+        if not 1 <= start <= end <= MAX_LINE:  # as HTTP bounds start_line and end_line
+            raise InvalidRequest(f"--lines {args.lines!r}: lines are 1 to {MAX_LINE}, START <= END")
     service = build_service(settings, for_repo=args.repo)
     t0 = time.perf_counter()
     pack = service.expand(
@@ -122,13 +125,25 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(True)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestContextFilter())
+    hosts = list(settings.allowed_hosts)
+    if not loopback and host not in ("0.0.0.0", "::"):
+        hosts.append(host)  # the address bound is a name clients reach it by
+    elif not loopback and not hosts:
+        logging.getLogger("ctxsvc.api").warning(
+            "serving on every address, but only loopback names are allowed in Host: "
+            "set CTXSVC_ALLOWED_HOSTS to the names clients use",
+            extra={"host": host},
+        )
     service = build_service(settings)
     app = create_app(
         service,
         token=settings.token or None,
         allowed_roots=settings.allowed_roots or [Path.home()],
         cors_origins=settings.cors_origins,
-        mounts=[McpHttp(service, allowed_origins=settings.cors_origins)],
+        allowed_hosts=hosts,
+        request_timeout=settings.request_timeout,
+        body_timeout=settings.body_timeout,
+        mounts=[McpHttp(service, allowed_origins=settings.cors_origins, allowed_hosts=hosts)],
     )
     logging.getLogger("ctxsvc.api").info(
         "serving",
@@ -139,7 +154,14 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             "home": str(settings.home),
         },
     )
-    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+    )
     return 0
 
 

@@ -5,8 +5,9 @@ Endpoints live under ``/v1`` (one routes module per resource: ``context``,
 ``/metrics``; OpenAPI at ``/openapi.json``, docs at ``/docs``. Other ASGI apps
 can be mounted behind the same edge and auth (the CLI mounts the MCP server at
 ``/mcp``). Every failure is a problem (``ctxsvc.http.errors``). The service's
-calls block, so endpoints are plain functions, which FastAPI runs in its
-threadpool.
+calls block, so every endpoint hands its work to the app's
+:class:`~ctxsvc.http.workers.Workers` and waits for it off the event loop,
+under the request's deadline (``ctxsvc.http.edge``).
 """
 
 from __future__ import annotations
@@ -19,23 +20,35 @@ from typing import Any, Protocol
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.requests import Request
 from starlette.routing import Match, Route
 
 from ctxsvc.errors import CtxError
 from ctxsvc.http.context import context_routes
-from ctxsvc.http.edge import Edge, Receive, Scope, Send
+from ctxsvc.http.edge import AUTHORIZED, Edge, Receive, Scope, Send
 from ctxsvc.http.errors import ERRORS, install_error_handlers, json_response
 from ctxsvc.http.jobs import Job, JobRegistry
 from ctxsvc.http.observability import Metrics
 from ctxsvc.http.repos import repo_routes
 from ctxsvc.http.sessions import session_routes
+from ctxsvc.http.workers import Workers
 from ctxsvc.http.workspaces import workspace_routes
 from ctxsvc.schemas import Readiness
 from ctxsvc.service import ContextService
+from ctxsvc.settings import ServedNames
 from indexers.embed import GuardedEmbedder
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_IN_FLIGHT = 128
+REQUEST_TIMEOUT = 120.0  # the defaults of Settings.request_timeout and body_timeout
+BODY_TIMEOUT = 10.0
+
+
+class ReadyOnly(BaseModel):
+    """``/readyz`` for a client without the token: ready or not, nothing about the indexes."""
+
+    ready: bool
 
 
 class Mounted(Protocol):
@@ -54,20 +67,29 @@ def create_app(
     token: str | None = None,
     allowed_roots: Sequence[Path] = (),
     cors_origins: Sequence[str] = (),
+    allowed_hosts: Sequence[str] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
     max_in_flight: int = MAX_IN_FLIGHT,
+    request_timeout: float = REQUEST_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
     job_workers: int = 2,
     mounts: Sequence[Mounted] = (),
 ) -> FastAPI:
     """The HTTP API over ``service``.
 
     ``token``: when set, every endpoint but ``/healthz`` and ``/readyz``
-    needs ``Authorization: Bearer <token>``. ``allowed_roots``: directories
-    under which ``POST /v1/repos`` may register repositories (none: no
-    registration over HTTP). ``cors_origins``: CORS is off unless given.
-    ``mounts``: apps served at their path, behind the same auth and limits.
+    needs ``Authorization: Bearer <token>`` (and ``/readyz`` says only
+    whether it is ready without it). ``allowed_roots``: directories under
+    which ``POST /v1/repos`` may register repositories (none: no registration
+    over HTTP). ``cors_origins``: CORS is off unless given. ``allowed_hosts``:
+    names besides loopback ones that requests may carry in ``Host`` and
+    ``Origin`` (see :class:`~ctxsvc.settings.ServedNames`).
+    ``request_timeout``, ``body_timeout``: seconds (0: no limit) for a
+    request's answer and for its body. ``mounts``: apps served at their path,
+    behind the same edge.
     """
     metrics = Metrics(service.repos)
+    workers = Workers(max_in_flight)
 
     def job_done(job: Job, seconds: float) -> None:
         metrics.jobs.labels(job.kind, job.state).observe(seconds)
@@ -95,6 +117,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service, app.state.jobs, app.state.metrics = service, jobs, metrics
+    app.state.workers = workers
     install_error_handlers(app, metrics)
     if cors_origins:
         app.add_middleware(
@@ -108,16 +131,19 @@ def create_app(
         Edge,
         metrics=metrics,
         token=token,
+        names=ServedNames.of(allowed_hosts, cors_origins),
         max_body_bytes=max_body_bytes,
         max_in_flight=max_in_flight,
         cors=bool(cors_origins),
+        request_timeout=request_timeout,
+        body_timeout=body_timeout,
     )
-    _health_routes(app, service, metrics)
+    _health_routes(app, service, metrics, workers)
     for router in (
-        context_routes(service),
-        repo_routes(service, jobs, roots),
-        session_routes(service),
-        workspace_routes(service),
+        context_routes(service, workers),
+        repo_routes(service, jobs, roots, workers),
+        session_routes(service, workers),
+        workspace_routes(service, workers),
     ):
         app.include_router(router)
     for mounted in mounts:
@@ -134,46 +160,63 @@ class _AsgiRoute(Route):
         return match, ({**child, "route": self} if match != Match.NONE else child)
 
 
-def _health_routes(app: FastAPI, service: ContextService, metrics: Metrics) -> None:
+def _health_routes(app: FastAPI, service: ContextService, metrics: Metrics, work: Workers) -> None:
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """The process is up."""
+    async def healthz() -> dict[str, str]:
+        """The process is up (answered on the event loop, whatever the other requests do)."""
         return {"status": "ok"}
 
     @app.get(
-        "/readyz", tags=["health"], response_model=Readiness, responses={503: {"model": Readiness}}
+        "/readyz",
+        tags=["health"],
+        response_model=Readiness | ReadyOnly,
+        responses={503: {"model": Readiness | ReadyOnly}},
     )
-    def readyz() -> Response:
-        """Ready when the store answers; names what is degraded (no model: full text only)."""
-        degraded: list[str] = []
-        embedder, error = service.embedder, service.embedder_error
-        model: dict[str, Any] = {
-            "loaded": embedder is not None,
-            "name": embedder.name if embedder else None,
-            "error": error,
-        }
-        if embedder is None:
-            degraded.append(
-                f"model: not loaded ({error or 'none configured'}); "
-                "queries use full text, symbols and the graph"
-            )
-        elif isinstance(embedder, GuardedEmbedder) and (why := embedder.paused()):
-            model["paused"] = why
-            degraded.append(f"model: {why}; queries use full text, symbols and the graph")
-        try:
-            metas = service.repos()
-            store: dict[str, Any] = {"reachable": True}
-        except CtxError as exc:
-            metas, store = [], {"reachable": False, "error": exc.message}
-            degraded.append(f"store: {exc.message}")
-        degraded.extend(f"{m.name}: vectors {m.vectors}" for m in metas if m.vectors != "complete")
-        body = Readiness(
-            ready=store["reachable"], model=model, store=store, repos=len(metas), degraded=degraded
-        )
-        return json_response(body.model_dump(), 200 if body.ready else 503)
+    async def readyz(request: Request) -> Response:
+        """Ready when the store answers; names what is degraded (no model: full text only,
+        a damaged index). Without the token (when one is set): only whether it is ready."""
+        body = await work.run(lambda: _readiness(service))
+        status = 200 if body.ready else 503
+        if not request.scope.get(AUTHORIZED, False):
+            return json_response(ReadyOnly(ready=body.ready).model_dump(), status)
+        return json_response(body.model_dump(), status)
 
     @app.get("/metrics", tags=["health"], response_class=Response, responses=ERRORS)
-    def prometheus() -> Response:
+    async def prometheus() -> Response:
         """Prometheus metrics (text exposition format)."""
-        data, content_type = metrics.render()
+        data, content_type = await work.run(metrics.render)
         return Response(data, media_type=content_type)
+
+
+def _readiness(service: ContextService) -> Readiness:
+    degraded: list[str] = []
+    embedder, error = service.embedder, service.embedder_error
+    model: dict[str, Any] = {
+        "loaded": embedder is not None,
+        "name": embedder.name if embedder else None,
+        "error": error,
+    }
+    if embedder is None:
+        degraded.append(
+            f"model: not loaded ({error or 'none configured'}); "
+            "queries use full text, symbols and the graph"
+        )
+    elif isinstance(embedder, GuardedEmbedder) and (why := embedder.paused()):
+        model["paused"] = why
+        degraded.append(f"model: {why}; queries use full text, symbols and the graph")
+    try:
+        metas = service.repos()
+        store: dict[str, Any] = {"reachable": True}
+        damaged = service.damaged()
+    except CtxError as exc:
+        metas, damaged, store = [], {}, {"reachable": False, "error": exc.message}
+        degraded.append(f"store: {exc.message}")
+    degraded.extend(f"{m.name}: vectors {m.vectors}" for m in metas if m.vectors != "complete")
+    degraded.extend(
+        f"{name}: {what}"
+        + ("" if "--rebuild" in what else f"; run `ctxsvc index --rebuild {name}`")
+        for name, what in sorted(damaged.items())
+    )
+    return Readiness(
+        ready=store["reachable"], model=model, store=store, repos=len(metas), degraded=degraded
+    )

@@ -12,57 +12,60 @@ from starlette.exceptions import HTTPException
 from ctxsvc.errors import InvalidPath
 from ctxsvc.http.errors import ERRORS, json_response
 from ctxsvc.http.observability import annotate
-from ctxsvc.http.params import IndexName
+from ctxsvc.http.params import IndexName, JsonRoute
+from ctxsvc.http.workers import Workers
 from ctxsvc.limits import MAX_BUDGET, MAX_FILE_LINES, MAX_LINE, MAX_RESULTS, MAX_SYMBOL_CHARS
 from ctxsvc.models import ContextPack, FileLines, SearchResult, SymbolUses
 from ctxsvc.schemas import ContextRequest, ExpandRequest, SearchRequest, Text
 from ctxsvc.service import ContextService
 
 
-def context_routes(service: ContextService) -> APIRouter:
-    r = APIRouter(prefix="/v1", responses=ERRORS, tags=["context"])
+def context_routes(service: ContextService, work: Workers) -> APIRouter:
+    r = APIRouter(prefix="/v1", responses=ERRORS, tags=["context"], route_class=JsonRoute)
 
     def packed(pack: ContextPack) -> Response:
         annotate(repo=pack.repo, tokens_used=pack.tokens_used)
         return json_response(asdict(pack))
 
     @r.post("/context", response_model=ContextPack)
-    def context_(body: ContextRequest) -> Response:
+    async def context_(body: ContextRequest) -> Response:
         """The code most relevant to a task, packed within a token budget."""
-        return packed(
+        return await work.run(lambda: packed(
             service.context(
                 body.repo, body.query, body.budget_tokens, detail=body.detail,
                 session_id=body.session_id, include=body.include, exclude=body.exclude,
                 refresh=body.refresh,
             )
-        )  # fmt: skip
+        ))  # fmt: skip
 
     @r.post("/expand", response_model=ContextPack)
-    def expand(body: ExpandRequest) -> Response:
+    async def expand(body: ExpandRequest) -> Response:
         """One symbol or line range, optionally with callers and callees, within a budget."""
-        return packed(
+        return await work.run(lambda: packed(
             service.expand(
                 body.repo, symbol=body.symbol, path=body.path, start_line=body.start_line,
                 end_line=body.end_line, budget_tokens=body.budget_tokens, callers=body.callers,
                 callees=body.callees, session_id=body.session_id,
             )
-        )  # fmt: skip
+        ))  # fmt: skip
 
     @r.post("/search", response_model=SearchResult)
-    def search(body: SearchRequest) -> Response:
+    async def search(body: SearchRequest) -> Response:
         """Ranked files and symbols with their scores; nothing is packed."""
         annotate(repo=body.repo)
-        return json_response(asdict(service.search(body.repo, body.query, body.limit)))
+        return await work.run(
+            lambda: json_response(asdict(service.search(body.repo, body.query, body.limit)))
+        )
 
     @r.get("/repos/{name}/map", response_model=ContextPack)
-    def repo_map(
+    async def repo_map(
         name: IndexName, budget_tokens: Annotated[int, Query(ge=0, le=MAX_BUDGET)] = 2000
     ) -> Response:
         """A map of the repository: files by PageRank over the code graph, with their central symbols."""
-        return packed(service.repo_map(name, budget_tokens))
+        return await work.run(lambda: packed(service.repo_map(name, budget_tokens)))
 
     @r.get("/repos/{name}/symbols", response_model=SymbolUses)
-    def symbols(
+    async def symbols(
         name: IndexName,
         symbol: Annotated[Text, Query(alias="name", min_length=1, max_length=MAX_SYMBOL_CHARS)],
         limit: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 100,
@@ -73,10 +76,12 @@ def context_routes(service: ContextService) -> APIRouter:
         (``resolved_references`` of them), then those that match by name only.
         """
         annotate(repo=name)
-        return json_response(asdict(service.symbol_uses(name, symbol, limit)))
+        return await work.run(
+            lambda: json_response(asdict(service.symbol_uses(name, symbol, limit)))
+        )
 
     @r.get("/repos/{name}/files/{path:path}", response_model=FileLines)
-    def file(
+    async def file(
         request: Request,
         name: IndexName,
         path: str,
@@ -87,7 +92,9 @@ def context_routes(service: ContextService) -> APIRouter:
         _check_rel_path(path, request.scope.get("raw_path", b""))
         annotate(repo=name)
         last = (start or 1) + MAX_FILE_LINES - 1  # bounded result size
-        found = service.file_lines(name, path, start, min(end or last, last))
+        found = await work.run(
+            lambda: service.file_lines(name, path, start, min(end or last, last))
+        )
         if found is None:
             raise HTTPException(404, f"{path} is not an indexed file of {name}")
         return json_response(asdict(found))

@@ -1,25 +1,30 @@
 """The edge of the HTTP API: what every request goes through before a route.
 
 A request id (echoed in ``X-Request-ID`` and put on every log line), the
-bearer token, bounds on body size and concurrency, a 500 problem without
-internals for any unexpected exception, one JSON log line and the latency
-metric per request.
+``Host`` and ``Origin`` check against DNS rebinding, the bearer token, the
+body (read whole, bounded in size and in time, before a route sees it), a
+bound on concurrency, the request's deadline, a 500 problem without internals
+for any unexpected exception, one JSON log line and the latency metric per
+request.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from ctxsvc.http.errors import problem
+from ctxsvc.errors import CtxError, DeadlineExceeded, Overloaded, SlowRequest
+from ctxsvc.http.errors import error_problem, problem
 from ctxsvc.http.observability import Metrics, bind, context, request_id_from, unbind
+from ctxsvc.settings import ServedNames
 
 log = logging.getLogger("ctxsvc.api")
 
@@ -30,20 +35,19 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
-
-
-class _TooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body is larger than {limit} bytes")
+AUTHORIZED = "ctxsvc.authorized"  # scope key: the request carried the token (or none is set)
+READERS_PER_SLOT = 4  # bodies that may be arriving at once, per request slot
 
 
 class Edge:
     """Outermost middleware: everything every request goes through.
 
-    Gives each request an id (echoed in ``X-Request-ID`` and put on every log
-    line), checks the bearer token, bounds body size and concurrency, turns
-    any unexpected exception into a 500 problem without internals, and writes
-    one JSON log line and the latency metric per request.
+    A request is admitted (counted against ``max_in_flight``) once its whole
+    body has arrived, so that clients trickling bodies hold no slot a working
+    request needs; they get ``body_timeout`` seconds for the whole body, then
+    408. An admitted request gets ``request_timeout`` seconds from its arrival
+    (0: no limit), then 504, and the work it was waiting for is abandoned (see
+    :mod:`ctxsvc.http.workers`).
     """
 
     def __init__(
@@ -52,17 +56,24 @@ class Edge:
         *,
         metrics: Metrics,
         token: str | None,
+        names: ServedNames,
         max_body_bytes: int,
         max_in_flight: int,
         cors: bool,
+        request_timeout: float = 0.0,
+        body_timeout: float = 0.0,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.expected = token.encode() if token else None
+        self.names = names
         self.max_body = max_body_bytes
         self.max_in_flight = max_in_flight
         self.cors = cors
-        self.in_flight = 0
+        self.request_timeout = request_timeout
+        self.body_timeout = body_timeout
+        self.in_flight = 0  # admitted requests
+        self.reading = 0  # requests whose body is arriving
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,14 +91,22 @@ class Edge:
             await send(message)
 
         t0 = time.perf_counter()
-        self.in_flight += 1
-        self.metrics.in_flight.inc()
         try:
-            refusal = self._refuse(scope, headers)
-            if refusal is not None:
-                await refusal(scope, receive, send_with_id)
-            else:
-                await self.app(scope, self._bounded(receive), send_with_id)
+            await self._handle(scope, headers, receive, send_with_id, status)
+        except anyio.get_cancelled_exc_class():
+            # The server is stopping and its grace period is over: say where the work was,
+            # and answer (rather than leave uvicorn to send a bare 500) before letting go.
+            stack = context().get("abandoned_stack")
+            if stack:
+                log.warning("request cancelled; its work was abandoned", extra={"stack": stack})
+            if not status[1]:
+                stopping = Overloaded(
+                    "the server is stopping; the request was cancelled",
+                    hint="retry: the server may be restarting, or another one may answer",
+                )
+                with anyio.CancelScope(shield=True):
+                    await self._refusal(stopping)(scope, receive, send_with_id)
+            raise
         except Exception:
             log.exception("unhandled error", extra={"path": scope.get("path")})
             if not status[1]:
@@ -99,54 +118,148 @@ class Edge:
                 )  # fmt: skip
                 await response(scope, receive, send_with_id)
         finally:
-            self.in_flight -= 1
-            self.metrics.in_flight.dec()
             self._record(scope, status[0], time.perf_counter() - t0)
             unbind(ctx_token)
 
+    async def _handle(
+        self, scope: Scope, headers: Headers, receive: Receive, send: Send, status: list[int]
+    ) -> None:
+        arrived = anyio.current_time()
+        refusal = self._refuse(scope, headers)
+        body = b""
+        # A request that declares no body (a GET, a probe) takes no reader slot: bodies
+        # trickling in must not starve /healthz. ASGI ends its receive at once then.
+        bodyless = headers.get("content-length") in (None, "0") and (
+            "transfer-encoding" not in headers
+        )
+        if refusal is None and not bodyless:
+            got = await self._read_body(receive)
+            if got is None:  # the client went away
+                status[0] = 499
+                return
+            body, refusal = got
+        if refusal is None and self._full(scope):
+            refusal = self._refusal(
+                Overloaded(
+                    "the server is handling too many requests", hint="retry after the given delay"
+                )
+            )
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            deadline = arrived + self.request_timeout if self.request_timeout else math.inf
+            with anyio.CancelScope(deadline=deadline) as timer:
+                await self.app(scope, _replay(body, receive), send)
+            if timer.cancelled_caught:
+                await self._deadline_passed(scope, receive, send, bool(status[1]))
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+
     def _refuse(self, scope: Scope, headers: Headers) -> Response | None:
+        """What to answer before the body is read: a foreign name, no token, too large."""
+        forbidden = self.names.refusal(headers.get("host"), headers.get("origin"))
+        if forbidden is not None:
+            return self._refusal(forbidden)
         path = scope.get("path", "")
         preflight = (
             self.cors
             and scope["method"] == "OPTIONS"
             and "access-control-request-method" in headers
         )
-        if self.expected is not None and path not in PUBLIC_PATHS and not preflight:
-            scheme, _, given = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode("utf-8", "surrogateescape"), self.expected
-            ):
-                return problem(
-                    401, "unauthorized", "a valid bearer token is required",
-                    title="Unauthorized", hint="send Authorization: Bearer <CTXSVC_TOKEN>",
-                    headers={"WWW-Authenticate": "Bearer"}, metrics=self.metrics,
-                )  # fmt: skip
+        authorized = self.expected is None or self._token_ok(headers)
+        scope[AUTHORIZED] = authorized
+        if not authorized and path not in PUBLIC_PATHS and not preflight:
+            return problem(
+                401, "unauthorized", "a valid bearer token is required",
+                title="Unauthorized", hint="send Authorization: Bearer <CTXSVC_TOKEN>",
+                headers={"WWW-Authenticate": "Bearer"}, metrics=self.metrics,
+            )  # fmt: skip
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return problem(
-                413, "too_large", f"the request body is larger than {self.max_body} bytes",
-                title="Request body too large", metrics=self.metrics,
-            )  # fmt: skip
-        if self.in_flight > self.max_in_flight and path not in PUBLIC_PATHS:
-            return problem(
-                503, "overloaded", "the server is handling too many requests",
-                title="Overloaded", retryable=True, hint="retry after the given delay",
-                metrics=self.metrics,
-            )  # fmt: skip
+            return self._too_large()
         return None
 
-    def _bounded(self, receive: Receive) -> Receive:
-        seen = [0]
+    def _full(self, scope: Scope) -> bool:
+        return self.in_flight >= self.max_in_flight and scope.get("path", "") not in PUBLIC_PATHS
 
-        async def bounded() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                seen[0] += len(message.get("body", b""))
-                if seen[0] > self.max_body:
-                    raise _TooLarge(self.max_body)
-            return message
+    def _token_ok(self, headers: Headers) -> bool:
+        assert self.expected is not None
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"), self.expected
+        )
 
-        return bounded
+    async def _read_body(self, receive: Receive) -> tuple[bytes, Response | None] | None:
+        """The whole body, or the refusal to send instead; None if the client went away."""
+        if self.reading >= self.max_in_flight * READERS_PER_SLOT:
+            refusal = Overloaded("too many request bodies are arriving at once", hint="retry")
+            return b"", self._refusal(refusal)
+        self.reading += 1
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with anyio.move_on_after(self.body_timeout or None) as timer:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        return b"", self._too_large()
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        finally:
+            self.reading -= 1
+        if timer.cancelled_caught:
+            slow = SlowRequest(
+                f"the request body did not arrive within {self.body_timeout:g} seconds "
+                f"({size} bytes came)",
+                hint="send the whole body promptly; the server's CTXSVC_BODY_TIMEOUT sets the limit",
+            )
+            return b"", self._refusal(slow)
+        return b"".join(chunks), None
+
+    async def _deadline_passed(
+        self, scope: Scope, receive: Receive, send: Send, started: bool
+    ) -> None:
+        error = DeadlineExceeded(
+            f"the request did not finish within {self.request_timeout:g} seconds; "
+            "its work was abandoned and may still complete",
+            hint="retry later, or ask for less (a smaller budget, no refresh); the server's "
+            "CTXSVC_REQUEST_TIMEOUT sets the limit",
+        )
+        # One line for the operator: what ran past its deadline, and where it was stuck.
+        stack = context().get("abandoned_stack") or "(no work was running in a thread)\n"
+        log.error(
+            "deadline exceeded",
+            extra={
+                "path": scope.get("path"),
+                "error_type": type(error).__qualname__,
+                "error": error.message,
+                "traceback": stack,
+            },
+        )
+        if not started:
+            await problem(
+                error.http_status, error.code, error.message, retryable=True, hint=error.hint,
+                metrics=self.metrics,
+            )(scope, receive, send)  # fmt: skip
+
+    def _refusal(self, error: CtxError) -> Response:
+        # Overloaded is the server protecting itself, not a fault: a warning, not an error.
+        return error_problem(error, self.metrics, level=logging.WARNING)
+
+    def _too_large(self) -> Response:
+        return problem(
+            413, "too_large", f"the request body is larger than {self.max_body} bytes",
+            title="Request body too large", metrics=self.metrics,
+        )  # fmt: skip
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or "unmatched"
@@ -164,3 +277,16 @@ class Edge:
                 **fields,
             },
         )
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body read already, then waits as the real one does."""
+    given = [False]
+
+    async def replay() -> Message:
+        if not given[0]:
+            given[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

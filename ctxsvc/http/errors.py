@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,13 +28,28 @@ log = logging.getLogger("ctxsvc.api")
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://ctxsvc.dev/problems/"
-RETRY_AFTER = {"index_busy": 5, "store_error": 1, "overloaded": 1}
+RETRY_AFTER = {"index_busy": 5, "store_error": 1, "overloaded": 1, "deadline_exceeded": 1}
 _HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 def json_response(data: Any, status: int = 200, media_type: str = "application/json") -> Response:
-    body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    return Response(body, status_code=status, media_type=media_type)
+    """``data`` as JSON; a NaN or infinity in it (stored before requests were refused
+    them, or through another adapter) goes out as ``null``, which JSON can say."""
+    try:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(data), ensure_ascii=False, allow_nan=False)
+    return Response(text.encode("utf-8"), status_code=status, media_type=media_type)
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(v) for v in data]
+    return data
 
 
 def problem(
@@ -72,24 +88,32 @@ def problem(
     return response
 
 
+def error_problem(
+    exc: CtxError, metrics: Metrics | None = None, *, level: int = logging.ERROR
+) -> Response:
+    """The problem for one of the service's errors; a 5xx is logged, with its traceback."""
+    if exc.http_status >= 500:
+        # The operator's line says what broke: the formatter adds type, message and traceback.
+        log.log(level, "request failed: %s", exc, extra={"code": exc.code}, exc_info=exc)
+    return problem(
+        exc.http_status, exc.code, exc.message, retryable=exc.retryable, hint=exc.hint,
+        extensions=exc.extensions(), metrics=metrics,
+    )  # fmt: skip
+
+
 def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     """Render the service's errors, invalid requests and HTTP errors as problems."""
 
     async def ctx_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, CtxError)
-        if exc.http_status >= 500:
-            log.error("request failed: %s", exc, extra={"code": exc.code})
-        return problem(
-            exc.http_status, exc.code, exc.message, retryable=exc.retryable, hint=exc.hint,
-            extensions=exc.extensions(), metrics=metrics,
-        )  # fmt: skip
+        return error_problem(exc, metrics)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         errors = [
             {
                 "field": ".".join(str(p) for p in e.get("loc", ())),
-                "message": str(e.get("msg", "")),
+                "message": _message(e),
                 "type": str(e.get("type", "")),
             }
             for e in exc.errors()[:20]
@@ -114,6 +138,14 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     app.add_exception_handler(HTTPException, http_error)
 
 
+def _message(error: Mapping[str, Any]) -> str:
+    message = str(error.get("msg", ""))
+    why = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "json_invalid" and why:  # say what is wrong with the JSON
+        message += f": {why}"
+    return message
+
+
 def _problem_doc(description: str) -> dict[str, Any]:
     return {
         "model": Problem,
@@ -126,11 +158,14 @@ def _problem_doc(description: str) -> dict[str, Any]:
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: _problem_doc("Bad input"),
     401: _problem_doc("Missing or wrong bearer token"),
+    403: _problem_doc("A Host or Origin this server does not answer to (DNS rebinding)"),
     404: _problem_doc("No such index, file, job or route"),
     405: _problem_doc("Method not allowed"),
+    408: _problem_doc("The request body did not arrive in time"),
     409: _problem_doc("Conflict: index busy or built with another model"),
     413: _problem_doc("Request body too large"),
     422: _problem_doc("Invalid request: the offending fields are named"),
     500: _problem_doc("Internal error (logged with the request id)"),
-    503: _problem_doc("Overloaded, or the store is unavailable"),
+    503: _problem_doc("Overloaded, or the store or an index is unavailable"),
+    504: _problem_doc("The request ran past its deadline (its work may still finish)"),
 }

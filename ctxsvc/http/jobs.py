@@ -5,23 +5,25 @@ a client can poll: its state (``queued`` → ``running`` → ``done`` or
 ``failed``), progress per stage (from the indexing ``Reporter`` protocol), a
 short list of events, then the run's summary or the error's ``to_dict()``.
 Records are kept in memory (the last ``keep`` of them); the index itself is
-durable, so a restarted server loses only the job history.
+durable, so a restarted server loses only the job history. The worker threads
+are daemons: a stopping server does not wait for a long index run, which is
+crash-safe and resumes where it stopped when run again.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ctxsvc.errors import CtxError
+from ctxsvc.errors import CtxError, Overloaded
 from ctxsvc.http.observability import bind, context, unbind
 from ctxsvc.indexing import Reporter
 from ctxsvc.models import IndexSummary
@@ -86,7 +88,10 @@ class JobRegistry:
     """Runs indexing jobs in a small thread pool and remembers their outcome."""
 
     def __init__(self, *, workers: int = 2, keep: int = 500, on_done: OnDone | None = None) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ctxsvc-job")
+        self._workers = workers
+        self._threads: list[threading.Thread] = []  # started with the first job
+        self._queue: queue.SimpleQueue[tuple[Job, Runner, str | None] | None] = queue.SimpleQueue()
+        self._closed = False
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._keep = keep
@@ -99,6 +104,8 @@ class JobRegistry:
         instead of starting a second one (which would only fail on the lock).
         """
         with self._lock:
+            if self._closed:
+                raise Overloaded("the server is stopping", hint="retry once it is back")
             for job in self._jobs.values():
                 if job.repo == repo and job.state in ACTIVE:
                     return job, False
@@ -110,7 +117,14 @@ class JobRegistry:
                 if oldest.state in ACTIVE:
                     break
                 self._jobs.popitem(last=False)
-        self._pool.submit(self._run, job, run, context().get("request_id"))
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._serve, name=f"ctxsvc-job-{i}", daemon=True)
+                    for i in range(self._workers)
+                ]
+                for thread in self._threads:
+                    thread.start()
+        self._queue.put((job, run, context().get("request_id")))
         return job, True
 
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -120,8 +134,20 @@ class JobRegistry:
             return None if job is None else asdict(job)
 
     def shutdown(self) -> None:
-        """Stop taking jobs; a running index run finishes (it is crash-safe anyway)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop taking jobs and drop the queued ones; running ones go on while the process
+        lives (an index run is crash-safe)."""
+        with self._lock:
+            self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            job, run, request_id = item
+            if self._closed:  # queued before the shutdown: not started
+                self._finish(job, "failed", error=Overloaded("the server stopped").to_dict())
+                continue
+            self._run(job, run, request_id)
 
     def _run(self, job: Job, run: Runner, request_id: str | None) -> None:
         token = bind(request_id=request_id or job.id, job_id=job.id)

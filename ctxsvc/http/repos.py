@@ -15,35 +15,41 @@ from ctxsvc.errors import InvalidPath
 from ctxsvc.http.errors import ERRORS, json_response
 from ctxsvc.http.jobs import JobRegistry
 from ctxsvc.http.observability import annotate
-from ctxsvc.http.params import IndexName
+from ctxsvc.http.params import IndexName, JsonRoute
+from ctxsvc.http.workers import Workers
 from ctxsvc.models import RepoInfo, RepoStatus
 from ctxsvc.schemas import JobResponse, RegisterRequest
 from ctxsvc.service import ContextService
 
 
-def repo_routes(service: ContextService, jobs: JobRegistry, roots: list[Path]) -> APIRouter:
-    r = APIRouter(prefix="/v1", responses=ERRORS, tags=["repos"])
+def repo_routes(
+    service: ContextService, jobs: JobRegistry, roots: list[Path], work: Workers
+) -> APIRouter:
+    r = APIRouter(prefix="/v1", responses=ERRORS, tags=["repos"], route_class=JsonRoute)
 
     @r.get("/repos", response_model=list[RepoInfo])
-    def repos() -> Response:
+    async def repos() -> Response:
         """Every index under this server's data directory (indexed by the CLI or over HTTP)."""
-        return json_response(
+        return await work.run(lambda: json_response(
             [
                 asdict(RepoInfo(m.name, m.root, m.commit, m.indexed_at, m.generation, m.vectors,
                                 m.model, m.stats))
                 for m in service.repos()
             ]
-        )  # fmt: skip
+        ))  # fmt: skip
 
     @r.get("/repos/{name}", response_model=RepoStatus)
-    def status(name: IndexName) -> Response:
+    async def status(name: IndexName) -> Response:
         """What is indexed, how fresh it is (files changed on disk), what is degraded."""
         annotate(repo=name)
-        return json_response(asdict(service.status(name)))
+        return await work.run(lambda: json_response(asdict(service.status(name))))
 
     @r.post("/repos", status_code=202, response_model=JobResponse)
-    def register(body: RegisterRequest) -> Response:
+    async def register(body: RegisterRequest) -> Response:
         """Register a repository under an allowed root and index it as a background job."""
+        return await work.run(lambda: _register(body))
+
+    def _register(body: RegisterRequest) -> Response:
         root, name = service.index_target(body.path, body.name)
         if not any(root.is_relative_to(a) for a in roots):
             raise InvalidPath(
@@ -59,9 +65,9 @@ def repo_routes(service: ContextService, jobs: JobRegistry, roots: list[Path]) -
         return _job_response(jobs, job.id, 202)
 
     @r.post("/repos/{name}/refresh", status_code=202, response_model=JobResponse)
-    def refresh(name: IndexName) -> Response:
+    async def refresh(name: IndexName) -> Response:
         """Re-index a repository (incrementally: only changed files are read) as a job."""
-        meta = service.resolve(name)
+        meta = await work.run(lambda: service.resolve(name))
         annotate(repo=meta.name)
         vectors = meta.vectors != "disabled"
         job, _ = jobs.submit(
@@ -71,13 +77,13 @@ def repo_routes(service: ContextService, jobs: JobRegistry, roots: list[Path]) -
         return _job_response(jobs, job.id, 202)
 
     @r.delete("/repos/{name}", status_code=204, response_class=Response)
-    def delete(name: IndexName) -> Response:
+    async def delete(name: IndexName) -> Response:
         """Delete an index (not the repository); 409 while it is being indexed."""
-        annotate(repo=service.drop(name))
+        annotate(repo=await work.run(lambda: service.drop(name)))
         return Response(status_code=204)
 
     @r.get("/jobs/{job_id}", response_model=JobResponse)
-    def job(job_id: Annotated[str, PathParam(max_length=64)]) -> Response:
+    async def job(job_id: Annotated[str, PathParam(max_length=64)]) -> Response:
         """An indexing job: state, progress per stage, events, then its summary or error."""
         return _job_response(jobs, job_id, 200)
 

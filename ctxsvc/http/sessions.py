@@ -11,20 +11,23 @@ from fastapi.responses import Response
 
 from ctxsvc.http.errors import ERRORS, json_response
 from ctxsvc.http.observability import annotate
-from ctxsvc.http.params import IdempotencyHeader, SessionPath, replayable
+from ctxsvc.http.params import IdempotencyHeader, JsonRoute, SessionPath, replayable
+from ctxsvc.http.workers import Workers
 from ctxsvc.limits import MAX_BUDGET, MAX_LINE
 from ctxsvc.records import Checkpoint, Resume, Session
 from ctxsvc.schemas import CheckpointRequest, SessionRequest
 from ctxsvc.service import ContextService
 
 
-def session_routes(service: ContextService) -> APIRouter:
-    r = APIRouter(prefix="/v1", responses=ERRORS, tags=["checkpoints"])
+def session_routes(service: ContextService, work: Workers) -> APIRouter:
+    r = APIRouter(prefix="/v1", responses=ERRORS, tags=["checkpoints"], route_class=JsonRoute)
 
     @r.post("/sessions", status_code=201, response_model=Session)
-    def start_session(body: SessionRequest) -> Response:
+    async def start_session(body: SessionRequest) -> Response:
         """Start an agent session on an indexed repository."""
-        session = service.start_session(body.repo, body.task, body.agent, body.workspace)
+        session = await work.run(
+            lambda: service.start_session(body.repo, body.task, body.agent, body.workspace)
+        )
         annotate(repo=session.repo)
         return json_response(asdict(session), 201)
 
@@ -33,7 +36,7 @@ def session_routes(service: ContextService) -> APIRouter:
         status_code=201,
         response_model=Checkpoint,
     )
-    def write_checkpoint(
+    async def write_checkpoint(
         session_id: SessionPath,
         body: CheckpointRequest,
         idempotency_key: IdempotencyHeader = None,
@@ -43,8 +46,10 @@ def session_routes(service: ContextService) -> APIRouter:
         A retry with the same ``Idempotency-Key`` returns the checkpoint stored
         the first time (with ``Idempotent-Replayed: true``) and writes nothing.
         """
-        cp, new = service.store_checkpoint(
-            session_id, body.messages, body.fields(), idempotency_key, body.budget_tokens
+        cp, new = await work.run(
+            lambda: service.store_checkpoint(
+                session_id, body.messages, body.fields(), idempotency_key, body.budget_tokens
+            )
         )
         return replayable(asdict(cp), new)
 
@@ -52,38 +57,42 @@ def session_routes(service: ContextService) -> APIRouter:
         "/sessions/{session_id}/checkpoints",
         response_model=list[Checkpoint],
     )
-    def list_checkpoints(
+    async def list_checkpoints(
         session_id: SessionPath, transcript: bool = Query(False, description="include transcripts")
     ) -> Response:
         """Every checkpoint of the session, by number (transcripts left out unless asked)."""
-        out = []
-        for cp in service.checkpoints(session_id):
-            data = asdict(cp)
-            if not transcript:
-                data["transcript"] = []
-            out.append(data)
-        return json_response(out)
+
+        def listed() -> Response:
+            out = []
+            for cp in service.checkpoints(session_id):
+                data = asdict(cp)
+                if not transcript:
+                    data["transcript"] = []
+                out.append(data)
+            return json_response(out)
+
+        return await work.run(listed)
 
     @r.get(
         "/sessions/{session_id}/checkpoints/latest",
         response_model=Checkpoint,
     )
-    def latest_checkpoint(session_id: SessionPath) -> Response:
+    async def latest_checkpoint(session_id: SessionPath) -> Response:
         """The latest checkpoint: summary, state and stored transcript."""
-        return json_response(asdict(service.checkpoint(session_id)))
+        return await work.run(lambda: json_response(asdict(service.checkpoint(session_id))))
 
     @r.get(
         "/sessions/{session_id}/checkpoints/{number}",
         response_model=Checkpoint,
     )
-    def get_checkpoint(
+    async def get_checkpoint(
         session_id: SessionPath, number: Annotated[int, PathParam(ge=1, le=MAX_LINE)]
     ) -> Response:
         """Checkpoint ``number``: summary, state and stored transcript."""
-        return json_response(asdict(service.checkpoint(session_id, number)))
+        return await work.run(lambda: json_response(asdict(service.checkpoint(session_id, number))))
 
     @r.get("/sessions/{session_id}/resume", response_model=Resume)
-    def resume(
+    async def resume(
         session_id: SessionPath,
         budget_tokens: Annotated[int, Query(ge=0, le=MAX_BUDGET)] = 2000,
         refresh: Annotated[
@@ -91,8 +100,12 @@ def session_routes(service: ContextService) -> APIRouter:
         ] = True,
     ) -> Response:
         """What to read after a context reset: summary, code changes since, fresh context."""
-        result = service.resume(session_id, budget_tokens, refresh=refresh)
-        annotate(repo=result.session.repo, tokens_used=result.tokens_used)
-        return json_response(asdict(result))
+
+        def resumed() -> Response:
+            result = service.resume(session_id, budget_tokens, refresh=refresh)
+            annotate(repo=result.session.repo, tokens_used=result.tokens_used)
+            return json_response(asdict(result))
+
+        return await work.run(resumed)
 
     return r

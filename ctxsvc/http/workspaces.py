@@ -9,22 +9,23 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from ctxsvc.http.errors import ERRORS, json_response
-from ctxsvc.http.params import IdempotencyHeader, WorkspacePath, replayable
+from ctxsvc.http.params import IdempotencyHeader, JsonRoute, WorkspacePath, replayable
+from ctxsvc.http.workers import Workers
 from ctxsvc.limits import MAX_EVENTS
 from ctxsvc.models import WorkspaceEvent
 from ctxsvc.schemas import EventRequest
 from ctxsvc.service import ContextService
 
 
-def workspace_routes(service: ContextService) -> APIRouter:
-    r = APIRouter(prefix="/v1", responses=ERRORS, tags=["workspaces"])
+def workspace_routes(service: ContextService, work: Workers) -> APIRouter:
+    r = APIRouter(prefix="/v1", responses=ERRORS, tags=["workspaces"], route_class=JsonRoute)
 
     @r.post(
         "/workspaces/{workspace}/events",
         status_code=201,
         response_model=WorkspaceEvent,
     )
-    def post_event(
+    async def post_event(
         workspace: WorkspacePath,
         body: EventRequest,
         idempotency_key: IdempotencyHeader = None,
@@ -36,18 +37,18 @@ def workspace_routes(service: ContextService) -> APIRouter:
         the same ``Idempotency-Key`` returns the event stored the first time
         (with ``Idempotent-Replayed: true``).
         """
-        event, new = service.record_event(
+        event, new = await work.run(lambda: service.record_event(
             workspace, body.text, kind=body.kind, session_id=body.session_id, agent=body.agent,
             paths=body.paths, symbols=body.symbols, new_path=body.new_path,
             new_symbol=body.new_symbol, idempotency_key=idempotency_key,
-        )  # fmt: skip
+        ))  # fmt: skip
         return replayable(asdict(event), new)
 
     @r.get(
         "/workspaces/{workspace}/events",
         response_model=list[WorkspaceEvent],
     )
-    def list_events(
+    async def list_events(
         workspace: WorkspacePath,
         after: Annotated[
             int, Query(ge=0, le=2**63 - 1, description="only events after this seq")
@@ -55,8 +56,10 @@ def workspace_routes(service: ContextService) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = 200,
     ) -> Response:
         """The workspace's log in order: its sessions' events and what re-indexing saw."""
-        return json_response(
-            [asdict(e) for e in service.workspace_events(workspace, after=after, limit=limit)]
+        return await work.run(
+            lambda: json_response(
+                [asdict(e) for e in service.workspace_events(workspace, after=after, limit=limit)]
+            )
         )
 
     return r

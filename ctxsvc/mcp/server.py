@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, redirect_stdout
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -36,6 +35,7 @@ from starlette.types import Receive, Scope, Send
 from ctxsvc.errors import CtxError
 from ctxsvc.mcp.tools import INSTRUCTIONS, TOOLS, Tool, ToolContext
 from ctxsvc.service import ContextService
+from ctxsvc.settings import ServedNames
 
 log = logging.getLogger("ctxsvc.mcp")
 
@@ -149,7 +149,10 @@ def build_server(service: ContextService, default_repo: str | None = None) -> Se
         t0 = time.perf_counter()
         try:
             args = tool.args.model_validate(params.arguments or {})
-            answer = await anyio.to_thread.run_sync(partial(tool.run, ctx, args))
+            # Cancelled (the server stopping), the call returns and leaves the thread to finish.
+            answer = await anyio.to_thread.run_sync(
+                partial(tool.run, ctx, args), abandon_on_cancel=True
+            )
         except ValidationError as exc:
             _log(tool.name, t0, "validation_error")
             detail = "; ".join(
@@ -261,15 +264,23 @@ class McpHttp:
     Stateless because every tool is one request and one answer (ctxsvc's own
     sessions are a tool argument), so no MCP session outlives a request and any
     server process can answer. Run :meth:`running` in the app's lifespan.
-    Browsers' cross-site requests are refused (DNS rebinding): a request with
-    an ``Origin`` header must come from a loopback origin or ``allowed_origins``.
+    Requests naming a foreign host, and browsers' cross-site requests, are
+    refused (DNS rebinding) by the check the HTTP API's edge makes
+    (:class:`~ctxsvc.settings.ServedNames`): ``Host`` must be a loopback name or
+    one of ``allowed_hosts``, an ``Origin`` on such a host or one of ``allowed_origins``.
     """
 
-    def __init__(self, service: ContextService, *, allowed_origins: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        service: ContextService,
+        *,
+        allowed_origins: Sequence[str] = (),
+        allowed_hosts: Sequence[str] = (),
+    ) -> None:
         self.manager = StreamableHTTPSessionManager(
             build_server(service), stateless=True, json_response=True
         )
-        self.allowed_origins = frozenset(allowed_origins)
+        self.names = ServedNames.of(allowed_hosts, allowed_origins)
         self.started = False
         self.path = "/mcp"
 
@@ -283,9 +294,10 @@ class McpHttp:
                 self.started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        origin = Headers(scope=scope).get("origin")
-        if origin and origin not in self.allowed_origins and not _loopback(origin):
-            refusal = _refusal(403, "forbidden_origin", f"origin {origin!r} is not allowed")
+        headers = Headers(scope=scope)
+        forbidden = self.names.refusal(headers.get("host"), headers.get("origin"))
+        if forbidden is not None:
+            refusal = _refusal(403, forbidden.code, forbidden.message, forbidden.hint)
             await refusal(scope, receive, send)
             return
         if not self.started:
@@ -295,16 +307,15 @@ class McpHttp:
         await self.manager.handle_request(scope, receive, send)
 
 
-def _loopback(origin: str) -> bool:
-    try:
-        return urlsplit(origin).hostname in ("localhost", "127.0.0.1", "::1")
-    except ValueError:
-        return False
-
-
-def _refusal(status: int, code: str, detail: str) -> JSONResponse:
+def _refusal(status: int, code: str, detail: str, hint: str = "") -> JSONResponse:
     return JSONResponse(
-        {"status": status, "code": code, "detail": detail, "retryable": status == 503},
+        {
+            "status": status,
+            "code": code,
+            "detail": detail,
+            "retryable": status == 503,
+            "hint": hint,
+        },
         status_code=status,
         media_type="application/problem+json",
     )

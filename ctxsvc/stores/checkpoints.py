@@ -22,7 +22,13 @@ from ctxsvc.models import Stored, WorkspaceEvent
 from ctxsvc.records import Anchor, Checkpoint, Session, Summary
 from ctxsvc.stores.events import insert_event
 from ctxsvc.stores.schema import StateTable
-from ctxsvc.stores.sqlite import Replay, check_idempotency_key, now, request_sha256
+from ctxsvc.stores.sqlite import (
+    Replay,
+    check_idempotency_key,
+    now,
+    request_sha256,
+    unreadable,
+)
 
 _COLUMNS = "session_id, number, created_at, summary_json, transcript_json, idempotency_key, tokens"
 _REPLAY = Replay(
@@ -46,7 +52,7 @@ class CheckpointStore(StateTable):
             id="s-" + secrets.token_hex(8), repo=repo, task=task, agent=agent,
             workspace=workspace, created_at=now(),
         )  # fmt: skip
-        with self.db.write(self.label) as con:
+        with self.db.write(self.label, "start a session") as con:
             con.execute(
                 "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
                 (session.id, repo, task, agent, workspace, session.created_at),
@@ -56,37 +62,24 @@ class CheckpointStore(StateTable):
     def find(self, session_id: str) -> Session | None:
         """The session ``session_id``, or None."""
         validate_session_id(session_id)
-        with self.db.errors(self.label):
-            row = (
-                self.db.connection(self.label)
-                .execute("SELECT * FROM sessions WHERE id = ?", (session_id,))
-                .fetchone()
-            )
+        with self.db.read(self.label, f"read session {session_id}") as con:
+            row = con.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return None if row is None else Session(*row)
 
     def in_workspace(self, workspace: str) -> list[Session]:
         """The sessions of ``workspace``, oldest first."""
-        with self.db.errors(self.label):
-            rows = (
-                self.db.connection(self.label)
-                .execute(
-                    "SELECT * FROM sessions WHERE workspace = ? ORDER BY created_at", (workspace,)
-                )
-                .fetchall()
-            )
+        with self.db.read(self.label, f"read the sessions of workspace {workspace}") as con:
+            rows = con.execute(
+                "SELECT * FROM sessions WHERE workspace = ? ORDER BY created_at", (workspace,)
+            ).fetchall()
         return [Session(*r) for r in rows]
 
     def has_workspaces(self, repo: str) -> bool:
         """Whether a session in some workspace works on ``repo``."""
-        with self.db.errors(self.label):
-            row = (
-                self.db.connection(self.label)
-                .execute(
-                    "SELECT 1 FROM sessions WHERE repo = ? AND workspace IS NOT NULL LIMIT 1",
-                    (repo,),
-                )
-                .fetchone()
-            )
+        with self.db.read(self.label, f"read the sessions on {repo}") as con:
+            row = con.execute(
+                "SELECT 1 FROM sessions WHERE repo = ? AND workspace IS NOT NULL LIMIT 1", (repo,)
+            ).fetchone()
         return row is not None
 
     def session(self, session_id: str) -> Session:
@@ -124,7 +117,7 @@ class CheckpointStore(StateTable):
         # What the client sent (transcript and explicit fields): a retry must match it.
         request = request_sha256(transcript_json + json.dumps(fields or {}, sort_keys=True))
         summary_json = json.dumps({"summary": asdict(summary), "state": asdict(state)})
-        with self.db.write(self.label) as con:
+        with self.db.write(self.label, f"write a checkpoint of session {session_id}") as con:
             replay = _REPLAY.find(con, session_id, idempotency_key, request)
             if replay is not None:
                 return Stored(_checkpoint(replay, self.path), False)
@@ -153,35 +146,28 @@ class CheckpointStore(StateTable):
             query, args = select + " ORDER BY number DESC LIMIT 1", (session_id,)
         else:
             query, args = select + " AND number = ?", (session_id, number)
-        with self.db.errors(self.label):
-            row = self.db.connection(self.label).execute(query, args).fetchone()
+        which = "the latest checkpoint" if number is None else f"checkpoint {number}"
+        with self.db.read(self.label, f"read {which} of session {session_id}") as con:
+            row = con.execute(query, args).fetchone()
         return None if row is None else _checkpoint(row, self.path)
 
     def get_by_key(self, session_id: str, idempotency_key: str) -> Checkpoint | None:
         """The checkpoint written with ``idempotency_key`` in the session, if any."""
-        with self.db.errors(self.label):
-            row = (
-                self.db.connection(self.label)
-                .execute(
-                    f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ? AND idempotency_key = ?",
-                    (session_id, idempotency_key),
-                )
-                .fetchone()
-            )
+        with self.db.read(self.label, f"read the checkpoints of session {session_id}") as con:
+            row = con.execute(
+                f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ? AND idempotency_key = ?",
+                (session_id, idempotency_key),
+            ).fetchone()
         return None if row is None else _checkpoint(row, self.path)
 
     def list(self, session_id: str) -> list[Checkpoint]:
         """Every checkpoint of the session, by number."""
         self.session(session_id)
-        with self.db.errors(self.label):
-            rows = (
-                self.db.connection(self.label)
-                .execute(
-                    f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ? ORDER BY number",
-                    (session_id,),
-                )
-                .fetchall()
-            )
+        with self.db.read(self.label, f"read the checkpoints of session {session_id}") as con:
+            rows = con.execute(
+                f"SELECT {_COLUMNS} FROM checkpoints WHERE session_id = ? ORDER BY number",
+                (session_id,),
+            ).fetchall()
         return [_checkpoint(r, self.path) for r in rows]
 
 
@@ -193,7 +179,8 @@ def _checkpoint(row: tuple[Any, ...], path: Path) -> Checkpoint:
         summary, state = summary_from_dict(data["summary"]), summary_from_dict(data["state"])
     except (ValueError, KeyError, TypeError) as exc:
         raise StoreCorrupt(
-            f"checkpoint {number} of session {session_id} in {path} is unreadable: {exc}",
+            f"checkpoint {number} of session {session_id} in {path} is unreadable"
+            f" ({unreadable(exc)})",
             hint="read another checkpoint of the session (they are independent)",
         ) from exc
     return Checkpoint(

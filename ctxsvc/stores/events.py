@@ -16,13 +16,23 @@ import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-from ctxsvc.errors import InvalidRequest
+from ctxsvc.errors import InvalidRequest, StoreCorrupt
 from ctxsvc.limits import validate_session_id
 from ctxsvc.models import EVENT_KINDS, Stored, WorkspaceEvent
 from ctxsvc.stores.schema import StateTable
-from ctxsvc.stores.sqlite import Replay, check_idempotency_key, now, request_sha256
+from ctxsvc.stores.sqlite import (
+    MAX_INTEGER,
+    Replay,
+    check_idempotency_key,
+    check_storable,
+    damaged_hint,
+    now,
+    request_sha256,
+    unreadable,
+)
 
 SOURCES = ("agent", "checkpoint", "index")
 MAX_TEXT = 2000
@@ -64,10 +74,13 @@ class EventLog(StateTable):
                 sort_keys=True,
             )
         )
-        with self.db.write(self.label) as con:
+        where = (
+            f"the log of workspace {event.workspace}" if event.workspace else "the workspace log"
+        )
+        with self.db.write(self.label, f"append to {where}") as con:
             replay = _REPLAY.find(con, event.workspace, idempotency_key, request)
             if replay is not None:
-                return Stored(_event(replay), False)
+                return Stored(_event(replay, self.path), False)
             stored = insert_event(con, event, idempotency_key, request)
         return Stored(stored, True)
 
@@ -82,37 +95,34 @@ class EventLog(StateTable):
     ) -> list[WorkspaceEvent]:
         """Events of ``workspace`` and re-index events of ``repos``, after seq ``after``
         (and written after the time ``since``, when given)."""
+        if not 0 <= after <= MAX_INTEGER:
+            raise InvalidRequest(f"after must be between 0 and {MAX_INTEGER}, got {after}")
         repos = sorted(set(repos))
         marks = ", ".join("?" for _ in repos)
         where = "(workspace = ?" + (
             f" OR (workspace IS NULL AND repo IN ({marks})))" if repos else ")"
         )
-        with self.db.errors(self.label):
-            rows = (
-                self.db.connection(self.label)
-                .execute(
-                    f"SELECT {_COLUMNS} FROM workspace_events WHERE {where} AND seq > ?"
-                    " AND created_at > ? ORDER BY seq LIMIT ?",
-                    (workspace, *repos, after, since, limit),
-                )
-                .fetchall()
-            )
-        return [_event(r) for r in rows]
+        with self.db.read(self.label, f"read the log of workspace {workspace}") as con:
+            rows = con.execute(
+                f"SELECT {_COLUMNS} FROM workspace_events WHERE {where} AND seq > ?"
+                " AND created_at > ? ORDER BY seq LIMIT ?",
+                (workspace, *repos, after, since, limit),
+            ).fetchall()
+        return [_event(r, self.path) for r in rows]
 
     def warned(self, session_id: str) -> set[int]:
         """The events ``session_id`` was already warned about."""
         validate_session_id(session_id)
-        with self.db.errors(self.label):
-            rows = self.db.connection(self.label).execute(
-                "SELECT seq FROM drift_warned WHERE session_id = ?", (session_id,)
-            )
+        with self.db.read(self.label, f"read the warnings session {session_id} had") as con:
+            rows = con.execute("SELECT seq FROM drift_warned WHERE session_id = ?", (session_id,))
             return {r[0] for r in rows}
 
     def mark_warned(self, session_id: str, seqs: Iterable[int]) -> None:
         """Remember that ``session_id`` was warned about ``seqs`` (idempotent)."""
         rows = [(session_id, s) for s in set(seqs)]
         if rows:
-            with self.db.write(self.label) as con:
+            op = f"record the warnings session {session_id} had"
+            with self.db.write(self.label, op) as con:
                 con.executemany("INSERT OR IGNORE INTO drift_warned VALUES (?, ?)", rows)
 
 
@@ -161,6 +171,9 @@ def _check(event: WorkspaceEvent) -> None:
             )
     if event.session_id is not None:
         validate_session_id(event.session_id)
+    texts = {"text": event.text, "paths": event.paths, "symbols": event.symbols}
+    texts.update({"new_path": event.new_path or "", "new_symbol": event.new_symbol or ""})
+    check_storable(texts, "the event")
     if not event.text.strip() or len(event.text) > MAX_TEXT:
         raise InvalidRequest(f"an event's text must be 1 to {MAX_TEXT} characters")
     subjects: Sequence[str] = (*event.paths, *event.symbols)
@@ -170,10 +183,17 @@ def _check(event: WorkspaceEvent) -> None:
         raise InvalidRequest(f"paths and symbols must be 1 to {MAX_SUBJECT_CHARS} characters")
 
 
-def _event(row: tuple[Any, ...]) -> WorkspaceEvent:
+def _event(row: tuple[Any, ...], path: Path) -> WorkspaceEvent:
     (seq, ws, repo, sid, agent, source, kind, text, at, paths, symbols, new_path, new_sym) = row
+    try:
+        subjects = tuple(json.loads(paths)), tuple(json.loads(symbols))
+    except (ValueError, TypeError) as exc:
+        raise StoreCorrupt(
+            f"event {seq} of the workspace log in {path} is unreadable ({unreadable(exc)})",
+            hint=damaged_hint(path),
+        ) from exc
     return WorkspaceEvent(
         seq=seq, workspace=ws, repo=repo, session_id=sid, agent=agent, source=source,
-        kind=kind, text=text, created_at=at, paths=tuple(json.loads(paths)),
-        symbols=tuple(json.loads(symbols)), new_path=new_path, new_symbol=new_sym,
+        kind=kind, text=text, created_at=at, paths=subjects[0], symbols=subjects[1],
+        new_path=new_path, new_symbol=new_sym,
     )  # fmt: skip

@@ -1,9 +1,9 @@
 """LanceDB storage: the one owner of ``lancedb`` and ``pyarrow``.
 
 One database under ``CTXSVC_HOME/lance``. Each repository name owns six
-tables (``<name>__files``, ``__chunks``, ``__symbols``, ``__refs``,
-``__imports``, ``__vectors``); the ``repos`` table holds one row of metadata
-per repository, and that row is the commit point of an index run.
+tables (files, chunks, symbols, refs, imports and vectors: ``<name>__files``
+... after a first run); the ``repos`` table holds one row of metadata per
+repository, and that row is the commit point of an index run.
 
 Crash safety rests on Lance's versioned tables. Every write makes a new table
 version atomically, but a run writes several tables, so readers never follow
@@ -11,16 +11,40 @@ a table's latest version: they check out the versions pinned in the
 ``repos`` row. A run writes all its tables first and pins their new versions
 last, in one atomic merge. A run killed before that leaves the previous pins,
 so readers keep seeing the previous, consistent index; the next run restores
-each table to its pinned version before it starts. A run over an index of an
-older schema writes new tables from empty and replaces the old row only at
-its commit: killed before, it leaves that row, which readers refuse with the
-rebuild hint, and the vectors (see below).
+each table to its pinned version before it starts.
+
+A run compacts its tables before its commit but prunes old versions only
+after it, once the row pins the new ones, and then only versions created
+more than ``KEEP_VERSIONS`` (10 minutes) ago: a version the previous row
+pinned may go at once if it is that old, so a reader that finds its pinned
+files gone follows the row to its new pins and reads again (below).
+A rebuild (``--rebuild``, or an index of an older schema) never writes into
+the tables readers pin: it writes a new *set* of tables beside them, named
+``_r<n>.<name>__<table>`` (``IndexMeta.tables``), inside the repository lock,
+and its commit swaps the row over to the new set. Until then readers keep
+the old index (no "not found", no error); a rebuild killed before its commit
+leaves the old index answering, and the next run drops the half-written set
+(tables of the index that the row neither uses nor lists as retired). The
+commit lists the replaced tables in ``IndexMeta.retired`` with the time, and
+the first run after ``RETIRED_GRACE`` (10 minutes) drops them. A reader that
+finds its pinned files gone anyway (it held a view across several runs)
+follows the row to its new pins and reads again (``lance_reader``).
 
 Vectors are a content-addressed cache (content hash -> vector), appended one
 batch per commit and never rolled back, so a killed run loses at most the
 batch in flight and the next run resumes from the rest. The chunk whose
 content hash has a vector is searchable by vector; rows no chunk refers to
-any more are deleted at the end of a successful run.
+any more are deleted at the end of a successful run. A rebuild keeps using
+the vectors table (the same model's vectors serve the same content) unless
+it re-embeds (``--reembed``, another model) or finds that table unreadable:
+then it starts a new one in its set and embeds again, and says so.
+
+Damage (a data file truncated or gone, a garbled manifest, a deleted
+``_versions``) is found when a reader opens the index, or by the read that
+meets it, and raises ``StoreCorrupt`` naming the index, the table and the
+version, with the hint to rebuild; :meth:`LanceStore.damaged` lists such
+indexes until a run commits them again. A rebuild reads nothing of the
+damaged tables, so it repairs them.
 
 A write that fails (an I/O error, a full disk) leaves no trace in Lance: the
 table keeps its last version. Each write is retried a few times with
@@ -29,33 +53,47 @@ the previous index keeps answering.
 
 This module holds the database and its ``repos`` table (:class:`LanceStore`);
 ``lance_writer`` writes a repository (and retries writes), ``lance_reader``
-reads one, ``lance_schema`` spells out the tables. Their public names are
-importable from here.
+reads one and checks its files, ``lance_schema`` spells out the tables. Their
+public names are importable from here.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ctxsvc.errors import RepoNotFound, StoreCorrupt, StoreError
-from ctxsvc.stores.lance_reader import RepoReader
+from ctxsvc.errors import CtxError, RepoNotFound, StoreCorrupt, StoreError
+from ctxsvc.stores.lance_reader import RepoReader, cause
 from ctxsvc.stores.lance_schema import (
     DATA_TABLES,
     SCHEMA_VERSION,
     IndexMeta,
+    owned_tables,
     pa,
     path_id,
     schema,
+    split_table,
 )
-from ctxsvc.stores.lance_writer import WRITE_ATTEMPTS, RepoWriter, write
+from ctxsvc.stores.lance_writer import (
+    KEEP_VERSIONS,
+    RETIRED_GRACE,
+    WRITE_ATTEMPTS,
+    RepoWriter,
+    write,
+)
 from ctxsvc.stores.locks import FileLock
+
+log = logging.getLogger("ctxsvc.stores.lance")
 
 __all__ = [
     "DATA_TABLES",
+    "KEEP_VERSIONS",
+    "RETIRED_GRACE",
     "SCHEMA_VERSION",
     "WRITE_ATTEMPTS",
     "IndexMeta",
@@ -117,6 +155,13 @@ class LanceStore:
         self._meta_cache: dict[str, IndexMeta] = {}
         self._outdated: dict[str, OutdatedIndex] = {}
         self._meta_version: int | None = None
+        # index name -> (the pins found damaged, what is wrong)
+        self._damaged: dict[str, tuple[Any, str]] = {}
+
+    @property
+    def db(self) -> Any:
+        """The ``lancedb`` connection."""
+        return self._db
 
     # -- tables -------------------------------------------------------------
 
@@ -127,24 +172,65 @@ class LanceStore:
         return set(names)
 
     def open(self, table: str, version: int | None = None) -> Any:
-        """Table ``table``, checked out at ``version`` when given."""
+        """Table ``table``, checked out at ``version`` when given (a writable handle)."""
         try:
             t = self._db.open_table(table)
             if version is not None:
                 t.checkout(version)
             return t
-        except (ValueError, OSError, RuntimeError) as exc:
+        except Exception as exc:  # Lance raises several types, a Rust panic among them
+            name, part = split_table(table)
             raise StoreCorrupt(
-                f"index table {table} (version {version}) cannot be opened: {exc}",
-                hint="rebuild with `ctxsvc index PATH --rebuild`",
+                f"index {name!r}: table {part} (version {version or 'latest'}) is damaged: "
+                f"{cause(exc)}",
+                hint=f"run `ctxsvc index --rebuild {name}`",
             ) from exc
 
     def create_table(self, table: str, schema: Any) -> Any:
         """A new, empty table with the Arrow ``schema``."""
-        return self._db.create_table(table, schema=schema)
+        return write(f"creating table {table}", lambda: self._db.create_table(table, schema=schema))
 
     def drop_table(self, table: str) -> None:
-        self._db.drop_table(table)
+        """Delete table ``table``, damaged or not."""
+        try:
+            self._db.drop_table(table)
+        except Exception:  # a damaged table (no _versions, say) is not one Lance drops
+            log.warning("dropping a damaged table by its directory", extra={"table": table})
+        shutil.rmtree(self.path / f"{table}.lance", ignore_errors=True)
+
+    # -- damage ---------------------------------------------------------------
+
+    def corrupt(self, meta: IndexMeta, table: str, why: str) -> StoreCorrupt:
+        """The error of ``meta``'s table ``table`` found damaged, remembered (:meth:`damaged`)."""
+        line = f"table {table} (version {meta.versions.get(table)}) is damaged: {why}"
+        with self._meta_lock:
+            known = self._damaged.get(meta.name) == (meta.pins(), line)
+            self._damaged[meta.name] = (meta.pins(), line)
+        if not known:  # the error itself reaches the caller (the CLI, the API's log)
+            log.info("damaged index", extra={"repo": meta.name, "table": table, "error": why})
+        return StoreCorrupt(
+            f"index {meta.name!r}: {line}", hint=f"run `ctxsvc index --rebuild {meta.name}`"
+        )
+
+    def damaged(self) -> dict[str, str]:
+        """Indexes found damaged (name -> what is wrong), until a run commits them again."""
+        with self._meta_lock:
+            found = dict(self._damaged)
+        out: dict[str, str] = {}
+        for name, (pins, line) in sorted(found.items()):
+            now = self.current(name)
+            if now is not None and now.pins() == pins:
+                out[name] = line
+            else:
+                self.repaired(name)
+        return out
+
+    def repaired(self, name: str, meta: IndexMeta | None = None) -> None:
+        """Forget that ``name`` was damaged (at ``meta``'s pins, when given): it reads again."""
+        with self._meta_lock:
+            got = self._damaged.get(name)
+            if got is not None and (meta is None or got[0] == meta.pins()):
+                del self._damaged[name]
 
     # -- metadata -----------------------------------------------------------
 
@@ -160,21 +246,32 @@ class LanceStore:
         processes; a version check costs far less than a scan.
         """
         with self._meta_lock:
-            table = self._repos_table()
-            if table is None:
-                return {}, {}
-            table.checkout_latest()
-            if table.version != self._meta_version:
-                metas: dict[str, IndexMeta] = {}
-                outdated: dict[str, OutdatedIndex] = {}
-                for r in table.to_arrow().to_pylist():
-                    got = _meta(r)
-                    if isinstance(got, IndexMeta):
-                        metas[got.name] = got
-                    else:
-                        outdated[got.name] = got
-                self._meta_cache, self._outdated = metas, outdated
-                self._meta_version = table.version
+            try:
+                table = self._repos_table()
+                if table is None:
+                    return {}, {}
+                table.checkout_latest()
+                if table.version != self._meta_version:
+                    metas: dict[str, IndexMeta] = {}
+                    outdated: dict[str, OutdatedIndex] = {}
+                    for r in table.to_arrow().to_pylist():
+                        got = _meta(r)
+                        if isinstance(got, IndexMeta):
+                            metas[got.name] = got
+                        else:
+                            outdated[got.name] = got
+                    self._meta_cache, self._outdated = metas, outdated
+                    self._meta_version = table.version
+            except CtxError:
+                raise
+            except Exception as exc:  # Lance raises RuntimeError, OSError, panics...
+                self._repos = None  # opened again on the next call
+                registry = self.path / "repos.lance"
+                raise StoreCorrupt(
+                    f"the index registry {registry} is damaged: {cause(exc)}",
+                    hint=f"move {registry} aside (the indexes beside it stay on disk) and "
+                    "index each repository again with `ctxsvc index PATH --rebuild`",
+                ) from exc
             return self._meta_cache, self._outdated
 
     def list_meta(self) -> list[IndexMeta]:
@@ -201,6 +298,10 @@ class LanceStore:
         """Index ``name`` when it is of a schema version this ctxsvc does not read."""
         return self._all_meta()[1].get(name)
 
+    def current(self, name: str) -> IndexMeta | None:
+        """The row of ``name`` committed now, when readable (None if gone or outdated)."""
+        return self._all_meta()[0].get(name)
+
     def commit_meta(self, meta: IndexMeta) -> None:
         """Write ``meta`` as the ``repos`` row of its repository: the commit point of a run."""
         row = {"name": meta.name, "name_id": path_id(meta.name), "meta": json.dumps(asdict(meta))}
@@ -226,7 +327,10 @@ class LanceStore:
             )
 
     def drop(self, name: str) -> None:
-        """Forget a repository (outdated or not): its metadata row, then its tables."""
+        """Forget a repository (outdated or not): its metadata row, then every table of it.
+
+        The caller holds the repository lock.
+        """
         if self.outdated(name) is None and self.meta(name) is None:
             raise RepoNotFound(f"no index named {name!r}")
         with FileLock(self._locks / "_repos.lock", "the repository registry", wait=True):
@@ -234,22 +338,28 @@ class LanceStore:
             if table is not None:
                 table.checkout_latest()
                 table.delete(f"name_id = '{path_id(name)}'")
-        existing = self.table_names()
-        for t in (*DATA_TABLES, "vectors"):
-            if f"{name}__{t}" in existing:
-                self.drop_table(f"{name}__{t}")
+        for t in owned_tables(name, self.table_names()):
+            self.drop_table(t)
+        self.repaired(name)
 
     # -- access -------------------------------------------------------------
 
-    def writer(self, name: str, *, dimension: int | None, drop_vectors: bool = False) -> RepoWriter:
+    def writer(
+        self,
+        name: str,
+        *,
+        dimension: int | None,
+        drop_vectors: bool = False,
+        rebuild: bool = False,
+    ) -> RepoWriter:
         """A writer for ``name``; the caller must hold the repository lock.
 
-        ``drop_vectors`` deletes every stored vector first (a model change).
-        Over an outdated index it starts from empty tables, and its commit
-        replaces the outdated row: until then readers see that row, and
-        ``StoreCorrupt``.
+        ``drop_vectors`` starts the vectors again (a model change). With
+        ``rebuild``, or over an outdated index, it writes a new set of tables
+        from empty, reading nothing of the old set but its vectors, and its
+        commit swaps the row over: until then readers see the old index.
         """
-        return RepoWriter(self, name, dimension, drop_vectors)
+        return RepoWriter(self, name, dimension, drop_vectors, rebuild)
 
     def reader(self, name: str) -> RepoReader:
         meta = self.meta(name)
@@ -258,6 +368,10 @@ class LanceStore:
                 f"no index named {name!r}", hint="run `ctxsvc index PATH --name NAME` first"
             )
         return RepoReader(self, meta)
+
+    def tables_of(self, name: str) -> dict[str, int]:
+        """Every table of index ``name`` in the database, with its set number."""
+        return owned_tables(name, self.table_names())
 
 
 def _meta(row: dict[str, Any]) -> IndexMeta | OutdatedIndex:

@@ -1,14 +1,18 @@
 """What the LanceDB tables hold: their Arrow schemas, the ``repos`` row, row conversions.
 
-Each repository name owns the tables of ``DATA_TABLES`` (``<name>__files``
-...) and ``<name>__vectors``; ``COLUMNS`` spells out their columns. Arrow
+Each repository owns the tables of ``DATA_TABLES`` and a ``vectors`` table;
+``COLUMNS`` spells out their columns. A first run names them
+``<name>__files`` ...; a rebuild writes a new set beside the old one, named
+``_r<n>.<name>__files`` ... (see :func:`table_name`), and the ``repos`` row
+says which set each table of the index is (:attr:`IndexMeta.tables`). Arrow
 (``pyarrow``) is imported only when a schema is built.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +20,7 @@ from ctxsvc.models import Chunk, FileRecord
 
 SCHEMA_VERSION = 2  # 2: chunk texts are the file's bytes (CRLF, whitespace-only lines kept)
 DATA_TABLES = ("files", "chunks", "symbols", "refs", "imports")
+ALL_TABLES = (*DATA_TABLES, "vectors")
 
 # The columns of each table as "name:type"; "[t]" is a list of t. The data
 # tables start with "path" and "path_id" (see path_id()).
@@ -58,6 +63,49 @@ class IndexMeta:
     stats: dict[str, Any] = field(default_factory=dict)
     generation: int = 0  # counts successful runs
     schema_version: int = SCHEMA_VERSION
+    # The name of each table ("chunks" -> "_r2.demo__chunks"); one not listed is
+    # "<name>__<table>", as a first run and every run before rebuilds wrote new sets.
+    tables: dict[str, str] = field(default_factory=dict)
+    # Tables of replaced sets -> when they were replaced (ISO, UTC); a run drops
+    # each once readers that still pin it have had time to let go.
+    retired: dict[str, str] = field(default_factory=dict)
+    # (st_dev, st_ino) of the root directory indexed; empty when unknown (an older row).
+    # A root that is no longer that directory is not read (``RootChanged``).
+    root_identity: list[int] = field(default_factory=list)
+
+    def table(self, table: str) -> str:
+        """The full name of this index's table ``table`` (a key of ``ALL_TABLES``)."""
+        return self.tables.get(table) or table_name(self.name, table)
+
+    def pins(self) -> tuple[tuple[str, str, int | None], ...]:
+        """Which table, at which version, holds each part: equal pins, equal index."""
+        return tuple((t, self.table(t), self.versions.get(t)) for t in sorted(self.versions))
+
+
+def table_name(name: str, table: str, n: int = 0) -> str:
+    """The name of table ``table`` of index ``name`` in set ``n`` (0: a first run's).
+
+    A set's prefix starts with "_", which no index name does, so no index's
+    tables can be taken for another's.
+    """
+    return f"{name}__{table}" if n == 0 else f"_r{n}.{name}__{table}"
+
+
+def owned_tables(name: str, tables: Iterable[str]) -> dict[str, int]:
+    """The tables among ``tables`` that belong to index ``name``, with their set number."""
+    pattern = re.compile(rf"(?:_r(\d+)\.)?{re.escape(name)}__({'|'.join(ALL_TABLES)})", re.ASCII)
+    found: dict[str, int] = {}
+    for t in tables:
+        m = pattern.fullmatch(t)
+        if m:
+            found[t] = int(m.group(1) or 0)
+    return found
+
+
+def split_table(full: str) -> tuple[str, str]:
+    """The index name and the table of a full table name (``"_r2.demo__chunks"``)."""
+    m = re.fullmatch(r"(?:_r\d+\.)?(.+)__([a-z]+)", full)
+    return (m.group(1), m.group(2)) if m else (full, full)
 
 
 def pa() -> Any:

@@ -12,17 +12,19 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict
-from datetime import timedelta
+from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from ctxsvc.errors import StoreCorrupt, StoreError
+from ctxsvc.errors import CtxError, StoreCorrupt, StoreError
 from ctxsvc.models import Chunk, FileRecord, Import, Reference, Symbol, embed_text
+from ctxsvc.stores.lance_reader import Unreadable, cause, check_files
 from ctxsvc.stores.lance_schema import (
+    ALL_TABLES,
     DATA_TABLES,
     IndexMeta,
     file_records,
@@ -30,15 +32,22 @@ from ctxsvc.stores.lance_schema import (
     pa,
     path_id,
     schemas,
+    table_name,
     with_path_id,
 )
 
 if TYPE_CHECKING:
-    from ctxsvc.stores.lance import LanceStore
+    from ctxsvc.stores.lance import LanceStore, OutdatedIndex
 
 DELETE_BATCH = 400
 WRITE_ATTEMPTS = 3
 WRITE_BACKOFF_SECONDS = 0.2  # then 0.8, each with jitter
+# A run prunes versions older than this once its commit has moved readers on
+# (readers still on an older one re-pin: see lance_reader).
+KEEP_VERSIONS = timedelta(minutes=10)
+RETIRED_GRACE = timedelta(minutes=10)  # how long a rebuild keeps the set it replaced
+NEVER = timedelta(days=36500)  # compaction before a commit prunes nothing
+PIN_MARGIN = timedelta(seconds=1)  # clock slack when pruning up to the version just pinned
 log = logging.getLogger("ctxsvc.stores.lance")  # the logger of the index store, as before the split
 T = TypeVar("T")
 
@@ -78,80 +87,154 @@ def write(what: str, fn: Callable[[], T]) -> T:
 
 
 class RepoWriter:
-    """Writes one repository's tables; :meth:`commit` publishes them."""
+    """Writes one repository's tables; :meth:`commit` publishes them.
+
+    ``vectors_lost`` says why the stored vectors could not be used (they
+    were unreadable, and a new vectors table starts empty), when so.
+    """
 
     def __init__(
-        self, store: LanceStore, name: str, dimension: int | None, drop_vectors: bool
+        self, store: LanceStore, name: str, dimension: int | None, drop_vectors: bool, rebuild: bool
     ) -> None:
         self.store = store
         self.name = name
         self.dimension = dimension
-        # Over an outdated index: none to build on; its tables, of another schema, are
-        # dropped below as a first run's, and commit() replaces its row.
-        self.previous = None if store.outdated(name) else store.meta(name)
+        self.vectors_lost: str | None = None
+        found = store.find(name)
+        # Over an outdated index: none to build on; this run writes a new set, and
+        # commit() replaces its row.
+        self.previous = found if isinstance(found, IndexMeta) else None
+        in_use, retired = _in_use(name, found)
+        self._retired = self._drop_unused(in_use, retired)
+        self._n = 1 + max(store.tables_of(name).values(), default=-1)  # the next set's number
         self._schemas = schemas(dimension)
+        self._replaced: list[str] = []  # tables in use that the commit retires
+        self._names: dict[str, str] = {}
         self._tables: dict[str, Any] = {}
-        existing = store.table_names()
+        fresh = rebuild or self.previous is None
         for t in DATA_TABLES:
-            full = f"{name}__{t}"
-            pinned = self.previous.versions.get(t) if self.previous else None
-            if full in existing and pinned is None:
-                store.drop_table(full)  # left by a first run that never committed
-                existing.discard(full)
-            if full in existing:
-                table = store.open(full)
-                if table.version != pinned:
-                    # A run died after writing this table: roll back to the pin.
-                    table.checkout(pinned)
-                    table.restore()
-                self._tables[t] = table
+            if fresh:
+                if t in in_use:
+                    self._replaced.append(in_use[t])
+                self._names[t] = table_name(name, t, self._n)
+                self._tables[t] = store.create_table(self._names[t], self._schemas[t])
             else:
-                self._tables[t] = store.create_table(full, self._schemas[t])
-        if drop_vectors and f"{name}__vectors" in existing:
-            store.drop_table(f"{name}__vectors")
-            existing.discard(f"{name}__vectors")
-        self._vectors = self._open_vectors(existing)
+                assert self.previous is not None
+                self._names[t] = in_use[t]
+                self._tables[t] = self._reopen(self.previous, t)
+        self._hashes: set[str] = set()
+        self._vectors = self._open_vectors(in_use.get("vectors"), drop_vectors)
 
-    def _open_vectors(self, existing: set[str]) -> Any | None:
-        full = f"{self.name}__vectors"
-        if self.dimension is None:
-            return self.store.open(full) if full in existing else None
-        if full in existing:
-            table = self.store.open(full)
-            dim = table.schema.field("vector").type.list_size
-            if dim != self.dimension:
-                raise StoreCorrupt(
-                    f"vector table {full} has dimension {dim}, expected {self.dimension}"
+    def _drop_unused(self, in_use: dict[str, str], retired: dict[str, str]) -> dict[str, str]:
+        """Drop the tables of this index that no reader can pin: left by a run that
+        never committed, or retired longer than ``RETIRED_GRACE`` ago; the retired
+        tables kept, with when they were retired."""
+        now = datetime.now(UTC)
+        keep: dict[str, str] = {}
+        for t, when in retired.items():
+            try:
+                recent = now - datetime.fromisoformat(when) < RETIRED_GRACE
+            except (TypeError, ValueError):
+                recent = False
+            if recent:
+                keep[t] = when
+        for t in self.store.tables_of(self.name):
+            if t not in in_use.values() and t not in keep:
+                log.info("dropping an unused table", extra={"repo": self.name, "table": t})
+                self.store.drop_table(t)
+        return keep
+
+    def _reopen(self, previous: IndexMeta, t: str) -> Any:
+        """Table ``t`` as ``previous`` pins it, checked, and writable from there."""
+        full, pinned = previous.table(t), previous.versions[t]
+        try:
+            check_files(self.store.path / f"{full}.lance", pinned)
+        except Unreadable as exc:
+            raise self.store.corrupt(previous, t, exc.cause) from None
+        table = self.store.open(full)
+        if table.version != pinned:
+            # A run died after writing this table (or pruned after its commit): back to the pin.
+            table.checkout(pinned)
+            write(f"restoring {t} of {self.name!r}", table.restore)
+        return table
+
+    def _open_vectors(self, old: str | None, drop: bool) -> Any | None:
+        """The vectors table to add to: the stored one unless ``drop``, or unreadable."""
+        if old is not None and old not in self.store.table_names():
+            old = None
+        if old is not None and drop:
+            self._replaced.append(old)
+            old = None
+        if old is not None:
+            try:
+                table = self.store.open(old)  # its latest version: vectors are never rolled back
+                if self.dimension is not None:
+                    got = table.search().select(["content_hash"]).limit(None).to_arrow()
+                    self._hashes = set(got.column("content_hash").to_pylist())
+            except Exception as exc:  # damaged: embedded again, not a failed run
+                self.vectors_lost = cause(exc)
+                log.warning(
+                    "stored vectors unreadable", extra={"repo": self.name, "error": cause(exc)}
                 )
-            return table
-        return self.store.create_table(full, self._schemas["vectors"])
+                self._replaced.append(old)
+                old = None
+            else:
+                dim = table.schema.field("vector").type.list_size
+                if self.dimension is not None and dim != self.dimension:
+                    raise StoreCorrupt(
+                        f"vector table {old} has dimension {dim}, expected {self.dimension}"
+                    )
+                self._names["vectors"] = old
+                return table
+        if self.dimension is None:
+            return None
+        self._names["vectors"] = table_name(self.name, "vectors", self._n)
+        return self.store.create_table(self._names["vectors"], self._schemas["vectors"])
 
     # -- reads --------------------------------------------------------------
 
     def files(self) -> dict[str, FileRecord]:
-        return file_records(self._tables["files"])
+        return self._read("files", file_records)
 
     def vector_hashes(self) -> set[str]:
-        if self._vectors is None:
-            return set()
-        return set(self._vectors.to_arrow().column("content_hash").to_pylist())
+        """The content hashes that have a vector."""
+        return set(self._hashes) if self._vectors is not None else set()
 
     def chunk_hashes(self) -> set[str]:
-        return set(self._tables["chunks"].to_arrow().column("content_hash").to_pylist())
+        return self._read(
+            "chunks",
+            lambda t: set(
+                t.search().select(["content_hash"]).limit(None).to_arrow().column(0).to_pylist()
+            ),
+        )
 
     def counts(self, tables: Sequence[str]) -> dict[str, int]:
-        return {t: int(self._tables[t].count_rows()) for t in tables}
+        return {t: self._read(t, lambda table: int(table.count_rows())) for t in tables}
 
     def embed_texts(self, hashes: set[str]) -> dict[str, str]:
         """What to embed for stored chunks whose content hash is in ``hashes``."""
-        cols = (
-            self._tables["chunks"].to_arrow().select(["content_hash", "header", "text"]).to_pylist()
+        cols = self._read(
+            "chunks", lambda t: t.to_arrow().select(["content_hash", "header", "text"]).to_pylist()
         )
         return {
             r["content_hash"]: embed_text(r["header"], r["text"])
             for r in cols
             if r["content_hash"] in hashes
         }
+
+    def _read(self, t: str, fn: Callable[[Any], T]) -> T:
+        """``fn`` of table ``t``; a table the previous commit pins that fails is damaged."""
+        try:
+            return fn(self._tables[t])
+        except CtxError:
+            raise
+        except Exception as exc:  # Lance raises several types (see lance_reader)
+            if self.previous is not None and self._names[t] == self.previous.table(t):
+                raise self.store.corrupt(self.previous, t, cause(exc)) from exc
+            raise StoreError(
+                f"reading {t} of {self.name!r} failed: {cause(exc)}",
+                hint="the previous index version is intact and still answers; run the index again",
+            ) from exc
 
     # -- writes -------------------------------------------------------------
 
@@ -170,6 +253,7 @@ class RepoWriter:
             schema=self._schemas["vectors"],
         )
         write(f"storing vectors of {self.name!r}", partial(self._vectors.add, data))
+        self._hashes.update(hashes)
 
     def replace_paths(
         self,
@@ -212,7 +296,7 @@ class RepoWriter:
                 write(f"writing {t} of {self.name!r}", partial(self._tables[t].add, table))
 
     def commit(self, meta: IndexMeta, *, rebuild_fts: bool) -> IndexMeta:
-        """Index, garbage-collect and compact, then pin the new versions."""
+        """Index and compact, pin the new versions, then prune versions nobody pins."""
         from lancedb.index import FTS
 
         chunks = self._tables["chunks"]
@@ -228,19 +312,63 @@ class RepoWriter:
         if vectors is not None and meta.vectors == "complete":
             stale = sorted(self.vector_hashes() - self.chunk_hashes())
             _delete(vectors, "content_hash", stale, f"deleting stale vectors of {self.name!r}")
-        keep = timedelta(minutes=10)  # readers pinned to older versions finish well within this
-        for table in [*self._tables.values(), vectors]:
-            if table is not None:
-                write(
-                    f"compacting {self.name!r}",
-                    partial(table.optimize, cleanup_older_than=keep),
-                )
+            self._hashes.difference_update(stale)
+        tables = [*self._tables.values(), *([vectors] if vectors is not None else [])]
+        fresh: list[Any] = []  # tables whose pinned version the compaction just made
+        for table in tables:
+            before = table.version
+            # Nothing pruned yet: readers pin the versions of the previous commit.
+            write(f"compacting {self.name!r}", partial(table.optimize, cleanup_older_than=NEVER))
+            if table.version != before:
+                fresh.append(table)
+        compacted = time.monotonic()
         versions = {t: int(self._tables[t].version) for t in DATA_TABLES}
-        if self._vectors is not None:
-            versions["vectors"] = int(self._vectors.version)
-        pinned = IndexMeta(**{**asdict(meta), "versions": versions})
+        if vectors is not None:
+            versions["vectors"] = int(vectors.version)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        pinned = replace(
+            meta,
+            versions=versions,
+            tables={t: n for t, n in self._names.items() if t in versions},
+            retired={**self._retired, **dict.fromkeys(self._replaced, now)},
+        )
         self.store.commit_meta(pinned)
+        self.store.repaired(self.name)
+        self._prune(fresh, compacted)
         return pinned
+
+    def _prune(self, tables: Sequence[Any], compacted: float) -> None:
+        """Delete the versions older than ``KEEP_VERSIONS``, now that the row pins others.
+
+        Pruning makes a newer version, so the one just pinned is kept by its
+        age: only ``tables``, whose pinned version the compaction made at
+        ``compacted`` (a monotonic time), are pruned, and only of older versions.
+        """
+        age = timedelta(seconds=time.monotonic() - compacted) + PIN_MARGIN
+        for table in tables:
+            try:
+                write(
+                    f"pruning old versions of {self.name!r}",
+                    partial(table.optimize, cleanup_older_than=max(KEEP_VERSIONS, age)),
+                )
+            except StoreError as exc:  # committed: old versions only take room until next time
+                log.warning("pruning failed", extra={"repo": self.name, "error": exc.message})
+
+
+def _in_use(
+    name: str, found: IndexMeta | OutdatedIndex | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The tables the row of ``name`` uses (table -> full name), and those it lists as retired."""
+    if isinstance(found, IndexMeta):
+        return {t: found.table(t) for t in found.versions}, dict(found.retired)
+    if found is None:
+        return {}, {}
+    # Another schema's row: its tables by their names then, whatever it pinned.
+    tables, retired = found.written.get("tables"), found.written.get("retired")
+    tables = tables if isinstance(tables, dict) else {}
+    retired = retired if isinstance(retired, dict) else {}
+    names = {t: str(tables.get(t) or table_name(name, t)) for t in ALL_TABLES}
+    return names, {str(k): str(v) for k, v in retired.items()}
 
 
 def _delete(table: Any, column: str, values: Sequence[str], what: str) -> None:

@@ -55,7 +55,7 @@ class SessionLedger(StateTable):
             (session_id, repo, s.path, s.start_line, s.end_line, s.content_hash, s.tokens, at)
             for s in spans
         ]
-        with self.db.write(self.label) as con:
+        with self.db.write(self.label, f"record what session {session_id} received") as con:
             con.executemany(
                 "INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (session_id, repo, path, start_line, end_line, content_hash)"
@@ -67,8 +67,8 @@ class SessionLedger(StateTable):
     def delivered(self, session_id: str, repo: str) -> list[DeliveredSpan]:
         """Every span ``session_id`` received from ``repo``, by path and line."""
         validate_session_id(session_id)
-        with self.db.errors(self.label):
-            rows = self.db.connection(self.label).execute(
+        with self.db.read(self.label, f"read what session {session_id} received") as con:
+            rows = con.execute(
                 "SELECT path, start_line, end_line, content_hash, tokens FROM deliveries"
                 " WHERE session_id = ? AND repo = ?"
                 " ORDER BY path, start_line, end_line, delivered_at",
@@ -79,8 +79,8 @@ class SessionLedger(StateTable):
     def last_received(self, session_id: str, repo: str) -> dict[str, str]:
         """Each path ``session_id`` received from ``repo``, and when it last did."""
         validate_session_id(session_id)
-        with self.db.errors(self.label):
-            rows = self.db.connection(self.label).execute(
+        with self.db.read(self.label, f"read what session {session_id} received") as con:
+            rows = con.execute(
                 "SELECT path, MAX(delivered_at) FROM deliveries"
                 " WHERE session_id = ? AND repo = ? GROUP BY path",
                 (session_id, repo),
@@ -90,7 +90,7 @@ class SessionLedger(StateTable):
     def forget(self, session_id: str, repo: str | None = None) -> int:
         """Drop what ``session_id`` received (from ``repo`` only, if given); rows removed."""
         validate_session_id(session_id)
-        with self.db.write(self.label) as con:
+        with self.db.write(self.label, f"forget what session {session_id} received") as con:
             if repo is None:
                 cur = con.execute("DELETE FROM deliveries WHERE session_id = ?", (session_id,))
             else:
@@ -103,8 +103,8 @@ class SessionLedger(StateTable):
     def sessions(self, repo: str | None = None) -> list[SessionSummary]:
         """One summary per (session, repository), most recently active first."""
         where, args = ("WHERE repo = ?", (repo,)) if repo is not None else ("", ())
-        with self.db.errors(self.label):
-            rows = self.db.connection(self.label).execute(
+        with self.db.read(self.label, "list the sessions") as con:
+            rows = con.execute(
                 "SELECT session_id, repo, COUNT(*), SUM(tokens),"
                 " MIN(delivered_at), MAX(delivered_at)"
                 f" FROM deliveries {where} GROUP BY session_id, repo"

@@ -8,11 +8,20 @@ JSON files: it is in the standard library, transactional, and one file in
 ``CTXSVC_HOME``. The schema is versioned in a ``meta`` table and grows by
 appending to one tuple of migrations (``ctxsvc.stores.schema``), so every
 store opening the file upgrades it the same way.
+
+Failures are typed: a damaged file (``StoreCorrupt``, not retryable) names the
+file and the operation and never quotes row data or parameters (transcripts);
+a lock held too long or an I/O failure is a retryable ``StoreError``. No
+integrity check runs at open: ``PRAGMA quick_check`` reads every page (about
+0.2 s warm and 2 s cold for 10,000 checkpoints, every command) and misses
+damage inside a value; reads find damage where it matters.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 import sqlite3
 import threading
@@ -27,6 +36,9 @@ from ctxsvc.errors import InvalidRequest, StoreCorrupt, StoreError
 
 BUSY_TIMEOUT_MS = 10_000
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, as HTTP headers carry
+MAX_DEPTH = 100  # nesting of a stored JSON value; real transcripts have fewer than 10 levels
+MAX_INTEGER = 2**63 - 1  # SQLite's largest integer
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def check_idempotency_key(key: str | None) -> None:
@@ -35,6 +47,72 @@ def check_idempotency_key(key: str | None) -> None:
         raise InvalidRequest(
             "invalid Idempotency-Key", hint="use 1 to 255 printable ASCII characters"
         )
+
+
+def check_storable(value: object, what: str, max_depth: int = MAX_DEPTH) -> None:
+    """Refuse a value the state database cannot keep as JSON text; ``InvalidRequest``.
+
+    That is a string (or a key) with a lone surrogate, which UTF-8 cannot
+    encode (JSON's ``"\\ud800"`` escape decodes to one, and so do argv bytes
+    that are not UTF-8), a number that is not finite (NaN, Infinity), or
+    nesting deeper than ``max_depth``. The error names
+    the place (``messages[3].content``), never the text.
+    """
+    stack: list[tuple[object, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        v, where = stack.pop()
+        if isinstance(v, str):
+            if not _encodable(v):
+                raise _not_unicode(what, where)
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            # JSON has no NaN or Infinity: stored, it would fail every later read.
+            raise InvalidRequest(
+                f"{_place(what, where)} is {v}, which JSON cannot hold",
+                hint="send finite numbers, or the value as a string",
+            )
+        if isinstance(v, dict):
+            items: list[tuple[str | int, object]] = []
+            for k, x in v.items():
+                if isinstance(k, str) and not _encodable(k):
+                    raise _not_unicode(what, where, key=True)
+                items.append((str(k), x))
+        elif isinstance(v, list | tuple):
+            items = list(enumerate(v))
+        else:
+            continue
+        if len(where) >= max_depth and items:
+            raise InvalidRequest(
+                f"{_place(what, where)} is nested deeper than {max_depth} levels",
+                hint="send chat messages as JSON of ordinary depth",
+            )
+        stack.extend((x, (*where, k)) for k, x in items)
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _place(what: str, where: tuple[str | int, ...], shown: int = 4) -> str:
+    """``messages[3].content``: where in ``what`` a value is (its first ``shown`` steps)."""
+    parts = [what]
+    for k in where[:shown]:
+        parts.append(f".{k}" if isinstance(k, str) and _IDENTIFIER.match(k) else f"[{k!r}]")
+    return "".join(parts) + ("..." if len(where) > shown else "")
+
+
+def _not_unicode(what: str, where: tuple[str | int, ...], *, key: bool = False) -> InvalidRequest:
+    place = f"a key of {_place(what, where)}" if key else _place(what, where)
+    return InvalidRequest(
+        f"{place} is not valid Unicode text (a lone surrogate, such as the JSON escape \\ud800)",
+        hint="send UTF-8 text; escape only whole characters (a surrogate pair, or none)",
+    )
 
 
 def request_sha256(text: str) -> str:
@@ -87,22 +165,26 @@ class SqliteFile:
     ``migrations[i]`` takes the file from schema version i to i + 1; opening
     applies the missing ones. ``label`` names the file in error messages ("the
     state database"); the stores sharing it pass their own ("the session
-    ledger") to :meth:`connection`, :meth:`write` and :meth:`errors`. Every
-    failure is raised as ``StoreError`` (retryable) or ``StoreCorrupt``.
+    ledger") and the operation they attempt ("read checkpoint 2 of session
+    s-1") to :meth:`read` and :meth:`write`. With ``lazy`` the file is opened
+    at its first use, not here: a command that needs none of it never touches
+    it (and never fails on it). Every failure is raised as ``StoreError``
+    (retryable) or ``StoreCorrupt``.
     """
 
-    def __init__(self, path: Path, migrations: Sequence[str], label: str) -> None:
+    def __init__(
+        self, path: Path, migrations: Sequence[str], label: str, *, lazy: bool = False
+    ) -> None:
         self.path = path
         self.label = label
         self._migrations = tuple(migrations)
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._open_lock = threading.Lock()
+        self._ready = False  # the directory exists and the schema is current
         self._connections: list[sqlite3.Connection] = []
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the directory of {path}: {exc}") from exc
-        self._migrate()
+        if not lazy:
+            self.connection(op="open the file")
 
     def close(self) -> None:
         """Close every thread's connection; the file must not be used after."""
@@ -112,12 +194,68 @@ class SqliteFile:
             self._connections.clear()
         self._local = threading.local()
 
-    def connection(self, label: str | None = None) -> sqlite3.Connection:
-        """This thread's connection (in autocommit mode: transactions are explicit)."""
+    def connection(self, label: str | None = None, op: str = "open the file") -> sqlite3.Connection:
+        """This thread's connection (in autocommit mode: transactions are explicit).
+
+        The first one opens the file: its directory is made and the missing
+        migrations are applied.
+        """
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
-        if con is not None:
-            return con
-        with self.errors(label):
+        if con is None:
+            if not self._ready:
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(
+                        f"cannot {op}: cannot create the directory of {self.path}: "
+                        f"{exc.strerror or exc}",
+                        hint="check the permissions of the ctxsvc home, then retry",
+                    ) from exc
+            con = self._connect(label, op)
+        if not self._ready:
+            with self._open_lock:
+                if not self._ready:
+                    self._migrate(con, label, op)
+                    self._ready = True
+        return con
+
+    @contextmanager
+    def read(self, label: str | None = None, op: str = "read") -> Iterator[sqlite3.Connection]:
+        """This thread's connection, sqlite3 failures in the block translated."""
+        con = self.connection(label, op)
+        with self.errors(label, op):
+            yield con
+
+    @contextmanager
+    def write(self, label: str | None = None, op: str = "write") -> Iterator[sqlite3.Connection]:
+        """A write transaction, committed when the block ends without error.
+
+        sqlite3 failures in the block are translated like :meth:`errors`.
+        """
+        with self._transaction(self.connection(label, op), label, op) as con:
+            yield con
+
+    @contextmanager
+    def errors(self, label: str | None = None, op: str = "use the file") -> Iterator[None]:
+        """Translate sqlite3 failures into the ctxsvc hierarchy, naming ``label``
+        (by default this file's own label) and the operation ``op``."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, label or self.label, op) from exc
+        # sqlite3 binding a str with a lone surrogate, or an int past 64 bits
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"cannot {op}: a value given is not valid Unicode text (a lone surrogate)",
+                hint="send UTF-8 text",
+            ) from None
+        except OverflowError:
+            raise InvalidRequest(
+                f"cannot {op}: a number given is larger than {MAX_INTEGER}"
+            ) from None
+
+    def _connect(self, label: str | None, op: str) -> sqlite3.Connection:
+        with self.errors(label, op):
             # check_same_thread is off only so that close() may run anywhere.
             con = sqlite3.connect(
                 self.path,
@@ -145,13 +283,10 @@ class SqliteFile:
         return con
 
     @contextmanager
-    def write(self, label: str | None = None) -> Iterator[sqlite3.Connection]:
-        """A write transaction, committed when the block ends without error.
-
-        sqlite3 failures in the block are translated like :meth:`errors`.
-        """
-        con = self.connection(label)
-        with self.errors(label):
+    def _transaction(
+        self, con: sqlite3.Connection, label: str | None, op: str
+    ) -> Iterator[sqlite3.Connection]:
+        with self.errors(label, op):
             # IMMEDIATE takes the write lock up front, where busy_timeout applies;
             # upgrading a read transaction later can fail at once with SQLITE_BUSY.
             con.execute("BEGIN IMMEDIATE")
@@ -163,26 +298,18 @@ class SqliteFile:
                     con.execute("ROLLBACK")
                 raise
 
-    @contextmanager
-    def errors(self, label: str | None = None) -> Iterator[None]:
-        """Translate sqlite3 failures into the ctxsvc hierarchy, naming ``label``
-        (by default this file's own label)."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path, label or self.label) from exc
-
-    def _migrate(self) -> None:
+    def _migrate(self, con: sqlite3.Connection, label: str | None, op: str) -> None:
         latest = len(self._migrations)
-        with self.write() as con:
+        with self._transaction(con, label, op):
             con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             try:
                 version = int(row[0]) if row else 0
             except ValueError:
                 raise StoreCorrupt(
-                    f"{self.path} has an unreadable schema version {row[0]!r}",
-                    hint=f"move {self.path} aside; ctxsvc will start a new one",
+                    f"cannot {op}: {label or self.label} {self.path} is damaged"
+                    " (an unreadable schema version)",
+                    hint=damaged_hint(self.path),
                 ) from None
             if version > latest:
                 raise StoreCorrupt(
@@ -211,27 +338,62 @@ def _statements(script: str) -> Iterator[str]:
             pending = ""
 
 
-def translate(exc: sqlite3.Error, path: Path, label: str) -> StoreError:
+def damaged_hint(path: Path) -> str:
+    """What to do about a damaged state database at ``path``, and what it costs."""
+    return (
+        "restore it from a backup, or move it aside with its -wal and -shm files"
+        f" (mv {path} {path}.damaged): ctxsvc then starts an empty one, and its sessions,"
+        " checkpoints, workspace logs and records of what sessions received are lost"
+        " (indexes are kept)"
+    )
+
+
+def translate(exc: sqlite3.Error, path: Path, label: str, op: str = "use the file") -> StoreError:
+    """``exc`` as a ctxsvc error naming ``label``, the file and the operation ``op``.
+
+    The message never quotes what sqlite3 put of a row in its own: a TEXT
+    value that is not UTF-8 comes back quoted in full (a transcript, say).
+    """
     name = getattr(exc, "sqlite_errorname", "") or ""
-    text = str(exc)
-    if (
-        name in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
-        or "malformed" in text
-        or "not a database" in text
+    reason = _reason(exc)
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or any(
+        sign in str(exc) for sign in _DAMAGE
     ):
         return StoreCorrupt(
-            f"{label} {path} is damaged: {text}",
-            hint=f"move {path} aside; ctxsvc will start a new, empty one",
+            f"cannot {op}: {label} {path} is damaged ({reason})", hint=damaged_hint(path)
         )
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in reason:
         return StoreError(
-            f"{label} {path} stayed locked by another process for"
-            f" {BUSY_TIMEOUT_MS // 1000}s: nothing was written",
+            f"cannot {op}: {label} {path} stayed locked by another process for"
+            f" {BUSY_TIMEOUT_MS // 1000}s; nothing was written",
             hint="retry; if it persists, look for a stuck ctxsvc process",
         )
     if name.startswith(("SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_READONLY")):
         return StoreError(
-            f"cannot read or write {label} {path}: {text}",
+            f"cannot {op}: cannot read or write {label} {path} ({reason})",
             hint="check free disk space and permissions, then retry",
         )
-    return StoreError(f"{label} {path}: {text}", hint="retry")
+    return StoreError(f"cannot {op}: {label} {path} ({reason})", hint="retry")
+
+
+# What SQLite (or sqlite3, decoding a value) says of a file it cannot read as written.
+_DAMAGE = ("malformed", "not a database", "Could not decode to UTF-8", "no such table")
+_UNDECODABLE = re.compile(r"Could not decode to UTF-8 column '([^']*)'")
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    """What went wrong, without any of the row's data."""
+    text = str(exc)
+    undecodable = _UNDECODABLE.match(text)
+    if undecodable:
+        return f"column {undecodable[1]} holds bytes that are not UTF-8"
+    text = text.split(" with text ", 1)[0]  # never quote a value
+    name = getattr(exc, "sqlite_errorname", "") or type(exc).__name__
+    return text[:200] if text else name
+
+
+def unreadable(exc: Exception) -> str:
+    """Why a stored JSON value could not be read back, without quoting any of it."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON: {exc.msg} at character {exc.pos}"
+    return f"not in the stored form ({type(exc).__name__})"

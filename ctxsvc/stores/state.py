@@ -1,7 +1,7 @@
 """The state database: one SQLite file holding every store of session state.
 
-``StateStore`` opens the file once (connections, migrations) and hands its
-stores that one database: the session ledger (what each session received),
+``StateStore`` opens the file once (connections, migrations), at its first
+use, and hands its stores that one database: the session ledger (what each session received),
 the checkpoint store (sessions and their checkpoints) and the workspace log
 (events shared by the sessions of a workspace). Each store can also open the
 file alone, on a path, for a test or a tool that needs only it.
@@ -23,13 +23,15 @@ __all__ = ["StateStore"]
 class StateStore:
     """The state database at ``path`` and the stores that share it.
 
-    Thread- and process-safe like its stores. Opening raises ``StoreError``
-    (retryable) or ``StoreCorrupt`` (a damaged file, or one a newer ctxsvc
-    wrote).
+    Thread- and process-safe like its stores. Nothing is opened here: the
+    file is, at the first call of one of its stores, so that what needs no
+    session state (a query without a session) never fails on a damaged
+    file. That call raises ``StoreError`` (retryable) or ``StoreCorrupt``
+    (a damaged file, or one a newer ctxsvc wrote).
     """
 
     def __init__(self, path: Path) -> None:
-        self.db = SqliteFile(path, MIGRATIONS, STATE_LABEL)
+        self.db = SqliteFile(path, MIGRATIONS, STATE_LABEL, lazy=True)
         self.path = path
         self.ledger = SessionLedger(self.db)
         self.checkpoints = CheckpointStore(self.db)

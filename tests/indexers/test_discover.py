@@ -7,6 +7,7 @@ repository with the git binary.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import cli_env, run_cli
 
 from ctxsvc.errors import InvalidPath
 from ctxsvc.models import FileText, SkippedFile, SkipReason, SourceFile
@@ -477,3 +479,83 @@ def test_old_mac_line_ends_neither_hide_a_generated_header_nor_look_minified(
     long = read_text(tmp_path, discovered(tmp_path, "long.py"), max_file_bytes=LIMIT)
     assert isinstance(long, SkippedFile) and long.reason is SkipReason.MINIFIED
     assert 'lone "\\r"' in long.detail
+
+
+# Issue 14, item 2: a .gitignore pattern that makes a backtracking matcher run
+# for ever on a name of many "a"s. git 2.39 itself hangs deciding this name.
+BOMB = "*a*a*a*a*a*a*a*a*a*a*a*a*b"
+CLI_FREEZE_GUARD_S = 120
+
+
+def ctxsvc_cli(home: Path, *args: str) -> dict[str, object] | list[object]:
+    """``python -m ctxsvc ARGS --json``'s answer; fails if it exits non-zero or
+    is still running after the freeze guard."""
+    try:
+        done = run_cli(cli_env(home), *args, "--json", timeout=CLI_FREEZE_GUARD_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"ctxsvc {' '.join(args)} froze (still running after {CLI_FREEZE_GUARD_S}s)")
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, object] | list[object] = json.loads(done.stdout)
+    return answer
+
+
+@needs_git
+def test_the_walk_decides_the_bomb_as_git_does(tmp_path: Path) -> None:
+    """Only names ending in "b" are ignored: git is the oracle, on names short
+    enough for its backtracking to answer (the CLI test below takes long ones)."""
+    oracle, walked = tmp_path / "oracle", tmp_path / "walked"
+    names = {"a" * 12 + ".py": False, "a" * 12 + "b": True}  # name -> ignored
+    for root in (oracle, walked):
+        write(root, ".gitignore", BOMB + "\n")
+    git(oracle, "init", "-q")
+    for name, ignored in names.items():
+        write(walked, name, "x = 1\n")
+        done = subprocess.run(
+            ["git", "-c", "core.excludesFile=/dev/null", "check-ignore", "--no-index", name],
+            cwd=oracle,
+            capture_output=True,
+            timeout=CLI_FREEZE_GUARD_S,
+            check=False,
+        )
+        assert done.returncode == (0 if ignored else 1), (name, done.stderr)
+    found = discover(walked)
+    assert not found.git and not found.notes
+    assert [f.path for f in found.files] == [".gitignore", "a" * 12 + ".py"]
+
+
+@pytest.mark.slow
+def test_the_gitignore_bomb_neither_freezes_the_cli_nor_hides_the_file(tmp_path: Path) -> None:
+    root, home = tmp_path / "bomb", tmp_path / "home"
+    kept, dropped = "a" * 60 + ".py", "a" * 60 + "b"
+    write(root, ".gitignore", BOMB + "\n")
+    write(root, kept, "def survives_the_bomb():\n    return 42\n")
+    write(root, dropped, "def hidden_by_the_bomb():\n    return 0\n")
+
+    summary = ctxsvc_cli(home, "index", str(root), "--no-vectors")
+    assert isinstance(summary, dict)
+    assert summary["files_seen"] == 2 and summary["warnings"] == []  # .gitignore and kept
+    (status,) = ctxsvc_cli(home, "status", "bomb")
+    assert isinstance(status, dict)
+    assert status["files"] == 2 and status["added"] == status["changed"] == []
+    pack = ctxsvc_cli(home, "query", "bomb", "survives_the_bomb hidden_by_the_bomb", "--no-refresh")
+    assert isinstance(pack, dict) and isinstance(pack["items"], list)
+    assert {item["path"] for item in pack["items"]} == {kept}
+    assert "def survives_the_bomb" in str(pack["rendered"])
+
+
+@pytest.mark.slow
+def test_a_pattern_over_the_size_limit_is_named_and_not_applied(tmp_path: Path) -> None:
+    root, home = tmp_path / "long", tmp_path / "home"
+    pattern = "secret_" + "*" * 1100 + ".py"  # git would apply it: it names secret_notes.py
+    write(root, ".gitignore", "# one pattern too long to apply\n" + pattern + "\n")
+    write(root, "secret_notes.py", "def named_by_the_long_pattern():\n    return 1\n")
+
+    summary = ctxsvc_cli(home, "index", str(root), "--no-vectors")
+    assert isinstance(summary, dict) and isinstance(summary["warnings"], list)
+    (warning,) = summary["warnings"]
+    assert "gave up on pattern 'secret_***" in warning
+    assert "(line 2 of " in warning and str(root / ".gitignore") in warning
+    assert "over the limit of 1024" in warning and "is not applied" in warning
+    pack = ctxsvc_cli(home, "query", "long", "named_by_the_long_pattern", "--no-refresh")
+    assert isinstance(pack, dict) and isinstance(pack["items"], list)
+    assert {item["path"] for item in pack["items"]} == {"secret_notes.py"}
