@@ -31,13 +31,14 @@ from ctxsvc.errors import (
     StoreCorrupt,
     StoreError,
 )
-from ctxsvc.indexing import Reporter, index_repository
+from ctxsvc.indexing import NullReporter, Reporter, index_repository
 from ctxsvc.limits import NAME
 from ctxsvc.models import Freshness, IndexSummary, RepoStatus, Symbol
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import IndexMeta, LanceStore, OutdatedIndex
-from ctxsvc.stores.locks import FileLock
+from ctxsvc.stores.locks import FileLock, held
 from ctxsvc.tokens import TokenCounter
+from ctxsvc.vector_fill import Filler
 from ctxsvc.view import RepoView
 from indexers.discover import discover, root_identity
 from indexers.embed import Embedder
@@ -45,6 +46,7 @@ from indexers.embed import Embedder
 log = logging.getLogger(__name__)
 ADDED_TTL_SECONDS = 2.0  # how stale the list of added files may be (changed files: never)
 VIEW_ATTEMPTS = 3  # view loads a run committing meanwhile may restart
+REFRESH_EMBEDS = 16  # chunks a query's refresh embeds itself when nothing fills behind
 
 
 class IndexListener(Protocol):
@@ -79,7 +81,10 @@ class Catalog:
 
     Safe to share between threads: a view loads once per index generation.
     ``embedder`` (optional) embeds chunks when indexing; without it an index
-    run stores full text and symbols and marks its vectors missing.
+    run stores full text and symbols and marks its vectors missing. A run
+    commits before it embeds; with ``fill_behind`` (a server) the vectors then
+    fill in a background thread whenever a run leaves some missing, else only
+    when the caller waits for them (``index(wait=True)``).
     """
 
     def __init__(
@@ -88,11 +93,15 @@ class Catalog:
         store: LanceStore,
         tokens: TokenCounter,
         embedder: Embedder | None = None,
+        *,
+        fill_behind: bool = False,
     ) -> None:
         self.settings = settings
         self.store = store
         self.tokens = tokens
         self.embedder = embedder
+        self.filler = Filler(store, settings, embedder) if embedder is not None else None
+        self.fill_behind = fill_behind
         self._listeners: list[IndexListener] = []
         self._views: dict[str, RepoView] = {}
         self._checked: set[tuple[str, object]] = set()  # (name, pins) opened by damaged()
@@ -114,13 +123,17 @@ class Catalog:
         reembed: bool = False,
         rebuild: bool = False,
         reporter: Reporter | None = None,
+        wait: bool = True,
     ) -> IndexSummary:
         """Index (or re-index incrementally) the directory at ``path``.
 
         ``path`` may also name an index (``ctxsvc index --rebuild NAME``). A
         rebuild parses everything again into new tables and swaps readers over
         at its commit (see ``index_repository``): views keep answering from the
-        old index until then, and a damaged index is repaired.
+        old index until then, and a damaged index is repaired. The index
+        answers from its commit on; with ``wait`` this call then embeds the
+        chunks that have no vector yet, else they fill in behind (with
+        ``fill_behind``) or wait for a later run.
         """
         root, name = self.index_target(path, name, rebuild=rebuild)
         # An index of an older schema is rebuilt by the run (index_repository)
@@ -141,7 +154,26 @@ class Catalog:
             after = self.view(self.resolve(name))
             for listener in watching:
                 listener.indexed(before, after)
+        if summary.vectors == "partial" and vectors and self.filler is not None:
+            if wait:
+                summary = self.filler.now(summary, reporter or NullReporter())
+            elif self.fill_behind:
+                self.filler.behind(name)
         return summary
+
+    def fill_pending(self) -> list[str]:
+        """Fill behind the vectors every index of this model still lacks (a run killed
+        mid-embedding, or one that left them to a server); the names it took on."""
+        if self.filler is None or not self.fill_behind:
+            return []
+        names = [
+            m.name
+            for m in self.store.list_meta()
+            if m.vectors == "partial" and m.model == self.filler.embedder.name
+        ]
+        for name in names:
+            self.filler.behind(name)
+        return names
 
     def index_target(
         self, path: str | Path, name: str | None = None, *, rebuild: bool = False
@@ -281,7 +313,12 @@ class Catalog:
                 return cached
             for _ in range(VIEW_ATTEMPTS):
                 reader = self.store.reader(meta.name)
-                view = RepoView.load(reader)
+                if cached is not None and reader.meta.pins() == cached.meta.pins():
+                    return cached  # ``meta`` was older than the view
+                if cached is not None and reader.meta.text_pins() == cached.meta.text_pins():
+                    view = cached.with_vectors(reader)  # a fill committed more vectors
+                else:
+                    view = RepoView.load(reader)
                 if not reader.moved:
                     break
             else:
@@ -302,7 +339,17 @@ class Catalog:
         fresh = self.freshness(meta)
         refreshed: tuple[str, ...] = ()
         if refresh and fresh.all:
-            self.index(meta.root, meta.name, vectors=meta.vectors != "disabled")
+            # A query does not wait for embedding: the few chunks of a small edit are
+            # embedded at once where nothing fills behind (the CLI), the rest later.
+            summary = self.index(
+                meta.root, meta.name, vectors=meta.vectors != "disabled", wait=False
+            )
+            if (
+                not self.fill_behind
+                and self.filler is not None
+                and 0 < summary.vectors_missing <= REFRESH_EMBEDS
+            ):
+                self.filler.now(summary, NullReporter())
             meta = self.resolve(meta.name)
             stale, fresh = fresh.all, self.freshness(meta, full=True)
             refreshed = tuple(p for p in stale if p not in fresh.all)
@@ -385,8 +432,20 @@ class Catalog:
         except StoreCorrupt as exc:  # a damaged index still has a status: what its row says
             fresh = Freshness((), (), (), (f"damaged: {exc.message}; {exc.hint}",))
         degraded = list(fresh.degraded)
-        if meta.vectors != "complete":
+        share = meta.vectors_share()
+        if meta.vectors == "partial":
+            filling = (self.filler is not None and self.filler.filling(meta.name)) or held(
+                self.settings.locks_path / f"{meta.name}.fill.lock"
+            )
+            degraded.append(
+                f"vectors: partial {meta.vectors_percent()}"
+                + ("; filling in" if filling else "; `ctxsvc index` fills in the rest")
+            )
+        elif meta.vectors != "complete":
             degraded.append(f"vectors {meta.vectors}: vector search is off or partial")
+        problem = self.filler.problem(meta.name) if self.filler is not None else None
+        if problem and meta.vectors != "complete":
+            degraded.append(f"vectors: filling stopped: {problem}")
         stats = meta.stats
         return RepoStatus(
             name=meta.name, root=meta.root, commit=meta.commit, indexed_at=meta.indexed_at,
@@ -394,7 +453,7 @@ class Catalog:
             symbols=int(stats.get("symbols", 0)), model=meta.model, dimension=meta.dimension,
             tokenizer=meta.tokenizer, vectors=meta.vectors, changed=fresh.changed,
             added=fresh.added, deleted=fresh.deleted, degraded=tuple(degraded),
-            skipped=dict(stats.get("skipped", {})), version=meta.generation,
+            skipped=dict(stats.get("skipped", {})), version=meta.generation, vectors_share=share,
         )  # fmt: skip
 
 

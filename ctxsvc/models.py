@@ -185,11 +185,12 @@ class IndexSummary:
     tokens: int
     chunks_embedded: int  # embedded in this run
     chunks_reused: int  # vectors taken from the content-hash cache
-    vectors: str  # "complete", "missing" or "disabled"
+    vectors: str  # "complete", "partial" (filling in), "missing" or "disabled"
     model: str | None
     timings: tuple[StageTiming, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
     version: int = 0
+    vectors_missing: int = 0  # chunks without a vector when the run ended
 
 
 @dataclass(frozen=True)
@@ -206,13 +207,14 @@ class RepoStatus:
     model: str | None
     dimension: int | None
     tokenizer: str
-    vectors: str  # "complete", "missing" or "disabled"
+    vectors: str  # "complete", "partial" (filling in), "missing" or "disabled"
     changed: tuple[str, ...] = ()  # files changed on disk since indexing
     added: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()
     degraded: tuple[str, ...] = ()
     skipped: dict[str, int] = field(default_factory=dict)
     version: int = 0
+    vectors_share: float | None = None  # of chunks with a vector; None without vectors
 
 
 @dataclass(frozen=True)

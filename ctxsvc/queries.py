@@ -314,7 +314,8 @@ class Queries:
         current = self.catalog.current(name_or_path, refresh=refresh)
         vector = None
         if query is not None and self.retrieval.vector:
-            vector, why_not = self.vectors.vector(current.meta, query)
+            # The view's row: the vectors ranked with (a fill may have committed since resolve).
+            vector, why_not = self.vectors.vector(current.view.meta, query)
             current.degraded.extend(why_not)
         config = self.retrieval if vector is not None else replace(self.retrieval, vector=False)
         return _Started(current, vector, config)

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     embed_max_seq_tokens: int = 192
     embed_quantize: bool = True
     embed_threads: int = 0  # 0: torch's default
+    # Embedding worker processes of one thread each for large batches; 0: as many as cores.
+    embed_workers: int = 0
+    # Parse processes for a cold index; 0: as many as cores, 1: in this process.
+    parse_processes: int = 0
     embed_timeout: float = 120.0  # seconds per indexing batch before the model counts as stalled
     query_embed_timeout: float = 5.0  # seconds per query before it is answered without vectors
     # The HTTP API (``ctxsvc serve``)
@@ -111,6 +115,8 @@ class Settings(BaseSettings):
     request_timeout: float = 120.0  # seconds from a request's arrival to its answer; 0: none
     body_timeout: float = 10.0  # seconds for a request's whole body to arrive; 0: none
     shutdown_timeout: int = 10  # seconds running requests get after SIGTERM
+    # CLI queries go to a running local `ctxsvc serve` of the same data directory when one is up.
+    use_server: bool = True
     # Optional LLM checkpoint summarizer (OpenAI-compatible API base); empty: offline only
     summarizer_url: str = ""
     summarizer_model: str = "gpt-4o-mini"
@@ -183,6 +189,12 @@ class Settings(BaseSettings):
             )
         if self.embed_batch_size <= 0 or self.embed_max_seq_tokens <= 0:
             raise ConfigError("embedding batch size and sequence limit must be positive")
+        for name in ("embed_workers", "parse_processes"):
+            if not 0 <= getattr(self, name) <= 64:
+                raise ConfigError(
+                    f"CTXSVC_{name.upper()} must be 0 (as many as cores) to 64, "
+                    f"got {getattr(self, name)}"
+                )
         for name in ("request_timeout", "body_timeout", "shutdown_timeout"):
             if not 0 <= getattr(self, name) < 10**6:  # NaN fails this too
                 raise ConfigError(

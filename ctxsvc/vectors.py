@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ctxsvc.stores.lance import IndexMeta
-from indexers.embed import Embedder
+from indexers.embed import Embedder, ModelLoading
 
 QUERY_CACHE_SIZE = 1024
 
@@ -55,13 +55,18 @@ class QueryVectors:
             return None, [
                 f"vector: the index holds {meta.model} vectors, the service runs {self.embedder.name}"
             ]
-        notes = (
-            []
-            if meta.vectors == "complete"
-            else [f"vector: only some chunks have vectors ({meta.vectors})"]
-        )
+        notes = []
+        if meta.vectors == "partial":
+            notes.append(
+                f"vectors: partial {meta.vectors_percent()}: chunks without a vector yet "
+                "are ranked by the other signals"
+            )
+        elif meta.vectors != "complete":
+            notes.append(f"vector: only some chunks have vectors ({meta.vectors})")
         try:
             return self._embed(self.query_embedder, query), notes
+        except ModelLoading:
+            return None, ["vector: the embedding model is still loading: answered without it"]
         except Exception as exc:  # a failing or stalled model degrades the answer, never fails it
             return None, [f"vector: the query could not be embedded ({type(exc).__name__}: {exc})"]
 

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import numpy as np
@@ -128,6 +128,18 @@ class RepoView:
                 "seconds": round(view.load_seconds, 3),
             },
         )
+        return view
+
+    def with_vectors(self, reader: RepoReader) -> RepoView:
+        """This view with the vectors ``reader`` pins: a fill committed more of them
+        over the same text (``IndexMeta.text_pins`` equal), so nothing else is read."""
+        t0 = time.perf_counter()
+        vectors, has_vector = _align_vectors(reader, self.chunks)
+        view = replace(
+            self, reader=reader, meta=reader.meta, vectors=vectors, has_vector=has_vector,
+            _lines=OrderedDict(), _lines_total=0, _lines_lock=threading.Lock(),
+        )  # fmt: skip
+        view.load_seconds = time.perf_counter() - t0
         return view
 
     def indexed_hashes(self) -> dict[str, str]:

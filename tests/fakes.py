@@ -80,3 +80,21 @@ class Interrupted(HashEmbedder):
         if self.calls >= self.ok_calls:
             raise KeyboardInterrupt
         return super().embed(texts)
+
+
+class KillAt:
+    """A progress reporter that interrupts the run as stage ``stage`` starts, as a kill
+    at that point would (say "commit": everything written, nothing committed)."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def start(self, stage: str, total: int | None) -> None:
+        if stage == self.stage:
+            raise KeyboardInterrupt
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        pass
+
+    def finish(self, stage: str) -> None:
+        pass

@@ -6,6 +6,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,27 @@ def test_query_prints_the_files_lines_exactly(exact_home: Path, fmt: list[str]) 
     )  # fmt: skip
     assert r.returncode == 0, r.stderr.decode()
     assert GO in r.stdout and CRLF in r.stdout
+
+
+@pytest.mark.slow
+def test_index_no_wait_answers_at_once_and_a_process_behind_fills_the_vectors(
+    repo: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = cli_env(home)
+    r = run_cli(env, "index", str(repo), "--no-wait", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["vectors"] == "partial" and summary["chunks_embedded"] == 0
+    assert any("vectors fill in behind: process" in w for w in summary["warnings"])
+    q = run_cli(env, "query", str(repo), "how does the server handle a request", "--json",
+                "--no-server")  # fmt: skip
+    assert q.returncode == 0 and json.loads(q.stdout)["items"], q.stderr
+    deadline = time.monotonic() + 300
+    while True:  # the detached `ctxsvc index` loads the model and embeds everything
+        status = json.loads(run_cli(env, "status", "demo", "--json", "--no-server").stdout)[0]
+        if status["vectors"] == "complete":
+            break
+        assert time.monotonic() < deadline, (home / "logs" / "fill-demo.log").read_text()
+        time.sleep(1)
+    assert status["vectors_share"] == 1.0 and not status["degraded"]

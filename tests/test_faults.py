@@ -16,7 +16,7 @@ import pytest
 from conftest import cli_env, run_cli, write_tree
 from fakes import FailingEmbedder, HangingEmbedder, HashEmbedder
 
-from ctxsvc import indexing
+from ctxsvc import vector_fill
 from ctxsvc.compose import build_service
 from ctxsvc.errors import StoreError
 from ctxsvc.http import create_app
@@ -31,12 +31,12 @@ from indexers.embed import EmbedderStalled, GuardedEmbedder
 def test_hanging_model_during_indexing_degrades_and_keeps_finished_batches(
     settings: Settings, counter: TiktokenCounter, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(indexing, "EMBED_COMMIT_EVERY", 2)
+    monkeypatch.setattr(vector_fill, "BATCH", 2)
     hung = HangingEmbedder(ok_calls=2)
     store = LanceStore(settings.db_path)
     guarded = GuardedEmbedder(hung, timeout=0.5, cooldown=60)
     s = build_service(settings, store=store, tokens=counter, embedder=guarded).index(repo)
-    assert s.vectors == "missing" and s.chunks_embedded == 4
+    assert s.vectors == "partial" and s.chunks_embedded == 4
     assert any("did not answer within 0.5 s" in w for w in s.warnings)
     # Later calls fail at once while the breaker is open.
     with pytest.raises(EmbedderStalled, match="paused"):

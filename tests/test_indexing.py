@@ -9,7 +9,7 @@ import pytest
 from conftest import git
 from fakes import FailingEmbedder, HashEmbedder
 
-from ctxsvc import indexing
+from ctxsvc import vector_fill
 from ctxsvc.compose import build_service
 from ctxsvc.errors import IndexBusy, InvalidPath, ModelMismatch
 from ctxsvc.service import ContextService
@@ -123,12 +123,12 @@ def test_degraded_without_model_then_filled(
 def test_embedder_failing_mid_run_keeps_finished_batches(
     settings: Settings, counter: TiktokenCounter, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(indexing, "EMBED_COMMIT_EVERY", 2)
+    monkeypatch.setattr(vector_fill, "BATCH", 2)
     store = LanceStore(settings.db_path)
     s = build_service(
         settings, store=store, tokens=counter, embedder=FailingEmbedder(ok_calls=2)
     ).index(repo)
-    assert s.vectors == "missing" and s.chunks_embedded == 4
+    assert s.vectors == "partial" and s.chunks_embedded == 4 and s.vectors_missing > 0
     assert any("embedding failed after 4 chunks" in w for w in s.warnings)
     resumed = HashEmbedder()
     s2 = build_service(settings, store=store, tokens=counter, embedder=resumed).index(repo)

@@ -12,9 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from fakes import HashEmbedder, Interrupted
+from fakes import HashEmbedder, KillAt
 
-from ctxsvc import indexing
 from ctxsvc.compose import build_service
 from ctxsvc.errors import StoreCorrupt
 from ctxsvc.service import ContextService
@@ -72,10 +71,9 @@ def test_a_killed_rebuild_leaves_the_old_index_and_the_next_run_drops_its_set(
     (repo / "extra.py").write_text(
         "".join(f"def step_{i}(x):\n    return x + {i} * {i}\n\n\n" for i in range(40))
     )
-    monkeypatch.setattr(indexing, "EMBED_COMMIT_EVERY", 2)
-    killed = build_service(settings, embedder=Interrupted(ok_calls=1), tokens=counter)
+    killed = build_service(settings, embedder=HashEmbedder(), tokens=counter)
     with pytest.raises(KeyboardInterrupt):
-        killed.index(repo, rebuild=True)
+        killed.index(repo, rebuild=True, reporter=KillAt("commit"))
     # The old index answers as before; the half-written set lies beside it.
     fresh = LanceStore(settings.db_path)
     assert fresh.meta("demo") == before and set(sets(fresh)) == {0, 1}
@@ -84,9 +82,8 @@ def test_a_killed_rebuild_leaves_the_old_index_and_the_next_run_drops_its_set(
     model = HashEmbedder()
     s = build_service(settings, embedder=model, tokens=counter).index(repo)
     assert set(sets(fresh)) == {0} and s.version == 2
-    # The batch the killed rebuild embedded is kept (vectors are never rolled back).
     new = {c.content_hash for c in fresh.reader("demo").chunks() if c.path == "extra.py"}
-    assert model.embedded == s.chunks_embedded == len(new) - 2
+    assert model.embedded == s.chunks_embedded == len(new)
 
 
 def test_a_replaced_set_is_dropped_only_after_the_grace_period(

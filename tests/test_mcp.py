@@ -29,9 +29,8 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from ctxsvc.errors import StoreError
 from ctxsvc.http import create_app
-from ctxsvc.mcp.server import McpHttp, serve_stdio
+from ctxsvc.mcp.server import McpHttp
 from ctxsvc.mcp.tools import TOOLS
 from ctxsvc.service import ContextService
 from ctxsvc.stores.locks import FileLock
@@ -251,20 +250,6 @@ def test_stdio_server_refuses_an_unknown_default_repo(tmp_path: Path) -> None:
     done = run_cli(cli_env(tmp_path / "home"), "mcp", "--repo", "nope", timeout=120)
     assert done.returncode == 3 and done.stdout == ""
     assert "no index named or rooted at 'nope'" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_stdout_carries_only_the_protocol_while_loading(capfd: pytest.CaptureFixture[str]) -> None:
-    def load() -> ContextService:
-        print("a library chatting while the model loads")
-        raise StoreError("the store cannot be opened")
-
-    with pytest.raises(StoreError):  # raised as itself, before the server starts
-        serve_stdio(load)
-    out, err = capfd.readouterr()
-    assert out == "" and "a library chatting" in err
-
-
-# -- HTTP: /mcp in-process, then a real `ctxsvc serve` -----------------------------------
 
 
 @asynccontextmanager

@@ -14,14 +14,21 @@ import argparse
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ctxsvc.bench.repository import DEFAULT_TASKS
-from ctxsvc.bench.runner import BUDGETS, SYSTEMS
-from ctxsvc.candidates import DETAILS
 from ctxsvc.errors import InvalidRequest
-from ctxsvc.models import EVENT_KINDS
 
 DESCRIPTION = "The ``ctxsvc`` command line: parse, call the service, render."
 REPO_HELP = "index name or repository path"
+NO_SERVER_HELP = (
+    "answer in this process even when a `ctxsvc serve` of this data directory runs "
+    "(also: CTXSVC_USE_SERVER=0)"
+)
+# Copies of constants whose modules are slow to import (the bench runner, retrieval);
+# tests/test_startup.py checks that they match.
+DETAILS = ("snippets", "skeleton", "map", "full")  # ctxsvc.candidates.DETAILS
+EVENT_KINDS = ("decision", "renamed", "removed", "changed", "note")  # ctxsvc.models
+BENCH_BUDGETS = (2000, 4000, 8000, 16000)  # ctxsvc.bench.runner.BUDGETS
+BENCH_SYSTEMS = ("ctxsvc", "bm25-files", "bm25-windows", "oracle", "whole-repo")  # .SYSTEMS
+BENCH_TASKS = 50  # ctxsvc.bench.repository.DEFAULT_TASKS
 
 
 def text(value: str) -> str:
@@ -69,11 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--reembed", action="store_true", help="replace every vector (after a model change)"
     )
     ix.add_argument("--rebuild", action="store_true", help="drop the index and build it again")
+    ix.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait for every vector (default); --no-wait returns once the index answers "
+        "and a background process fills the vectors",
+    )
     ix.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     st = sub.add_parser("status", help="what is indexed, how fresh, what is degraded")
     st.add_argument("name", nargs="?", type=str, help=f"{REPO_HELP} (default: all)")
     st.add_argument("--json", action="store_true")
+    st.add_argument("--no-server", action="store_true", help=NO_SERVER_HELP)
 
     q = sub.add_parser("query", help="context for a task, within a token budget")
     q.add_argument("repo", type=str, help=REPO_HELP)
@@ -88,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="answer from the index as is, even if files changed",
     )
+    q.add_argument(
+        "--no-vectors",
+        action="store_true",
+        help="answer from full text, symbols and the graph only: the model is not loaded "
+        "(always in this process)",
+    )
+    q.add_argument("--no-server", action="store_true", help=NO_SERVER_HELP)
     _formats(q)
 
     e = sub.add_parser("expand", help="one symbol or line range, with callers and callees")
@@ -105,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--callees", action="store_true")
     e.add_argument("--budget", type=int, default=4000)
     e.add_argument("--session")
+    e.add_argument("--no-server", action="store_true", help=NO_SERVER_HELP)
     _formats(e)
 
     _checkpoint_parsers(sub)
@@ -131,13 +154,13 @@ def _bench_parser(sub: Any) -> None:
     b.add_argument("path", nargs="?", default=".", type=str, help="a git repository (default: .)")
     b.add_argument(
         "--budgets",
-        default=",".join(map(str, BUDGETS)),
+        default=",".join(map(str, BENCH_BUDGETS)),
         help="comma-separated token budgets (default: %(default)s)",
     )
     b.add_argument(
         "--tasks",
         type=int,
-        default=DEFAULT_TASKS,
+        default=BENCH_TASKS,
         help="the N most recent tasks, or the first N of --tasks-file (default: %(default)s)",
     )
     b.add_argument(
@@ -152,7 +175,7 @@ def _bench_parser(sub: Any) -> None:
     b.add_argument("--name", help="the repository's name in the report (default: its directory)")
     b.add_argument(
         "--systems",
-        default=",".join(SYSTEMS),
+        default=",".join(BENCH_SYSTEMS),
         help="comma-separated subset of %(default)s",
     )
     b.add_argument("--no-vectors", action="store_true", help="ctxsvc on full text and symbols only")

@@ -7,12 +7,13 @@ import json
 import logging
 import sys
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from ctxsvc.models import ContextPack, IndexSummary, RepoStatus
+if TYPE_CHECKING:
+    from ctxsvc.models import ContextPack, IndexSummary, RepoStatus
 
 # Messages are not wrapped when stderr is a file or pipe: one event, one line, greppable.
 err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
@@ -42,6 +43,11 @@ def print_summary(s: IndexSummary) -> None:
     out.print(t)
     for w in s.warnings:
         err.print(f"[bold yellow]warning[/]: {w}")
+    if s.vectors == "partial" and s.vectors_missing:
+        err.print(
+            f"[bold yellow]partial[/]: {s.vectors_missing} chunks have no vector yet; queries "
+            "rank them by full text, symbols and the graph until they do."
+        )
     if s.vectors == "missing":
         err.print(
             "[bold yellow]DEGRADED[/]: vectors are missing; queries use full text and symbols only. "

@@ -1,30 +1,43 @@
-"""The commands of indexes and servers: index, status, query, expand, serve, mcp, bench."""
+"""The commands of indexes and servers: index, status, query, expand, serve, mcp, bench.
+
+Each command imports the heavy parts it needs when it runs (the service and its
+stores, the HTTP app, the benchmark): ``query``, ``expand`` and ``status``
+answered by a running server (``ctxsvc.cli.remote``) never import them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import sys
 import time
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import redirect_stdout
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
-from ctxsvc.bench.gitrepo import open_repo
-from ctxsvc.bench.report import require_plotting, write_report
-from ctxsvc.bench.repository import bench_name, bench_repository
-from ctxsvc.bench.terminal import RichProgress, tables
+from ctxsvc.cli import remote
 from ctxsvc.cli.render import configure_logging, err, out, print_status, print_summary, render
-from ctxsvc.compose import build_service
-from ctxsvc.errors import ConfigError, InvalidPath, InvalidRequest
-from ctxsvc.limits import MAX_LINE
-from ctxsvc.progress import RichReporter
-from ctxsvc.service import ContextService
+from ctxsvc.errors import ConfigError, CtxError, InvalidPath, InvalidRequest
+from ctxsvc.limits import MAX_LINE, NAME
 from ctxsvc.settings import Settings
+
+if TYPE_CHECKING:
+    from ctxsvc.models import RepoStatus
+    from ctxsvc.service import ContextService
+
+STARTUP_FAILURE = 3  # as uvicorn.run exits when the server cannot start
+# The degraded note of `query --no-vectors`, said as any answer without a model says it.
+NO_VECTORS = "--no-vectors: answered from full text, symbols and the graph"
 
 
 def index(args: argparse.Namespace, settings: Settings) -> int:
+    from ctxsvc.compose import build_service
+    from ctxsvc.progress import RichReporter
+
     service = build_service(settings, model=args.model, vectors=not args.no_vectors)
     with RichReporter(err, enabled=not args.json) as reporter:
         summary = service.index(
@@ -34,7 +47,11 @@ def index(args: argparse.Namespace, settings: Settings) -> int:
             reembed=args.reembed,
             rebuild=args.rebuild,
             reporter=reporter,
+            wait=args.wait,
         )
+    if summary.vectors == "partial" and not args.wait and summary.vectors_missing:
+        note = _fill_detached(args, settings, summary.root, summary.repo)
+        summary = replace(summary, warnings=(*summary.warnings, note))
     if args.json:
         out.print_json(json.dumps(asdict(summary)))
     else:
@@ -42,10 +59,38 @@ def index(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _fill_detached(args: argparse.Namespace, settings: Settings, root: str, name: str) -> str:
+    """Start a process of its own that fills ``name``'s vectors once this one exits: an
+    incremental `ctxsvc index` of the index, which finds nothing changed and embeds."""
+    import os
+    import subprocess
+    import sys
+
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"fill-{name}.log"
+    command = [sys.executable, "-m", "ctxsvc", "--home", str(settings.home)]
+    if args.config:
+        command += ["--config", str(args.config)]
+    command += ["index", root, "--name", name, "--json"]
+    if args.model:
+        command += ["--model", args.model]
+    with open(log, "ab") as sink:
+        child = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
+            start_new_session=True, env=os.environ.copy(),
+        )  # fmt: skip
+    return f"vectors fill in behind: process {child.pid}, log {log}"
+
+
 def status(args: argparse.Namespace, settings: Settings) -> int:
-    service = build_service(settings, vectors=False)
-    names = [args.name] if args.name else service.names()
-    statuses = [service.status(n) for n in names]
+    statuses = None
+    server = remote.connect(settings, args.no_server)
+    if server is not None:
+        with server:
+            statuses = server.statuses(args.name)
+    if statuses is None:
+        statuses = _statuses(args.name, settings)
     if args.json:
         out.print_json(json.dumps([asdict(s) for s in statuses]))
         return 0
@@ -56,20 +101,54 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _statuses(name: str | None, settings: Settings) -> list[RepoStatus]:
+    if name is None and not settings.db_path.exists():
+        return []  # a data directory never indexed into: no store to open
+    from ctxsvc.compose import build_service
+
+    service = build_service(settings, vectors=False)
+    return [service.status(n) for n in ([name] if name else service.names())]
+
+
 def query(args: argparse.Namespace, settings: Settings) -> int:
-    service = build_service(settings, for_repo=args.repo)
+    call = {
+        "budget_tokens": args.budget, "detail": args.detail, "session_id": args.session,
+        "include": args.include, "exclude": args.exclude, "refresh": not args.no_refresh,
+    }  # fmt: skip
+    # --no-vectors asks this process not to load a model; a server has its own loaded.
+    server = None if args.no_vectors else remote.connect(settings, args.no_server)
+    if server is not None:
+        with server:
+            t0 = time.perf_counter()
+            pack = server.context(args.repo, args.question, **call)
+        if pack is not None:
+            return render(args, pack, (time.perf_counter() - t0) * 1000)
+    from ctxsvc.compose import build_service
+
+    if args.no_vectors:
+        service = build_service(settings, vectors=False, embedder_error=NO_VECTORS)
+    else:
+        service = build_service(settings, for_repo=args.repo, preload=True)
+        await_model(service, args.repo, settings)
     t0 = time.perf_counter()
-    pack = service.context(
-        args.repo,
-        args.question,
-        args.budget,
-        detail=args.detail,
-        session_id=args.session,
-        include=args.include,
-        exclude=args.exclude,
-        refresh=not args.no_refresh,
-    )
+    pack = service.context(args.repo, args.question, **call)
     return render(args, pack, (time.perf_counter() - t0) * 1000)
+
+
+def await_model(service: ContextService, repo: str, settings: Settings) -> None:
+    """Load the index of ``repo`` while the model loads, then wait for the model.
+
+    A server answers without vectors while its model loads; a one-shot command
+    has nothing else to do, and its answer should have them. A model that
+    fails to load is said in the answer's ``degraded``, as ever.
+    """
+    embedder = service.embedder
+    wait = getattr(embedder, "wait", None)
+    if embedder is None or getattr(embedder, "loaded", True) or not callable(wait):
+        return
+    service.view(service.resolve(repo))
+    with contextlib.suppress(CtxError):
+        wait(settings.embed_timeout or None)
 
 
 def expand(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,28 +160,38 @@ def expand(args: argparse.Namespace, settings: Settings) -> int:
             raise InvalidRequest(f"--lines {args.lines!r} is not START-END") from None
         if not 1 <= start <= end <= MAX_LINE:  # as HTTP bounds start_line and end_line
             raise InvalidRequest(f"--lines {args.lines!r}: lines are 1 to {MAX_LINE}, START <= END")
-    service = build_service(settings, for_repo=args.repo)
+    call = {
+        "symbol": args.symbol, "path": args.path, "start_line": start, "end_line": end,
+        "budget_tokens": args.budget, "callers": args.callers, "callees": args.callees,
+        "session_id": args.session,
+    }  # fmt: skip
+    server = remote.connect(settings, args.no_server)
+    if server is not None:
+        with server:
+            t0 = time.perf_counter()
+            pack = server.expand(args.repo, **call)
+        if pack is not None:
+            return render(args, pack, (time.perf_counter() - t0) * 1000)
+    from ctxsvc.compose import build_service
+
+    service = build_service(settings, vectors=False)  # expanding embeds nothing
     t0 = time.perf_counter()
-    pack = service.expand(
-        args.repo,
-        symbol=args.symbol,
-        path=args.path,
-        start_line=start,
-        end_line=end,
-        budget_tokens=args.budget,
-        callers=args.callers,
-        callees=args.callees,
-        session_id=args.session,
-    )
+    pack = service.expand(args.repo, **call)
     return render(args, pack, (time.perf_counter() - t0) * 1000)
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the HTTP API, with MCP at ``/mcp``: the model loads before the server listens."""
+    """Run the HTTP API, with MCP at ``/mcp``.
+
+    It listens before the model is loaded: the model loads in the background
+    (``/readyz`` says ready once it has, or has failed). While it runs,
+    ``<home>/server.json`` tells the CLI of this data directory where it is.
+    """
     import ipaddress
 
     import uvicorn
 
+    from ctxsvc.compose import build_service
     from ctxsvc.http import create_app
     from ctxsvc.http.observability import RequestContextFilter
     from ctxsvc.mcp.server import McpHttp
@@ -134,7 +223,9 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             "set CTXSVC_ALLOWED_HOSTS to the names clients use",
             extra={"host": host},
         )
-    service = build_service(settings)
+    # The model starts loading in the app's lifespan, once everything the server needs
+    # to listen is imported: loading it sooner would only slow those imports down.
+    service = build_service(settings, fill_behind=True)  # vectors fill in behind runs
     app = create_app(
         service,
         token=settings.token or None,
@@ -145,16 +236,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         body_timeout=settings.body_timeout,
         mounts=[McpHttp(service, allowed_origins=settings.cors_origins, allowed_hosts=hosts)],
     )
-    logging.getLogger("ctxsvc.api").info(
-        "serving",
-        extra={
-            "host": host,
-            "port": port,
-            "auth": bool(settings.token),
-            "home": str(settings.home),
-        },
-    )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -162,26 +244,90 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         log_config=None,
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
+    sock = config.bind_socket()  # bound here, so that server.json names the port (also for 0)
+    bound = sock.getsockname()[1]
+    logging.getLogger("ctxsvc.api").info(
+        "serving",
+        extra={
+            "host": host,
+            "port": bound,
+            "auth": bool(settings.token),
+            "home": str(settings.home),
+        },
+    )
+    record = remote.publish(settings.home, remote.url_of(host, bound))
+
+    class Server(uvicorn.Server):
+        # uvicorn raises a caught SIGTERM again once it has stopped, which ends the
+        # process before a `finally` of ours: so the file goes as the server stops.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    remote.withdraw(settings.home, record)
+
+    server = Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        remote.withdraw(settings.home, record)
+        sock.close()
+    if not server.started:
+        return STARTUP_FAILURE
     return 0
 
 
 def mcp(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve MCP over stdio: stdout carries the protocol, logs and warnings go to stderr."""
-    from ctxsvc.mcp.server import serve_stdio
+    """Serve MCP over stdio: stdout carries the protocol, logs and warnings go to stderr.
 
-    default = None
-    if args.repo:  # an unknown repository fails here, before the server starts
-        default = build_service(settings, vectors=False).resolve(args.repo).name
+    The handshake is answered at once (from the record of an earlier start,
+    ``ctxsvc.mcp.startup``); the service opens and the model loads in the
+    background: a tool call waits for the service, a query for the model up to
+    the query embedding timeout (then it is answered without vectors).
+    """
+    from ctxsvc.mcp.startup import HandshakeFront, PendingService, Record
 
-    def service() -> ContextService:
+    key = "" if args.repo is None else _repo_key(args.repo)
+    record = Record.load(settings.home / "mcp", key)
+    with redirect_stdout(sys.stderr), HandshakeFront(record) as front:
+        default = None
+        if args.repo:  # an unknown repository fails here, before the SDK's server starts
+            default = _build(settings, vectors=False).resolve(args.repo).name
         # With a default repository, the model its index was built with; else the default model.
-        return build_service(settings, for_repo=default)
+        service = PendingService(
+            lambda: _build(settings, for_repo=default, preload=True, fill_behind=True)
+        )
+        if record.initialize:  # the handshake is answered: build it while the SDK loads
+            service.start()
 
-    serve_stdio(service, default)
+        from ctxsvc.mcp.server import serve_stdio
+
+        serve_stdio(service, default, front=front)
     return 0
 
 
+def _build(settings: Settings, **options: Any) -> ContextService:
+    from ctxsvc.compose import build_service
+
+    return build_service(settings, **options)
+
+
+def _repo_key(repo: str) -> str:
+    """``--repo`` as the handshake record's key: a name as it is, a path absolute."""
+    return f"name:{repo}" if NAME.match(repo) else f"path:{Path(repo).expanduser().resolve()}"
+
+
 def bench(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from ctxsvc.bench.gitrepo import open_repo
+    from ctxsvc.bench.report import require_plotting, write_report
+    from ctxsvc.bench.repository import bench_name, bench_repository
+    from ctxsvc.bench.terminal import RichProgress, tables
+    from ctxsvc.compose import build_service
+
     budgets = _int_list(args.budgets, "--budgets")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     require_plotting()  # fail now rather than after the run

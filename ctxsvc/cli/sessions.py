@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from ctxsvc.cli.render import err, out, write_exact
+from ctxsvc.cli.run import await_model
 from ctxsvc.compose import build_service
 from ctxsvc.errors import InvalidRequest
 from ctxsvc.limits import MAX_EVENTS, check_budget
@@ -86,7 +87,8 @@ def checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     elif args.action == "resume":
         check_budget(args.budget)  # as HTTP does, before the session is looked up
         session = service.session(args.session)
-        resumed = build_service(settings, for_repo=session.repo)
+        resumed = build_service(settings, for_repo=session.repo, preload=True)
+        await_model(resumed, session.repo, settings)
         result = resumed.resume(args.session, args.budget, refresh=not args.no_refresh)
         if args.json:
             out.print_json(json.dumps(asdict(result)))

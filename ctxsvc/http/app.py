@@ -12,7 +12,9 @@ under the request's deadline (``ctxsvc.http.edge``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -104,6 +106,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warm_up(service)  # in the background: the server answers (/healthz) meanwhile
         async with AsyncExitStack() as stack:
             for mounted in mounts:  # e.g. the MCP endpoint's sessions live in the lifespan
                 await stack.enter_async_context(mounted.running())
@@ -173,8 +176,9 @@ def _health_routes(app: FastAPI, service: ContextService, metrics: Metrics, work
         responses={503: {"model": Readiness | ReadyOnly}},
     )
     async def readyz(request: Request) -> Response:
-        """Ready when the store answers; names what is degraded (no model: full text only,
-        a damaged index). Without the token (when one is set): only whether it is ready."""
+        """Ready when the store answers and the model has loaded (or failed to: then
+        degraded, full text only); names what is degraded (a damaged index too).
+        Without the token (when one is set): only whether it is ready."""
         body = await work.run(lambda: _readiness(service))
         status = 200 if body.ready else 503
         if not request.scope.get(AUTHORIZED, False):
@@ -188,19 +192,49 @@ def _health_routes(app: FastAPI, service: ContextService, metrics: Metrics, work
         return Response(data, media_type=content_type)
 
 
+def warm_up(service: ContextService) -> None:
+    """Start loading, in background threads, what the first answers need: the
+    embedding model (when it loads lazily) and the token encoding."""
+    start = getattr(service.embedder, "start", None)
+    if callable(start):
+        start()
+    warm = getattr(service.tokens, "warm", None)
+    if callable(warm):
+        threading.Thread(target=_quietly, args=(warm,), name="tokens-warm", daemon=True).start()
+
+
+def _quietly(call: Callable[[], object]) -> None:
+    # A failure here is met again, and reported, by the first request that counts tokens.
+    with contextlib.suppress(Exception):
+        call()
+
+
 def _readiness(service: ContextService) -> Readiness:
     degraded: list[str] = []
     embedder, error = service.embedder, service.embedder_error
+    # A lazily loaded model says whether it has loaded, and why it failed; others are loaded.
+    loaded = embedder is not None and bool(getattr(embedder, "loaded", True))
+    failed = getattr(embedder, "error", None) if embedder is not None else None
+    error = error or (failed if isinstance(failed, str) else None)
+    loading = embedder is not None and not loaded and error is None
     model: dict[str, Any] = {
-        "loaded": embedder is not None,
+        "loaded": loaded,
         "name": embedder.name if embedder else None,
         "error": error,
+        "loading": loading,
     }
-    if embedder is None:
+    if loading:
+        degraded.append(
+            "model: the embedding model is loading; until it has, queries use full text, "
+            "symbols and the graph"
+        )
+    elif embedder is None:
         degraded.append(
             f"model: not loaded ({error or 'none configured'}); "
             "queries use full text, symbols and the graph"
         )
+    elif not loaded:
+        degraded.append(f"model unavailable: {error}; queries use full text, symbols and the graph")
     elif isinstance(embedder, GuardedEmbedder) and (why := embedder.paused()):
         model["paused"] = why
         degraded.append(f"model: {why}; queries use full text, symbols and the graph")
@@ -218,5 +252,6 @@ def _readiness(service: ContextService) -> Readiness:
         for name, what in sorted(damaged.items())
     )
     return Readiness(
-        ready=store["reachable"], model=model, store=store, repos=len(metas), degraded=degraded
-    )
+        ready=store["reachable"] and not loading, model=model, store=store, repos=len(metas),
+        degraded=degraded,
+    )  # fmt: skip

@@ -13,11 +13,10 @@ validation and error rendering to this module.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager, redirect_stdout
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, redirect_stdout
 from functools import partial
 from typing import Any
 
@@ -33,6 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from ctxsvc.errors import CtxError
+from ctxsvc.mcp.startup import HandshakeFront, PendingService
 from ctxsvc.mcp.tools import INSTRUCTIONS, TOOLS, Tool, ToolContext
 from ctxsvc.service import ContextService
 from ctxsvc.settings import ServedNames
@@ -112,9 +112,15 @@ def _object(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def build_server(service: ContextService, default_repo: str | None = None) -> Server[Any]:
-    """The MCP server over ``service``; tools may omit ``repo`` when ``default_repo`` is set."""
-    ctx = ToolContext(service, default_repo)
+def build_server(
+    service: ContextService | PendingService, default_repo: str | None = None
+) -> Server[Any]:
+    """The MCP server over ``service``; tools may omit ``repo`` when ``default_repo`` is set.
+
+    With a :class:`PendingService`, ``initialize`` and ``tools/list`` answer at
+    once, and tool calls wait for the service to be built.
+    """
+    pending = service if isinstance(service, PendingService) else PendingService.of(service)
     by_name = {t.name: t for t in TOOLS}
     adapters = {t.name: TypeAdapter(t.output) for t in TOOLS}
     listed = [
@@ -150,8 +156,9 @@ def build_server(service: ContextService, default_repo: str | None = None) -> Se
         try:
             args = tool.args.model_validate(params.arguments or {})
             # Cancelled (the server stopping), the call returns and leaves the thread to finish.
+            ready = await anyio.to_thread.run_sync(pending.result, abandon_on_cancel=True)
             answer = await anyio.to_thread.run_sync(
-                partial(tool.run, ctx, args), abandon_on_cancel=True
+                partial(tool.run, ToolContext(ready, default_repo), args), abandon_on_cancel=True
             )
         except ValidationError as exc:
             _log(tool.name, t0, "validation_error")
@@ -225,37 +232,40 @@ def _log(tool: str, t0: float, code: str | None) -> None:
 
 
 def serve_stdio(
-    make_service: Callable[[], ContextService], default_repo: str | None = None
+    service: Callable[[], ContextService] | PendingService,
+    default_repo: str | None = None,
+    *,
+    front: HandshakeFront | None = None,
 ) -> None:
     """Serve MCP on stdin/stdout until stdin closes.
 
-    stdout carries only the protocol: while the service (and its embedding
-    model) loads, whatever a library prints to stdout goes to stderr. A failure
-    to load raises before the server starts, as any CLI error does.
+    The server answers ``initialize`` and ``tools/list`` at once: the service
+    (its store, its embedding model) is built in a background thread, and tool
+    calls wait for it. A service that cannot be built fails each tool call with
+    its error (a model that cannot load only degrades queries); the server
+    stays up. stdout carries only the protocol: for the whole run, whatever a
+    library prints (while the model loads, say) goes to stderr. ``front``: the
+    transport that already holds stdin and stdout (and answered the handshake
+    while this module loaded); without it, the SDK's own.
     """
-    with _stdout_on_stderr():
-        service = make_service()
-    anyio.run(_serve_stdio, build_server(service, default_repo))
+    pending = service if isinstance(service, PendingService) else PendingService(service)
+    anyio.run(_serve_stdio, build_server(pending, default_repo), pending, front)
 
 
-async def _serve_stdio(server: Server[Any]) -> None:
-    # stdio_server() keeps fd 1 pointed at stderr while it serves, for the same reason.
-    async with stdio_server() as (read, write):
-        await server.run(read, write, server.create_initialization_options())
-
-
-@contextmanager
-def _stdout_on_stderr() -> Iterator[None]:
-    # Both levels: Python's sys.stdout, and fd 1 for native code and subprocesses.
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        with redirect_stdout(sys.stderr):
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+async def _serve_stdio(
+    server: Server[Any], pending: PendingService, front: HandshakeFront | None
+) -> None:
+    # Without a front, stdio_server() points fd 1 at stderr (and keeps the protocol's own
+    # copy) while it serves; so the service is built only once it has.
+    streams: dict[str, Any] = {}
+    if front is not None:
+        streams = {"stdin": front.lines(), "stdout": front.output()}
+    async with stdio_server(**streams) as (read, write):
+        with redirect_stdout(sys.stderr):  # Python's sys.stdout too
+            pending.start()
+            if front is not None:
+                front.attach()
+            await server.run(read, write, server.create_initialization_options())
 
 
 class McpHttp:

@@ -150,11 +150,18 @@ def _index_status(ctx: ToolContext, a: RepoRequest) -> Answer:
 
 def _refresh(ctx: ToolContext, a: RepoRequest) -> Answer:
     meta = ctx.service.resolve(ctx.repo(a.repo))
-    s = ctx.service.index(meta.root, meta.name, vectors=meta.vectors != "disabled")
+    # The answer comes at the commit; the chunks still without a vector fill in behind.
+    s = ctx.service.index(meta.root, meta.name, vectors=meta.vectors != "disabled", wait=False)
+    vectors = (
+        f"vectors partial: {s.vectors_missing} chunks still to embed"
+        + (", filling in behind" if ctx.service.catalog.fill_behind else "")
+        if s.vectors == "partial"
+        else f"vectors {s.vectors}"
+    )
     text = (
         f"Re-indexed {s.repo} ({s.root}), generation {s.version}: {s.files_indexed} files parsed, "
         f"{s.files_unchanged} unchanged, {s.files_deleted} deleted; {s.chunks} chunks, "
-        f"{s.symbols} symbols; vectors {s.vectors} ({s.chunks_embedded} embedded)."
+        f"{s.symbols} symbols; {vectors}."
     )
     return Answer([text, *(f"Warning: {w}" for w in s.warnings)], s)
 

@@ -30,11 +30,12 @@ the first run after ``RETIRED_GRACE`` (10 minutes) drops them. A reader that
 finds its pinned files gone anyway (it held a view across several runs)
 follows the row to its new pins and reads again (``lance_reader``).
 
-Vectors are a content-addressed cache (content hash -> vector), appended one
-batch per commit and never rolled back, so a killed run loses at most the
-batch in flight and the next run resumes from the rest. The chunk whose
-content hash has a vector is searchable by vector; rows no chunk refers to
-any more are deleted at the end of a successful run. A rebuild keeps using
+Vectors are a content-addressed cache (content hash -> vector), filled in
+after a run commits its text (``lance_vectors``): appended one batch per add
+and never rolled back, so a killed fill loses at most the batch in flight and
+the next one resumes from the rest; the ``repos`` row pins the vectors every
+few seconds. The chunk whose content hash has a vector is searchable by
+vector; rows no chunk refers to any more are deleted once every chunk has one. A rebuild keeps using
 the vectors table (the same model's vectors serve the same content) unless
 it re-embeds (``--reembed``, another model) or finds that table unreadable:
 then it starts a new one in its set and embeds again, and says so.

@@ -58,7 +58,7 @@ class IndexMeta:
     model: str | None
     dimension: int | None
     tokenizer: str
-    vectors: str  # "complete", "missing" or "disabled"
+    vectors: str  # "complete", "partial" (filling in), "missing" or "disabled"
     versions: dict[str, int]
     stats: dict[str, Any] = field(default_factory=dict)
     generation: int = 0  # counts successful runs
@@ -72,6 +72,9 @@ class IndexMeta:
     # (st_dev, st_ino) of the root directory indexed; empty when unknown (an older row).
     # A root that is no longer that directory is not read (``RootChanged``).
     root_identity: list[int] = field(default_factory=list)
+    # Names the index run that committed this text (a vector fill keeps it): a drop and a
+    # new first run may repeat generation, tables and versions, never this.
+    run_id: str = ""
 
     def table(self, table: str) -> str:
         """The full name of this index's table ``table`` (a key of ``ALL_TABLES``)."""
@@ -80,6 +83,31 @@ class IndexMeta:
     def pins(self) -> tuple[tuple[str, str, int | None], ...]:
         """Which table, at which version, holds each part: equal pins, equal index."""
         return tuple((t, self.table(t), self.versions.get(t)) for t in sorted(self.versions))
+
+    def text_pins(self) -> tuple[object, ...]:
+        """The pins of everything but the vectors: equal for the rows a vector fill
+        commits over one index run's."""
+        return (
+            self.run_id,
+            self.generation,
+            self.indexed_at,
+            tuple(p for p in self.pins() if p[0] != "vectors"),
+            self.table("vectors") if "vectors" in self.versions else None,
+        )
+
+    def vectors_share(self) -> float | None:
+        """The share of chunks with a vector, when this index holds vectors."""
+        if not self.model or self.vectors == "disabled":
+            return None
+        if self.vectors == "complete":
+            return 1.0
+        chunks = int(self.stats.get("chunks", 0))
+        return min(1.0, int(self.stats.get("embedded", 0)) / chunks) if chunks else 1.0
+
+    def vectors_percent(self) -> str:
+        """The share of chunks with a vector in whole percent; 100% only when whole."""
+        share = self.vectors_share() or 0.0
+        return "100%" if share >= 1 else f"{min(int(share * 100), 99)}%"
 
 
 def table_name(name: str, table: str, n: int = 0) -> str:

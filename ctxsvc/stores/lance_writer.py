@@ -17,11 +17,8 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-import numpy.typing as npt
-
 from ctxsvc.errors import CtxError, StoreCorrupt, StoreError
-from ctxsvc.models import Chunk, FileRecord, Import, Reference, Symbol, embed_text
+from ctxsvc.models import Chunk, FileRecord, Import, Reference, Symbol
 from ctxsvc.stores.lance_reader import Unreadable, cause, check_files
 from ctxsvc.stores.lance_schema import (
     ALL_TABLES,
@@ -196,6 +193,11 @@ class RepoWriter:
     def files(self) -> dict[str, FileRecord]:
         return self._read("files", file_records)
 
+    @property
+    def has_vectors(self) -> bool:
+        """Whether this index has a vectors table (it was embedded by some model)."""
+        return self._vectors is not None
+
     def vector_hashes(self) -> set[str]:
         """The content hashes that have a vector."""
         return set(self._hashes) if self._vectors is not None else set()
@@ -208,19 +210,19 @@ class RepoWriter:
             ),
         )
 
+    def chunk_hash_list(self) -> list[str]:
+        """The content hash of every chunk, one per chunk (chunks may share one)."""
+        return self._read(
+            "chunks",
+            lambda t: [
+                str(h)
+                for h in t.search().select(["content_hash"]).limit(None).to_arrow().column(0)
+                .to_pylist()
+            ],
+        )  # fmt: skip
+
     def counts(self, tables: Sequence[str]) -> dict[str, int]:
         return {t: self._read(t, lambda table: int(table.count_rows())) for t in tables}
-
-    def embed_texts(self, hashes: set[str]) -> dict[str, str]:
-        """What to embed for stored chunks whose content hash is in ``hashes``."""
-        cols = self._read(
-            "chunks", lambda t: t.to_arrow().select(["content_hash", "header", "text"]).to_pylist()
-        )
-        return {
-            r["content_hash"]: embed_text(r["header"], r["text"])
-            for r in cols
-            if r["content_hash"] in hashes
-        }
 
     def _read(self, t: str, fn: Callable[[Any], T]) -> T:
         """``fn`` of table ``t``; a table the previous commit pins that fails is damaged."""
@@ -238,23 +240,6 @@ class RepoWriter:
 
     # -- writes -------------------------------------------------------------
 
-    def add_vectors(self, hashes: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
-        """Append one batch of vectors: one atomic commit, kept across crashes."""
-        if self._vectors is None or not hashes:
-            return
-        arrow = pa()
-        dim = vectors.shape[1]
-        flat = arrow.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-        data = arrow.Table.from_arrays(
-            [
-                arrow.array(list(hashes), arrow.string()),
-                arrow.FixedSizeListArray.from_arrays(flat, dim),
-            ],
-            schema=self._schemas["vectors"],
-        )
-        write(f"storing vectors of {self.name!r}", partial(self._vectors.add, data))
-        self._hashes.update(hashes)
-
     def replace_paths(
         self,
         removed: Iterable[str],
@@ -271,7 +256,7 @@ class RepoWriter:
         """
         ids = sorted({path_id(p) for p in removed})
         for t in DATA_TABLES:
-            _delete(self._tables[t], "path_id", ids, f"deleting rows of {self.name!r}")
+            delete_rows(self._tables[t], "path_id", ids, f"deleting rows of {self.name!r}")
         rows = {
             "files": [with_path_id(asdict(f), f.path) for f in files],
             "chunks": [
@@ -311,7 +296,7 @@ class RepoWriter:
         vectors = self._vectors
         if vectors is not None and meta.vectors == "complete":
             stale = sorted(self.vector_hashes() - self.chunk_hashes())
-            _delete(vectors, "content_hash", stale, f"deleting stale vectors of {self.name!r}")
+            delete_rows(vectors, "content_hash", stale, f"deleting stale vectors of {self.name!r}")
             self._hashes.difference_update(stale)
         tables = [*self._tables.values(), *([vectors] if vectors is not None else [])]
         fresh: list[Any] = []  # tables whose pinned version the compaction just made
@@ -338,21 +323,26 @@ class RepoWriter:
         return pinned
 
     def _prune(self, tables: Sequence[Any], compacted: float) -> None:
-        """Delete the versions older than ``KEEP_VERSIONS``, now that the row pins others.
-
-        Pruning makes a newer version, so the one just pinned is kept by its
-        age: only ``tables``, whose pinned version the compaction made at
-        ``compacted`` (a monotonic time), are pruned, and only of older versions.
-        """
-        age = timedelta(seconds=time.monotonic() - compacted) + PIN_MARGIN
         for table in tables:
-            try:
-                write(
-                    f"pruning old versions of {self.name!r}",
-                    partial(table.optimize, cleanup_older_than=max(KEEP_VERSIONS, age)),
-                )
-            except StoreError as exc:  # committed: old versions only take room until next time
-                log.warning("pruning failed", extra={"repo": self.name, "error": exc.message})
+            prune(table, compacted, self.name)
+
+
+def prune(table: Any, compacted: float, name: str) -> None:
+    """Delete the versions of ``table`` older than ``KEEP_VERSIONS``, now that the row
+    pins a newer one.
+
+    Pruning makes a newer version, so the one just pinned is kept by its age:
+    only a table whose pinned version a compaction made at ``compacted`` (a
+    monotonic time) is pruned, and only of older versions.
+    """
+    age = timedelta(seconds=time.monotonic() - compacted) + PIN_MARGIN
+    try:
+        write(
+            f"pruning old versions of {name!r}",
+            partial(table.optimize, cleanup_older_than=max(KEEP_VERSIONS, age)),
+        )
+    except StoreError as exc:  # committed: old versions only take room until next time
+        log.warning("pruning failed", extra={"repo": name, "error": exc.message})
 
 
 def _in_use(
@@ -371,7 +361,7 @@ def _in_use(
     return names, {str(k): str(v) for k, v in retired.items()}
 
 
-def _delete(table: Any, column: str, values: Sequence[str], what: str) -> None:
+def delete_rows(table: Any, column: str, values: Sequence[str], what: str) -> None:
     """Delete the rows of ``table`` whose ``column`` is in ``values``, a batch at a time."""
     for i in range(0, len(values), DELETE_BATCH):
         where = f"{column} IN ({in_list(values[i : i + DELETE_BATCH])})"

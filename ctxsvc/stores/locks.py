@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -17,10 +18,14 @@ class FileLock:
     crashed run never leaves a stale lock behind.
     """
 
-    def __init__(self, path: Path, what: str, *, wait: bool = False) -> None:
+    def __init__(self, path: Path, what: str, *, wait: bool = False, patience: float = 0.0) -> None:
+        """``wait``: block until the lock is free; else try for ``patience`` seconds
+        (a holder that only needs it for a moment, as the vector filler's commits) and
+        raise ``IndexBusy``."""
         self.path = path
         self.what = what
         self.wait = wait
+        self.patience = patience
         self._fd: int | None = None
 
     def __enter__(self) -> FileLock:
@@ -30,7 +35,7 @@ class FileLock:
         except OSError as exc:
             raise StoreError(f"cannot open lock file {self.path}: {exc}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+            self._take(fd)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
@@ -43,6 +48,20 @@ class FileLock:
         self._fd = fd
         return self
 
+    def _take(self, fd: int) -> None:
+        if self.wait:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        give_up = time.monotonic() + self.patience
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= give_up:
+                    raise
+                time.sleep(0.05)
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -53,3 +72,18 @@ class FileLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def held(path: Path) -> bool:
+    """Whether some process (this one too) holds the lock at ``path`` now."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False  # never taken
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return False

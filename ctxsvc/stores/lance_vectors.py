@@ -1,0 +1,127 @@
+"""Filling in the vectors of a committed index, one batch at a time.
+
+An index run commits text, symbols and the graph first (queryable at once),
+then the vectors fill in behind it: each batch of vectors is one atomic add
+to the index's vectors table, and every so often the ``repos`` row is
+committed again pinning the vectors table's new version, so that readers
+see the share grow. Vectors are keyed by content hash and only ever added
+while filling, so a batch embedded while a text run committed still serves
+every chunk of that text. The caller holds the repository lock around each
+call here, and never while it embeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from ctxsvc.errors import CtxError, StoreError
+from ctxsvc.stores.lance_reader import RepoReader, cause
+from ctxsvc.stores.lance_schema import IndexMeta, pa, schemas
+from ctxsvc.stores.lance_writer import NEVER, delete_rows, prune, write
+
+if TYPE_CHECKING:
+    from ctxsvc.stores.lance import LanceStore
+
+log = logging.getLogger("ctxsvc.store")
+
+
+class VectorWriter:
+    """Adds vectors to the vectors table ``meta`` names, and commits their share.
+
+    ``meta`` is the row committed now; it must name a vectors table (an index
+    embedded by a model). Reads the chunks ``meta`` pins to know what lacks a
+    vector.
+    """
+
+    def __init__(self, store: LanceStore, meta: IndexMeta) -> None:
+        self.store = store
+        self._reader = RepoReader(store, meta)
+        self.meta = self._reader.meta  # a run may have committed since: read at that row
+        self.table_name = self.meta.table("vectors")
+        chunks = self._reader.chunks()
+        try:
+            self._vectors = store.open(self.table_name)  # its latest version: never rolled back
+            got = self._vectors.search().select(["content_hash"]).limit(None).to_arrow()
+        except CtxError:
+            raise
+        except Exception as exc:  # Lance raises several types (see lance_reader)
+            raise StoreError(
+                f"reading the vectors of {self.meta.name!r} failed: {cause(exc)}",
+                hint="the index answers without them; `ctxsvc index` embeds again what it lacks",
+            ) from exc
+        self._hashes: set[str] = set(got.column("content_hash").to_pylist())
+        self._chunk_hashes = [c.content_hash for c in chunks]
+        self._texts = {
+            c.content_hash: c.embed_text for c in chunks if c.content_hash not in self._hashes
+        }
+        self._schema = schemas(self.meta.dimension)["vectors"]
+
+    def missing(self) -> dict[str, str]:
+        """What to embed: content hash -> the text the model reads, for every chunk
+        of the committed index without a vector."""
+        return {h: t for h, t in self._texts.items() if h not in self._hashes}
+
+    def embedded(self) -> int:
+        """How many of the index's chunks have a vector."""
+        return sum(1 for h in self._chunk_hashes if h in self._hashes)
+
+    def add(self, hashes: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
+        """Append one batch: one atomic commit, kept across crashes."""
+        fresh = [i for i, h in enumerate(hashes) if h not in self._hashes]
+        if not fresh:
+            return
+        arrow = pa()
+        kept = np.ascontiguousarray(vectors[fresh], dtype=np.float32)
+        data = arrow.Table.from_arrays(
+            [
+                arrow.array([hashes[i] for i in fresh], arrow.string()),
+                arrow.FixedSizeListArray.from_arrays(arrow.array(kept.reshape(-1)), kept.shape[1]),
+            ],
+            schema=self._schema,
+        )
+        write(f"storing vectors of {self.meta.name!r}", partial(self._vectors.add, data))
+        self._hashes.update(hashes[i] for i in fresh)
+
+    def commit(self) -> IndexMeta:
+        """Pin the vectors stored so far in the ``repos`` row: readers see them.
+
+        Once every chunk has its vector, the vectors of chunks gone since are
+        deleted, the table compacted, and versions no reader can pin pruned.
+        """
+        done = len(self.missing()) == 0
+        table = self._vectors
+        if done:
+            stale = sorted(self._hashes - set(self._chunk_hashes))
+            delete_rows(
+                table, "content_hash", stale, f"deleting stale vectors of {self.meta.name!r}"
+            )
+            self._hashes.difference_update(stale)
+            write(
+                f"compacting the vectors of {self.meta.name!r}",
+                partial(table.optimize, cleanup_older_than=NEVER),
+            )
+        compacted = time.monotonic()
+        embedded = self.embedded()
+        meta = replace(
+            self.meta,
+            versions={**self.meta.versions, "vectors": int(table.version)},
+            vectors="complete" if done else "partial",
+            stats={**self.meta.stats, "embedded": embedded},
+        )
+        self.store.commit_meta(meta)
+        self.meta = meta
+        if done:
+            prune(table, compacted, self.meta.name)
+        log.info(
+            "vectors committed",
+            extra={"repo": meta.name, "embedded": embedded, "chunks": len(self._chunk_hashes)},
+        )
+        return meta
