@@ -538,6 +538,13 @@ def cell(v: Any) -> str:
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
+def save(out: Path, report: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    tmp.replace(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("repos", nargs="+", type=Path)
@@ -560,7 +567,7 @@ def main() -> None:
         "--env", action="append", default=[], metavar="CTXSVC_X=V", help="for every subprocess"
     )
     ap.add_argument(
-        "--quiet-wait", type=float, default=900, help="most seconds to wait for an idle machine"
+        "--quiet-wait", type=float, default=300, help="most seconds to wait for an idle machine"
     )
     ap.add_argument(
         "--max-others", type=float, default=0.25, help="cores other processes may take in a run"
@@ -586,6 +593,7 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(args).items()},
         "load": {"start": load()},
         "repos": {},
+        "complete": False,
     }
     for repo in args.repos:
         runs: list[dict[str, Any]] = []
@@ -599,12 +607,14 @@ def main() -> None:
             serve = clean(partial(serve_run, code, repo, args), args, console)
             runs.append({"parse": parses, "serve": serve, "numbers": flat(serve, parses)})
             console.print(json.dumps(runs[-1]["numbers"]))
-        report["repos"][repo.name] = {
-            "path": str(repo),
-            "runs": runs,
-            "summary": median([r["numbers"] for r in runs]),
-        }
+            report["repos"][repo.name] = {
+                "path": str(repo),
+                "runs": runs,
+                "summary": median([r["numbers"] for r in runs]),
+            }
+            save(out, report)  # so far: a killed run keeps what it measured
     report["load"]["end"] = load()
+    report["complete"] = True
 
     table = Table(title=f"cold index, {args.label} ({found['source']}, median of {args.runs})")
     table.add_column("repo")
@@ -631,8 +641,7 @@ def main() -> None:
                 t.add_row(title, cell(a), cell(b), ratio)
             console.print(t)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str))
+    save(out, report)
     console.print(f"wrote {out}")
     shutil.rmtree(code.cwd, ignore_errors=True)
 
