@@ -303,7 +303,13 @@ def test_the_cli_reads_the_config_file_and_names_a_bad_value(
     config.write_text(f'home = "{home}"\nport = 9\n')
     assert main(["--config", str(config), "status"]) == 0
     assert "nothing is indexed yet" in capsys.readouterr().out
-    assert home.is_dir()  # the file's home was used
+    assert not home.exists()  # a status of nothing opens (and creates) nothing
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "a.py").write_text("def a():\n    return 1\n")
+    assert main(["--config", str(config), "index", str(code), "--no-vectors", "--json"]) == 0
+    capsys.readouterr()
+    assert (home / "lance").is_dir()  # the file's home was used
 
     config.write_text("embed_timeout = 'soon'\n")
     assert main(["--config", str(config), "status"]) == 2
