@@ -433,6 +433,9 @@ def serve_run(code: Code, repo: Path, args: argparse.Namespace) -> dict[str, Any
                 if a.status_code == 200:
                     pack = a.json()
                     first = since()
+                    s = client.get(f"/v1/repos/{repo.name}", timeout=30)  # as of the answer
+                    status = s.json() if s.status_code == 200 else status
+                    word, share = vector_state(status)
                     row["first_answer"] = {
                         "request_s": round(time.perf_counter() - q0, 3),
                         "attempts": attempts,
@@ -573,6 +576,7 @@ def main() -> None:
         "--max-others", type=float, default=0.25, help="cores other processes may take in a run"
     )
     ap.add_argument("--attempts", type=int, default=3, help="tries per measurement at most")
+    ap.add_argument("--only", choices=("parse", "serve"), help="one of the two measurements")
     ap.add_argument("--keep", action="store_true", help="keep the data directories")
     args = ap.parse_args()
     out = args.out or Path(__file__).parent / "results" / f"index_perf-{args.label}.json"
@@ -599,12 +603,16 @@ def main() -> None:
         runs: list[dict[str, Any]] = []
         warm(repo)
         for i in range(args.runs):
-            console.print(f"[bold]{repo.name}[/] run {i + 1}/{args.runs}: parse runs {counts}")
+            if args.only != "serve":
+                console.print(f"[bold]{repo.name}[/] run {i + 1}/{args.runs}: parse runs {counts}")
             parses = [
-                clean(partial(parse_run, code, repo, n, args.keep), args, console) for n in counts
+                clean(partial(parse_run, code, repo, n, args.keep), args, console)
+                for n in (counts if args.only != "serve" else [])
             ]
-            console.print(f"[bold]{repo.name}[/] run {i + 1}/{args.runs}: served cold index")
-            serve = clean(partial(serve_run, code, repo, args), args, console)
+            serve: dict[str, Any] = {}
+            if args.only != "parse":
+                console.print(f"[bold]{repo.name}[/] run {i + 1}/{args.runs}: served cold index")
+                serve = clean(partial(serve_run, code, repo, args), args, console)
             runs.append({"parse": parses, "serve": serve, "numbers": flat(serve, parses)})
             console.print(json.dumps(runs[-1]["numbers"]))
             report["repos"][repo.name] = {
