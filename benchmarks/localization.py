@@ -11,13 +11,20 @@ savings, overruns and latency per budget; prints rich tables and writes
     python -m benchmarks.localization --no-vectors --systems ctxsvc \\
         --chunk-target 128 --chunk-max 256 --label fts-t128
 
-Corpora are read from ``--corpora/<repo>``; a missing one is written from the
-bare mirror ``--mirrors/<owner>+<name>/repo`` at the task's snapshot commit.
+Corpora are read from ``--corpora/<repo>``: a ``git clone --shared`` of the
+bare mirror ``--mirrors/<owner>+<name>/repo`` checked out at the task's
+snapshot commit (history present), made when missing. Other repositories than
+the six come in through ``--repos-file`` (name -> GitHub name) and ``--tasks-dir``:
+
+    python -m benchmarks.localization --repos-file /tmp/ctxsvc-train/repos.json \\
+        --tasks-dir /tmp/ctxsvc-train/unseen --corpora /tmp/ctxsvc-train/corpora \\
+        --repos starlette,chi --systems ctxsvc
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
@@ -74,49 +81,97 @@ def read_tasks(tasks_dir: Path, repos: Sequence[str], limit: int | None) -> dict
     return tasks
 
 
-def ensure_corpus(repo: str, snapshot: str, corpora: Path, mirrors: Path) -> Path:
-    """The snapshot's tree at ``corpora/repo``, written from the mirror when missing."""
+def load_repos(path: Path | None) -> dict[str, str]:
+    """Short name -> GitHub ``owner/name``: the six, or those of a JSON file.
+
+    The file maps a name to ``"owner/name"`` or to an object with a ``github``
+    field (the ``repos.json`` of ``benchmarks.training_set``).
+    """
+    if path is None:
+        return dict(REPOS)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            str(name): str(v["github"] if isinstance(v, dict) else v) for name, v in data.items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BenchError(
+            f"cannot read the repository list {path}: {exc}; "
+            'give a JSON object such as {"click": "pallets/click"}'
+        ) from None
+
+
+def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def ensure_corpus(
+    repo: str, snapshot: str, corpora: Path, mirrors: Path, github: str | None = None
+) -> Path:
+    """``corpora/repo``: a shared clone of the mirror checked out at ``snapshot``, history present.
+
+    Made when missing; a clone at another commit is moved to the snapshot. A
+    directory that is not a clone of the mirror is left alone: an error says
+    to move it aside.
+    """
     target = corpora / repo
-    if target.is_dir() and any(target.iterdir()):
-        return target
-    owner_name = REPOS[repo].replace("/", "+")
+    owner_name = (github or REPOS[repo]).replace("/", "+")
     git_dir = mirrors / owner_name / "repo"
+    if target.is_dir() and any(target.iterdir()):
+        alternates = target / ".git" / "objects" / "info" / "alternates"
+        shared = alternates.is_file() and any(
+            Path(line).resolve() == (git_dir / "objects").resolve()
+            for line in alternates.read_text().splitlines()
+            if line.strip()
+        )
+        if not shared:
+            raise BenchError(
+                f"{target} is not a clone of {git_dir} (an older corpus written by git archive?); "
+                "move it aside and run again to make the clone, history included"
+            )
+        head = _git("rev-parse", "HEAD", cwd=target).stdout.strip()
+        wanted = _git("rev-parse", "--verify", "-q", f"{snapshot}^{{commit}}", cwd=target)
+        if head and head == wanted.stdout.strip():
+            return target
+        err.print(f"moving {target} from {head[:10] or 'nothing'} to {snapshot[:10]}")
+        _checkout(target, snapshot, repo)
+        return target
     has_commit = git_dir.is_dir() and (
-        subprocess.run(
-            ["git", f"--git-dir={git_dir}", "cat-file", "-e", f"{snapshot}^{{commit}}"],
-            capture_output=True,
-        ).returncode
-        == 0
+        _git(f"--git-dir={git_dir}", "cat-file", "-e", f"{snapshot}^{{commit}}").returncode == 0
     )
     if not has_commit:
         raise BenchError(
             f"no corpus for {repo}: {target} is missing or empty, and {git_dir} "
             f"{'lacks commit ' + snapshot[:10] if git_dir.is_dir() else 'does not exist'}. "
-            f"Fetch github:{REPOS[repo]} into the mirrors, or pass --corpora/--mirrors."
+            f"Fetch github:{github or REPOS[repo]} into the mirrors, or pass --corpora/--mirrors."
         )
-    err.print(f"writing {repo} at {snapshot[:10]} from {git_dir} to {target}")
-    target.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.Popen(
-        ["git", f"--git-dir={git_dir}", "archive", snapshot], stdout=subprocess.PIPE
-    )
-    subprocess.run(["tar", "-x", "-C", str(target)], stdin=archive.stdout, check=True)
-    if archive.wait() != 0:
-        raise BenchError(
-            f"git archive of {repo} at {snapshot[:10]} failed; remove {target} and retry"
-        )
-    ident = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
-    for cmd in (
-        ["init", "-q"],
-        ["add", "-A"],
-        [*ident, "commit", "-q", "-m", f"snapshot {snapshot}"],
-    ):
-        subprocess.run(["git", "-C", str(target), *cmd], check=True, capture_output=True)
+    err.print(f"cloning {git_dir} to {target} at {snapshot[:10]}")
+    if target.is_dir():
+        target.rmdir()  # empty, checked above
+    target.parent.mkdir(parents=True, exist_ok=True)
+    done = _git("clone", "-q", "--shared", "--no-checkout", str(git_dir), str(target))
+    if done.returncode != 0:
+        raise BenchError(f"git clone of {git_dir} failed: {done.stderr.strip()}")
+    _checkout(target, snapshot, repo)
     return target
+
+
+def _checkout(target: Path, snapshot: str, repo: str) -> None:
+    done = _git("-c", "advice.detachedHead=false", "checkout", "-q", "--detach", "--force",
+                snapshot, cwd=target)  # fmt: skip
+    if done.returncode != 0:
+        raise BenchError(
+            f"checking out {repo} at {snapshot[:10]} in {target} failed: {done.stderr.strip()}; "
+            "remove it and run again"
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repos", default=",".join(REPOS), help="comma-separated subset")
+    p.add_argument("--repos", help="comma-separated subset (default: all of --repos-file)")
+    p.add_argument("--repos-file", type=Path,
+                   help="JSON: name -> owner/name (or -> {github: ...}, as training_set's "
+                   "repos.json); default: the six benchmark repositories")  # fmt: skip
     p.add_argument("--tasks", type=int, default=None, help="first N tasks per repository")
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
@@ -128,6 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "ctxsvc-bench",
                    help="ctxsvc data directory; indexes there are reused")  # fmt: skip
     p.add_argument("--no-vectors", action="store_true", help="ctxsvc without embeddings (FTS only)")
+    p.add_argument("--plain-index-names", action="store_true",
+                   help="index NAME as NAME, not NAME-<settings> (the training set's home)")  # fmt: skip
     p.add_argument("--chunk-target", type=int)
     p.add_argument("--chunk-max", type=int)
     p.add_argument("--embed-seq", type=int)
@@ -154,8 +211,9 @@ def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
 
 
 def _run(args: argparse.Namespace) -> int:
-    repos = [r.strip() for r in args.repos.split(",") if r.strip()]
-    unknown = [r for r in repos if r not in REPOS]
+    known = load_repos(args.repos_file)
+    repos = [r.strip() for r in (args.repos or ",".join(known)).split(",") if r.strip()]
+    unknown = [r for r in repos if r not in known]
     if unknown:
         raise BenchError(f"unknown repos: {', '.join(unknown)}")
     systems = check_systems(s.strip() for s in args.systems.split(",") if s.strip())
@@ -189,11 +247,14 @@ def _run(args: argparse.Namespace) -> int:
     with RichProgress(err) as progress:
         progress.start("tasks", sum(map(len, tasks.values())))
         for repo in repos:
-            root = ensure_corpus(repo, tasks[repo][0].snapshot, args.corpora, args.mirrors)
+            root = ensure_corpus(
+                repo, tasks[repo][0].snapshot, args.corpora, args.mirrors, known[repo]
+            )
             runs.append(
                 run_repo(
                     service, repo, tasks[repo], PreparedTree(root),
-                    index=index_name(repo, settings, vectors), budgets=budgets,
+                    index=repo if args.plain_index_names else index_name(repo, settings, vectors),
+                    budgets=budgets,
                     systems=systems, vectors=vectors, progress=progress,
                 )
             )  # fmt: skip

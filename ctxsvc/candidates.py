@@ -2,7 +2,9 @@
 
 - ``snippets`` (default): the ranked chunks themselves, the smallest spans
   that carry the relevant code (a scrap of a definition, such as a lone
-  signature, grows into the next chunk of it or is left out);
+  signature, grows into the next chunk of it or is left out), and where a
+  chunk is a piece of a longer definition, the whole definition when it is
+  cheap enough, else the rest of it later, for what room is left;
 - ``skeleton``: for the ranked files, the signatures and first docstring line
   of every definition, nested as in the file;
 - ``map``: one line per ranked file with its most relevant symbols, a
@@ -18,7 +20,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 
-from ctxsvc.blocks import Block, Source, snippet
+from ctxsvc.blocks import Block, Source, is_body, snippet
 from ctxsvc.errors import AmbiguousSymbol, InvalidRequest
 from ctxsvc.limits import MAX_PATTERNS, validate_session_id
 from ctxsvc.models import Chunk, DeliveredSpan, Hit, Reference, Symbol
@@ -32,21 +34,40 @@ DETAILS = ("snippets", "skeleton", "map", "full")
 MAP_SYMBOLS = 8
 MIN_LINES = 3  # non-blank lines a piece of a definition needs to be sent alone
 MAX_RELATED = 24
+# A whole definition stands in for a hit inside it when it costs at most a
+# quarter of the budget (a pack still holds four regions or more) and at most
+# WHOLE_MAX_TOKENS (about 120 lines: beyond that one definition crowds out
+# other files, and an agent reads such a function by parts anyway).
+WHOLE_SHARE = 0.25
+WHOLE_MAX_TOKENS = 1500
+# The rest of a longer definition is offered later only while it costs at most this share.
+REST_SHARE = 0.5
 
 
 def candidates(
-    view: RepoView, hits: Sequence[Hit], detail: str, *, budget_tokens: int = 0, spread: float = 0.0
+    view: RepoView,
+    hits: Sequence[Hit],
+    detail: str,
+    *,
+    budget_tokens: int = 0,
+    spread: float = 0.0,
+    whole_definitions: bool = True,
 ) -> list[Block]:
     """Packing candidates for ``hits`` at ``detail``, best first.
 
     With ``spread`` > 0, snippets are reordered so that the best chunk of each
     of the first files comes before the second-best chunks of any file, for
     about ``spread`` of the budget: a few lines of each likely file are worth
-    more than a third chunk of the first.
+    more than a third chunk of the first. With ``whole_definitions`` (and a
+    budget), a chunk that is a piece of a longer definition brings the whole
+    of it (see ``region_complete``).
     """
     if detail == "snippets":
+        ordered = spread_files(hits, budget_tokens, spread)
+        if whole_definitions and budget_tokens > 0:
+            return region_complete(view, ordered, budget_tokens)
         sources: dict[str, Source] = {}
-        picked = (_chunk_block(view, h, sources) for h in spread_files(hits, budget_tokens, spread))
+        picked = (_chunk_block(view, h, sources) for h in ordered)
         return [b for b in picked if b is not None]
     files = ranked_files(hits)
     if detail == "full":
@@ -139,6 +160,118 @@ def _chunk_block(view: RepoView, h: Hit, sources: dict[str, Source]) -> Block | 
     if count < MIN_LINES and (owner is not None or len(view.by_path.get(c.path, ())) > 1):
         return None
     return _span_snippet(view, chunks[first], chunks[last], h.score, h.why, src)
+
+
+def whole_cap(budget_tokens: int) -> int:
+    """The most tokens a whole definition may cost to stand in for a hit inside it."""
+    return min(int(WHOLE_SHARE * budget_tokens), WHOLE_MAX_TOKENS)
+
+
+def region_complete(view: RepoView, hits: Sequence[Hit], budget_tokens: int) -> list[Block]:
+    """Snippet candidates that spend the budget on whole definitions, best first.
+
+    A hit whose chunk is a piece of a longer definition (the innermost one
+    holding it: a function or method, or a definition of no parts such as a
+    long enum) is offered as that whole definition, with the hit's score and
+    reasons, when it costs at most ``whole_cap(budget_tokens)``; its own
+    snippet follows, which costs nothing once the definition is in and
+    takes its place when the room left is too small for it. A longer one
+    sends the chunk as it is, and the whole definition comes later: after the
+    hits of the next ``whole_cap`` tokens, so that the packer completes the
+    region with what room is left rather than before better-ranked code.
+    Token counts are the chunks' (an estimate: the packer counts each
+    candidate exactly before it places it, and the whole text at the end).
+    """
+    cap = whole_cap(budget_tokens)
+    sources: dict[str, Source] = {}
+    out: list[Block] = []
+    whole: list[tuple[str, int, int]] = []  # definitions offered whole
+    later: list[tuple[int, Block]] = []  # (the hit tokens it waits for, the rest of one)
+    deferred: set[tuple[str, int, int]] = set()  # by place: overloads share an id
+    spent = 0  # tokens of the hits' chunks so far
+    for h in hits:
+        while later and later[0][0] <= spent:
+            out.append(later.pop(0)[1])
+        c = h.chunk
+        spent += c.tokens
+        own = _chunk_block(view, h, sources)
+        src = source_of(view, c.path, sources)
+        owner = _owner(src, c)
+        if owner is not None and (
+            (c.path, owner.start_line, owner.end_line) in deferred
+            or any(p == c.path and a <= c.start_line and c.end_line <= z for p, a, z in whole)
+        ):
+            owner = None  # already offered: the chunk goes as it is
+        if owner is not None:
+            block = _definition_block(view, owner, h, src)
+            if block.tokens <= cap:
+                whole.append((c.path, owner.start_line, owner.end_line))
+                out.append(block)
+            elif block.tokens <= REST_SHARE * budget_tokens:
+                deferred.add((c.path, owner.start_line, owner.end_line))
+                block.why.append(f"rest of {owner.qualname}")
+                later.append((spent + cap, block))
+        if own is not None:
+            out.append(own)
+    out.extend(b for _, b in later)
+    return out
+
+
+def _owner(src: Source, c: Chunk) -> Symbol | None:
+    """The definition ``c`` is a piece of, if any: the innermost one holding it that is
+    longer than it, when that is a body of code, or a definition ``c`` holds no
+    whole definition of (a class's chunk of whole methods is no piece of it)."""
+    lo, hi = c.start_line, c.end_line
+    owner = next((s for s in src.holding(lo, hi) if (s.start_line, s.end_line) != (lo, hi)), None)
+    if owner is None or is_body(owner):
+        return owner
+    # A container (class, impl, struct) grows whole only when it has no definitions
+    # inside: a piece of a class is not worth all its methods.
+    inner = any(
+        owner.start_line <= s.start_line and s.end_line <= owner.end_line and s is not owner
+        for s in src.symbols
+    )
+    return None if inner else owner
+
+
+def _definition_block(view: RepoView, s: Symbol, h: Hit, src: Source) -> Block:
+    """A snippet of the whole of definition ``s`` (and the blank lines up to the next
+    chunk), with the score and reasons of hit ``h``, its tokens those of the chunks
+    it spans (a file's chunks are neighbours in ``view.chunks``: only those are read)."""
+    chunks, pos = view.chunks, view.chunk_index.get(h.chunk.id)
+    if pos is None:  # not the view's own chunk: count the lines' characters
+        return _definition_snippet(
+            s, s.end_line, len(src.text(s.start_line, s.end_line)) // 3, h, src
+        )
+
+    def inside(i: int) -> bool:
+        c = chunks[i] if 0 <= i < len(chunks) else None
+        return (
+            c is not None
+            and c.path == s.path
+            and c.end_line >= s.start_line
+            and c.start_line <= s.end_line
+        )
+
+    first = last = pos
+    while inside(first - 1):
+        first -= 1
+    while inside(last + 1):
+        last += 1
+    end = s.end_line
+    if last + 1 < len(chunks) and chunks[last + 1].path == s.path:  # the blank lines up to it
+        while end + 1 < chunks[last + 1].start_line and not src.lines.get(end + 1, "x").strip():
+            end += 1
+    return _definition_snippet(
+        s, end, sum(chunks[i].tokens for i in range(first, last + 1)), h, src
+    )
+
+
+def _definition_snippet(s: Symbol, end: int, tokens: int, h: Hit, src: Source) -> Block:
+    return snippet(
+        s.path, s.start_line, end, src.text(s.start_line, end), language=src.language,
+        symbol=s.qualname, score=h.score, why=h.why, tokens=tokens, source=src,
+    )  # fmt: skip
 
 
 def _solid(text: str) -> int:
@@ -436,6 +569,7 @@ def candidates_of(
     ledger: SessionLedger | None,
     budget_tokens: int = 0,
     spread: float = 0.0,
+    whole_definitions: bool = True,
 ) -> tuple[list[Block], list[DeliveredSpan]]:
     """Packing candidates, minus what the session already holds unchanged."""
     already: list[DeliveredSpan] = []
@@ -446,7 +580,11 @@ def candidates_of(
         hits, already = split_already_sent(
             hits, ledger.delivered(session_id, view.meta.name), view.lines
         )
-    return candidates(view, hits, detail, budget_tokens=budget_tokens, spread=spread), already
+    blocks = candidates(
+        view, hits, detail, budget_tokens=budget_tokens, spread=spread,
+        whole_definitions=whole_definitions,
+    )  # fmt: skip
+    return blocks, already
 
 
 def check_patterns(include: Sequence[str] | None, exclude: Sequence[str] | None) -> None:

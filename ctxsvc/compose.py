@@ -9,11 +9,13 @@ model or opens a database by itself.
 from __future__ import annotations
 
 import logging
+import threading
 
 from ctxsvc.catalog import Catalog
 from ctxsvc.errors import CtxError
 from ctxsvc.memory import Memory
 from ctxsvc.queries import Queries
+from ctxsvc.ranking import preload_rankers
 from ctxsvc.retrieval import RetrievalConfig
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
@@ -86,12 +88,15 @@ def build_service(
     catalog.subscribe(workspaces)
     qvectors = QueryVectors(embedder, query_embedder=query_embedder, embedder_error=embedder_error)
     queries = Queries(
-        catalog, tokens, qvectors, ledger=state.ledger, retrieval=retrieval or RetrievalConfig(),
-        drift=workspaces,
+        catalog, tokens, qvectors, ledger=state.ledger,
+        retrieval=retrieval or RetrievalConfig(ranker=settings.ranker), drift=workspaces,
     )  # fmt: skip
     memory = Memory(catalog, state, tokens, queries, drift=workspaces, summarizer=summarizer)
     if preload and embedder is not None and (start := getattr(embedder, "start", None)):
         start()
+    if preload and queries.retrieval.ranker == "learned":
+        # LightGBM's import and the models' parse take seconds: not on the first query.
+        threading.Thread(target=preload_rankers, name="ranker-preload", daemon=True).start()
     if fill_behind:
         catalog.fill_pending()  # a run killed mid-embedding, or one that left them to a server
     return ContextService(catalog, queries, memory, workspaces)

@@ -22,6 +22,7 @@ server's problem responses, chosen by ``code``, so callers catch one tree.
     │   └── Forbidden              a foreign Host or Origin (DNS rebinding)
     ├── IndexBusy                  retryable: another run holds the repo lock
     ├── ModelUnavailable           not retryable: the embedding model cannot load
+    ├── RankerUnavailable          not retryable: the learned ranker's model file (fusion ranks)
     ├── SummarizerFailed           retryable: the optional LLM summarizer did not answer
     ├── Overloaded                 retryable: the server has too many requests in flight
     ├── DeadlineExceeded           retryable: the request ran past its deadline
@@ -181,6 +182,9 @@ class IndexBusy(CtxError, code="index_busy", retryable=True, http_status=409, ex
 
 
 class ModelUnavailable(CtxError, code="model_unavailable", http_status=503, exit_code=5): ...
+
+
+class RankerUnavailable(CtxError, code="ranker_unavailable", http_status=503, exit_code=5): ...
 
 
 class SummarizerFailed(

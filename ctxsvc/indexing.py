@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from ctxsvc import history
 from ctxsvc.errors import ModelMismatch, StoreCorrupt
 from ctxsvc.models import (
     Chunk,
@@ -259,6 +260,8 @@ def index_repository(
             meta = writer.commit(
                 meta, rebuild_fts=cold or len(run.chunks) > 0.2 * max(stats["chunks"], 1)
             )
+        # After the text commit, so that it never delays the first answer.
+        _store_history(store, root, name, found.commit, run, reporter, again=rebuild)
 
         return IndexSummary(
             repo=name,
@@ -285,6 +288,43 @@ def index_repository(
             warnings=tuple(run.warnings + list(found.notes)),
             version=meta.generation,
         )
+
+
+def _store_history(
+    store: LanceStore, root: Path, name: str, head: str | None, run: _Run,
+    reporter: Reporter, *, again: bool,
+) -> None:  # fmt: skip
+    """Read and store the git history of ``root`` unless the stored one was read at
+    ``head`` (``again``: read it anyway). Outside git there is none to read."""
+    if head is None:
+        return
+    path = history.sidecar(store.path, name)
+    if not again:
+        try:
+            if history.load(path, root=str(root), head=head) is not None:
+                log.info("git history current", extra={"repo": name, "head": head})
+                return
+        except ValueError as exc:
+            log.warning("stored git history unreadable: reading it again", extra={"why": str(exc)})
+    with run.stage("history", reporter) as n:
+        try:
+            got = history.read_history(root)
+        except (ValueError, IndexError, UnicodeError, OSError) as exc:  # an odd log: no history
+            run.warn(f"the git history of {name!r} could not be read ({exc}): ranked without it")
+            return
+        n[0] = got.commits
+        try:
+            history.save(path, got, str(root))
+        except OSError as exc:
+            run.warn(
+                f"the git history of {name!r} could not be stored ({exc}): queries rank "
+                "without it until a later run stores it"
+            )
+            return
+    log.info(
+        "git history stored",
+        extra={"repo": name, "head": got.head, "commits": got.commits, "capped": got.capped},
+    )
 
 
 def _outdated(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +33,7 @@ from ctxsvc.candidates import (
 )
 from ctxsvc.catalog import Catalog, Current
 from ctxsvc.drift import DriftSource, Watch, drift, render_warnings
-from ctxsvc.errors import CtxError, InvalidRequest, StoreError
+from ctxsvc.errors import CtxError, InvalidRequest, RankerUnavailable, StoreError
 from ctxsvc.graph import personalized_pagerank
 from ctxsvc.limits import (
     MAX_QUERY_CHARS,
@@ -55,6 +56,7 @@ from ctxsvc.models import (
     span_hash,
 )
 from ctxsvc.packing import pack
+from ctxsvc.ranking import Ranker, model_path, shipped_ranker
 from ctxsvc.retrieval import RetrievalConfig, path_prior, retrieve
 from ctxsvc.sessions import split_already_sent
 from ctxsvc.stores.ledger import SessionLedger
@@ -72,6 +74,7 @@ class _Started:
     current: Current
     vector: npt.NDArray[np.float32] | None
     config: RetrievalConfig
+    ranker: Ranker | None = None  # None: hand-weighted fusion orders the candidates
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,6 +88,7 @@ class Queries:
     ledger: SessionLedger | None = None
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     drift: DriftSource | None = None
+    ranker_model: Path | None = None  # the learned ranker's file (None: the shipped one)
 
     def context(
         self,
@@ -114,12 +118,19 @@ class Queries:
         view = s.current.view
         # Enough candidates to fill the budget with chunks of the target size, twice over.
         limit = max(60, 2 * budget_tokens // self.catalog.settings.chunk_target_tokens)
-        hits = filter_hits(retrieve(view, query, s.vector, s.config, limit=limit), include, exclude)
+        hits = filter_hits(
+            retrieve(view, query, s.vector, s.config, limit=limit, ranker=s.ranker),
+            include,
+            exclude,
+        )
         already: list[DeliveredSpan] = []
         held = self._held(session_id, view.meta.name, s.current.degraded)
         if held:
             hits, already = split_already_sent(hits, held, view.lines)
-        blocks, _ = candidates_of(view, hits, detail, None, None, budget_tokens, s.config.spread)
+        blocks, _ = candidates_of(
+            view, hits, detail, None, None, budget_tokens, s.config.spread,
+            s.config.whole_definitions,
+        )  # fmt: skip
         record = held is not None
         source = self.drift
         watch = None
@@ -171,7 +182,7 @@ class Queries:
         """
         s = self._start(name_or_path, query, limit=limit)
         view = s.current.view
-        hits = retrieve(view, query, s.vector, s.config, limit=max(60, 3 * limit))
+        hits = retrieve(view, query, s.vector, s.config, limit=max(60, 3 * limit), ranker=s.ranker)
         best: dict[tuple[str, str], float] = {}
         for h in hits:
             for q in h.chunk.symbols:
@@ -318,7 +329,20 @@ class Queries:
             vector, why_not = self.vectors.vector(current.view.meta, query)
             current.degraded.extend(why_not)
         config = self.retrieval if vector is not None else replace(self.retrieval, vector=False)
-        return _Started(current, vector, config)
+        ranker = None
+        if query is not None and config.ranker == "learned":
+            if vector is None:  # the model was trained with the vector signal's features
+                current.degraded.append("ranking: hand-weighted fusion (no query vector)")
+            else:
+                history = config.history and current.view.history.commits > 0
+                try:
+                    ranker = shipped_ranker(self.ranker_model or model_path(history), history)
+                except RankerUnavailable as exc:
+                    current.degraded.append(
+                        f"ranking: hand-weighted fusion ({exc.message}; reinstall ctxsvc, "
+                        "or set CTXSVC_RANKER=fusion to choose it)"
+                    )
+        return _Started(current, vector, config, ranker)
 
     def _pack(
         self,

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from ctxsvc.graph import personalized_pagerank
 from ctxsvc.models import Hit
+from ctxsvc.ranking import TEST_PATH, Ranker, Signals, features
 from ctxsvc.view import RepoView
 from indexers.terms import code_terms
 
@@ -60,8 +61,13 @@ class RetrievalConfig:
     # prose (docs, changelogs) or tests; 1.0 switches a prior off.
     prose_weight: float = 0.25
     test_weight: float = 0.25
+    # "learned": the shipped LambdaRank model orders candidates (fusion when it cannot
+    # load, said in ``degraded``); "fusion": the hand weights above, for ablation.
+    ranker: str = "learned"
+    history: bool = True  # git history features (file and lines' changes, co-change)
     # Share of the budget given first to the best chunk of each ranked file.
     spread: float = 0.0
+    whole_definitions: bool = True  # a hit inside a definition brings the whole of it
 
     def enabled(self, signal: str) -> bool:
         return bool(getattr(self, signal))
@@ -74,25 +80,65 @@ def retrieve(
     config: RetrievalConfig,
     *,
     limit: int,
+    ranker: Ranker | None = None,
 ) -> list[Hit]:
-    """Ranked chunks for ``query``: the first ``limit`` candidates of each signal, fused."""
-    rankings: dict[str, list[int]] = {}
+    """Ranked chunks for ``query``: the first ``limit`` candidates of each signal, fused.
+
+    With ``ranker``, the learned model orders the candidates; without one, the
+    hand-weighted fusion of ``config`` does.
+    """
+    signals = gather(view, query, query_vector, config, limit=limit)
+    if ranker is None or not signals.fused:
+        return fusion_hits(view, signals, config)
+    pos, x = features(view, query, signals, history=config.history)
+    learned = ranker.score(x)
+    why = _why(signals)
+    order = sorted(
+        range(len(pos)),
+        key=lambda r: (-learned[r], view.chunks[pos[r]].path, view.chunks[pos[r]].start_line),
+    )
+    # A score in (0, 1) as the other rankings give (the logistic of the model's, which
+    # keeps its order; clipped so that no exponent overflows).
+    scores = 1.0 / (1.0 + np.exp(-np.clip(learned, -30.0, 30.0)))
+    return [Hit(view.chunks[pos[r]], float(scores[r]), why[pos[r]]) for r in order]
+
+
+def gather(
+    view: RepoView,
+    query: str,
+    query_vector: npt.NDArray[np.float32] | None,
+    config: RetrievalConfig,
+    *,
+    limit: int,
+) -> Signals:
+    """Each enabled signal's first ``limit`` candidates with scores, and their fusion."""
+    signals = Signals(query_vector=query_vector if config.vector else None)
     if config.fts:
         terms = " ".join(dict.fromkeys(code_terms(query)))
-        rankings["fts"] = [
-            view.chunk_index[c.id]
-            for c, _ in view.reader.fts(terms, limit)
-            if c.id in view.chunk_index
-        ]
+        signals.add(
+            "fts",
+            [(view.chunk_index[c.id], s) for c, s in view.reader.fts(terms, limit)
+             if c.id in view.chunk_index],
+        )  # fmt: skip
     if config.vector and query_vector is not None:
-        rankings["vector"] = [i for i, _ in view.nearest(query_vector, limit)]
+        signals.add("vector", view.nearest(query_vector, limit))
     if config.symbol:
-        rankings["symbol"] = symbol_matches(view, query)[:limit]
+        signals.add("symbol", symbol_scores(view, query)[:limit])
+    rankings = {k: sorted(v, key=lambda i: v[i][0]) for k, v in signals.ranked.items()}
     scores = fuse(rankings, config.weights, config.rrf_k)
     if config.graph and scores:
         seeds = sorted(scores, key=scores.__getitem__, reverse=True)[: config.graph_seeds]
-        rankings["graph"] = graph_ranking(view, {i: scores[i] for i in seeds})[:limit]
+        signals.add("graph", graph_scores(view, {i: scores[i] for i in seeds})[:limit])
+        rankings["graph"] = [i for i, _ in sorted(signals.ranked["graph"].items(),
+                                                  key=lambda kv: kv[1][0])]  # fmt: skip
         scores = fuse(rankings, config.weights, config.rrf_k)
+    signals.fused = scores
+    return signals
+
+
+def fusion_hits(view: RepoView, signals: Signals, config: RetrievalConfig) -> list[Hit]:
+    """The candidates ordered by hand-weighted fusion, file boost and path priors."""
+    scores = signals.fused
     if config.file_boost:
         scores = boost_files(view, scores, config.file_boost)
     if config.prose_weight != 1.0 or config.test_weight != 1.0:
@@ -100,14 +146,19 @@ def retrieve(
             i: s * path_prior(view.chunks[i].path, view.chunks[i].language, config)
             for i, s in scores.items()
         }
-    why: dict[int, list[str]] = defaultdict(list)
-    for signal, ranked in rankings.items():
-        for rank, i in enumerate(ranked, start=1):
-            why[i].append(f"{signal}#{rank}")
+    why = _why(signals)
     order = sorted(
         scores, key=lambda i: (-scores[i], view.chunks[i].path, view.chunks[i].start_line)
     )
-    return [Hit(view.chunks[i], round(scores[i], 6), tuple(why[i])) for i in order]
+    return [Hit(view.chunks[i], round(scores[i], 6), why[i]) for i in order]
+
+
+def _why(signals: Signals) -> dict[int, tuple[str, ...]]:
+    why: dict[int, list[str]] = defaultdict(list)
+    for signal, ranked in signals.ranked.items():
+        for i, (rank, _) in sorted(ranked.items(), key=lambda kv: kv[1][0]):
+            why[i].append(f"{signal}#{rank}")
+    return defaultdict(tuple, {i: tuple(w) for i, w in why.items()})
 
 
 def fuse(
@@ -122,8 +173,9 @@ def fuse(
     return dict(scores)
 
 
-def symbol_matches(view: RepoView, query: str) -> list[int]:
-    """Chunks defining a name the query mentions; identifier-like and rare names first."""
+def symbol_scores(view: RepoView, query: str) -> list[tuple[int, float]]:
+    """Chunks defining a name the query mentions, with a weight: identifier-like and
+    rare names first."""
     found: dict[int, float] = {}
     for word in dict.fromkeys(_WORD.findall(query)):
         low = word.lower()
@@ -139,10 +191,11 @@ def symbol_matches(view: RepoView, query: str) -> list[int]:
             pos = view.chunk_at(s.path, s.start_line)
             if pos is not None:
                 found[pos] = max(found.get(pos, 0.0), weight)
-    return sorted(found, key=lambda i: (-found[i], view.chunks[i].path, view.chunks[i].start_line))
+    order = sorted(found, key=lambda i: (-found[i], view.chunks[i].path, view.chunks[i].start_line))
+    return [(i, found[i]) for i in order]
 
 
-def graph_ranking(view: RepoView, seeds: Mapping[int, float]) -> list[int]:
+def graph_scores(view: RepoView, seeds: Mapping[int, float]) -> list[tuple[int, float]]:
     """Chunks by the PageRank of their definitions, restarted at the seed chunks."""
     node_seeds: dict[int, float] = defaultdict(float)
     for pos, w in seeds.items():
@@ -156,7 +209,7 @@ def graph_ranking(view: RepoView, seeds: Mapping[int, float]) -> list[int]:
     score = np.zeros(len(view.chunks))
     np.maximum.at(score, chunk_of, rank[node_of])
     order = np.argsort(-score, kind="stable")
-    return [int(i) for i in order[: int((score > 0).sum())]]
+    return [(int(i), float(score[i])) for i in order[: int((score > 0).sum())]]
 
 
 def boost_files(view: RepoView, scores: Mapping[int, float], weight: float) -> dict[int, float]:
@@ -168,16 +221,11 @@ def boost_files(view: RepoView, scores: Mapping[int, float], weight: float) -> d
     return {i: s + weight * (file_score[view.chunks[i].path] - s) for i, s in scores.items()}
 
 
-_TEST_PATH = re.compile(
-    r"(^|/)(tests?|testing|spec|specs|__tests__|benches|examples?)/|(^|/)test_[^/]*$|_test\.[a-z]+$|\.(test|spec)\.[a-z]+$"
-)
-
-
 def path_prior(path: str, language: str | None, config: RetrievalConfig) -> float:
     """How much less a file counts for being prose or a test, example or benchmark."""
     weight = 1.0
     if language is None:
         weight *= config.prose_weight
-    if _TEST_PATH.search(path):
+    if TEST_PATH.search(path):
         weight *= config.test_weight
     return weight

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     parse_processes: int = 0
     embed_timeout: float = 120.0  # seconds per indexing batch before the model counts as stalled
     query_embed_timeout: float = 5.0  # seconds per query before it is answered without vectors
+    # What orders a query's candidates: the shipped learned ranker, or hand-weighted fusion.
+    ranker: Literal["learned", "fusion"] = "learned"
     # The HTTP API (``ctxsvc serve``)
     host: str = "127.0.0.1"
     port: int = 8765

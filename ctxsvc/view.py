@@ -23,12 +23,14 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
 
 from ctxsvc.graph import CodeGraph, build_graph, node_key
+from ctxsvc.history import History, load, sidecar
 from ctxsvc.models import Chunk, FileRecord, Reference, Symbol, embed_text
 from ctxsvc.resolve import Resolver
 from ctxsvc.stores.lance import IndexMeta, RepoReader
@@ -63,6 +65,12 @@ class RepoView:
     load_seconds: float = 0.0
     # path -> why its text is not served: stored chunks that fail their content hash
     damaged: Mapping[str, str] = field(default_factory=dict)
+    # Git history read at the commit indexed (see ``history``), and the file it came
+    # from with its (mtime_ns, size, inode) then (None: no file).
+    _history: History = field(default=History.EMPTY, repr=False)
+    _history_file: tuple[Path, tuple[int, int, int] | None] | None = field(
+        default=None, repr=False, compare=False
+    )
     _symbols_by_path: dict[str, list[Symbol]] | None = field(default=None, repr=False)
     _resolver: Resolver | None = field(default=None, repr=False)
     # path -> (its lines, its last line number), least recently used first
@@ -94,6 +102,7 @@ class RepoView:
         graph = build_graph(symbols, refs, reader.imports())
         chunk_nodes = [_nodes_of(c, graph) for c in chunks]
         vectors, has_vector = _align_vectors(reader, chunks)
+        history, history_file = _history(reader)
         view = cls(
             reader=reader,
             meta=reader.meta,
@@ -114,6 +123,8 @@ class RepoView:
             vectors=vectors,
             has_vector=has_vector,
             damaged=MappingProxyType(damaged),
+            _history=history,
+            _history_file=history_file,
         )
         view.load_seconds = time.perf_counter() - t0
         log.info(
@@ -141,6 +152,26 @@ class RepoView:
         )  # fmt: skip
         view.load_seconds = time.perf_counter() - t0
         return view
+
+    @property
+    def history(self) -> History:
+        """The git history of the commit indexed; ``History.EMPTY`` when none is stored.
+
+        An index run stores it just after its text commit, and one run after HEAD
+        moved with no file changed keeps this view (the same text): so a history
+        file rewritten since the view loaded (one stat a call) is read again.
+        """
+        at = self._history_file
+        if at is None:
+            return self._history
+        path, stamp = at
+        now = _stamp(path)
+        if now != stamp:  # a race reads it twice; both are equal
+            self._history_file = (path, now)
+            got = _read_history(path, self.meta.name, self.meta.root, None)
+            if got is not None:
+                self._history = got
+        return self._history
 
     def indexed_hashes(self) -> dict[str, str]:
         """The content hash of every indexed file (skipped files left out)."""
@@ -236,6 +267,46 @@ class RepoView:
         top = np.argpartition(-sims, k - 1)[:k]
         top = top[np.argsort(-sims[top])]
         return [(int(i), float(sims[i])) for i in top if self.has_vector[i]]
+
+
+def _history(
+    reader: RepoReader,
+) -> tuple[History, tuple[Path, tuple[int, int, int] | None]]:
+    """The git history stored for ``reader``'s commit (EMPTY, with a warning, when
+    absent or unreadable: a query never fails for it) and its file's stamp."""
+    meta = reader.meta
+    path = sidecar(reader.store_path, meta.name)
+    stamp = _stamp(path)
+    if meta.commit is None:
+        return History.EMPTY, (path, stamp)  # not a git work tree: nothing to read
+    got = _read_history(path, meta.name, meta.root, meta.commit)
+    if got is None:
+        log.warning(
+            "no git history stored for this commit: ranking goes without it until an index run",
+            extra={"repo": meta.name, "commit": meta.commit},
+        )
+    return got or History.EMPTY, (path, stamp)
+
+
+def _read_history(path: Path, name: str, root: str, head: str | None) -> History | None:
+    """The history at ``path`` if it is of ``root`` (and ``head``, unless None)."""
+    try:
+        got = load(path, root=root, head=head)
+    except ValueError as exc:
+        log.warning(
+            "git history unreadable: ranking goes without it; the next index run reads it again",
+            extra={"repo": name, "why": str(exc)},
+        )
+        return History.EMPTY
+    return got
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 def _checked(chunks: Sequence[Chunk]) -> tuple[list[Chunk], dict[str, str]]:

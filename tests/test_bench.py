@@ -14,7 +14,7 @@ from ctxsvc.bench.gitrepo import CheckoutSnapshots, open_repo
 from ctxsvc.bench.mining import clean_message, is_source, mine, names_a_gold_file
 from ctxsvc.bench.report import write_report
 from ctxsvc.bench.repository import bench_repository, index_name
-from ctxsvc.bench.runner import run_repo
+from ctxsvc.bench.runner import check_systems, run_repo
 from ctxsvc.bench.tasks import Task, dump_tasks, load_tasks
 from ctxsvc.cli import main
 from ctxsvc.errors import InvalidPath, InvalidRequest, NoTasks
@@ -300,7 +300,7 @@ def test_runner_scores_the_oracle_and_whole_repository_exactly(
         index="fx", budgets=(40, 100_000),
     )  # fmt: skip
     by = {(s.system, s.task, s.budget): s for s in run.scores}
-    assert len(run.scores) == 5 * 3 * 2
+    assert len(run.scores) == 6 * 3 * 2
     for task in tasks:
         # Whole-repository injection: every tracked text file of the parent, counted here again.
         names = subprocess.run(
@@ -341,9 +341,16 @@ def test_bench_repository_writes_json_markdown_and_plots(
     data = json.loads(paths[0].read_text())
     assert data["config"]["index"] == index_name("bench-fixture", service.settings, True)
     assert data["repos"]["fixture"]["tasks"] == 3 and data["repos"]["fixture"]["name_leaks"] == 1
-    assert set(data["mean"]) == {"ctxsvc", "bm25-files", "bm25-windows", "oracle", "whole-repo"}
+    assert set(data["mean"]) == {
+        "ctxsvc",
+        "bm25-files",
+        "bm25-windows",
+        "grep-agent",
+        "oracle",
+        "whole-repo",
+    }
     assert data["mean"]["oracle"]["2000"]["region_recall"] == 1.0
-    assert len(data["per_task"]) == 5 * 3 * 2 and len(data["tasks"]) == 3
+    assert len(data["per_task"]) == 6 * 3 * 2 and len(data["tasks"]) == 3
     md = paths[1].read_text()
     assert "| system | budget | file hit | region recall |" in md
     assert "the lines that had to change were in the context" in md
@@ -422,3 +429,22 @@ def test_cli_bench_end_to_end(history: dict[str, str], tmp_path: Path) -> None:
     data = json.loads((out / "report.json").read_text())
     assert [t["commit"] for t in data["tasks"]] == [history["atomic"], history["merge"]]
     assert data["config"]["budgets"] == [500, 2000] and data["config"]["vectors"] is False
+
+
+def test_ablation_variants_run_beside_ctxsvc_under_their_own_names(
+    history: dict[str, str], service: ContextService
+) -> None:
+    repo = open_repo(Path(history["root"]))
+    tasks = mine(repo, limit=10)
+    # Variants alone, without "ctxsvc": they index the snapshots themselves.
+    systems = ("ctxsvc-fusion", "ctxsvc-no-history", "ctxsvc-fragments")
+    run = run_repo(
+        service, "fixture", tasks, CheckoutSnapshots(repo, service.settings.home / "snap"),
+        index="fx", budgets=(200,), systems=systems,
+    )  # fmt: skip
+    assert sorted({s.system for s in run.scores}) == sorted(systems)
+    assert len(run.scores) == len(systems) * len(tasks)
+    assert all(s.tokens <= 200 and not s.overrun for s in run.scores)
+    assert run.index == "fx" and any(s.file_hit for s in run.scores)
+    with pytest.raises(InvalidRequest, match="ctxsvc-fusion"):
+        check_systems(["ctxsvc-nonsense"])

@@ -32,6 +32,7 @@ def test_hanging_model_during_indexing_degrades_and_keeps_finished_batches(
     settings: Settings, counter: TiktokenCounter, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(vector_fill, "BATCH", 2)
+    monkeypatch.setattr(vector_fill, "RETRY_SECONDS", 0.05)  # the retries, not their waits
     hung = HangingEmbedder(ok_calls=2)
     store = LanceStore(settings.db_path)
     guarded = GuardedEmbedder(hung, timeout=0.5, cooldown=60)

@@ -1,20 +1,24 @@
-"""Baselines: BM25 over whole files or line windows, and the oracle, packed in rank order.
+"""Baselines: BM25 over whole files or line windows, a grep agent, and the oracle.
 
-Documents are tokenized as lower-cased identifier words with camelCase and
-snake_case split (``indexers.terms``), of the path and the text. Packing is
-greedy in rank order and checks the exact token count of the whole rendered
-context, so a baseline never exceeds its budget. The one owner of ``bm25s``.
+BM25 documents are tokenized as lower-cased identifier words with camelCase and
+snake_case split (``indexers.terms``), of the path and the text. The grep agent
+(``GrepAgent``) searches the query's terms as fixed strings and reads whole
+files in match order (``pack_reads``). Packing checks the exact token count of
+the whole rendered context, so a baseline never exceeds its budget. The one
+owner of ``bm25s``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ctxsvc.bench.metrics import Span, delivered_lines, merge_spans
 from ctxsvc.errors import ConfigError
+from ctxsvc.retrieval import _STOP as STOP_WORDS
 from ctxsvc.tokens import TokenCounter
 from indexers.terms import code_terms, path_terms
 
@@ -196,6 +200,11 @@ def pack_ranked(
         blocks.append(block)
         used = estimate
         spans[doc.path] = merge_spans([*have, (doc.start_line, doc.end_line)])
+    return _finish(kept, blocks, budget, counter)
+
+
+def _finish(kept: list[Doc], blocks: list[str], budget: int, counter: TokenCounter) -> Packed:
+    """The pack of ``kept``, the last ones dropped while seams put it over ``budget``."""
     rendered = SEPARATOR.join(blocks)
     tokens = counter.count(rendered)
     while tokens > budget:  # seams added more than the slack: drop the last kept
@@ -205,3 +214,166 @@ def pack_ranked(
         tokens = counter.count(rendered)
     delivered = delivered_lines((d.path, d.start_line, d.end_line) for d in kept)
     return Packed(tuple(kept), delivered, tokens, rendered)
+
+
+# -- the grep agent --------------------------------------------------------------
+
+# A name as written: an identifier, or identifiers joined by "." or "::".
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::)[A-Za-z_][A-Za-z0-9_]*)*")
+_QUOTED = re.compile(r"`[^`\n]+`")
+MAX_TERMS = 8  # searches an agent runs before it starts reading
+
+
+def query_terms(query: str) -> tuple[list[str], list[str]]:
+    """The search terms an agent takes from ``query``: identifiers and words.
+
+    Identifiers are kept as written, in query order: names with an inner
+    ``_``, camelCase (an upper-case letter after the first, and a lower-case
+    one), dotted or ``::`` paths (``os.path``, ``tokio::spawn``) and anything
+    in backticks. Words are the other alphabetic words of three letters or
+    more, lower-cased, without retrieval's stop words, longest first (then in
+    query order). Duplicates are dropped, case-insensitively.
+    """
+    quoted = [(m.start(), m.end()) for m in _QUOTED.finditer(query)]
+    names: list[str] = []
+    words: list[str] = []
+    seen: set[str] = set()
+    for m in _NAME.finditer(query):
+        word = m.group()
+        low = word.lower()
+        if low in seen:
+            continue
+        joined = ("." in word or "::" in word) and len(word) >= 4  # not "e.g"
+        camel = any(c.isupper() for c in word[1:]) and any(c.islower() for c in word)
+        in_quotes = len(word) >= 2 and any(s < m.start() and m.end() < e for s, e in quoted)
+        if "_" in word.strip("_") or joined or camel or in_quotes:
+            names.append(word)
+        elif len(word) >= 3 and word.isalpha() and low not in STOP_WORDS:
+            words.append(low)
+        else:
+            continue
+        seen.add(low)
+    return names, sorted(words, key=len, reverse=True)  # sorted() is stable
+
+
+class GrepAgent:
+    """What a tool-using agent without an index reads, simulated deterministically.
+
+    The agent greps the query's terms (``query_terms``) one at a time, as
+    ``rg -i -F -l TERM`` would: case-insensitive fixed strings over each
+    document's text (whole files, the ones the BM25 baselines use; paths are
+    not searched). A term found nowhere costs nothing, but a qualified name
+    found nowhere is tried again by its tails (``Instant::elapsed``, then
+    ``elapsed``). Of the terms found it keeps the identifiers in query order,
+    then the words rarest first (fewest files matching; ties longest first),
+    ``max_terms`` in all. It reads the matching
+    files by how many distinct kept terms each holds, then by how many matches
+    of them (non-overlapping, as ``rg --count-matches``), then by the earliest
+    kept term it holds, then by path; ``pack_reads`` reads them under a budget.
+    Python's ``str.count`` on lower-cased text does the searching: no ``rg``
+    binary is needed.
+    """
+
+    def __init__(self, docs: Sequence[Doc], *, max_terms: int = MAX_TERMS) -> None:
+        self.docs = list(docs)
+        self.max_terms = max_terms
+        self._texts = [d.text.lower() for d in self.docs]
+
+    def search(self, query: str) -> tuple[list[str], list[int]]:
+        """The terms kept, and the indices of the documents matching them in reading order."""
+        names, words = query_terms(query)
+        counts: dict[str, list[int]] = {}
+        files: dict[str, int] = {}
+
+        def found(term: str) -> int:
+            if term not in counts:
+                counts[term] = [text.count(term.lower()) for text in self._texts]
+                files[term] = sum(1 for c in counts[term] if c)
+            return files[term]
+
+        kept: list[str] = []
+        for name in names:
+            # A qualified name found nowhere as written: its shorter tails, as an agent
+            # tries `saturating_duration_since` after `Instant::saturating_duration_since`.
+            tail = next((t for t in _tails(name) if found(t)), None)
+            if tail is not None and tail.lower() not in {k.lower() for k in kept}:
+                kept.append(tail)
+        taken = {k.lower() for k in kept}
+        rare = sorted((w for w in words if w not in taken and found(w)), key=files.__getitem__)
+        kept = (kept + rare)[: self.max_terms]  # sorted() is stable: longest first in a tie
+        ranked = []
+        for i, doc in enumerate(self.docs):
+            hits = [counts[t][i] for t in kept]
+            matched = [j for j, c in enumerate(hits) if c]
+            if matched:
+                ranked.append((-len(matched), -sum(hits), matched[0], doc.path, i))
+        ranked.sort()
+        return kept, [r[-1] for r in ranked]
+
+    def rank(self, query: str) -> list[int]:
+        """Indices of the documents the agent reads, in reading order."""
+        return self.search(query)[1]
+
+
+def _tails(name: str) -> list[str]:
+    """``a.b::c``, then ``b::c`` and ``c``: the tails of three letters or more."""
+    cuts = [m.end() for m in re.finditer(r"\.|::", name)]
+    return [name] + [name[i:] for i in cuts if len(name) - i >= 3]
+
+
+def pack_reads(
+    ranked: Sequence[Doc],
+    budget: int,
+    counter: TokenCounter,
+    *,
+    sizes: Sequence[int] | None = None,
+) -> Packed:
+    """An agent's reads under ``budget`` tokens: whole documents in order, the last one cut.
+
+    Each document is read from its first line, whole, as an agent's read tool
+    returns a file; the first that does not fit whole is cut to its longest
+    prefix of lines that does, and reading stops there. Rendered and counted
+    like ``pack_ranked``. ``sizes`` may give each document's rendered token count.
+    """
+    sep = counter.count(SEPARATOR)
+    kept: list[Doc] = []
+    blocks: list[str] = []
+    used = 0  # the sum of parts; exact whenever it came near the budget
+    for i, doc in enumerate(ranked):
+        block = doc.render()
+        size = sizes[i] if sizes is not None else counter.count(block)
+        estimate = used + size + (sep if kept else 0)
+        if budget - _SEAM_SLACK < estimate <= budget + _SEAM_SLACK:  # close: count exactly
+            estimate = counter.count(SEPARATOR.join([*blocks, block]))
+        if estimate <= budget:
+            kept.append(doc)
+            blocks.append(block)
+            used = estimate
+            continue
+        room = budget - used - (sep if kept else 0)
+        while (cut := _prefix(doc, room, counter)) is not None:
+            total = counter.count(SEPARATOR.join([*blocks, cut.render()]))
+            if total <= budget:
+                kept.append(cut)
+                blocks.append(cut.render())
+                break
+            room -= total - budget  # a seam cost more than the parts: ask for less
+        break
+    return _finish(kept, blocks, budget, counter)
+
+
+def _prefix(doc: Doc, room: int, counter: TokenCounter) -> Doc | None:
+    """The longest run of ``doc``'s first lines whose rendering fits ``room`` tokens."""
+    lines = doc.text.split("\n")
+
+    def cut(k: int) -> Doc:
+        return Doc(doc.path, doc.start_line, doc.start_line + k - 1, "\n".join(lines[:k]))
+
+    lo, hi = 0, len(lines)  # cut(lo) fits (lo = 0: nothing), cut(hi + 1) does not
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if counter.count(cut(mid).render()) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return cut(lo) if lo else None

@@ -9,12 +9,16 @@ code. Gold is the source files it modified; regions are the line ranges of
 the parent's copies that its ``git diff -U0`` hunks rewrote (for a pure
 insertion, the line before and after it). The snapshot is the parent: the
 index never holds the change.
+
+:func:`mine_window` mines the commits after one fixed snapshot instead, so one
+index serves them all: gold is then what is present at the snapshot, and the
+regions are carried from each task's parent back to the snapshot's lines.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -134,15 +138,18 @@ class Commit:
     changes: tuple[tuple[str, str], ...]  # (status letter, path)
 
 
-def first_parent_log(repo: GitRepo, since: str | None = None) -> Generator[Commit, None, None]:
-    """The first-parent history of HEAD, newest first, with name-status per commit."""
+def first_parent_log(
+    repo: GitRepo, since: str | None = None, *, after: str | None = None
+) -> Generator[Commit, None, None]:
+    """The first-parent history of HEAD (back to ``after``, exclusive), newest first."""
     args = [
         "log", "--first-parent", "--diff-merges=first-parent", "--no-renames", "--name-status",
         "-z", "--format=%x1e%H%x1f%P%x1f%ct%x1f%B%x1f",
     ]  # fmt: skip
     if since:
         args.append(f"--since={since}")
-    records = stream_git([*args, "HEAD"], git_dir=repo.git_dir, separator=b"\x1e")
+    revision = f"{after}..HEAD" if after else "HEAD"
+    records = stream_git([*args, revision], git_dir=repo.git_dir, separator=b"\x1e")
     try:
         for record in records:
             fields = record.decode("utf-8", "replace").split("\x1f")
@@ -180,8 +187,43 @@ def mine(
     return [replace(t, id=f"{name}-{i:03d}") for i, t in enumerate(found)]  # ids in date order
 
 
+def mine_window(
+    repo: GitRepo,
+    snapshot: str,
+    *,
+    limit: int,
+    name: str | None = None,
+    max_file_bytes: int = 1024 * 1024,
+) -> list[Task]:
+    """Up to ``limit`` tasks of the first-parent commits after ``snapshot``, oldest first.
+
+    Every task is evaluated on ``snapshot`` (one index for them all): gold is
+    the modified source files present there, and regions are in its lines.
+    ``snapshot`` must be on HEAD's first-parent line.
+    """
+    name = name or repo.name
+    resolved = run_git(["rev-parse", "--verify", f"{snapshot}^{{commit}}"], git_dir=repo.git_dir)
+    base = resolved.stdout.decode().strip()
+    found: list[Task] = []
+    log = first_parent_log(repo, after=base)
+    with Blobs(repo) as blobs, closing(log):
+        commits = list(log)
+        for commit in reversed(commits):
+            if len(found) >= limit:
+                break
+            task = _task(repo, commit, blobs, max_file_bytes, name, base)
+            if task is not None:
+                found.append(task)
+    return [replace(t, id=f"{name}-{i:03d}") for i, t in enumerate(found)]
+
+
 def _task(
-    repo: GitRepo, commit: Commit, blobs: Blobs, max_file_bytes: int, name: str
+    repo: GitRepo,
+    commit: Commit,
+    blobs: Blobs,
+    max_file_bytes: int,
+    name: str,
+    snapshot: str | None = None,
 ) -> Task | None:
     if commit.parent is None:  # a root commit has no snapshot before it
         return None
@@ -191,27 +233,41 @@ def _task(
     query = clean_message(commit.message)
     if not says_what_changed(query):
         return None
-    lengths: dict[str, int] = {}
+    lengths: dict[str, int] = {}  # in the parent's copy
+    at_snapshot: dict[str, int] = {}  # in the snapshot's, when it is not the parent
     for status, path in commit.changes:
         if status != "M" or not is_source(path) or path in lengths:
             continue
         data = blobs.read(commit.parent, path)
-        if data is not None and _looks_like_source(data, max_file_bytes):
-            lengths[path] = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        if data is None or not _looks_like_source(data, max_file_bytes):
+            continue
+        if snapshot is not None and snapshot != commit.parent:
+            old = blobs.read(snapshot, path)
+            if old is None or not _looks_like_source(old, max_file_bytes):
+                continue  # added (or still generated) after the snapshot: not in its index
+            at_snapshot[path] = _line_count(old)
+        lengths[path] = _line_count(data)
     if not lengths:  # only added, deleted or generated files: nothing to find
         return None
     gold = tuple(sorted(lengths))
+    regions = changed_regions(repo, commit.parent, commit.sha, lengths)
+    if at_snapshot and snapshot is not None:
+        regions = carried_back(repo, snapshot, commit.parent, regions, at_snapshot)
     return Task(
         id=commit.sha[:12],
         repo=name,
-        snapshot=commit.parent,
+        snapshot=snapshot or commit.parent,
         commit=commit.sha,
         query=query,
         gold=gold,
-        regions=changed_regions(repo, commit.parent, commit.sha, lengths),
+        regions=regions,
         name_leak=names_a_gold_file(query, gold),
         date=datetime.fromtimestamp(commit.timestamp, UTC).isoformat(timespec="seconds"),
     )
+
+
+def _line_count(data: bytes) -> int:
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
 
 
 def _looks_like_source(data: bytes, max_file_bytes: int) -> bool:
@@ -223,7 +279,8 @@ def _looks_like_source(data: bytes, max_file_bytes: int) -> bool:
     return not any(marker in text for marker in GENERATED_MARKERS)
 
 
-_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
+_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+Hunk = tuple[int, int, int, int]  # -a,b +c,d of a ``-U0`` hunk
 
 
 def changed_regions(
@@ -235,12 +292,76 @@ def changed_regions(
     ``-a,0`` inserted after line ``a``, so the lines around it, ``a..a+1``
     (clipped to the file) stand for it. ``lengths`` gives each file's line count.
     """
+    regions: dict[str, list[tuple[int, int]]] = {}
+    for path, hunks in _hunks(repo, parent, commit, lengths).items():
+        if path not in lengths:
+            continue
+        n = lengths[path]
+        for start, count, _, _ in hunks:
+            if count > 0:
+                span = (start, min(start + count - 1, n))
+            else:
+                span = (max(start, 1), min(start + 1, n))
+            if 1 <= span[0] <= span[1]:
+                regions.setdefault(path, []).append(span)
+    return {p: tuple(rs) for p, rs in regions.items()}
+
+
+def carried_back(
+    repo: GitRepo,
+    snapshot: str,
+    parent: str,
+    regions: Mapping[str, Sequence[tuple[int, int]]],
+    lengths: Mapping[str, int],
+) -> dict[str, tuple[tuple[int, int], ...]]:
+    """``regions`` of the parent's copies in the snapshot's lines (``lengths`` are its counts).
+
+    Through the ``git diff -U0 snapshot parent`` hunks: a line the commits in
+    between left alone moves by their insertions and deletions; a line they
+    wrote stands for the snapshot's lines it replaced (for an insertion, the
+    lines around it).
+    """
+    hunks = _hunks(repo, snapshot, parent, [p for p in regions if p in lengths])
+    out: dict[str, tuple[tuple[int, int], ...]] = {}
+    for path, spans in regions.items():
+        if path not in lengths:
+            continue
+        n, moved = lengths[path], []
+        for start, end in spans:
+            lo, hi = _back(start, hunks.get(path, []))[0], _back(end, hunks.get(path, []))[1]
+            lo, hi = max(lo, 1), min(hi, n)
+            if lo <= hi:
+                moved.append((lo, hi))
+        if moved:
+            out[path] = tuple(moved)
+    return out
+
+
+def _back(line: int, hunks: Sequence[Hunk]) -> tuple[int, int]:
+    """The snapshot's lines for ``line`` of the newer copy, given the hunks between them."""
+    offset = 0
+    for a, b, c, d in hunks:  # in file order
+        if d > 0 and c <= line <= c + d - 1:  # written in between
+            return (a, a + b - 1) if b > 0 else (a, a + 1)
+        if line < c or (d == 0 and line <= c):
+            break
+        # The first untouched lines after the hunk, old and new (git numbers an
+        # empty side by the line before it).
+        offset = (a + b if b > 0 else a + 1) - (c + d if d > 0 else c + 1)
+    return line + offset, line + offset
+
+
+def _hunks(repo: GitRepo, old: str, new: str, paths: Iterable[str]) -> dict[str, list[Hunk]]:
+    """Per file, the ``-U0`` hunks of ``git diff old new``, in file order."""
+    paths = list(paths)
+    if not paths:
+        return {}
     out = run_git(
         ["diff", "-U0", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames",
-         "--src-prefix=a/", "--dst-prefix=b/", parent, commit, "--", *lengths],
+         "--src-prefix=a/", "--dst-prefix=b/", old, new, "--", *paths],
         git_dir=repo.git_dir,
     ).stdout.decode("utf-8", "replace")  # fmt: skip
-    regions: dict[str, list[tuple[int, int]]] = {}
+    hunks: dict[str, list[Hunk]] = {}
     path: str | None = None
     for line in out.splitlines():
         if line.startswith("--- "):
@@ -248,17 +369,10 @@ def changed_regions(
             path = name[2:] if name.startswith("a/") else None
             continue
         m = _HUNK.match(line)
-        if not m or path not in lengths:
-            continue
-        start, count = int(m.group(1)), int(m.group(2) if m.group(2) is not None else 1)
-        n = lengths[path]
-        if count > 0:
-            span = (start, min(start + count - 1, n))
-        else:
-            span = (max(start, 1), min(start + 1, n))
-        if 1 <= span[0] <= span[1]:
-            regions.setdefault(path, []).append(span)
-    return {p: tuple(rs) for p, rs in regions.items()}
+        if m and path is not None:
+            a, b, c, d = (int(g) if g is not None else 1 for g in m.groups())
+            hunks.setdefault(path, []).append((a, b, c, d))
+    return hunks
 
 
 def _unquote(name: str) -> str:

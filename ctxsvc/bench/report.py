@@ -32,12 +32,21 @@ MEANING = """\
 - **latency**: wall time to build one context: for ctxsvc the whole `context()` call
   (freshness check, retrieval, packing) with the query's vector already computed, since an
   agent's query is embedded once whatever the budget (the embedding is timed apart, under
-  *What the run cost*); for BM25 the ranking plus the packing."""
+  *What the run cost*); for BM25 and the grep agent the ranking plus the packing.
+- **grep agent**: what a tool-using agent without an index gets: the query's identifiers
+  as written (a qualified name found nowhere, by its tails), then its other words (rarest
+  first, stop words dropped), 8 terms at most, searched like `rg -i -F -l`; the files are
+  read whole in order of distinct terms matched, then matches, the last one cut at the
+  budget."""
 
 SYSTEM_NAMES = {
     "ctxsvc": "ctxsvc",
+    "ctxsvc-fusion": "ctxsvc, hand-weighted fusion",
+    "ctxsvc-no-history": "ctxsvc, no git history",
+    "ctxsvc-fragments": "ctxsvc, no region completion",
     "bm25-files": "BM25 over whole files",
     "bm25-windows": "BM25 over 60-line windows",
+    "grep-agent": "grep agent (query terms, whole files)",
     "oracle": "oracle (changed lines ±10)",
     "whole-repo": "whole-repository injection",
 }

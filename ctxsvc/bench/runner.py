@@ -8,6 +8,8 @@ answers every task of that snapshot at every budget:
 
 - ``ctxsvc``: ``ContextService.context`` (skeleton items count for no lines);
 - ``bm25-files`` / ``bm25-windows``: BM25 over whole files or 60-line windows;
+- ``grep-agent``: an agent without an index: the query's identifiers and words
+  grepped as fixed strings, whole files read in match order (``GrepAgent``);
 - ``oracle``: the gold regions with 10 lines either side, nothing else;
 - ``whole-repo``: every file discovery keeps, i.e. whole-repository injection.
 
@@ -19,17 +21,20 @@ context over its budget is an overrun and scores zero (the shared rule).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from ctxsvc.bench.baselines import (
     BM25Ranker,
     Doc,
+    GrepAgent,
+    Packed,
     file_docs,
     oracle_docs,
     pack_ranked,
+    pack_reads,
     tokenize,
     window_docs,
 )
@@ -39,12 +44,19 @@ from ctxsvc.bench.tasks import Task
 from ctxsvc.errors import CtxError, InvalidRequest
 from ctxsvc.indexing import NullReporter, Reporter
 from ctxsvc.models import SkippedFile
+from ctxsvc.queries import Queries
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
 from ctxsvc.tokens import TokenCounter
 from indexers.discover import discover, read_text
 
-SYSTEMS = ("ctxsvc", "bm25-files", "bm25-windows", "oracle", "whole-repo")
+SYSTEMS = ("ctxsvc", "bm25-files", "bm25-windows", "grep-agent", "oracle", "whole-repo")
+# ctxsvc with one part switched off, to run beside the default (ablations; not run by default).
+VARIANTS: dict[str, dict[str, object]] = {
+    "ctxsvc-fusion": {"ranker": "fusion"},  # hand-weighted fusion instead of the learned ranker
+    "ctxsvc-no-history": {"history": False},  # the ranker trained without git history
+    "ctxsvc-fragments": {"whole_definitions": False},  # chunks as they are, no region completion
+}
 BUDGETS = (2000, 4000, 8000, 16000)
 WARM_UP_QUERY = "where is the main entry point"  # not a task's query: its vector is not cached
 
@@ -173,11 +185,11 @@ class Corpora:
 
 def check_systems(systems: Iterable[str]) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(systems))
-    unknown = [s for s in chosen if s not in SYSTEMS]
+    unknown = [s for s in chosen if s not in SYSTEMS and s not in VARIANTS]
     if unknown or not chosen:
         raise InvalidRequest(
             f"unknown systems: {', '.join(unknown) or '(none given)'}",
-            hint=f"choose among {', '.join(SYSTEMS)}",
+            hint=f"choose among {', '.join((*SYSTEMS, *VARIANTS))}",
         )
     return chosen
 
@@ -203,7 +215,8 @@ def run_repo(
     progress = progress or NullProgress()
     systems = check_systems(systems)
     started = time.perf_counter()
-    run = RepoRun(repo, index if "ctxsvc" in systems else None, list(tasks))
+    uses_index = any(s == "ctxsvc" or s in VARIANTS for s in systems)
+    run = RepoRun(repo, index if uses_index else None, list(tasks))
     corpora = Corpora(service.settings, service.tokens)
     groups: dict[str, list[Task]] = {}
     for task in tasks:
@@ -215,7 +228,7 @@ def run_repo(
         checkout_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         summary = None
-        if "ctxsvc" in systems:
+        if uses_index:
             progress.note(f"{repo} @ {snapshot[:10]}: indexing")
             summary = service.index(root, index, vectors=vectors, reporter=progress)
             if source.exact and summary.commit != snapshot:
@@ -253,7 +266,7 @@ def run_repo(
 
 
 class _Scorer:
-    """The systems on one snapshot; BM25 indexes are built on first use."""
+    """The systems on one snapshot; BM25 indexes and the grep agent are built on first use."""
 
     def __init__(
         self, service: ContextService, corpora: Corpora, corpus: Corpus, index: str,
@@ -269,16 +282,23 @@ class _Scorer:
         self.run = run
         self.vectors = vectors
         self._rankers: dict[str, tuple[BM25Ranker, list[int]]] = {}
+        self._grep: tuple[GrepAgent, list[int]] | None = None
         self._everything: Delivered | None = None
 
     def score(self, system: str, task: Task) -> list[Score]:
         if system == "ctxsvc":
-            return self._ctxsvc(task)
+            return self._ctxsvc(task, system, self.service.queries)
+        if system in VARIANTS:
+            queries = self.service.queries
+            config = replace(queries.retrieval, **VARIANTS[system])  # type: ignore[arg-type]
+            return self._ctxsvc(task, system, replace(queries, retrieval=config))
         if system == "whole-repo":
             return self._whole_repo(task)
         if system == "oracle":
             docs = oracle_docs(self.corpus.files, task.gold, task.regions)
             return self._packed(system, task, docs, None, 0.0)
+        if system == "grep-agent":
+            return self._grep_agent(task)
         kind = "files" if system == "bm25-files" else "windows"
         if kind not in self._rankers:
             docs, sizes, terms = self.corpora.documents(self.corpus, kind)
@@ -307,38 +327,58 @@ class _Scorer:
             items=items, degraded=degraded,
         )  # fmt: skip
 
-    def _ctxsvc(self, task: Task) -> list[Score]:
+    def _ctxsvc(self, task: Task, system: str, queries: Queries) -> list[Score]:
         # The query is embedded once per task, whatever the budget: time that apart,
         # then time each budget's context() with the query vector cached (the first
         # call caches it), so that no budget carries the embedding for the others.
         embedder = self.service.embedder
-        if embedder is not None and self.vectors:
+        if embedder is not None and self.vectors and system == "ctxsvc":
             t0 = time.perf_counter()
             embedder.embed([task.query])
             self.run.embed_ms.append(round((time.perf_counter() - t0) * 1000, 2))
-        self.service.context(self.index, task.query, self.budgets[0])
+        queries.context(self.index, task.query, self.budgets[0])
         rows = []
         for budget in self.budgets:
             t0 = time.perf_counter()
-            pack = self.service.context(self.index, task.query, budget)
+            pack = queries.context(self.index, task.query, budget)
             ms = (time.perf_counter() - t0) * 1000
-            # A skeleton shows signatures, not every line of its range.
-            spans = [(i.path, i.start_line, i.end_line) for i in pack.items if i.kind != "skeleton"]
+            # The lines quoted verbatim: not a marked hole inside an item, nor the
+            # signatures-only range of a skeleton.
+            spans = [
+                (i.path, a, z)
+                for i in pack.items
+                if i.kind != "skeleton"
+                for a, z in (i.lines or ((i.start_line, i.end_line),))
+            ]
             rows.append(
                 self._row(
-                    "ctxsvc", task, budget, delivered_lines(spans), self.counter.count(pack.rendered),
+                    system, task, budget, delivered_lines(spans), self.counter.count(pack.rendered),
                     ms, len(pack.items), tuple(pack.degraded),
                 )
             )  # fmt: skip
         return rows
 
+    def _grep_agent(self, task: Task) -> list[Score]:
+        if self._grep is None:
+            docs, sizes, _ = self.corpora.documents(self.corpus, "files")
+            self._grep = (GrepAgent(docs), sizes)
+        agent, sizes = self._grep
+        t0 = time.perf_counter()
+        order = agent.rank(task.query)
+        rank_ms = (time.perf_counter() - t0) * 1000
+        ranked = [agent.docs[i] for i in order]
+        return self._packed(
+            "grep-agent", task, ranked, [sizes[i] for i in order], rank_ms, pack=pack_reads
+        )
+
     def _packed(
-        self, system: str, task: Task, ranked: list[Doc], sizes: list[int] | None, rank_ms: float
-    ) -> list[Score]:
+        self, system: str, task: Task, ranked: list[Doc], sizes: list[int] | None, rank_ms: float,
+        pack: Callable[..., Packed] = pack_ranked,
+    ) -> list[Score]:  # fmt: skip
         rows = []
         for budget in self.budgets:
             t0 = time.perf_counter()
-            packed = pack_ranked(ranked, budget, self.counter, sizes=sizes)
+            packed = pack(ranked, budget, self.counter, sizes=sizes)
             ms = rank_ms + (time.perf_counter() - t0) * 1000
             rows.append(
                 self._row(

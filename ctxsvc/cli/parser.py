@@ -27,7 +27,9 @@ NO_SERVER_HELP = (
 DETAILS = ("snippets", "skeleton", "map", "full")  # ctxsvc.candidates.DETAILS
 EVENT_KINDS = ("decision", "renamed", "removed", "changed", "note")  # ctxsvc.models
 BENCH_BUDGETS = (2000, 4000, 8000, 16000)  # ctxsvc.bench.runner.BUDGETS
-BENCH_SYSTEMS = ("ctxsvc", "bm25-files", "bm25-windows", "oracle", "whole-repo")  # .SYSTEMS
+BENCH_SYSTEMS = (  # .SYSTEMS
+    "ctxsvc", "bm25-files", "bm25-windows", "grep-agent", "oracle", "whole-repo",
+)  # fmt: skip
 BENCH_TASKS = 50  # ctxsvc.bench.repository.DEFAULT_TASKS
 
 

@@ -77,6 +77,11 @@ class RepoReader:
             return
         raise _still_moving(meta.name)
 
+    @property
+    def store_path(self) -> Path:
+        """The database directory (its sidecar files, such as git history, sit beside it)."""
+        return self._store.path
+
     def table(self, name: str) -> Any:
         if name not in self._tables:
             raise InvalidRequest(f"index {self.meta.name!r} has no {name} table")
