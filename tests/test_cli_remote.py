@@ -154,7 +154,10 @@ def test_opting_out_answers_here(served: tuple[str, Path, dict[str, str]]) -> No
     done = cli(env, *QUERY[:-1], "--no-vectors", "--json")  # this process, without a model
     assert done.returncode == 0, done.stderr
     # (this index has no vectors, which the note says; test_startup covers one that has)
-    assert json.loads(done.stdout)["degraded"] == ["vector: this index was built without vectors"]
+    assert json.loads(done.stdout)["degraded"] == [
+        "vector: this index was built without vectors",
+        "ranking: hand-weighted fusion (no query vector)",
+    ]
     assert served_contexts(base) == before
 
 

@@ -10,6 +10,7 @@ import itertools
 import random
 import re
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from ctxsvc.models import (
     span_hash,
 )
 from ctxsvc.packing import MAX_OMITTED, pack
+from ctxsvc.retrieval import RetrievalConfig
 from ctxsvc.service import ContextService
 from ctxsvc.tokens import TiktokenCounter
 
@@ -484,7 +486,9 @@ def test_a_lone_signature_is_not_sent_alone(routed: ContextService) -> None:
 
 
 def test_the_ledger_records_the_body_not_the_scope_headers(routed: ContextService) -> None:
-    p = routed.context("routed", "sigil stamp key ink red", 330, session_id="s-body")
+    # Ranked by the fusion: this test is about what the ledger records, not about ranking.
+    fusion = replace(routed.queries, retrieval=RetrievalConfig(ranker="fusion"))
+    p = fusion.context("routed", "sigil stamp key ink red", 330, session_id="s-body")
     item = next(i for i in p.items if "sigil_12 " in i.text)
     lines = ROUTED_LINES[item.path]
     # The scope headers are quoted above the body, verbatim.
