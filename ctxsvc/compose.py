@@ -95,8 +95,9 @@ def build_service(
     if preload and embedder is not None and (start := getattr(embedder, "start", None)):
         start()
     if preload and queries.retrieval.ranker == "learned":
-        # LightGBM's import and the models' parse take seconds: not on the first query.
-        threading.Thread(target=preload_rankers, name="ranker-preload", daemon=True).start()
+        # LightGBM's import and the models' parse take seconds: not on the first query. Not a
+        # daemon: an exit mid-parse would tear LightGBM down under it (SIGABRT); it is bounded.
+        threading.Thread(target=preload_rankers, name="ranker-preload").start()
     if fill_behind:
         catalog.fill_pending()  # a run killed mid-embedding, or one that left them to a server
     return ContextService(catalog, queries, memory, workspaces)

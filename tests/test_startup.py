@@ -411,3 +411,23 @@ def test_serve_listens_while_the_model_loads(
         assert any(d.startswith("model unavailable: ") for d in body["degraded"]), body
     finally:
         stop_server(proc)
+
+
+def test_the_server_waits_at_exit_for_the_service_being_built() -> None:
+    from ctxsvc.mcp.startup import PendingService
+
+    release = threading.Event()
+    built: list[str] = []
+
+    def make() -> Any:
+        release.wait(10)
+        built.append("service")
+        return "service"
+
+    pending = PendingService(make)
+    assert pending.settle(0.01)  # nothing started: nothing to wait for
+    pending.start()
+    assert not pending.settle(0.05) and not built  # still building: said, not hidden
+    threading.Timer(0.1, release.set).start()
+    assert pending.settle(10) and built == ["service"]
+    assert str(pending.result()) == "service"

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from ctxsvc.service import ContextService
 
 STARTUP_FAILURE = 3  # as uvicorn.run exits when the server cannot start
+# How long `ctxsvc mcp` waits, once stdin closes, for the service still being built.
+SETTLE_SECONDS = 30.0
 # The degraded note of `query --no-vectors`, said as any answer without a model says it.
 NO_VECTORS = "--no-vectors: answered from full text, symbols and the graph"
 
@@ -305,6 +307,10 @@ def mcp(args: argparse.Namespace, settings: Settings) -> int:
         from ctxsvc.mcp.server import serve_stdio
 
         serve_stdio(service, default, front=front)
+    if not service.settle(SETTLE_SECONDS):
+        logging.getLogger("ctxsvc.mcp").warning(
+            "the service was still being built at exit (after %.0f s)", SETTLE_SECONDS
+        )
     return 0
 
 

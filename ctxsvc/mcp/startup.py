@@ -75,6 +75,17 @@ class PendingService:
                 self._thread = threading.Thread(target=self._build, name="service", daemon=True)
                 self._thread.start()
 
+    def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a build under way; whether none still runs.
+
+        The server waits before it exits: a build cut off by the interpreter's
+        exit can be inside a native library as it is torn down, and abort.
+        """
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
+
     def result(self) -> ContextService:
         """The service, once built (building it here if nothing started it)."""
         self.start()
