@@ -23,6 +23,7 @@ server's problem responses, chosen by ``code``, so callers catch one tree.
     ├── IndexBusy                  retryable: another run holds the repo lock
     ├── ModelUnavailable           not retryable: the embedding model cannot load
     ├── RankerUnavailable          not retryable: the learned ranker's model file (fusion ranks)
+    ├── GitFailed                  not retryable: git is missing or failed reading a diff
     ├── SummarizerFailed           retryable: the optional LLM summarizer did not answer
     ├── Overloaded                 retryable: the server has too many requests in flight
     ├── DeadlineExceeded           retryable: the request ran past its deadline
@@ -185,6 +186,10 @@ class ModelUnavailable(CtxError, code="model_unavailable", http_status=503, exit
 
 
 class RankerUnavailable(CtxError, code="ranker_unavailable", http_status=503, exit_code=5): ...
+
+
+class GitFailed(CtxError, code="git_failed", http_status=503, exit_code=5):
+    """git is missing, or failed reading a repository (a diff): not the request's fault."""
 
 
 class SummarizerFailed(

@@ -12,7 +12,7 @@ budget; they come in through the small :class:`DriftSource` protocol.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 
@@ -32,10 +32,13 @@ from ctxsvc.candidates import (
     symbol_references,
 )
 from ctxsvc.catalog import Catalog, Current
+from ctxsvc.diffs import working_diff
 from ctxsvc.drift import DriftSource, Watch, drift, render_warnings
 from ctxsvc.errors import CtxError, InvalidRequest, RankerUnavailable, StoreError
 from ctxsvc.graph import personalized_pagerank
+from ctxsvc.impact import Impact, Links, definition_at, diff_hits, impact, references
 from ctxsvc.limits import (
+    MAX_LINE,
     MAX_QUERY_CHARS,
     MAX_RESULTS,
     MAX_SYMBOL_CHARS,
@@ -101,8 +104,16 @@ class Queries:
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         refresh: bool = False,
+        diff: str | None = None,
     ) -> ContextPack:
         """The code most relevant to ``query``, within ``budget_tokens``.
+
+        With ``diff`` (a base: ``HEAD``, a branch, a commit), the answer is for
+        the working tree's change against it: the diff itself first, then the
+        definitions it changed, their callers and callees, their callers'
+        callers, tests and files that change with them, ranked by distance and
+        resolution; what the query finds fills the rest. The changed files are
+        re-indexed first.
 
         With ``session_id``, what the session already holds (unchanged) is
         referred to rather than sent again, and what is sent is recorded. A
@@ -113,16 +124,18 @@ class Queries:
         """
         s = self._start(
             name_or_path, query, budget_tokens, detail=detail, include=include, exclude=exclude,
-            refresh=refresh,
+            refresh=refresh or diff is not None,
         )  # fmt: skip
         view = s.current.view
         # Enough candidates to fill the budget with chunks of the target size, twice over.
         limit = max(60, 2 * budget_tokens // self.catalog.settings.chunk_target_tokens)
-        hits = filter_hits(
-            retrieve(view, query, s.vector, s.config, limit=limit, ranker=s.ranker),
-            include,
-            exclude,
-        )
+        hits = retrieve(view, query, s.vector, s.config, limit=limit, ranker=s.ranker)
+        lead = None
+        if diff is not None:
+            change = working_diff(Path(view.meta.root), diff)
+            hits = diff_hits(view, change, hits)
+            lead = change.render
+        hits = filter_hits(hits, include, exclude)
         already: list[DeliveredSpan] = []
         held = self._held(session_id, view.meta.name, s.current.degraded)
         if held:
@@ -144,11 +157,12 @@ class Queries:
                 )
         if source is None or watch is None or session_id is None:
             return self._pack(
-                s.current, query, blocks, budget_tokens, detail, session_id, already, record=record
-            )
+                s.current, query, blocks, budget_tokens, detail, session_id, already,
+                record=record, lead=lead,
+            )  # fmt: skip
         return self._pack_with_drift(
             source, watch, s.current, query, blocks, already, budget_tokens, detail, session_id,
-            record=record,
+            record=record, lead=lead,
         )  # fmt: skip
 
     def expand(
@@ -253,6 +267,35 @@ class Queries:
             resolved_references=sum(1 for _, sure in uses if sure),
         )  # fmt: skip
 
+    def impact(self, name_or_path: str, name: str, depth: int = 2, limit: int = 100) -> Impact:
+        """Who depends on the definitions ``name`` can mean, grouped by depth (1 to 5),
+        each link marked resolved or matched by name (a guess)."""
+        if not name.strip() or len(name) > MAX_SYMBOL_CHARS:
+            raise InvalidRequest(f"a symbol of 1 to {MAX_SYMBOL_CHARS} characters is required")
+        view = self.catalog.view(self.catalog.resolve(name_or_path))
+        return impact(view, name, depth, limit)
+
+    def references(self, name_or_path: str, name: str, limit: int = 100) -> Links:
+        """The uses of the definitions ``name`` can mean, each with the definition it sits
+        in and how it was resolved (through receivers, imports and scopes, or by name)."""
+        if not name.strip() or len(name) > MAX_SYMBOL_CHARS:
+            raise InvalidRequest(f"a symbol of 1 to {MAX_SYMBOL_CHARS} characters is required")
+        if not 1 <= limit <= MAX_RESULTS:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_RESULTS}, got {limit}")
+        return references(self.catalog.view(self.catalog.resolve(name_or_path)), name, limit)
+
+    def definition(
+        self, name_or_path: str, name: str, path: str | None = None, line: int | None = None
+    ) -> Links:
+        """What ``name`` means where it is used at ``path:line`` (go to definition); every
+        definition of the name, marked as matched by name, without a place."""
+        if not name.strip() or len(name) > MAX_SYMBOL_CHARS:
+            raise InvalidRequest(f"a symbol of 1 to {MAX_SYMBOL_CHARS} characters is required")
+        if line is not None and not 1 <= line <= MAX_LINE:
+            raise InvalidRequest(f"line must be between 1 and {MAX_LINE}, got {line}")
+        view = self.catalog.view(self.catalog.resolve(name_or_path))
+        return definition_at(view, name, path, line)
+
     def file_lines(
         self, name_or_path: str, path: str, start: int | None = None, end: int | None = None
     ) -> FileLines | None:
@@ -356,6 +399,7 @@ class Queries:
         *,
         warnings: Sequence[DriftWarning] = (),
         record: bool = True,
+        lead: Callable[[TokenCounter, int], str] | None = None,
     ) -> ContextPack:
         view = current.view
         meta = view.meta
@@ -365,12 +409,17 @@ class Queries:
         )  # fmt: skip
 
         def preface(cap: int) -> tuple[str, Sequence[DriftWarning]]:
-            return render_warnings(warnings, self.tokens, cap)
+            # The diff first (half the room when warnings come too), then the warnings.
+            head = lead(self.tokens, cap // 2 if warnings else cap) if lead else ""
+            if not warnings:
+                return head, ()
+            text, given = render_warnings(warnings, self.tokens, cap - self.tokens.count(head))
+            return head + text, given
 
         result = pack(
             meta.name, query, blocks, budget_tokens, self.tokens, detail=detail, index=version,
             degraded=current.degraded, session_id=session_id, already_sent=already,
-            preface=preface if warnings else None,
+            preface=preface if warnings or lead else None,
         )  # fmt: skip
         return self._record(result, view) if record else result
 
@@ -412,6 +461,7 @@ class Queries:
         session_id: str,
         *,
         record: bool = True,
+        lead: Callable[[TokenCounter, int], str] | None = None,
     ) -> ContextPack:
         """The pack for a workspace session: drift warnings first, all within the budget.
 
@@ -432,8 +482,9 @@ class Queries:
         warnings = raised({b.path for b in blocks}, [b.lines_text() for b in blocks])
         for _ in range(DRIFT_ROUNDS):
             result = self._pack(
-                current, query, blocks, budget_tokens, detail, None, already, warnings=warnings
-            )
+                current, query, blocks, budget_tokens, detail, None, already, warnings=warnings,
+                lead=lead,
+            )  # fmt: skip
             now = raised({i.path for i in result.items}, [i.text for i in result.items])
             if {w.event.seq for w in now} == {w.event.seq for w in warnings}:
                 break

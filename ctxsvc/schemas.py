@@ -118,6 +118,12 @@ class ContextRequest(Request):
         None, description="Never paths matching one of these globs, e.g. ['tests/*']."
     )
     refresh: bool = Field(False, description="Re-index files changed on disk first.")
+    diff: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        None,
+        description="A base (HEAD, a branch, a commit): context for the working tree's change "
+        "against it, the diff first, then what it changed, its callers, callees, tests and "
+        "co-changed files. The changed files are re-indexed first.",
+    )
 
 
 class ExpandRequest(Request):
@@ -132,6 +138,30 @@ class ExpandRequest(Request):
     callers: bool = Field(False, description="Also the code that calls or uses the symbol.")
     callees: bool = Field(False, description="Also the definitions the symbol calls.")
     session_id: SessionId | None = Field(None, description="Record what is sent in this session.")
+
+
+class ImpactRequest(Request):
+    repo: RepoRef = Field(description=REPO_DOC)
+    symbol: SymbolRef = Field(description=SYMBOL_DOC)
+    depth: int = Field(2, ge=1, le=5, description="Levels of dependents to follow (1 to 5).")
+    limit: int = Field(
+        30, ge=1, le=500, description="Dependents listed (and followed) per depth, resolved first."
+    )
+
+
+class ReferencesRequest(Request):
+    repo: RepoRef = Field(description=REPO_DOC)
+    symbol: SymbolRef = Field(description=SYMBOL_DOC)
+    limit: int = Field(100, ge=1, le=MAX_RESULTS, description="Most uses to list.")
+
+
+class DefinitionRequest(Request):
+    repo: RepoRef = Field(description=REPO_DOC)
+    symbol: SymbolRef = Field(description="The name as it is used (a qualified one narrows it).")
+    path: Annotated[Text, Field(min_length=1, max_length=4096)] | None = Field(
+        None, description="The file of the use (repository-relative)."
+    )
+    line: Line | None = Field(None, description="The line of the use (1-based, with path).")
 
 
 class SearchRequest(Request):

@@ -57,6 +57,9 @@ class ContextService:
         self.search = queries.search
         self.repo_map = queries.repo_map
         self.symbol_uses = queries.symbol_uses
+        self.impact = queries.impact
+        self.references = queries.references
+        self.definition = queries.definition
         self.file_lines = queries.file_lines
         # memory
         self.start_session = memory.start_session

@@ -73,6 +73,7 @@ class RepoView:
     )
     _symbols_by_path: dict[str, list[Symbol]] | None = field(default=None, repr=False)
     _resolver: Resolver | None = field(default=None, repr=False)
+    _symbol_positions: dict[str, int] | None = field(default=None, repr=False)
     # path -> (its lines, its last line number), least recently used first
     _lines: OrderedDict[str, tuple[Mapping[int, str], int]] = field(
         default_factory=OrderedDict, repr=False, compare=False
@@ -249,6 +250,12 @@ class RepoView:
         if self._resolver is None:  # a race builds it twice
             self._resolver = Resolver(self.symbols, self.reader.imports(), self.file_lines)
         return self._resolver
+
+    def symbol_position(self, symbol_id: str) -> int | None:
+        """The position in ``symbols`` of the definition ``path::qualname``, if any."""
+        if self._symbol_positions is None:  # built on first use; a race builds it twice
+            self._symbol_positions = {s.id: i for i, s in enumerate(self.symbols)}
+        return self._symbol_positions.get(symbol_id)
 
     def chunks_overlapping(self, path: str, start: int, end: int) -> list[int]:
         return [

@@ -39,7 +39,8 @@ pytestmark = pytest.mark.anyio
 TOKEN = "mcp-s3cret"
 NAMES = {
     "get_context", "search_code", "expand", "repo_map", "index_status", "refresh",
-    "start_session", "write_checkpoint", "resume_session", "record_decision",
+    "start_session", "write_checkpoint", "resume_session", "record_decision", "impact",
+    "references", "definition",
 }  # fmt: skip
 READ_ONLY = {
     "get_context",
@@ -49,9 +50,20 @@ READ_ONLY = {
     "index_status",
     "resume_session",
     "refresh",
+    "impact",
+    "references",
+    "definition",
 }
 # A pack or resume with a session answers differently the second time (it refers to the first).
-IDEMPOTENT = {"search_code", "repo_map", "index_status", "refresh"}
+IDEMPOTENT = {
+    "search_code",
+    "repo_map",
+    "index_status",
+    "refresh",
+    "impact",
+    "references",
+    "definition",
+}
 
 
 def text(result: types.CallToolResult) -> str:
@@ -158,6 +170,20 @@ async def converse(session: ClientSession, repo: Path, home: Path, *, default_re
     assert r.structured_content["files_indexed"] == 1 and "1 files parsed" in text(r)
     r = await ok(session, "expand", symbol="evict_everything", **on)
     assert r.structured_content["items"][0]["path"] == "app/server.py"
+    # The change at hand: the diff first, then the code it changed.
+    r = await ok(session, "get_context", query="evict", diff="HEAD", budget_tokens=1500, **on)
+    assert text(r).startswith("## Your changes against HEAD")
+    assert "+def evict_everything() -> None:" in text(r)
+    assert r.structured_content["items"][0]["path"] == "app/server.py"
+    bad = await call(session, "get_context", query="evict", diff="--output=x", **on)
+    assert "is not a commit" in error(bad, "invalid_request", retryable=False)
+    r = await ok(session, "impact", symbol="Store.put", depth=2, **on)
+    assert r.structured_content["ids"] == ["app/store.py::Store.put"]
+    assert text(r).startswith("Dependents of Store.put")
+    r = await ok(session, "references", symbol="Store.put", **on)
+    assert text(r).startswith("Uses of Store.put")
+    r = await ok(session, "definition", symbol="Store", **on)
+    assert "app/store.py::Store" in [x["id"] for x in r.structured_content["links"]]
 
     # A session: context is not sent twice; checkpoints and decisions survive a reset.
     r = await ok(

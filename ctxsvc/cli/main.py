@@ -78,7 +78,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     commands: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "index": run.index, "status": run.status, "query": run.query, "expand": run.expand,
+        "impact": run.impact, "references": run.references, "definition": run.definition,
         "serve": run.serve, "mcp": run.mcp, "bench": run.bench,
+        "watch": run.watch,
     }  # fmt: skip
     return commands[args.command](args, settings)
 

@@ -111,8 +111,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer from full text, symbols and the graph only: the model is not loaded "
         "(always in this process)",
     )
+    q.add_argument(
+        "--diff",
+        nargs="?",
+        const="HEAD",
+        metavar="BASE",
+        help="context for the working tree's change against BASE (default HEAD; a branch or "
+        "commit): the diff first, then what it changed, its callers, callees, tests and "
+        "co-changed files",
+    )
     q.add_argument("--no-server", action="store_true", help=NO_SERVER_HELP)
     _formats(q)
+
+    im = sub.add_parser("impact", help="who depends on a symbol, grouped by depth")
+    im.add_argument("repo", type=str, help=REPO_HELP)
+    im.add_argument(
+        "symbol", type=text, help="a definition's id (path::Qualified.name), qualified name or name"
+    )
+    im.add_argument("--depth", type=int, default=2, help="levels of dependents, 1 to 5 (default 2)")
+    im.add_argument(
+        "--limit", type=int, default=100, help="dependents listed per depth (default 100)"
+    )
+    im.add_argument("--json", action="store_true")
+
+    rf = sub.add_parser("references", help="the uses of a symbol, and how each was resolved")
+    rf.add_argument("repo", type=str, help=REPO_HELP)
+    rf.add_argument("symbol", type=text, help="a definition's id, qualified name or name")
+    rf.add_argument("--limit", type=int, default=100, help="most uses to list (default 100)")
+    rf.add_argument("--json", action="store_true")
+
+    df = sub.add_parser("definition", help="what a name means where it is used (go to definition)")
+    df.add_argument("repo", type=str, help=REPO_HELP)
+    df.add_argument("name", type=text, help="the name as used (a qualified one narrows it)")
+    df.add_argument("--at", help="PATH:LINE of the use (without it: every definition of the name)")
+    df.add_argument("--json", action="store_true")
 
     e = sub.add_parser("expand", help="one symbol or line range, with callers and callees")
     e.add_argument("repo", type=str, help=REPO_HELP)
@@ -143,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument(
         "--repo", type=str, help="default repository (index name or path): tools may omit repo"
     )
+
+    wa = sub.add_parser(
+        "watch", help="keep an index current as its files change (until Ctrl-C or SIGTERM)"
+    )
+    wa.add_argument("repo", type=str, help=REPO_HELP)
     return p
 
 

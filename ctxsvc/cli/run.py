@@ -26,6 +26,7 @@ from ctxsvc.limits import MAX_LINE, NAME
 from ctxsvc.settings import Settings
 
 if TYPE_CHECKING:
+    from ctxsvc.impact import Links
     from ctxsvc.models import RepoStatus
     from ctxsvc.service import ContextService
 
@@ -117,6 +118,8 @@ def query(args: argparse.Namespace, settings: Settings) -> int:
         "budget_tokens": args.budget, "detail": args.detail, "session_id": args.session,
         "include": args.include, "exclude": args.exclude, "refresh": not args.no_refresh,
     }  # fmt: skip
+    if args.diff is not None:  # (left out otherwise: an older server knows no such field)
+        call["diff"] = args.diff
     # --no-vectors asks this process not to load a model; a server has its own loaded.
     server = None if args.no_vectors else remote.connect(settings, args.no_server)
     if server is not None:
@@ -180,6 +183,72 @@ def expand(args: argparse.Namespace, settings: Settings) -> int:
     t0 = time.perf_counter()
     pack = service.expand(args.repo, **call)
     return render(args, pack, (time.perf_counter() - t0) * 1000)
+
+
+def impact(args: argparse.Namespace, settings: Settings) -> int:
+    """Who depends on a symbol, by depth, each link marked resolved or a guess."""
+    from rich.markup import escape
+
+    from ctxsvc.compose import build_service
+
+    found = build_service(settings, vectors=False).impact(
+        args.repo, args.symbol, args.depth, args.limit
+    )
+    if args.json:
+        out.print_json(json.dumps(asdict(found)))
+        return 0
+    at = f" at {found.commit[:12]}" if found.commit else ""
+    out.print(f"[bold]{escape(found.symbol)}[/] in {escape(found.repo)}{at}: "
+              f"{', '.join(escape(i) for i in found.ids)}")  # fmt: skip
+    for depth, (level, total) in enumerate(zip(found.levels, found.totals, strict=True), 1):
+        more = f" (first {len(level)})" if total > len(level) else ""
+        out.print(f"[bold]depth {depth}[/]: {total} dependents{more}")
+        for d in level:
+            mark = "" if d.resolution == "resolved" else " [yellow](by name: a guess)[/]"
+            test = " [dim]test[/]" if d.test else ""
+            out.print(f"  {escape(d.id)}  {escape(d.path)}:{d.line} {d.kind}s "
+                      f"{escape(d.via)}{mark}{test}")  # fmt: skip
+    if not any(found.levels):
+        out.print("nothing in the index uses it")
+    return 0
+
+
+def references(args: argparse.Namespace, settings: Settings) -> int:
+    """The uses of a symbol, resolved ones first."""
+    from ctxsvc.compose import build_service
+
+    found = build_service(settings, vectors=False).references(args.repo, args.symbol, args.limit)
+    return _print_links(args, found, f"{found.total} uses")
+
+
+def definition(args: argparse.Namespace, settings: Settings) -> int:
+    """What a name means where it is used."""
+    from ctxsvc.compose import build_service
+
+    path, line = None, None
+    if args.at:
+        path, _, tail = args.at.rpartition(":")
+        if not path or not tail.isdigit():
+            path, line = args.at, None
+        else:
+            line = int(tail)
+    found = build_service(settings, vectors=False).definition(args.repo, args.name, path, line)
+    return _print_links(args, found, f"{found.total} definitions")
+
+
+def _print_links(args: argparse.Namespace, found: Links, what: str) -> int:
+    from rich.markup import escape
+
+    if args.json:
+        out.print_json(json.dumps(asdict(found)))
+        return 0
+    at = f" at {escape(found.at)}" if found.at else ""
+    out.print(f"[bold]{escape(found.name)}[/]{at} in {escape(found.repo)}: {what}")
+    for x in found.links:
+        mark = "" if x.resolution == "resolved" else " [yellow](by name: a guess)[/]"
+        place = f"{x.path}:{x.line}" + (f"-{x.end_line}" if x.end_line else "")
+        out.print(f"  {escape(x.id)}  {escape(place)} {x.kind}{mark}")
+    return 0
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -378,3 +447,37 @@ def _int_list(text: str, option: str) -> list[int]:
             f"{option} {text!r} is not a comma-separated list of numbers",
             hint="e.g. 2000,4000,8000,16000",
         ) from None
+
+
+def watch(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-index ``args.repo`` whenever its files change, until SIGINT or SIGTERM (exit 0).
+
+    The first signal lets a run under way commit, then stops; a second one
+    interrupts it (the last committed index stays intact).
+    """
+    import signal
+    import threading
+    from types import FrameType
+
+    from ctxsvc.compose import build_service
+    from ctxsvc.watch import Watcher
+
+    # One line per run even without --log-json; watchfiles' own chatter stays out.
+    logging.getLogger("ctxsvc.watch").setLevel(logging.INFO)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    service = build_service(settings, for_repo=args.repo, preload=True)
+    watcher = Watcher(service, args.repo)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        watcher.run(stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0

@@ -132,11 +132,12 @@ def context(
     include: Sequence[str] | None,
     exclude: Sequence[str] | None,
     refresh: bool,
+    diff: str | None = None,
 ) -> Call[ContextPack]:
     body = _body(
         repo=repo, query=query, budget_tokens=budget_tokens, detail=detail, session_id=session_id,
         include=None if include is None else list(include),
-        exclude=None if exclude is None else list(exclude), refresh=refresh,
+        exclude=None if exclude is None else list(exclude), refresh=refresh, diff=diff,
     )  # fmt: skip
     # With a session the server records what it sent: a replay would withhold it as sent.
     return Call("POST", "/v1/context", _as(ContextPack), json=body, replay_safe=session_id is None)

@@ -85,10 +85,14 @@ class Client(BaseClient):
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         refresh: bool = False,
+        diff: str | None = None,
     ) -> ContextPack:
-        """The code most relevant to ``query``, packed within ``budget_tokens``."""
+        """The code most relevant to ``query``, packed within ``budget_tokens``; with
+        ``diff`` (a base: HEAD, a branch, a commit), for the working tree's change."""
         return self._send(
-            calls.context(repo, query, budget_tokens, detail, session_id, include, exclude, refresh)
+            calls.context(
+                repo, query, budget_tokens, detail, session_id, include, exclude, refresh, diff
+            )
         )
 
     def expand(

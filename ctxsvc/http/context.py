@@ -14,6 +14,7 @@ from ctxsvc.http.errors import ERRORS, json_response
 from ctxsvc.http.observability import annotate
 from ctxsvc.http.params import IndexName, JsonRoute
 from ctxsvc.http.workers import Workers
+from ctxsvc.impact import MAX_DEPTH, MAX_PER_DEPTH, Impact, Links
 from ctxsvc.limits import MAX_BUDGET, MAX_FILE_LINES, MAX_LINE, MAX_RESULTS, MAX_SYMBOL_CHARS
 from ctxsvc.models import ContextPack, FileLines, SearchResult, SymbolUses
 from ctxsvc.schemas import ContextRequest, ExpandRequest, SearchRequest, Text
@@ -34,7 +35,7 @@ def context_routes(service: ContextService, work: Workers) -> APIRouter:
             service.context(
                 body.repo, body.query, body.budget_tokens, detail=body.detail,
                 session_id=body.session_id, include=body.include, exclude=body.exclude,
-                refresh=body.refresh,
+                refresh=body.refresh, diff=body.diff,
             )
         ))  # fmt: skip
 
@@ -78,6 +79,43 @@ def context_routes(service: ContextService, work: Workers) -> APIRouter:
         annotate(repo=name)
         return await work.run(
             lambda: json_response(asdict(service.symbol_uses(name, symbol, limit)))
+        )
+
+    @r.get("/repos/{name}/impact", response_model=Impact)
+    async def impact(
+        name: IndexName,
+        symbol: Annotated[Text, Query(alias="name", min_length=1, max_length=MAX_SYMBOL_CHARS)],
+        depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 2,
+        limit: Annotated[int, Query(ge=1, le=MAX_PER_DEPTH)] = 100,
+    ) -> Response:
+        """Who depends on a symbol, grouped by depth; each link resolved or matched by name."""
+        annotate(repo=name)
+        found = service.impact
+        return await work.run(lambda: json_response(asdict(found(name, symbol, depth, limit))))
+
+    @r.get("/repos/{name}/references", response_model=Links)
+    async def references(
+        name: IndexName,
+        symbol: Annotated[Text, Query(alias="name", min_length=1, max_length=MAX_SYMBOL_CHARS)],
+        limit: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 100,
+    ) -> Response:
+        """The uses of a symbol, resolved ones first, each with how it was resolved."""
+        annotate(repo=name)
+        return await work.run(
+            lambda: json_response(asdict(service.references(name, symbol, limit)))
+        )
+
+    @r.get("/repos/{name}/definition", response_model=Links)
+    async def definition(
+        name: IndexName,
+        symbol: Annotated[Text, Query(alias="name", min_length=1, max_length=MAX_SYMBOL_CHARS)],
+        path: Annotated[Text, Query(min_length=1, max_length=4096)] | None = None,
+        line: Annotated[int, Query(ge=1, le=MAX_LINE)] | None = None,
+    ) -> Response:
+        """What a name means where it is used at path:line (go to definition)."""
+        annotate(repo=name)
+        return await work.run(
+            lambda: json_response(asdict(service.definition(name, symbol, path, line)))
         )
 
     @r.get("/repos/{name}/files/{path:path}", response_model=FileLines)

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field, create_model
 
 from ctxsvc.errors import InvalidRequest
+from ctxsvc.impact import Impact, Links
 from ctxsvc.models import ContextPack, IndexSummary, RepoStatus, SearchResult
 from ctxsvc.records import Checkpoint, Resume, Session
 from ctxsvc.schemas import (
@@ -23,8 +24,11 @@ from ctxsvc.schemas import (
     CheckpointCall,
     ContextRequest,
     DecisionRequest,
+    DefinitionRequest,
     ExpandRequest,
+    ImpactRequest,
     MapRequest,
+    ReferencesRequest,
     RepoRef,
     RepoRequest,
     Request,
@@ -59,6 +63,9 @@ ContextArgs = _repo_optional(ContextRequest)
 SearchArgs = _repo_optional(SearchRequest)
 ExpandArgs = _repo_optional(ExpandRequest)
 MapArgs = _repo_optional(MapRequest)
+ImpactArgs = _repo_optional(ImpactRequest)
+ReferencesArgs = _repo_optional(ReferencesRequest)
+DefinitionArgs = _repo_optional(DefinitionRequest)
 RepoArgs = _repo_optional(RepoRequest)
 StartSessionArgs = _repo_optional(SessionRequest)
 
@@ -100,9 +107,27 @@ class ToolContext:
 def _get_context(ctx: ToolContext, a: ContextRequest) -> Answer:
     pack = ctx.service.context(
         ctx.repo(a.repo), a.query, a.budget_tokens, detail=a.detail, session_id=a.session_id,
-        include=a.include, exclude=a.exclude, refresh=a.refresh,
+        include=a.include, exclude=a.exclude, refresh=a.refresh, diff=a.diff,
     )  # fmt: skip
     return Answer(render_pack(pack), pack)
+
+
+def _impact(ctx: ToolContext, a: ImpactRequest) -> Answer:
+    found = ctx.service.impact(ctx.repo(a.repo), a.symbol, a.depth, a.limit)
+    lines = [f"Dependents of {a.symbol} ({', '.join(found.ids)}) in {found.repo}, by depth:"]
+    for depth, (level, total) in enumerate(zip(found.levels, found.totals, strict=True), 1):
+        lines.append(
+            f"depth {depth}: {total}" + (f" (first {len(level)})" if total > len(level) else "")
+        )
+        lines += [
+            f"- {d.id} ({d.path}:{d.line}) {d.kind}s {d.via}"
+            + ("" if d.resolution == "resolved" else " (by name: a guess)")
+            + (" [test]" if d.test else "")
+            for d in level
+        ]
+    if not any(found.levels):
+        lines.append("- (nothing in the index uses it)")
+    return Answer(["\n".join(lines)], found)
 
 
 def _search_code(ctx: ToolContext, a: SearchRequest) -> Answer:
@@ -131,6 +156,28 @@ def _expand(ctx: ToolContext, a: ExpandRequest) -> Answer:
         callees=a.callees, session_id=a.session_id,
     )  # fmt: skip
     return Answer(render_pack(pack), pack)
+
+
+def _links(found: Links, what: str) -> list[str]:
+    at = f" at {found.at}" if found.at else ""
+    lines = [f"{what} {found.name}{at} in {found.repo} ({found.total}):"]
+    for x in found.links:
+        place = f"{x.path}:{x.line}" + (f"-{x.end_line}" if x.end_line else "")
+        mark = "" if x.resolution == "resolved" else " (by name: a guess)"
+        lines.append(f"- {x.id} ({place}) {x.kind}{mark}")
+    if not found.links:
+        lines.append("- (none)")
+    return ["\n".join(lines)]
+
+
+def _references(ctx: ToolContext, a: ReferencesRequest) -> Answer:
+    found = ctx.service.references(ctx.repo(a.repo), a.symbol, a.limit)
+    return Answer(_links(found, "Uses of"), found)
+
+
+def _definition(ctx: ToolContext, a: DefinitionRequest) -> Answer:
+    found = ctx.service.definition(ctx.repo(a.repo), a.symbol, a.path, a.line)
+    return Answer(_links(found, "Definitions of"), found)
 
 
 def _repo_map(ctx: ToolContext, a: MapRequest) -> Answer:
@@ -250,7 +297,10 @@ TOOLS: tuple[Tool, ...] = (
         "Find the code relevant to a task in an indexed repository, ranked (full text, "
         "embeddings, symbol names and the code graph) and packed within a token budget. Use it "
         "first for any question about how the code works or where to change it." + _PACK_TEXT
-        + " With session_id, code the session already received unchanged is listed, not resent.",
+        + " With session_id, code the session already received unchanged is listed, not resent."
+        " With diff (a base: 'HEAD', a branch, a commit), the context is for your working "
+        "tree's change against it: the diff first, then the definitions it changed, their "
+        "callers, callees, tests and co-changed files.",
         ContextArgs, ContextPack, _get_context, read_only=True, omit=PACK_CODE,
     ),
     Tool(
@@ -270,6 +320,32 @@ TOOLS: tuple[Tool, ...] = (
         "within budget_tokens. Give symbol or path, not both. Use it on what get_context left "
         "out." + _PACK_TEXT,
         ExpandArgs, ContextPack, _expand, read_only=True, omit=PACK_CODE,
+    ),
+    Tool(
+        "impact", "Who depends on a symbol",
+        "List the definitions that use a symbol (id 'path::Qualified.name', qualified name or "
+        "name), then those that use them, to depth levels (1-5), each with the file and line of "
+        "the use and whether the link was resolved through receivers and imports or matched by "
+        "name only (a guess). Use it before changing a definition to see what else must change.",
+        ImpactArgs, Impact, _impact, read_only=True, idempotent=True,
+    ),
+    Tool(
+        "references", "Where a symbol is used",
+        "List the uses of a symbol (id 'path::Qualified.name', qualified name or name): each "
+        "with its file and line, the definition it sits in, call or use, and whether it was "
+        "resolved through receivers and imports or matched by name only (a guess). Resolved "
+        "uses come first.",
+        ReferencesArgs, Links, _references, read_only=True, idempotent=True,
+    ),
+    Tool(
+        "definition", "Go to definition",
+        "What a name means where it is used: give the name (symbol) and the path and line of "
+        "the use; "
+        "the answer lists the definitions it resolves to (through the receiver, the file's "
+        "imports and the scopes around it), with their lines and headers. Without path and "
+        "line, or when the index holds no use of the name there: every definition of the "
+        "name, marked as matched by name.",
+        DefinitionArgs, Links, _definition, read_only=True, idempotent=True,
     ),
     Tool(
         "repo_map", "Map of the repository",
