@@ -124,10 +124,11 @@ class WorkingDiff:
             f"## Your changes against {self.base} ({self.commit[:12]}): "
             f"{n} file{'s' if n != 1 else ''}, {added} lines added or changed\n"
         )
-        counts = _counts(self, counter)
+        counts = self._counts.get(id(counter))
+        if counts is None:  # counted once per diff (a pack asks for its preface again)
+            counts = self._counts[id(counter)] = counter.count_many(entries)
         used = counter.count(head)
-        tail = f"- … and {len(entries)} more hunks (see `git diff {self.base}` and `git status`)\n"
-        reserve = counter.count(tail)
+        reserve = counter.count(self._tail(len(entries)))  # no fewer digits than the rest's
         if used + sum(counts) <= cap:
             return head + "".join(entries)
         if used + reserve > cap:
@@ -137,22 +138,15 @@ class WorkingDiff:
             if used + count + reserve <= cap:
                 kept.append(entry)
                 used += count
-        left = len(entries) - len(kept)
-        return head + "".join(kept) + tail.replace(f" {len(entries)} more", f" {left} more")
+        return head + "".join(kept) + self._tail(len(entries) - len(kept))
 
+    def _tail(self, left: int) -> str:
+        return f"- … and {left} more hunks (see `git diff {self.base}` and `git status`)\n"
 
-_COUNTS: dict[tuple[int, int], list[int]] = {}
-
-
-def _counts(diff: WorkingDiff, counter: TokenCounter) -> list[int]:
-    """The entries' token counts, counted once per diff and counter."""
-    key = (id(diff), id(counter))
-    got = _COUNTS.get(key)
-    if got is None:
-        if len(_COUNTS) > 64:
-            _COUNTS.clear()
-        got = _COUNTS[key] = counter.count_many(diff._entries)
-    return got
+    @cached_property
+    def _counts(self) -> dict[int, list[int]]:
+        """The entries' token counts, by the id of the counter that counted them."""
+        return {}
 
 
 def working_diff(root: Path, base: str = "HEAD") -> WorkingDiff:

@@ -155,14 +155,17 @@ def changed_definitions(view: RepoView, diff: WorkingDiff) -> list[int]:
             if any(s.start_line <= n <= s.end_line for n in touched)
         ]
         for s in hit:
+            # Changed itself: a touched line of its own, in none of its touched inner ones.
             inner = [
                 t for t in hit
                 if t is not s and s.start_line <= t.start_line and t.end_line <= s.end_line
-                and any(t.start_line <= n <= t.end_line for n in touched)
             ]  # fmt: skip
-            outside = [n for n in touched if s.start_line <= n <= s.end_line
-                       and not any(t.start_line <= n <= t.end_line for t in inner)]  # fmt: skip
-            if (not inner or outside) and (p := view.symbol_position(s.id)) is not None:
+            own = any(
+                s.start_line <= n <= s.end_line
+                and not any(t.start_line <= n <= t.end_line for t in inner)
+                for n in touched
+            )
+            if own and (p := view.symbol_position(s.id)) is not None:
                 out.append(p)
     return out
 
