@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REPO ?= .
 QUESTION ?= where are files discovered and skipped before parsing
 
-.PHONY: demo test install install-dev lint
+.PHONY: demo test install install-dev lint test-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,5 +30,13 @@ lint: install-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+# The PostgreSQL server binaries the state-store tests start a throwaway cluster with
+# (Debian's postgresql package; installed here when absent and this runs as root).
+test-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; } || \
+	  echo "note: no PostgreSQL server binaries: the PostgreSQL tests are skipped"
+
+test: lint test-deps
 	$(BIN)/pytest

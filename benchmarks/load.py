@@ -4,6 +4,10 @@
     python benchmarks/load.py --repo tokio --serve --home DIR    # start one on a free port
     python benchmarks/load.py --repo tokio --serve --home DIR --seconds 300 \
         --mix context=6,search=2,checkpoint=1,resume=1 --reindex-every 30
+    python benchmarks/load.py --repo tokio --home DIR --compare    # see benchmarks/scale.py
+
+``--compare [CONFIGS]`` runs ``benchmarks.scale``: one worker against two, SQLite against
+PostgreSQL state, closed loop then open loop at half capacity, side by side in one run.
 
 Each client draws its next call from ``--mix`` (weights): POST /v1/context and
 /v1/search with queries from ../shared/bench/tasks/<repo>.jsonl (the
@@ -51,6 +55,10 @@ WARMUP_SECONDS = 30.0  # RSS growth is measured after this
 
 
 def main() -> int:
+    if "--compare" in sys.argv:
+        from benchmarks import scale
+
+        return scale.main(_compare_argv(sys.argv[1:]))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repo", required=True, help="index name on the server")
     p.add_argument("--url", default="http://127.0.0.1:8765", help="server (loopback only)")
@@ -99,6 +107,15 @@ def main() -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return 0 if result["errors"] == 0 else 1
+
+
+def _compare_argv(argv: list[str]) -> list[str]:
+    """``benchmarks.scale``'s arguments for ``load.py ... --compare [CONFIGS]``."""
+    i = argv.index("--compare")
+    rest = argv[:i] + argv[i + 1 :]
+    if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+        rest = [*argv[:i], "--configs", argv[i + 1], *argv[i + 2 :]]
+    return rest
 
 
 def _free_port() -> int:

@@ -185,6 +185,7 @@ class Block:
     source: Source | None = None
     runs: list[Run] = field(default_factory=list)
     counter: TokenCounter | None = field(default=None, repr=False, compare=False)
+    repo: str = ""  # its index, set when a pack spans several (its heading then names it)
     _plan: _Plan | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -307,6 +308,11 @@ class Block:
         (a class or module holding it is no answer: expanding it costs too much)."""
         inner = self.source.body_of(first, last) if self.source else None
         return inner.qualname if inner else None
+
+
+def heading(repo: str, path: str) -> str:
+    """The line above a file's blocks in a pack: its path, after its index when set."""
+    return f"## {repo}: {path}\n" if repo else f"## {path}\n"
 
 
 def fenced(title: str, language: str | None, code: str) -> str:

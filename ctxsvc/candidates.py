@@ -17,12 +17,11 @@ what calls it: the way to go deeper after a map or skeleton.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 
 from ctxsvc.blocks import Block, Source, is_body, snippet
 from ctxsvc.errors import AmbiguousSymbol, InvalidRequest
-from ctxsvc.limits import MAX_PATTERNS, validate_session_id
+from ctxsvc.limits import MAX_PATTERNS, selected, validate_session_id
 from ctxsvc.models import Chunk, DeliveredSpan, Hit, Reference, Symbol
 from ctxsvc.sessions import split_already_sent
 from ctxsvc.skeleton import skeleton
@@ -602,8 +601,6 @@ def filter_hits(
     hits: list[Hit], include: Sequence[str] | None, exclude: Sequence[str] | None
 ) -> list[Hit]:
     """Hits whose path matches an include glob (if any) and no exclude glob."""
-    if include:
-        hits = [h for h in hits if any(fnmatch.fnmatchcase(h.chunk.path, p) for p in include)]
-    if exclude:
-        hits = [h for h in hits if not any(fnmatch.fnmatchcase(h.chunk.path, p) for p in exclude)]
-    return hits
+    if not include and not exclude:
+        return hits
+    return [h for h in hits if selected(h.chunk.path, include, exclude)]

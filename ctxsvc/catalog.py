@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ctxsvc.branches import BranchViews, head_moved
 from ctxsvc.checkpoints import IndexFacts
 from ctxsvc.errors import (
     InvalidPath,
@@ -33,7 +34,7 @@ from ctxsvc.errors import (
 )
 from ctxsvc.indexing import NullReporter, Reporter, index_repository
 from ctxsvc.limits import NAME
-from ctxsvc.models import Freshness, IndexSummary, RepoStatus, Symbol
+from ctxsvc.models import BranchSnapshot, Freshness, IndexSummary, RepoStatus, Symbol
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import IndexMeta, LanceStore, OutdatedIndex
 from ctxsvc.stores.locks import FileLock, held
@@ -107,6 +108,7 @@ class Catalog:
         self._checked: set[tuple[str, object]] = set()  # (name, pins) opened by damaged()
         self._added: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._lock = threading.Lock()
+        self.branches = BranchViews(store)
 
     def subscribe(self, listener: IndexListener) -> None:
         """Tell ``listener`` of every later index run of a repository it watches."""
@@ -124,6 +126,7 @@ class Catalog:
         rebuild: bool = False,
         reporter: Reporter | None = None,
         wait: bool = True,
+        existing: bool = False,
     ) -> IndexSummary:
         """Index (or re-index incrementally) the directory at ``path``.
 
@@ -133,7 +136,8 @@ class Catalog:
         old index until then, and a damaged index is repaired. The index
         answers from its commit on; with ``wait`` this call then embeds the
         chunks that have no vector yet, else they fill in behind (with
-        ``fill_behind``) or wait for a later run.
+        ``fill_behind``) or wait for a later run. With ``existing`` it only
+        re-indexes an index of ``path`` (``RepoNotFound`` once it is dropped: a watcher's).
         """
         root, name = self.index_target(path, name, rebuild=rebuild)
         # An index of an older schema is rebuilt by the run (index_repository)
@@ -146,7 +150,7 @@ class Catalog:
         summary = index_repository(
             self.store, root, name, self.settings, self.tokens,
             self.embedder if vectors else None, vectors=status, reembed=reembed, rebuild=rebuild,
-            reporter=reporter,
+            reporter=reporter, existing=existing,
         )  # fmt: skip
         self._added.pop(name, None)
         _trim_heap()  # a run's parse trees and chunks are garbage now
@@ -307,15 +311,16 @@ class Catalog:
         """
         with self._lock:
             cached = self._views.get(meta.name)
-            # A rebuild writes new tables: names and versions tell generations apart.
-            same = (cached.meta.pins(), cached.meta.indexed_at) if cached is not None else None
-            if cached is not None and same == (meta.pins(), meta.indexed_at):
+            if cached is not None and cached.meta == meta:
                 return cached
             for _ in range(VIEW_ATTEMPTS):
                 reader = self.store.reader(meta.name)
-                if cached is not None and reader.meta.pins() == cached.meta.pins():
+                if cached is not None and reader.meta == cached.meta:
                     return cached  # ``meta`` was older than the view
-                if cached is not None and reader.meta.text_pins() == cached.meta.text_pins():
+                # A rebuild writes new tables: names and versions tell generations apart.
+                if cached is not None and reader.meta.pins() == cached.meta.pins():
+                    view = cached.relabelled(reader)  # a run with no file changed (HEAD moved)
+                elif cached is not None and reader.meta.text_pins() == cached.meta.text_pins():
                     view = cached.with_vectors(reader)  # a fill committed more vectors
                 else:
                     view = RepoView.load(reader)
@@ -333,12 +338,23 @@ class Catalog:
             _trim_heap()  # the previous generation is garbage now
         return view
 
-    def current(self, name_or_path: str, *, refresh: bool = False) -> Current:
-        """The index and how fresh it is; with ``refresh``, files changed on disk re-indexed first."""
+    def current(
+        self, name_or_path: str, *, refresh: bool = False, branch: str | None = None
+    ) -> Current:
+        """The index and how fresh it is; with ``refresh``, files changed on disk re-indexed first.
+
+        With ``branch`` (or a detached commit) other than the working tree's, the
+        snapshot the index keeps of it, as stored (``BranchNotIndexed`` if none).
+        """
         meta = self.resolve(name_or_path)
+        kept = self.branches.view(meta, branch) if branch is not None else None
+        if kept is not None:
+            view, note = kept
+            degraded = [note, *_damage_notes(meta.name, view.damaged)]
+            return Current(view.meta, view, Freshness((), (), ()), degraded)
         fresh = self.freshness(meta)
         refreshed: tuple[str, ...] = ()
-        if refresh and fresh.all:
+        if refresh and fresh.stale:
             # A query does not wait for embedding: the few chunks of a small edit are
             # embedded at once where nothing fills behind (the CLI), the rest later.
             summary = self.index(
@@ -391,6 +407,8 @@ class Catalog:
                 "purpose)",
             ))  # fmt: skip
         files = self.view(meta).files
+        moved = head_moved(meta)  # a checkout or a commit with no file changed is stale too
+        notes = (moved,) if moved else ()
         changed: list[str] = []
         deleted: list[str] = []
         base = str(root) + os.sep
@@ -410,12 +428,14 @@ class Catalog:
             except Exception as exc:  # freshness is advice: a failed walk degrades, never fails
                 log.warning("looking for added files failed", exc_info=True)
                 why = f"freshness: added files unknown ({type(exc).__name__}: {exc})"
-                return Freshness(tuple(sorted(changed)), (), tuple(sorted(deleted)), (why,))
+                return Freshness(
+                    tuple(sorted(changed)), (), tuple(sorted(deleted)), (why, *notes), bool(notes)
+                )
             added = tuple(f.path for f in found.files if f.path not in files)
             self._added[meta.name] = (time.monotonic(), added)
         else:
             added = cached[1]
-        return Freshness(tuple(sorted(changed)), added, tuple(sorted(deleted)))
+        return Freshness(tuple(sorted(changed)), added, tuple(sorted(deleted)), notes, bool(notes))
 
     def status(self, name_or_path: str) -> RepoStatus:
         """What is indexed, how fresh it is, and what is degraded.
@@ -454,6 +474,10 @@ class Catalog:
             tokenizer=meta.tokenizer, vectors=meta.vectors, changed=fresh.changed,
             added=fresh.added, deleted=fresh.deleted, degraded=tuple(degraded),
             skipped=dict(stats.get("skipped", {})), version=meta.generation, vectors_share=share,
+            branch=meta.branch, snapshots=tuple(
+                BranchSnapshot(s.branch, s.commit, s.indexed_at, s.generation)
+                for s in meta.snapshots
+            ),
         )  # fmt: skip
 
 

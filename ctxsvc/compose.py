@@ -13,14 +13,16 @@ import threading
 
 from ctxsvc.catalog import Catalog
 from ctxsvc.errors import CtxError
+from ctxsvc.jobs import JobRunner
 from ctxsvc.memory import Memory
 from ctxsvc.queries import Queries
 from ctxsvc.ranking import preload_rankers
 from ctxsvc.retrieval import RetrievalConfig
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
+from ctxsvc.stores.jobs import local_scope
 from ctxsvc.stores.lance import LanceStore
-from ctxsvc.stores.state import StateStore
+from ctxsvc.stores.state import open_state_store
 from ctxsvc.summarizer import ChatSummarizer, Summarizer
 from ctxsvc.tokens import TiktokenCounter, TokenCounter
 from ctxsvc.vectors import QueryVectors
@@ -82,7 +84,10 @@ def build_service(
             settings.summarizer_url, settings.summarizer_model, settings.summarizer_api_key,
             settings.summarizer_timeout,
         )  # fmt: skip
-    state = StateStore(settings.state_path)
+    state = open_state_store(
+        settings.state_path, settings.state_url or None, pool_size=settings.state_pool_size,
+        job_stale_seconds=settings.job_stale_seconds, job_scope=local_scope(settings.home),
+    )  # fmt: skip
     catalog = Catalog(settings, store, tokens, embedder, fill_behind=fill_behind)
     workspaces = WorkspaceLog(catalog, state)
     catalog.subscribe(workspaces)
@@ -100,7 +105,8 @@ def build_service(
         threading.Thread(target=preload_rankers, name="ranker-preload").start()
     if fill_behind:
         catalog.fill_pending()  # a run killed mid-embedding, or one that left them to a server
-    return ContextService(catalog, queries, memory, workspaces)
+    jobs = JobRunner(state.jobs, catalog, shutdown_timeout=settings.shutdown_timeout)
+    return ContextService(catalog, queries, memory, workspaces, jobs)
 
 
 def _load_model(

@@ -20,12 +20,17 @@ import re
 import stat
 import subprocess
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 from ctxsvc.errors import DeadlineExceeded, GitFailed, InvalidRequest
+from ctxsvc.limits import selected
+from ctxsvc.models import SkippedFile
 from ctxsvc.tokens import TokenCounter
+from indexers.content import decode_source, refuse_by_name
+from indexers.reach import IndexedPaths
 
 MAX_DIFF_BYTES = 4 * 1024 * 1024  # the diff and the untracked files read, together
 MAX_UNTRACKED = 200  # untracked files read (more are listed by name only)
@@ -80,10 +85,45 @@ class WorkingDiff:
     commit: str  # the commit it names
     files: tuple[FileDiff, ...] = field(default=())
     unread: int = 0  # untracked files beyond MAX_UNTRACKED: listed by name, not read
+    left_out: int = 0  # changed files outside the request's include/exclude globs
 
     @property
     def paths(self) -> list[str]:
         return [f.path for f in self.files if f.path]
+
+    def served(
+        self,
+        root: Path,
+        indexed: Mapping[str, str],
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        *,
+        max_file_bytes: int,
+        max_line_chars: int,
+    ) -> WorkingDiff:
+        """This diff as the index of ``root`` may show it: a file the index refuses
+        (``indexed`` maps each path it knows to "indexed" or the reason it skipped it; a
+        path it does not know lies where it does not look) keeps its name, not its lines.
+        A deleted file is judged as the index would have judged it: by the walk's rules for
+        its place (``IndexedPaths``) and by its last text. Files outside the
+        ``include``/``exclude`` globs are left out, and counted."""
+        reach = IndexedPaths(root)
+        kept: list[FileDiff] = []
+        for f in self.files:
+            path = f.path or f.old_path
+            if not selected(path, include, exclude):
+                continue
+            if f.path:
+                status = indexed.get(path, "not where the index looks")
+                why = None if status == "indexed" else status.replace("_", " ")
+            else:
+                why = _refused(f, reach, max_file_bytes, max_line_chars)
+            if why is not None and f.hunks:
+                f = replace(
+                    f, header=f"{f.header}\n(not indexed: {why}; lines not shown)", hunks=()
+                )
+            kept.append(f)
+        return replace(self, files=tuple(kept), left_out=len(self.files) - len(kept))
 
     def removed_names(self) -> list[str]:
         """Names the removed lines defined (``def f``, ``function f``, ``func f``, ``class
@@ -120,9 +160,10 @@ class WorkingDiff:
             return ""
         added = sum(len(h.added) for f in self.files for h in f.hunks)
         n = len(self.files)
+        outside = f"; {self.left_out} outside the include/exclude globs" if self.left_out else ""
         head = (
             f"## Your changes against {self.base} ({self.commit[:12]}): "
-            f"{n} file{'s' if n != 1 else ''}, {added} lines added or changed\n"
+            f"{n} file{'s' if n != 1 else ''}, {added} lines added or changed{outside}\n"
         )
         counts = self._counts.get(id(counter))
         if counts is None:  # counted once per diff (a pack asks for its preface again)
@@ -176,6 +217,24 @@ def working_diff(root: Path, base: str = "HEAD") -> WorkingDiff:
         budget -= size
         files.append(entry)
     return WorkingDiff(base, commit, tuple(files), max(0, len(names) - MAX_UNTRACKED))
+
+
+def _refused(
+    deleted: FileDiff, reach: IndexedPaths, max_file_bytes: int, max_line_chars: int
+) -> str | None:
+    """Why the index would not have served the last text of a ``deleted`` file: its
+    name, its place or its content (rebuilt from the removed lines); None if it would."""
+    path = deleted.old_path
+    if not reach.wanted(path):
+        return "where the index does not look"
+    # The removed lines and the line ends between them: at most one byte under the file.
+    data = "\n".join(line for h in deleted.hunks for line in h.removed).encode()
+    if len(data) > max_file_bytes:
+        return "too large"
+    refused = refuse_by_name(path) or decode_source(path, data, max_line_chars=max_line_chars)
+    if isinstance(refused, SkippedFile):
+        return refused.reason.value.replace("_", " ")
+    return None
 
 
 def parse_diff(text: str) -> list[FileDiff]:

@@ -15,7 +15,8 @@ server's problem responses, chosen by ``code``, so callers catch one tree.
     │   ├── InvalidRequest         malformed arguments (budget, query, ...)
     │   │   └── AmbiguousSymbol    a symbol name several definitions have: the candidates
     │   ├── NotFound               no such session, checkpoint or job
-    │   │   └── RepoNotFound       no index under that name or path
+    │   │   ├── RepoNotFound       no index under that name or path
+    │   │   └── BranchNotIndexed   no snapshot of that branch (or commit) is kept
     │   ├── NoTasks                no commit of a history qualifies as a benchmark task
     │   ├── ModelMismatch          index built with another embedding model
     │   ├── Unauthorized           the server wants another bearer token
@@ -164,6 +165,11 @@ class NotFound(UserError, code="not_found", http_status=404, exit_code=3): ...
 
 
 class RepoNotFound(NotFound, code="repo_not_found"): ...
+
+
+class BranchNotIndexed(NotFound, code="branch_not_indexed"):
+    """A query for a branch (or a detached commit) of which the index keeps no snapshot:
+    never indexed there, or evicted since; the hint lists the branches kept."""
 
 
 class NoTasks(UserError, code="no_tasks", http_status=422): ...

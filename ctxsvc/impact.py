@@ -10,54 +10,58 @@ there.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from ctxsvc.candidates import find_definitions
 from ctxsvc.diffs import WorkingDiff
 from ctxsvc.errors import InvalidRequest
-from ctxsvc.models import Hit, Reference, Symbol
+from ctxsvc.models import Dependent, Hit, Impact, Link, Links, Reference, Symbol
 from ctxsvc.ranking import TEST_PATH
+from ctxsvc.tokens import TokenCounter
 from ctxsvc.view import RepoView
 
 MAX_DEPTH = 5
 MAX_PER_DEPTH = 500  # dependents listed at one depth (how many there are is said)
-# Diff context: scores by distance from the change, a resolved link over a guess.
-CHANGED = 1.0
-CALLER = {True: 0.8, False: 0.5}
-CALLEE = {True: 0.7, False: 0.4}
-SECOND = {True: 0.45, False: 0.25}  # callers of the callers
-TEST_BONUS = 0.05
-COCHANGE = 0.35
-QUERY = 0.3  # what the query alone finds comes after what the change reaches
 MAX_WHY = 4  # links said per item
 
 
 @dataclass(frozen=True)
-class Dependent:
-    """A definition (or a file's top level) that uses one a level nearer the symbol."""
+class DiffWeights:
+    """How diff context ranks what a change reaches against what the query finds.
 
-    depth: int
-    id: str  # ``path::qualname``, or the path for a use at a file's top level
-    path: str
-    line: int  # of the reference
-    kind: str  # "call" or "use"
-    via: str  # the id of what it uses
-    resolution: str  # "resolved", or "name" (matched by name only: a guess)
-    test: bool
+    A link scores by its distance from the change, a resolved link (first of
+    each pair) over one matched by name only (second); an item's link score
+    is its best link's. ``combine`` says how the query joins in: ``"sum"``
+    adds ``query`` times the item's query score over the query's best (1.0
+    for its top hit), so what both find comes first and a strong query hit
+    outranks a weak link; ``"max"`` ranks by the better of the link score and
+    ``query`` times the raw query score (before tuning: every link first).
+
+    The defaults are the best of a small grid on the training repositories
+    of ``benchmarks.training_set`` (``benchmarks.diff_context --weights``;
+    README, "Diff-aware context"), never on the six held-out ones.
+    """
+
+    changed: float = 1.0  # the chunks the diff touches
+    caller: tuple[float, float] = (0.8, 0.5)
+    callee: tuple[float, float] = (0.7, 0.4)
+    second: tuple[float, float] = (0.45, 0.25)  # callers of the callers
+    test_bonus: float = 0.05
+    cochange: float = 0.35  # times the share of the file's commits that change both
+    # The query's own ranking is the stronger evidence of what else a task touches:
+    # twice the weight of a changed chunk, links decide among what it ranks alike.
+    query: float = 2.0
+    combine: Literal["max", "sum"] = "sum"
+    # Shares of the budget: the diff's text, and the chunks of the changed files that
+    # rank by their links (the agent has those files; past the share only the query
+    # ranks them). None: no cap.
+    preface: float = 0.125
+    own_files: float | None = 0.125
 
 
-@dataclass(frozen=True)
-class Impact:
-    """Who depends on ``symbol``, grouped by depth (``levels[0]`` is depth 1)."""
-
-    repo: str
-    symbol: str
-    ids: tuple[str, ...]  # the definitions it names
-    depth: int
-    levels: tuple[tuple[Dependent, ...], ...]
-    totals: tuple[int, ...]  # dependents at each depth (more than listed when capped)
-    commit: str | None = None
+DIFF_WEIGHTS = DiffWeights()
 
 
 def impact(view: RepoView, name: str, depth: int, limit: int = MAX_PER_DEPTH) -> Impact:
@@ -170,37 +174,45 @@ def changed_definitions(view: RepoView, diff: WorkingDiff) -> list[int]:
     return out
 
 
-def diff_hits(view: RepoView, diff: WorkingDiff, query_hits: Iterable[Hit]) -> list[Hit]:
-    """Chunks for a change: what it changed, then its callers and callees, their callers,
-    tests and co-changed files, by distance and resolution; then what the query finds."""
-    best: dict[int, tuple[float, list[str]]] = {}
+def diff_hits(
+    view: RepoView,
+    diff: WorkingDiff,
+    query_hits: Iterable[Hit],
+    weights: DiffWeights = DIFF_WEIGHTS,
+    budget: int | None = None,
+) -> list[Hit]:
+    """Chunks for a change: what it changed, its callers and callees, their callers, tests
+    and co-changed files, by distance and resolution, joined with what the query finds
+    as ``weights`` say (``budget`` bounds the changed files' share)."""
+    w = weights
+    links: dict[int, tuple[float, list[str]]] = {}
 
     def add(pos: int | None, score: float, why: str) -> None:
-        if pos is None:
+        if pos is None or score <= 0:  # a weight of 0 turns a kind of link off
             return
-        if TEST_PATH.search(view.chunks[pos].path) and score < CHANGED:
-            score += TEST_BONUS
-        old = best.get(pos)
+        if TEST_PATH.search(view.chunks[pos].path) and score < w.changed:
+            score += w.test_bonus
+        old = links.get(pos)
         if old is None:
-            best[pos] = (score, [why])
+            links[pos] = (score, [why])
         else:
             keep = why in old[1] or len(old[1]) >= MAX_WHY
-            best[pos] = (max(old[0], score), old[1] if keep else [*old[1], why])
+            links[pos] = (max(old[0], score), old[1] if keep else [*old[1], why])
 
     for f in diff.files:
         for n in sorted(f.touched()):
-            add(view.chunk_at(f.path, n), CHANGED, "changed")
+            add(view.chunk_at(f.path, n), w.changed, "changed")
     changed = changed_definitions(view, diff)
     names = {i: view.symbols[i].qualname for i in changed}
     callers: list[int] = []
     for ref, target, sure in uses_of(view, changed):
-        add(view.chunk_at(ref.path, ref.line), CALLER[sure], f"uses {names[target]}")
+        add(view.chunk_at(ref.path, ref.line), w.caller[not sure], f"uses {names[target]}")
         if sure and (owner := enclosing(view, ref)) is not None and owner not in names:
             callers.append(owner)
     for ref, target, sure in uses_of(view, list(dict.fromkeys(callers))):
         add(
             view.chunk_at(ref.path, ref.line),
-            SECOND[sure],
+            w.second[not sure],
             f"uses a caller, {view.symbols[target].qualname}",
         )
     resolver = view.resolver()
@@ -212,7 +224,7 @@ def diff_hits(view: RepoView, diff: WorkingDiff, query_hits: Iterable[Hit]) -> l
             for t, sure in resolver.resolve(ref).items():
                 callee = view.symbols[t]
                 if t != i and t not in names:
-                    add(view.chunk_at(callee.path, callee.start_line), CALLEE[sure],
+                    add(view.chunk_at(callee.path, callee.start_line), w.callee[not sure],
                         f"called by {s.qualname}")  # fmt: skip
     for name in diff.removed_names():
         if view.defs_by_name.get(name.lower()) and any(
@@ -220,7 +232,7 @@ def diff_hits(view: RepoView, diff: WorkingDiff, query_hits: Iterable[Hit]) -> l
         ):
             continue  # still defined (moved, or only its body changed)
         for ref in view.refs_by_name.get(name, []):
-            add(view.chunk_at(ref.path, ref.line), CALLER[False], f"uses {name}, removed")
+            add(view.chunk_at(ref.path, ref.line), w.caller[1], f"uses {name}, removed")
     ranked = list(query_hits)
     by_file: dict[str, int] = {}
     for h in ranked:
@@ -231,38 +243,60 @@ def diff_hits(view: RepoView, diff: WorkingDiff, query_hits: Iterable[Hit]) -> l
             first = by_file.get(other)
             if first is None:
                 first = next(iter(view.by_path.get(other, [])), None)
-            add(first, COCHANGE * share, f"changes with {path}")
+            add(first, w.cochange * share, f"changes with {path}")
+    if w.own_files is not None and budget is not None:
+        _cap_own_files(view, diff.paths, links, int(w.own_files * budget))
+    found: dict[int, tuple[float, str]] = {}  # the query's score (of the best: "sum"), and why
+    top = max((h.score for h in ranked), default=0.0) if w.combine == "sum" else 1.0
     for h in ranked:
-        add(view.chunk_index.get(h.chunk.id), QUERY * h.score, ",".join(h.why) or "query")
+        pos = view.chunk_index.get(h.chunk.id)
+        if pos is not None and pos not in found and top > 0:
+            found[pos] = (h.score / top, ",".join(h.why) or "query")
+    best: dict[int, tuple[float, tuple[str, ...]]] = {}
+    for pos in dict.fromkeys([*links, *found]):
+        link, why = links.get(pos, (0.0, []))
+        q, qwhy = found.get(pos, (0.0, ""))
+        if w.combine == "sum":
+            score = link + w.query * q
+        else:  # the better of the two (a test's query score gets the test bonus too)
+            q *= w.query
+            if q and TEST_PATH.search(view.chunks[pos].path) and q < w.changed:
+                q += w.test_bonus
+            score = max(link, q)
+        if qwhy and qwhy not in why and len(why) < MAX_WHY:
+            why = [*why, qwhy]
+        if why:
+            best[pos] = (score, tuple(why))
     order = sorted(
         best, key=lambda p: (-best[p][0], view.chunks[p].path, view.chunks[p].start_line)
     )
-    return [Hit(view.chunks[p], best[p][0], tuple(best[p][1])) for p in order]
+    return [Hit(view.chunks[p], best[p][0], best[p][1]) for p in order]
 
 
-@dataclass(frozen=True)
-class Link:
-    """A definition or a use, and how it was found."""
+def _cap_own_files(
+    view: RepoView, paths: Sequence[str], links: dict[int, tuple[float, list[str]]], cap: int
+) -> None:
+    """Keep the links of the changed files' chunks, best first, to ``cap`` tokens; the
+    rest lose them (what the query finds of them still counts)."""
+    own = set(paths)
+    mine = sorted(
+        (p for p in links if view.chunks[p].path in own),
+        key=lambda p: (-links[p][0], view.chunks[p].path, view.chunks[p].start_line),
+    )
+    used = 0
+    for p in mine:
+        if used + view.chunks[p].tokens > cap:
+            del links[p]  # a smaller one after it may still fit
+        else:
+            used += view.chunks[p].tokens
 
-    id: str  # the definition's ``path::qualname`` (a use: the definition it sits in, or the path)
-    path: str
-    line: int  # a definition's first line; a use's line
-    kind: str  # a definition's kind; a use's "call" or "use"
-    resolution: str  # "resolved", or "name" (matched by name only: a guess)
-    signature: str = ""  # a definition's header
-    end_line: int = 0  # a definition's last line
 
-
-@dataclass(frozen=True)
-class Links:
-    """The definitions a name means (at a place, when given), or the uses of a symbol."""
-
-    repo: str
-    name: str
-    at: str | None
-    links: tuple[Link, ...]
-    total: int
-    commit: str | None = None
+def diff_preface(
+    diff: WorkingDiff, budget: int, weights: DiffWeights = DIFF_WEIGHTS
+) -> Callable[[TokenCounter, int], str]:
+    """The diff's text for a pack's preface, within ``weights.preface`` of ``budget``."""
+    share = int(weights.preface * budget)
+    return lambda counter, cap: diff.render(counter, min(cap, share))
 
 
 def definition_at(view: RepoView, name: str, path: str | None, line: int | None) -> Links:

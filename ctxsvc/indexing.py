@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ctxsvc import history
-from ctxsvc.errors import ModelMismatch, StoreCorrupt
+from ctxsvc.errors import ModelMismatch, RepoNotFound, StoreCorrupt
 from ctxsvc.models import (
     Chunk,
     FileRecord,
@@ -39,10 +39,12 @@ from ctxsvc.models import (
 from ctxsvc.parsing import Parsed, parse_files, skipped_record
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import SCHEMA_VERSION, IndexMeta, LanceStore, OutdatedIndex, RepoWriter
+from ctxsvc.stores.lance_snapshots import carry, dropped_note
 from ctxsvc.stores.locks import FileLock
 from ctxsvc.tokens import TokenCounter
 from indexers.discover import discover
 from indexers.embed import Embedder
+from indexers.gitref import read_head, settle
 from indexers.terms import code_terms, path_terms
 
 log = logging.getLogger("ctxsvc.index")
@@ -127,6 +129,7 @@ def index_repository(
     reembed: bool = False,
     rebuild: bool = False,
     reporter: Reporter | None = None,
+    existing: bool = False,
 ) -> IndexSummary:
     """Index ``root`` under ``name``: text, symbols and the graph, committed without
     embedding. ``embedder`` names the model whose vectors the index holds (the
@@ -146,10 +149,18 @@ def index_repository(
     row is replaced only at the commit, so a killed rebuild leaves it (readers
     get ``StoreCorrupt`` with the rebuild hint) and the vectors stored so far.
     One of a newer version raises ``StoreCorrupt`` unless ``rebuild``.
+    ``existing``: only re-index an index ``name`` of ``root``; ``RepoNotFound`` if,
+    once the lock is held, there is none (dropped or re-pointed while this run
+    waited for it), so that a watcher never builds again an index dropped under it.
     """
     reporter = reporter or NullReporter()
     lock = settings.locks_path / f"{name}.lock"
     with FileLock(lock, f"index {name!r}", patience=LOCK_PATIENCE):
+        if existing and _root_of(store, name) != root:
+            raise RepoNotFound(
+                f"no index {name!r} of {root} to re-index: it was dropped or re-pointed",
+                hint=f"index it again with `ctxsvc index {root}` to follow it",
+            )
         run = _Run()
         old, keep = _outdated(store, name, embedder, run, reembed, rebuild)
         previous = store.meta(name) if old is None else None
@@ -167,6 +178,9 @@ def index_repository(
                 "vectors are missing until a later run with a working model fills them in"
             )
 
+        # HEAD again at the commit: a run that saw it move (a checkout under way writes
+        # the files first, HEAD last) may hold two commits' files.
+        start = read_head(root)
         with run.stage("discover", reporter) as n:
             # The directory indexed before, unless re-pointed: one replaced since
             # (moved, now a link) raises RootChanged and nothing under it is read.
@@ -242,10 +256,14 @@ def index_repository(
                 vectors_status = "complete" if embedded == len(hashes) else "partial"
             stats = {**_totals(writer), "embedded": embedded}
             cold = previous is None
+            branch, commit, moved = settle(found, start, read_head(root))
+            settled = moved is None
+            if moved is not None:
+                run.warn(moved)
             meta = IndexMeta(
                 name=name,
                 root=str(root),
-                commit=found.commit,
+                commit=commit,
                 indexed_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 model=model,
                 dimension=dimension,
@@ -256,17 +274,25 @@ def index_repository(
                 generation=(previous.generation + 1) if previous else 1,
                 root_identity=list(found.identity),
                 run_id=uuid.uuid4().hex,
+                branch=branch,
+                # The row this one replaces is kept when the working tree left its branch.
+                snapshots=carry(
+                    previous, branch, commit, settings.branch_snapshots, settled=settled
+                ),
+                head_moved=not settled,
             )
             meta = writer.commit(
                 meta, rebuild_fts=cold or len(run.chunks) > 0.2 * max(stats["chunks"], 1)
             )
+            for note in dropped_note(name, writer.snapshots_lost):
+                run.warn(note)
         # After the text commit, so that it never delays the first answer.
-        _store_history(store, root, name, found.commit, run, reporter, again=rebuild)
+        _store_history(store, root, name, commit, run, reporter, again=rebuild)
 
         return IndexSummary(
             repo=name,
             root=str(root),
-            commit=found.commit,
+            commit=commit,
             files_seen=len(seen),
             files_indexed=sum(1 for r in run.files if r.status == "indexed"),
             files_unchanged=len(seen)
@@ -287,7 +313,14 @@ def index_repository(
             timings=tuple(run.timings),
             warnings=tuple(run.warnings + list(found.notes)),
             version=meta.generation,
+            branch=meta.branch,
         )
+
+
+def _root_of(store: LanceStore, name: str) -> Path | None:
+    """The root of index ``name`` (of any schema version), None if there is none."""
+    found = store.find(name)
+    return None if found is None else Path(found.root)
 
 
 def _store_history(

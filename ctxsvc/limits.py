@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
+from collections.abc import Sequence
 
 from ctxsvc.errors import InvalidRequest
 
@@ -14,10 +16,12 @@ MAX_BUDGET = 200_000
 MAX_QUERY_CHARS = 8_000
 MAX_SYMBOL_CHARS = 4_608  # a symbol id: a path (4096) and a qualified name (512)
 MAX_PATTERNS = 64
+MAX_REPOS = 8  # indexes one context or search call may span
 MAX_RESULTS = 200  # files, symbols or references listed by one call
 MAX_FILE_LINES = 5000  # lines of a file returned by one call
 MAX_EVENTS = 1000  # workspace events returned by one call
 MAX_LINE = 10_000_000  # the highest line (or checkpoint) number a request may name
+POSTGRES_URL = re.compile(r"^postgres(?:ql)?://", re.IGNORECASE)  # CTXSVC_STATE_URL
 
 
 def check_budget(budget_tokens: int) -> None:
@@ -36,3 +40,10 @@ def validate_session_id(session_id: str) -> str:
             hint="use 1 to 128 letters, digits, '.', '_', ':' or '-'",
         )
     return session_id
+
+
+def selected(path: str, include: Sequence[str] | None, exclude: Sequence[str] | None) -> bool:
+    """Whether ``path`` matches an include glob (if any are given) and no exclude glob."""
+    if include and not any(fnmatch.fnmatchcase(path, p) for p in include):
+        return False
+    return not (exclude and any(fnmatch.fnmatchcase(path, p) for p in exclude))

@@ -87,7 +87,7 @@ class Memory:
         """A new session on the indexed repository ``repo`` for ``task``."""
         if not task.strip() or len(task) > MAX_QUERY_CHARS:
             raise InvalidRequest(f"the task must be 1 to {MAX_QUERY_CHARS} characters")
-        check_storable(task, "the task")
+        check_storable(task, "the task", column=True)
         for label, value in (("agent", agent), ("workspace", workspace)):
             if value is not None and not NAME.match(value):
                 raise InvalidRequest(

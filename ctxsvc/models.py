@@ -191,6 +191,7 @@ class IndexSummary:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     version: int = 0
     vectors_missing: int = 0  # chunks without a vector when the run ended
+    branch: str | None = None  # the branch indexed; None when detached or outside git
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,41 @@ class RepoStatus:
     skipped: dict[str, int] = field(default_factory=dict)
     version: int = 0
     vectors_share: float | None = None  # of chunks with a vector; None without vectors
+    branch: str | None = None  # the branch indexed; None when detached or outside git
+    # The versions of other branches kept for agents still on them, most recently left first.
+    snapshots: tuple[BranchSnapshot, ...] = ()
+    watch: WatchStatus | None = None  # set by a server that watches the index (serve --watch)
+
+
+@dataclass(frozen=True)
+class BranchSnapshot:
+    """An index version kept when the working tree moved to another branch (or commit):
+    a query naming its branch (its commit, when it was detached) is answered from it."""
+
+    branch: str | None  # None: a detached HEAD, known by its commit
+    commit: str | None
+    indexed_at: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class WatchStatus:
+    """How a ``ctxsvc serve --watch`` keeps an index current: its state and last runs.
+
+    ``state``: "watching", "root_missing" (the root is gone: nothing is watched
+    until it is back) or "failed" (the watch itself broke; it is started again).
+    Times are ISO 8601 UTC; ``last_run_*`` is the last watch-triggered index run
+    that committed, ``last_error*`` the last one that failed.
+    """
+
+    state: str
+    since: str
+    runs: int = 0
+    last_run_at: str | None = None
+    last_run_seconds: float | None = None
+    last_run_changed: tuple[str, ...] = ()  # its first few changed paths
+    last_error: str | None = None
+    last_error_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -264,6 +300,7 @@ class ContextItem:
     # lines (before start_line) and the body; and the holes marked in place.
     lines: tuple[tuple[int, int], ...] = ()
     gaps: tuple[tuple[int, int], ...] = ()
+    repo: str = ""  # the index it comes from (an answer may span several)
 
 
 @dataclass(frozen=True)
@@ -278,6 +315,7 @@ class Omitted:
     tokens: int
     score: float
     reason: str = "budget"
+    repo: str = ""  # the index to expand it in
 
 
 @dataclass(frozen=True)
@@ -288,10 +326,23 @@ class Freshness:
     added: tuple[str, ...]
     deleted: tuple[str, ...]
     degraded: tuple[str, ...] = ()
+    head_moved: bool = False  # HEAD is on another branch or commit than the index says
 
     @property
     def all(self) -> tuple[str, ...]:
         return tuple(sorted(self.changed + self.added + self.deleted))
+
+    @property
+    def stale(self) -> bool:
+        """Whether a refresh has anything to do: files changed, or HEAD moved."""
+        return bool(self.changed or self.added or self.deleted) or self.head_moved
+
+
+def place(branch: str | None, commit: str | None) -> str:
+    """Where an index version is, in words: 'branch main, commit 1a2b3c4d5e6f',
+    'detached, commit 1a2b3c4d5e6f', or 'no commit' (outside git)."""
+    at = f"commit {commit[:12]}" if commit else "no commit"
+    return f"branch {branch}, {at}" if branch else f"detached, {at}" if commit else at
 
 
 @dataclass(frozen=True)
@@ -300,6 +351,7 @@ class IndexVersion:
     indexed_at: str
     generation: int
     changed_since: tuple[str, ...] = ()  # files changed on disk since indexing
+    branch: str | None = None  # the branch indexed; None when detached or outside git
 
 
 @dataclass(frozen=True)
@@ -321,6 +373,10 @@ class ContextPack:
     already_sent: tuple[DeliveredSpan, ...] = ()  # held by the session, not repeated
     # workspace changes the session had not seen, as delivered in ``rendered`` (in full)
     warnings: tuple[DriftWarning, ...] = ()
+    # Every index the answer spans, in the request's order, and each one's version
+    # (over several: ``repo`` joins their names with ",", and ``index`` is None).
+    repos: tuple[str, ...] = ()
+    indexes: dict[str, IndexVersion] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -337,6 +393,7 @@ class DeliveredSpan:
     end_line: int
     content_hash: str
     tokens: int
+    repo: str = ""  # in a pack: the index it was sent from (the ledger keys spans by it)
 
 
 def span_hash(text: str) -> str:
@@ -402,6 +459,7 @@ class DriftWarning:
 class FileScore:
     path: str
     score: float
+    repo: str = ""
 
 
 @dataclass(frozen=True)
@@ -409,6 +467,7 @@ class SymbolScore:
     symbol: Symbol
     score: float
     id: str = ""  # the symbol's id (``path::qualname``), given to expand; set from ``symbol``
+    repo: str = ""
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -424,6 +483,9 @@ class SearchResult:
     files: tuple[FileScore, ...]
     symbols: tuple[SymbolScore, ...]
     degraded: tuple[str, ...] = ()
+    index: IndexVersion | None = None
+    repos: tuple[str, ...] = ()  # every index searched, in the request's order
+    indexes: dict[str, IndexVersion] = field(default_factory=dict)  # each one's version
 
 
 @dataclass(frozen=True)
@@ -483,3 +545,55 @@ class Stored(NamedTuple, Generic[T]):
 
     record: T
     new: bool
+
+
+@dataclass(frozen=True)
+class Dependent:
+    """A definition (or a file's top level) that uses one a level nearer the symbol."""
+
+    depth: int
+    id: str  # ``path::qualname``, or the path for a use at a file's top level
+    path: str
+    line: int  # of the reference
+    kind: str  # "call" or "use"
+    via: str  # the id of what it uses
+    resolution: str  # "resolved", or "name" (matched by name only: a guess)
+    test: bool
+
+
+@dataclass(frozen=True)
+class Impact:
+    """Who depends on ``symbol``, grouped by depth (``levels[0]`` is depth 1)."""
+
+    repo: str
+    symbol: str
+    ids: tuple[str, ...]  # the definitions it names
+    depth: int
+    levels: tuple[tuple[Dependent, ...], ...]
+    totals: tuple[int, ...]  # dependents at each depth (more than listed when capped)
+    commit: str | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    """A definition or a use, and how it was found."""
+
+    id: str  # the definition's ``path::qualname`` (a use: the definition it sits in, or the path)
+    path: str
+    line: int  # a definition's first line; a use's line
+    kind: str  # a definition's kind; a use's "call" or "use"
+    resolution: str  # "resolved", or "name" (matched by name only: a guess)
+    signature: str = ""  # a definition's header
+    end_line: int = 0  # a definition's last line
+
+
+@dataclass(frozen=True)
+class Links:
+    """The definitions a name means (at a place, when given), or the uses of a symbol."""
+
+    repo: str
+    name: str
+    at: str | None
+    links: tuple[Link, ...]
+    total: int
+    commit: str | None = None

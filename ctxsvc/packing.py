@@ -31,10 +31,10 @@ blocks go first, then the note and the warnings shrink, down to empty text.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from ctxsvc.blocks import FENCE_OVERHEAD, Block, Run, body_runs, is_body
+from ctxsvc.blocks import FENCE_OVERHEAD, Block, Run, body_runs, heading, is_body
 from ctxsvc.models import (
     ContextItem,
     ContextPack,
@@ -58,17 +58,18 @@ Preface = Callable[[int], tuple[str, Sequence[DriftWarning]]]
 
 def render(blocks: Sequence[Block]) -> str:
     """The pack's text: blocks grouped under one heading per file, in rank order."""
-    order: list[str] = []
-    groups: dict[str, list[Block]] = {}
+    order: list[tuple[str, str]] = []
+    groups: dict[tuple[str, str], list[Block]] = {}
     for b in blocks:
-        if b.path not in groups:
-            order.append(b.path)
-            groups[b.path] = []
-        groups[b.path].append(b)
+        key = (b.repo, b.path)
+        if key not in groups:
+            order.append(key)
+            groups[key] = []
+        groups[key].append(b)
     parts: list[str] = []
-    for path in order:
-        parts.append(f"## {path}\n")
-        parts.extend(b.render() for b in sorted(groups[path], key=lambda b: (b.start, b.kind)))
+    for key in order:
+        parts.append(heading(*key))
+        parts.extend(b.render() for b in sorted(groups[key], key=lambda b: (b.start, b.kind)))
     return "\n".join(parts)
 
 
@@ -95,12 +96,22 @@ def pack(
     is taken as 0. The manifest lists the candidates left out for the budget
     first (reason "budget"), then the holes marked in the items ("gap"), at
     most ``MAX_OMITTED`` of each.
+
+    Candidates of several indexes (``Block.repo`` set) share the room fairly:
+    each of the n indexes among them is guaranteed room // n (headings
+    included) if it has candidates to fill it, taken in the candidates' order;
+    what an index leaves of its share goes to the others' candidates left
+    over, in the candidates' order again. Over the budget after exact
+    counting, blocks of the index taking the most room go first.
     """
     budget_tokens = max(budget_tokens, 0)
     caps = [budget_tokens // 4] * 2
     note, given = _notes(preface, already_sent, counter, caps)
     room = budget_tokens - (counter.count(note) + 1 if note else 0)
-    blocks, _, skipped = _greedy([], candidates, counter, room)
+    shares = _shares(candidates, room)
+    blocks, used, skipped = _greedy([], candidates, counter, room, shares)
+    if shares:  # what an index left of its share goes to the others, in the given order
+        blocks, _, skipped = _greedy(blocks, skipped, counter, room - used)
     text = _final(note, blocks)
     exact = counter.count(text)  # the whole text is counted as few times as can be
     if skipped and exact < budget_tokens:  # estimates run high: the rest gets another pass
@@ -114,19 +125,18 @@ def pack(
         count = counter.count(with_holes_filled)
         if count <= budget_tokens:  # else the estimate fell short: the holes stay marked
             blocks, text, exact = filled, with_holes_filled, count
-    left = [_omitted(b) for b in skipped[:MAX_OMITTED]]
+    left = [_omitted(b, repo) for b in skipped[:MAX_OMITTED]]
     while exact > budget_tokens:
         if blocks:
-            worst = min(range(len(blocks)), key=lambda i: blocks[i].score)
-            left.insert(0, _omitted(blocks.pop(worst)))
+            left.insert(0, _omitted(blocks.pop(_worst(blocks, shares)), repo))
         else:  # the note and the warnings alone overrun: shrink them, down to nothing
             caps = [c // 2 for c in caps]
             note, given = _notes(preface, already_sent, counter, caps)
         text = _final(note, blocks)
         exact = counter.count(text)
-    items = tuple(_item(b, counter) for b in blocks)
+    items = tuple(_item(b, counter, repo) for b in blocks)
     holes = [
-        Omitted(b.path, a, z, b.hole_owner(a, z), tokens or 0, b.score, "gap")
+        Omitted(b.path, a, z, b.hole_owner(a, z), tokens or 0, b.score, "gap", b.repo or repo)
         for b in blocks
         for (a, z), tokens in zip(b.plan().gaps, b.plan().gap_tokens, strict=True)
     ]
@@ -143,8 +153,10 @@ def pack(
         index=index,
         degraded=tuple(degraded),
         session_id=session_id,
-        already_sent=tuple(already_sent),
+        already_sent=tuple(replace(s, repo=s.repo or repo) for s in already_sent),
         warnings=tuple(given),
+        repos=(repo,),
+        indexes={repo: index} if index else {},
     )
 
 
@@ -169,7 +181,7 @@ def _already_sent_note(spans: Sequence[DeliveredSpan], counter: TokenCounter, ca
     """A list of what the session holds, so the agent knows it was not forgotten."""
     text, _ = capped_list(
         "## Already sent in this session (unchanged, not repeated)\n",
-        [f"- {s.path}:{s.start_line}-{s.end_line}\n" for s in spans],
+        [f"- {s.repo + ': ' if s.repo else ''}{s.path}:{s.start_line}-{s.end_line}\n" for s in spans],
         counter, cap, "",
     )  # fmt: skip
     return text
@@ -201,19 +213,48 @@ def capped_list(
 
 
 def _greedy(
-    blocks: list[Block], candidates: Sequence[Block], counter: TokenCounter, room: int
+    blocks: list[Block],
+    candidates: Sequence[Block],
+    counter: TokenCounter,
+    room: int,
+    shares: Mapping[str, int] | None = None,
 ) -> tuple[list[Block], int, list[Block]]:
     """``blocks`` with the ``candidates`` that fit ``room`` in, in order, the tokens
-    that took (estimated), and the candidates that did not fit."""
+    that took (estimated), and the candidates that did not fit: with ``shares``, a
+    candidate fits only within what its index has left of its share."""
     used = 0
+    spent: dict[str, int] = {}
     skipped: list[Block] = []
     for cand in candidates:
-        placed = _place(blocks, cand, counter, room - used)
+        left = room - used
+        if shares:
+            left = min(left, shares[cand.repo] - spent.get(cand.repo, 0))
+        placed = _place(blocks, cand, counter, left)
         if placed is None:
             skipped.append(cand)
         else:
             blocks, used = placed[0], used + placed[1]
+            spent[cand.repo] = spent.get(cand.repo, 0) + placed[1]
     return blocks, used, skipped
+
+
+def _shares(candidates: Sequence[Block], room: int) -> dict[str, int]:
+    """Each index's guaranteed room, when the candidates come from several (else none)."""
+    repos = {b.repo for b in candidates}
+    return dict.fromkeys(repos, room // len(repos)) if len(repos) > 1 else {}
+
+
+def _worst(blocks: Sequence[Block], shares: Mapping[str, int]) -> int:
+    """The block to drop over the budget: the lowest-scored one, of the index that takes
+    the most room when several share it (a trim must not undo a share)."""
+    pool = list(range(len(blocks)))
+    if shares:
+        spent: dict[str, int] = {}
+        for b in blocks:
+            spent[b.repo] = spent.get(b.repo, 0) + b.tokens
+        most = max(spent, key=spent.__getitem__)
+        pool = [i for i in pool if blocks[i].repo == most]
+    return min(pool, key=lambda i: blocks[i].score)
 
 
 def _place(
@@ -227,12 +268,12 @@ def _place(
     """
     joined = _joining(blocks, cand)
     if not joined:
-        heading = 0
-        if all(b.path != cand.path for b in blocks):
-            heading = counter.count(f"## {cand.path}\n") + 1
-        if not cand.tokens or 0.8 * cand.tokens + heading <= room:
+        head = 0
+        if all((b.repo, b.path) != (cand.repo, cand.path) for b in blocks):
+            head = counter.count(heading(cand.repo, cand.path)) + 1
+        if not cand.tokens or 0.8 * cand.tokens + head <= room:
             cand.tokens = counter.count(cand.render())  # exact, once it may fit
-        cost = cand.tokens + heading
+        cost = cand.tokens + head
         return ([*blocks, cand], cost) if cost <= room else None
     parts = [blocks[i] for i in joined]
     had = _union(_all_runs(parts))
@@ -310,7 +351,8 @@ def _joining(blocks: Sequence[Block], cand: Block) -> list[int]:
         return []
     lo, hi = cand.start, cand.end
     first, last = cand.solid(lo, hi)
-    src = cand.source or next((b.source for b in blocks if b.path == cand.path), None)
+    here = (cand.repo, cand.path)
+    src = cand.source or next((b.source for b in blocks if (b.repo, b.path) == here), None)
     # What holds the lines from a block before up to cand (or from cand down to one
     # after): the definitions holding cand's first line that start before it.
     up = [s for s in src.holding(first, first) if s.start_line < first] if src else []
@@ -318,7 +360,7 @@ def _joining(blocks: Sequence[Block], cand: Block) -> list[int]:
     up_body, down_body = any(map(is_body, up)), any(map(is_body, down))
     out: list[int] = []
     for i, b in enumerate(blocks):
-        if b.kind != "snippet" or b.path != cand.path or not isinstance(b.body, dict):
+        if b.kind != "snippet" or (b.repo, b.path) != here or not isinstance(b.body, dict):
             continue
         near = lo <= b.end + 1 and hi >= b.start - 1
         if near and any(lo <= z + 1 and hi >= a - 1 for a, z in b.runs):
@@ -381,7 +423,7 @@ def _merge(
         kind="snippet", path=first.path, start=runs[0][0], end=runs[-1][1], body=body,
         language=first.language, symbol=first.symbol or cand.symbol,
         score=max(b.score for b in (*parts, cand)), why=why, source=src, runs=runs,
-        counter=counter,
+        counter=counter, repo=first.repo,
     )  # fmt: skip
     if src is None:
         m.tokens = counter.count(m.render())
@@ -398,8 +440,8 @@ def _merge(
     return m, filled
 
 
-def _omitted(b: Block) -> Omitted:
-    return Omitted(b.path, b.start, b.end, _symbol(b), b.tokens, b.score)
+def _omitted(b: Block, repo: str) -> Omitted:
+    return Omitted(b.path, b.start, b.end, _symbol(b), b.tokens, b.score, repo=b.repo or repo)
 
 
 def _symbol(b: Block) -> str | None:
@@ -409,7 +451,7 @@ def _symbol(b: Block) -> str | None:
     return b.symbol if not names or b.symbol in names else names[0]
 
 
-def _item(b: Block, counter: TokenCounter) -> ContextItem:
+def _item(b: Block, counter: TokenCounter, repo: str) -> ContextItem:
     text = b.render()
     plan = b.plan()
     quoted = plan.quoted if b.kind in ("snippet", "file") else tuple(b.runs)
@@ -430,4 +472,5 @@ def _item(b: Block, counter: TokenCounter) -> ContextItem:
         content_hash=span_hash(body) if body else "",
         lines=quoted,
         gaps=plan.gaps,
+        repo=b.repo or repo,
     )

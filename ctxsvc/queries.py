@@ -12,9 +12,11 @@ budget; they come in through the small :class:`DriftSource` protocol.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +38,15 @@ from ctxsvc.diffs import working_diff
 from ctxsvc.drift import DriftSource, Watch, drift, render_warnings
 from ctxsvc.errors import CtxError, InvalidRequest, RankerUnavailable, StoreError
 from ctxsvc.graph import personalized_pagerank
-from ctxsvc.impact import Impact, Links, definition_at, diff_hits, impact, references
+from ctxsvc.impact import (
+    DIFF_WEIGHTS,
+    DiffWeights,
+    definition_at,
+    diff_hits,
+    diff_preface,
+    impact,
+    references,
+)
 from ctxsvc.limits import (
     MAX_LINE,
     MAX_QUERY_CHARS,
@@ -52,12 +62,15 @@ from ctxsvc.models import (
     FileLines,
     FileScore,
     Hit,
+    Impact,
     IndexVersion,
+    Links,
     SearchResult,
     SymbolScore,
     SymbolUses,
     span_hash,
 )
+from ctxsvc.multi import Part, distinct, merge_search, pack_many, repo_names
 from ctxsvc.packing import pack
 from ctxsvc.ranking import Ranker, model_path, shipped_ranker
 from ctxsvc.retrieval import RetrievalConfig, path_prior, retrieve
@@ -80,6 +93,17 @@ class _Started:
     ranker: Ranker | None = None  # None: hand-weighted fusion orders the candidates
 
 
+@dataclass(frozen=True)
+class _Gathered:
+    """One index's part of a context answer, before packing."""
+
+    current: Current
+    blocks: list[Block]
+    already: list[DeliveredSpan]  # what the session holds, unchanged: referred to
+    record: bool  # the session's ledger was read: what is sent is recorded
+    lead: Callable[[TokenCounter, int], str] | None = None  # the diff, first
+
+
 @dataclass(frozen=True, eq=False)
 class Queries:
     """Answers queries over the catalog's indexes; records packs in ``ledger``."""
@@ -92,10 +116,11 @@ class Queries:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     drift: DriftSource | None = None
     ranker_model: Path | None = None  # the learned ranker's file (None: the shipped one)
+    diff_weights: DiffWeights = DIFF_WEIGHTS  # how ``context(diff=...)`` ranks and shares
 
     def context(
         self,
-        name_or_path: str,
+        name_or_path: str | None,
         query: str,
         budget_tokens: int,
         *,
@@ -105,15 +130,24 @@ class Queries:
         exclude: Sequence[str] | None = None,
         refresh: bool = False,
         diff: str | None = None,
+        branch: str | None = None,
+        repos: Sequence[str] | None = None,
     ) -> ContextPack:
         """The code most relevant to ``query``, within ``budget_tokens``.
 
         With ``diff`` (a base: ``HEAD``, a branch, a commit), the answer is for
-        the working tree's change against it: the diff itself first, then the
-        definitions it changed, their callers and callees, their callers'
-        callers, tests and files that change with them, ranked by distance and
-        resolution; what the query finds fills the rest. The changed files are
-        re-indexed first.
+        the working tree's change against it: the diff itself first (an eighth
+        of the budget at most), then code ranked by what the query finds and
+        how near the change it is: the definitions it changed (up to an eighth
+        of the budget: the agent has those files), their callers and callees,
+        their callers' callers, tests and files that change with them, by
+        distance and resolution (``ctxsvc.impact.DiffWeights``). The changed
+        files are re-indexed first.
+
+        With ``branch`` (a branch, or the commit of a detached HEAD) that the
+        working tree has left, the answer comes from the version the index kept
+        of it, as stored then (no refresh; ``degraded`` says so);
+        ``BranchNotIndexed`` when none is kept.
 
         With ``session_id``, what the session already holds (unchanged) is
         referred to rather than sent again, and what is sent is recorded. A
@@ -121,10 +155,93 @@ class Queries:
         stop the answer: everything is sent again, unrecorded, and
         ``degraded`` says so. With ``refresh``, files changed on disk are
         re-indexed first.
+
+        With ``repos``, the answer spans those indexes too (``name_or_path``
+        first, when given; up to eight): scores made comparable and the budget
+        shared as :mod:`ctxsvc.multi` says, each item naming its index.
         """
+        if diff is not None and branch is not None:
+            raise InvalidRequest(
+                "diff and branch cannot be combined: a diff is of the working tree",
+                hint="ask for the diff without branch, or for the branch without diff",
+            )
+        names = repo_names(name_or_path, repos)
+        opts: dict[str, Any] = {"detail": detail, "session_id": session_id, "include": include,
+                "exclude": exclude, "refresh": refresh, "diff": diff, "branch": branch}  # fmt: skip
+        if len(names) > 1:
+            return self._many(names, query, budget_tokens, **opts)
+        g = self._gather(names[0], query, budget_tokens, **opts)
+        source = self.drift
+        watch = None
+        if source is not None and session_id is not None:
+            try:
+                watch = source.watch(session_id, g.current.view.meta.name)
+            except StoreError as exc:
+                g.current.degraded.append(
+                    f"workspace log unavailable: no warnings of what other sessions changed"
+                    f" ({exc.message})"
+                )
+        if source is None or watch is None or session_id is None:
+            return self._pack(
+                g.current, query, g.blocks, budget_tokens, detail, session_id, g.already,
+                record=g.record, lead=g.lead,
+            )  # fmt: skip
+        return self._pack_with_drift(
+            source, watch, g.current, query, g.blocks, g.already, budget_tokens, detail,
+            session_id, record=g.record, lead=g.lead,
+        )  # fmt: skip
+
+    def _many(
+        self, names: Sequence[str], query: str, budget_tokens: int, **opts: Any
+    ) -> ContextPack:
+        """The answer over several indexes, each asked as alone, then merged and shared."""
+        for one in ("diff", "branch"):
+            if opts[one] is not None:
+                raise InvalidRequest(
+                    f"{one} works with one repository only", hint="ask without repos"
+                )
+        got = [
+            self._gather(n, query, budget_tokens, **opts)
+            for n in distinct(names, lambda n: self.catalog.resolve(n).name)
+        ]
+        result = pack_many(
+            [Part(g.current.view.meta.name, g.blocks, _version(g.current), g.current.degraded,
+                  g.already) for g in got],
+            query, budget_tokens, self.tokens, detail=opts["detail"],
+            session_id=opts["session_id"],
+        )  # fmt: skip
+        for g in got:  # the ledger keys spans by index: each records its own
+            result = self._record(result, g.current.view) if g.record else result
+        source, session_id = self.drift, opts["session_id"]
+        # Drift warnings follow a workspace session on its one repository: not merged here.
+        with contextlib.suppress(StoreError):  # (then no warnings are given either)
+            if (
+                source is not None
+                and session_id is not None
+                and any(source.watch(session_id, g.current.view.meta.name) for g in got)
+            ):
+                note = "workspace warnings: not given in an answer over several repositories"
+                result = replace(result, degraded=(*result.degraded, note))
+        return result
+
+    def _gather(
+        self,
+        name_or_path: str,
+        query: str,
+        budget_tokens: int,
+        *,
+        detail: str,
+        session_id: str | None,
+        include: Sequence[str] | None,
+        exclude: Sequence[str] | None,
+        refresh: bool,
+        diff: str | None,
+        branch: str | None,
+    ) -> _Gathered:
+        """One index's candidates for ``query``, minus what the session holds of it."""
         s = self._start(
             name_or_path, query, budget_tokens, detail=detail, include=include, exclude=exclude,
-            refresh=refresh or diff is not None,
+            refresh=refresh or diff is not None, branch=branch,
         )  # fmt: skip
         view = s.current.view
         # Enough candidates to fill the budget with chunks of the target size, twice over.
@@ -132,9 +249,16 @@ class Queries:
         hits = retrieve(view, query, s.vector, s.config, limit=limit, ranker=s.ranker)
         lead = None
         if diff is not None:
-            change = working_diff(Path(view.meta.root), diff)
-            hits = diff_hits(view, change, hits)
-            lead = change.render
+            settings = self.catalog.settings
+            root = Path(view.meta.root)
+            change = working_diff(root, diff).served(
+                root,
+                {p: r.status if r.status == "indexed" else r.reason for p, r in view.files.items()},
+                include, exclude, max_file_bytes=settings.max_file_bytes,
+                max_line_chars=settings.max_line_chars,
+            )  # fmt: skip
+            hits = diff_hits(view, change, hits, self.diff_weights, budget_tokens)
+            lead = diff_preface(change, budget_tokens, self.diff_weights)
         hits = filter_hits(hits, include, exclude)
         already: list[DeliveredSpan] = []
         held = self._held(session_id, view.meta.name, s.current.degraded)
@@ -144,26 +268,7 @@ class Queries:
             view, hits, detail, None, None, budget_tokens, s.config.spread,
             s.config.whole_definitions,
         )  # fmt: skip
-        record = held is not None
-        source = self.drift
-        watch = None
-        if source is not None and session_id is not None:
-            try:
-                watch = source.watch(session_id, view.meta.name)
-            except StoreError as exc:
-                s.current.degraded.append(
-                    f"workspace log unavailable: no warnings of what other sessions changed"
-                    f" ({exc.message})"
-                )
-        if source is None or watch is None or session_id is None:
-            return self._pack(
-                s.current, query, blocks, budget_tokens, detail, session_id, already,
-                record=record, lead=lead,
-            )  # fmt: skip
-        return self._pack_with_drift(
-            source, watch, s.current, query, blocks, already, budget_tokens, detail, session_id,
-            record=record, lead=lead,
-        )  # fmt: skip
+        return _Gathered(s.current, blocks, already, held is not None, lead)
 
     def expand(
         self,
@@ -177,9 +282,11 @@ class Queries:
         callers: bool = False,
         callees: bool = False,
         session_id: str | None = None,
+        branch: str | None = None,
     ) -> ContextPack:
-        """One symbol or line range, optionally with its callees and callers, within a budget."""
-        s = self._start(name_or_path, None, budget_tokens)
+        """One symbol or line range, optionally with its callees and callers, within a budget;
+        ``branch`` as for :meth:`context` (from the snapshot kept of it)."""
+        s = self._start(name_or_path, None, budget_tokens, branch=branch)
         blocks = expand_blocks(
             s.current.view, symbol=symbol, path=path, start_line=start_line, end_line=end_line,
             callers=callers, callees=callees,
@@ -187,14 +294,33 @@ class Queries:
         query = symbol or f"{path}:{start_line or 1}-{end_line or ''}"
         return self._pack(s.current, query, blocks, budget_tokens, "snippets", session_id)
 
-    def search(self, name_or_path: str, query: str, limit: int = 20) -> SearchResult:
+    def search(
+        self,
+        name_or_path: str | None,
+        query: str,
+        limit: int = 20,
+        *,
+        branch: str | None = None,
+        repos: Sequence[str] | None = None,
+    ) -> SearchResult:
         """Ranked files and symbols for ``query``, with scores, without packing.
 
         Runs the same retrieval as :meth:`context`. A file scores by its two
         best chunks (as for the ``map`` and ``full`` details); a symbol by the
-        best chunk that defines it. At most ``limit`` of each.
+        best chunk that defines it. At most ``limit`` of each. ``branch`` as
+        for :meth:`context`. With ``repos``, over those indexes too (not with
+        ``branch``), merged as :mod:`ctxsvc.multi` says.
         """
-        s = self._start(name_or_path, query, limit=limit)
+        names = repo_names(name_or_path, repos)
+        if len(names) > 1:
+            if branch is not None:
+                raise InvalidRequest(
+                    "branch works with one repository only", hint="ask without repos"
+                )
+            found = distinct(names, lambda n: self.catalog.resolve(n).name)
+            return merge_search([self.search(n, query, limit) for n in found], limit)
+        name_or_path = names[0]
+        s = self._start(name_or_path, query, limit=limit, branch=branch)
         view = s.current.view
         hits = retrieve(view, query, s.vector, s.config, limit=max(60, 3 * limit), ranker=s.ranker)
         best: dict[tuple[str, str], float] = {}
@@ -204,14 +330,16 @@ class Queries:
                 best[key] = max(best.get(key, h.score), h.score)
         paths = {p for p, _ in best}
         defs = {(sym.path, sym.qualname): sym for sym in view.symbols if sym.path in paths}
+        name = view.meta.name
         symbols = sorted(
-            (SymbolScore(defs[k], score) for k, score in best.items() if k in defs),
+            (SymbolScore(defs[k], score, repo=name) for k, score in best.items() if k in defs),
             key=lambda x: -x.score,
         )
         return SearchResult(
             repo=name_or_path, query=query,
-            files=tuple(FileScore(p, score) for p, score in ranked_files(hits)[:limit]),
-            symbols=tuple(symbols[:limit]), degraded=tuple(s.current.degraded),
+            files=tuple(FileScore(p, score, name) for p, score in ranked_files(hits)[:limit]),
+            symbols=tuple(symbols[:limit]), degraded=tuple(s.current.degraded), repos=(name,),
+            index=(version := _version(s.current)), indexes={name: version},
         )  # fmt: skip
 
     def repo_map(self, name_or_path: str, budget_tokens: int = 2000) -> ContextPack:
@@ -349,6 +477,7 @@ class Queries:
         exclude: Sequence[str] | None = None,
         limit: int | None = None,
         refresh: bool = False,
+        branch: str | None = None,
     ) -> _Started:
         """Check the request's bounds, load the index, and embed the query (if any)."""
         if query is not None:
@@ -365,7 +494,7 @@ class Queries:
                 f"unknown detail {detail!r}", hint=f"use one of {', '.join(DETAILS)}"
             )
         check_patterns(include, exclude)
-        current = self.catalog.current(name_or_path, refresh=refresh)
+        current = self.catalog.current(name_or_path, refresh=refresh, branch=branch)
         vector = None
         if query is not None and self.retrieval.vector:
             # The view's row: the vectors ranked with (a fill may have committed since resolve).
@@ -403,10 +532,7 @@ class Queries:
     ) -> ContextPack:
         view = current.view
         meta = view.meta
-        version = IndexVersion(
-            commit=meta.commit, indexed_at=meta.indexed_at, generation=meta.generation,
-            changed_since=current.fresh.all,
-        )  # fmt: skip
+        version = _version(current)
 
         def preface(cap: int) -> tuple[str, Sequence[DriftWarning]]:
             # The diff first (half the room when warnings come too), then the warnings.
@@ -434,7 +560,7 @@ class Queries:
         files: dict[str, Mapping[int, str]] = {}
         spans: list[DeliveredSpan] = []
         for i in result.items:
-            if not i.content_hash:
+            if not i.content_hash or i.repo != view.meta.name:
                 continue
             lines = files.get(i.path)
             if lines is None:
@@ -498,3 +624,12 @@ class Queries:
             note = f"workspace log: warnings not remembered, they come again ({exc.message})"
             result = replace(result, degraded=(*result.degraded, note))
         return result
+
+
+def _version(current: Current) -> IndexVersion:
+    """The index version an answer comes from: its commit, branch and generation."""
+    meta = current.view.meta
+    return IndexVersion(
+        commit=meta.commit, indexed_at=meta.indexed_at, generation=meta.generation,
+        changed_since=current.fresh.all, branch=meta.branch,
+    )  # fmt: skip

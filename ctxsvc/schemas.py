@@ -18,6 +18,7 @@ from ctxsvc.limits import (
     MAX_LINE,
     MAX_PATTERNS,
     MAX_QUERY_CHARS,
+    MAX_REPOS,
     MAX_RESULTS,
     MAX_SYMBOL_CHARS,
     NAME_PATTERN,
@@ -45,6 +46,17 @@ REPO_DOC = (
 )
 # "~user" is not expanded on the server (and an unknown user would be an error).
 RepoRef = Annotated[Text, Field(min_length=1, max_length=4096, pattern=r"^[^~]")]
+ONE_OF_DOC = " Give repo, repos or both (repo first)."
+Repos = Annotated[
+    list[RepoRef],
+    Field(
+        min_length=1,
+        max_length=MAX_REPOS,
+        description=f"More indexes to answer from in the same call (up to {MAX_REPOS} in all, "
+        "each named once): scores are made comparable across them, each gets a fair share, "
+        "and each item, left-out entry and hit names its index ('repo').",
+    ),
+]
 # Not blank (a pattern, so that the schema says it too; Python's idea of whitespace).
 QueryText = Annotated[
     Text,
@@ -85,6 +97,18 @@ SYMBOL_DOC = (
     "their ids (error ambiguous_symbol): ask again with one of them."
 )
 SymbolRef = Annotated[Text, Field(min_length=1, max_length=MAX_SYMBOL_CHARS)]
+# What git allows in a branch name, roughly: no space, control character or ~^:?*[\.
+BranchRef = Annotated[
+    Text,
+    Field(
+        min_length=1,
+        max_length=256,
+        pattern=r"^[^\x00-\x20\x7f~^:?*\[\\]+$",
+        description="A branch the working tree has left (or a commit of a version kept, 7 "
+        "hex digits at least) whose index version is kept: the answer comes from it, as "
+        "indexed then, and says so. index_status lists the snapshots kept.",
+    ),
+]
 DETAIL_DOC = (
     "How much of each file: 'map' (ranked files with their key symbols, cheapest), "
     "'skeleton' (signatures and docstrings), 'snippets' (the relevant functions and "
@@ -102,7 +126,8 @@ class Request(BaseModel):
 
 
 class ContextRequest(Request):
-    repo: RepoRef = Field(description=REPO_DOC)
+    repo: RepoRef | None = Field(None, description=REPO_DOC + ONE_OF_DOC)
+    repos: Repos | None = None
     query: QueryText
     budget_tokens: int = _budget(8000, "of context to return, headings and fences included")
     detail: Literal["snippets", "skeleton", "map", "full"] = Field(
@@ -122,8 +147,10 @@ class ContextRequest(Request):
         None,
         description="A base (HEAD, a branch, a commit): context for the working tree's change "
         "against it, the diff first, then what it changed, its callers, callees, tests and "
-        "co-changed files. The changed files are re-indexed first.",
+        "co-changed files, ranked with what the query finds. The changed files are "
+        "re-indexed first.",
     )
+    branch: BranchRef | None = None
 
 
 class ExpandRequest(Request):
@@ -138,6 +165,7 @@ class ExpandRequest(Request):
     callers: bool = Field(False, description="Also the code that calls or uses the symbol.")
     callees: bool = Field(False, description="Also the definitions the symbol calls.")
     session_id: SessionId | None = Field(None, description="Record what is sent in this session.")
+    branch: BranchRef | None = None
 
 
 class ImpactRequest(Request):
@@ -165,9 +193,11 @@ class DefinitionRequest(Request):
 
 
 class SearchRequest(Request):
-    repo: RepoRef = Field(description=REPO_DOC)
+    repo: RepoRef | None = Field(None, description=REPO_DOC + ONE_OF_DOC)
+    repos: Repos | None = None
     query: QueryText
     limit: int = Field(20, ge=1, le=MAX_RESULTS, description="Most files and most symbols to list.")
+    branch: BranchRef | None = None
 
 
 class MapRequest(Request):

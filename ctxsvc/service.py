@@ -1,10 +1,11 @@
 """``ContextService``: the one object the CLI, the HTTP API, the MCP server and the
-benchmarks drive, a thin facade over four parts.
+benchmarks drive, a thin facade over five parts.
 
 - the catalog (``ctxsvc.catalog``): resolve, index, views, freshness, status, drop;
 - the query side (``ctxsvc.queries``): context, expand, search, map, symbols, file lines;
 - agent memory (``ctxsvc.memory``): sessions, checkpoints, resume;
-- the workspace log (``ctxsvc.workspaces``): events, and drift for the other two.
+- the workspace log (``ctxsvc.workspaces``): events, and drift for the other two;
+- the job runner (``ctxsvc.jobs``): index jobs a server runs in the background.
 
 Build it with :func:`ctxsvc.compose.build_service`. Each method here is one
 delegation; the parts hold the logic, and the method's documentation.
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar, final
 
 from ctxsvc.catalog import Catalog
+from ctxsvc.jobs import JobRunner
 from ctxsvc.memory import Memory
 from ctxsvc.models import Stored
 from ctxsvc.queries import Queries
@@ -35,16 +37,21 @@ class ContextService:
     """
 
     def __init__(
-        self, catalog: Catalog, queries: Queries, memory: Memory, workspaces: WorkspaceLog
+        self,
+        catalog: Catalog,
+        queries: Queries,
+        memory: Memory,
+        workspaces: WorkspaceLog,
+        jobs: JobRunner,
     ) -> None:
         self.catalog = catalog
         self.queries = queries
         self.memory = memory
         self.workspaces = workspaces
+        self.jobs = jobs
         # catalog
         self.index = catalog.index
         self.index_target = catalog.index_target
-        self.drop = catalog.drop
         self.repos = catalog.repos
         self.names = catalog.names
         self.resolve = catalog.resolve
@@ -78,6 +85,12 @@ class ContextService:
         # workspace log
         self.record_event = workspaces.record_event
         self.workspace_events = workspaces.events
+        # jobs
+        self.submit_job = jobs.submit
+        self.job = jobs.get
+        self.start_jobs = jobs.start
+        self.stop_jobs = jobs.shutdown
+        self.drop = jobs.drop  # the index, and its queued jobs
 
     @property
     def settings(self) -> Settings:

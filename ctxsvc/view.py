@@ -154,6 +154,14 @@ class RepoView:
         view.load_seconds = time.perf_counter() - t0
         return view
 
+    def relabelled(self, reader: RepoReader) -> RepoView:
+        """This view under the row ``reader`` opened, which pins the same versions: a run
+        that changed no file (HEAD moved) commits a new branch, commit and generation."""
+        return replace(
+            self, reader=reader, meta=reader.meta, _lines=OrderedDict(), _lines_total=0,
+            _lines_lock=threading.Lock(),
+        )  # fmt: skip
+
     @property
     def history(self) -> History:
         """The git history of the commit indexed; ``History.EMPTY`` when none is stored.

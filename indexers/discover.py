@@ -82,6 +82,7 @@ class Discovery:
     commit: str | None  # HEAD sha; None outside git or on an unborn branch
     notes: tuple[str, ...] = ()  # why git was not used, unreadable .gitignore files
     identity: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the root walked
+    branch: str | None = None  # HEAD's branch; None when detached or outside git
 
 
 def discover(
@@ -103,10 +104,11 @@ def discover(
     with RootDir(root, expect=expect) as fs:
         pruner = _Pruner(fs)
         listed = _git_listing(fs.path, notes)
+        branch = None
         if listed is None:
             candidates, commit = _walk(fs, pruner, skipped, notes), None
         else:
-            paths, commit = listed
+            paths, commit, branch = listed
             candidates = [p for p in paths if not pruner.path_pruned(p)]
         for rel in candidates:
             found = _check(fs, rel, max_file_bytes, pruner, walked=listed is None)
@@ -126,6 +128,7 @@ def discover(
         commit=commit,
         notes=tuple(notes),
         identity=identity,
+        branch=branch,
     )
 
 
@@ -235,8 +238,9 @@ def _git(root: str, *args: str) -> bytes:
     return done.stdout
 
 
-def _git_listing(root: str, notes: list[str]) -> tuple[list[str], str | None] | None:
-    """Paths (relative to root) git tracks or would track, and HEAD; None if not git."""
+def _git_listing(root: str, notes: list[str]) -> tuple[list[str], str | None, str | None] | None:
+    """Paths (relative to root) git tracks or would track, HEAD and its branch; None if
+    not git."""
     try:
         if _git(root, "rev-parse", "--is-inside-work-tree").strip() != b"true":
             return None
@@ -251,10 +255,16 @@ def _git_listing(root: str, notes: list[str]) -> tuple[list[str], str | None] | 
         commit = head.decode("ascii").strip() or None
     except (_GitFailed, UnicodeDecodeError):
         commit = None  # unborn branch: no commit yet
+    try:
+        # git itself resolves HEAD (a worktree's .git is a file); it exits 1 when detached.
+        ref = _git(root, "symbolic-ref", "-q", "--short", "HEAD")
+        branch = ref.decode("utf-8", "replace").strip() or None
+    except _GitFailed:
+        branch = None
     # A set: unmerged paths are listed once per stage. A trailing "/" marks an
     # untracked nested repository.
     paths = {os.fsdecode(raw).rstrip("/") for raw in out.split(b"\0") if raw}
-    return sorted(paths), commit
+    return sorted(paths), commit, branch
 
 
 def _walk(fs: RootDir, pruner: _Pruner, skipped: list[SkippedFile], notes: list[str]) -> list[str]:

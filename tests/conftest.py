@@ -6,17 +6,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).parent.parent))  # `benchmarks`, for its PostgreSQL cluster
 
 from fakes import HashEmbedder
 
 import ctxsvc
+from benchmarks.pgcluster import PostgresServer
 from ctxsvc.compose import build_service
 from ctxsvc.http import create_app
 from ctxsvc.service import ContextService
@@ -97,14 +100,18 @@ def git(root: Path, *args: str) -> str:
     ).stdout
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "demo"
-    write_tree(root, SAMPLE)
+def make_repo(root: Path, files: dict[str, str | bytes]) -> Path:
+    """A git repository at ``root`` holding ``files``, in one commit."""
+    write_tree(root, files)
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "commit", "-qm", "init")
     return root
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "demo", SAMPLE)
 
 
 @pytest.fixture
@@ -209,3 +216,50 @@ def stop_server(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> Non
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def _pg_binaries() -> Path:
+    """The PostgreSQL server binaries; the test skipped, saying why, where they are absent,
+    unless CTXSVC_REQUIRE_POSTGRES=1 (CI): then it fails."""
+    from benchmarks import pgcluster
+
+    bindir = pgcluster.binaries()
+    if bindir is None:
+        reason = (
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: "
+            "install the Debian postgresql package to run these tests"
+        )
+        if pgcluster.required():
+            pytest.fail(reason + " (CTXSVC_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    return bindir
+
+
+@contextmanager
+def _pg_cluster(bindir: Path) -> Iterator[PostgresServer]:
+    server = PostgresServer(bindir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()  # also after a failed start: its directory, and any postmaster
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster for the session (``benchmarks.pgcluster``)."""
+    with _pg_cluster(_pg_binaries()) as server:
+        yield server
+
+
+@pytest.fixture
+def pg_servers() -> Iterator[Callable[[], PostgresServer]]:
+    """Makes PostgreSQL clusters of the test's own (to stop, kill, restart), removed after it."""
+    bindir = _pg_binaries()
+    with ExitStack() as stack:
+        yield lambda: stack.enter_context(_pg_cluster(bindir))
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return pg_server.new_database()

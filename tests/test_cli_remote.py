@@ -108,6 +108,43 @@ def test_the_server_answers_as_this_process_would(
         assert json.loads(through.stdout)["repo"] == "demo"
 
 
+def served_calls(base: str, route: str) -> float:
+    """How many requests of ``route`` (a template, e.g. ``/v1/repos/{name}/impact``) the
+    server answered."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ctxsvc_http_request_duration_seconds_count")
+        and f'route="{route}"' in line
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "route"),
+    [
+        (["impact", "demo", "Store.put", "--json"], "impact"),
+        (["impact", "demo", "Store.put", "--depth", "1"], "impact"),
+        (["references", "demo", "Store.put"], "references"),
+        (["definition", "demo", "Store", "--json"], "definition"),
+    ],
+    ids=["impact-json", "impact-text", "references", "definition"],
+)
+def test_graph_commands_go_through_the_server(
+    served: tuple[str, Path, dict[str, str]], args: list[str], route: str
+) -> None:
+    base, _, env = served
+    template = f"/v1/repos/{{name}}/{route}"
+    before = served_calls(base, template)
+    through = cli(env, *args)
+    assert through.returncode == 0, through.stderr
+    assert served_calls(base, template) == before + 1
+    here = cli(env, *args, "--no-server")
+    assert here.returncode == 0, here.stderr
+    assert served_calls(base, template) == before + 1
+    assert through.stdout == here.stdout and "Store" in through.stdout
+
+
 def test_status_through_the_server(served: tuple[str, Path, dict[str, str]]) -> None:
     _, repo, env = served
     for args in (["status", "--json"], ["status", "demo", "--json"], ["status", "demo"]):

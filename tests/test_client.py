@@ -339,7 +339,7 @@ def test_the_two_clients_have_the_same_methods() -> None:
         }
 
     sync, async_ = methods(Client), methods(AsyncClient)
-    assert sync.keys() == async_.keys() and len(sync) == 23
+    assert sync.keys() == async_.keys() and len(sync) == 26
     for name, sig in sync.items():
         assert sig == async_[name], name
         assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name

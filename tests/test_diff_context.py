@@ -9,6 +9,7 @@ with the change but do not use it.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ from conftest import cli_env, git, run_cli, write_tree
 from ctxsvc.diffs import parse_diff, working_diff
 from ctxsvc.errors import InvalidRequest
 from ctxsvc.http import create_app
+from ctxsvc.impact import DIFF_WEIGHTS
 from ctxsvc.service import ContextService
 
 PY = {
@@ -150,11 +152,13 @@ def test_python_diff_brings_the_change_its_caller_and_the_test(
     assert "sum(i for i in items if i > 0)" in pack.items[0].text
     assert {"shop/cart.py", "tests/test_cart.py"} <= set(paths)
     assert paths.index("shop/cart.py") < paths.index("tests/test_cart.py")
-    # Words in common (the query finds it too) rank below every link of the change.
-    assert paths.index("shop/decoy.py") > paths.index("tests/test_cart.py")
     assert pack.tokens_used <= 3000
     why = {i.path: " ".join(i.why) for i in pack.items}  # the links are said
     assert "uses total_price" in why["shop/cart.py"]
+    assert "uses a caller, Cart.checkout" in why["tests/test_cart.py"]
+    # Words in common rank with the query's other hits (a strong one may come before a
+    # caller's test) but are not said to use the change.
+    assert "uses" not in why["shop/decoy.py"]
 
 
 def test_typescript_diff_follows_the_import(tmp_path: Path, service: ContextService) -> None:
@@ -265,6 +269,22 @@ def test_hostile_working_trees_are_read_safely(tmp_path: Path) -> None:
     assert "old mode 100644\nnew mode 100755" in text
     small = change.render(TiktokenCounter("cl100k_base"), 60)
     assert small.startswith("## Your changes") and "more hunks" in small
+
+
+def test_the_diff_and_the_changed_files_take_their_share_of_the_budget(
+    tmp_path: Path, service: ContextService
+) -> None:
+    root = make(tmp_path, PY, PY_EDIT)
+    service.index(root)
+    pack = service.context("app", "the total", 1600, diff="HEAD")
+    head = pack.rendered.split("\n## shop/")[0]
+    assert head.startswith("## Your changes") and service.tokens.count(head) <= 1600 // 8
+    # No share for the changed files: their chunks rank by the query alone ...
+    mute = replace(service.queries, diff_weights=replace(DIFF_WEIGHTS, own_files=0.0))
+    why = {i.path: i.why for i in mute.context("app", "the total", 1600, diff="HEAD").items}
+    assert "changed" not in why.get("shop/pricing.py", ())
+    # ... and with it, what the diff touched is said to be changed.
+    assert "changed" in {i.path: i.why for i in pack.items}["shop/pricing.py"]
 
 
 def test_a_removal_at_the_end_of_a_definition_reaches_its_callers(
@@ -391,3 +411,59 @@ def test_references_and_definition_say_how_each_link_was_resolved(
     ]
     with pytest.raises(InvalidRequest, match="not an indexed file"):
         service.definition("app", "total_price", "../etc/passwd", 1)
+
+
+def test_the_diff_shows_only_the_lines_of_files_the_index_serves(
+    tmp_path: Path, service: ContextService
+) -> None:
+    files = {
+        **PY,
+        "dist/bundle.py": "SECRET_BUILT = 'tracked in a pruned directory'\n",
+        "app.min.js": "var a=1;\n",
+        "docs/notes.py": "def notes() -> str:\n    return 'excluded by a glob'\n",
+    }
+    root = make(tmp_path, files, PY_EDIT)
+    (root / "dist" / "bundle.py").write_text("SECRET_BUILT = 'changed in a pruned directory'\n")
+    (root / "app.min.js").write_text("var a=2;var SECRET_MIN=1;\n")
+    (root / "docs" / "notes.py").write_text("def notes() -> str:\n    return 'SECRET_GLOB'\n")
+    (root / "node_modules").mkdir()
+    (root / "node_modules" / "dep.py").write_text("SECRET_UNTRACKED = 1\n")
+    git(root, "rm", "-q", "dist/bundle.py", "--cached")  # deleted at the base, kept on disk
+    service.index(root)
+    pack = service.context(
+        "app", "skip negative items in the total", 3000, diff="HEAD", exclude=["docs/*"]
+    )
+    text = pack.rendered
+    assert "+    subtotal = sum(i for i in items if i > 0)" in text  # an indexed file: in full
+    assert "SECRET" not in text
+    # Refused files are named with the reason, their lines left out; an excluded one is counted.
+    assert "app.min.js\n(not indexed: minified; lines not shown)" in text
+    assert "node_modules/dep.py (untracked)\n(not indexed: not where the index looks" in text
+    assert (
+        "--- a/dist/bundle.py\n+++ /dev/null\n(not indexed: where the index does not look" in text
+    )
+    assert "1 outside the include/exclude globs" in text
+    assert "docs/notes.py" not in text
+
+
+def test_a_deleted_file_shows_its_lines_when_the_index_served_it(tmp_path: Path) -> None:
+    root = make(tmp_path, PY, PY_EDIT)
+    (root / "shop" / "report.py").unlink()
+    (root / "package-lock.json").write_text("{}\n")
+    git(root, "add", "package-lock.json")
+    git(root, "commit", "-qm", "lock")
+    (root / "package-lock.json").unlink()
+    (root / "env" / "lib").mkdir(parents=True)
+    (root / "env" / "pyvenv.cfg").write_text("home = /usr\n")
+    (root / "env" / "lib" / "site.py").write_text("SECRET_VENV = 1\n")
+    git(root, "add", "-f", "env/lib/site.py")
+    git(root, "commit", "-qm", "a tracked file in a virtualenv")
+    (root / "env" / "lib" / "site.py").unlink()
+    change = working_diff(root, "HEAD").served(root, {}, max_file_bytes=10**6, max_line_chars=1000)
+    shown = {f.old_path: f for f in change.files if not f.path}
+    assert shown["shop/report.py"].hunks  # source the index would serve: its removed lines
+    assert not shown["package-lock.json"].hunks
+    assert "(not indexed: generated; lines not shown)" in shown["package-lock.json"].header
+    # A virtualenv (a directory holding pyvenv.cfg) is pruned by the walk, whatever its name.
+    assert not shown["env/lib/site.py"].hunks
+    assert "where the index does not look" in shown["env/lib/site.py"].header

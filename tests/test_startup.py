@@ -419,10 +419,16 @@ def test_the_server_waits_at_exit_for_the_service_being_built() -> None:
     release = threading.Event()
     built: list[str] = []
 
+    class Standin:  # what the warm-up after a build reads of a service
+        tokens = None
+
+        def __str__(self) -> str:
+            return "service"
+
     def make() -> Any:
         release.wait(10)
         built.append("service")
-        return "service"
+        return Standin()
 
     pending = PendingService(make)
     assert pending.settle(0.01)  # nothing started: nothing to wait for

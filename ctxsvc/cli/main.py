@@ -35,7 +35,14 @@ EXIT_INTERRUPTED = 130
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+        if args.command == "hook":  # before the settings: a hook answers for its own failures
+            from ctxsvc.cli.hook import hook
+
+            return hook(args, unknown)
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         configure_logging(args.log_json)
         settings = Settings.from_env(
             home=Path(args.home) if args.home else None, config=args.config
@@ -78,6 +85,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     commands: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "index": run.index, "status": run.status, "query": run.query, "expand": run.expand,
+        "search": run.search,
         "impact": run.impact, "references": run.references, "definition": run.definition,
         "serve": run.serve, "mcp": run.mcp, "bench": run.bench,
         "watch": run.watch,

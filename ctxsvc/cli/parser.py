@@ -11,6 +11,7 @@ line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,6 +19,10 @@ from ctxsvc.errors import InvalidRequest
 
 DESCRIPTION = "The ``ctxsvc`` command line: parse, call the service, render."
 REPO_HELP = "index name or repository path"
+MORE_REPOS_HELP = (
+    "another index to answer from as well (repeatable, up to 8 in all): scores made "
+    "comparable across them, the budget shared fairly, each item naming its index"
+)
 NO_SERVER_HELP = (
     "answer in this process even when a `ctxsvc serve` of this data directory runs "
     "(also: CTXSVC_USE_SERVER=0)"
@@ -56,6 +61,15 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise InvalidRequest(message, hint=f"see `{self.prog} --help`")
+
+
+class HookParser(Parser):
+    """The parser of a hook's command line: an error is one line on stderr and exit code
+    0, as every failure of a hook (``ctxsvc.cli.hook``): exit code 2 would block the tool."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"ctxsvc hook: no context: {message}", file=sys.stderr)
+        raise SystemExit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,10 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BASE",
         help="context for the working tree's change against BASE (default HEAD; a branch or "
         "commit): the diff first, then what it changed, its callers, callees, tests and "
-        "co-changed files",
+        "co-changed files, ranked with what the question finds",
     )
+    _branch(q)
+    q.add_argument("--repo", dest="repos", action="append", metavar="NAME", help=MORE_REPOS_HELP)
     q.add_argument("--no-server", action="store_true", help=NO_SERVER_HELP)
     _formats(q)
+
+    sr = sub.add_parser("search", help="ranked files and symbols for a question, without code")
+    sr.add_argument("repo", type=str, help=REPO_HELP)
+    sr.add_argument("question")
+    _branch(sr)
+    sr.add_argument("--repo", dest="repos", action="append", metavar="NAME", help=MORE_REPOS_HELP)
+    sr.add_argument("--limit", type=int, default=20, help="most files and symbols (default 20)")
+    sr.add_argument(
+        "--no-vectors", action="store_true", help="full text, symbols and the graph only"
+    )
+    sr.add_argument("--no-server", action="store_true", help=NO_SERVER_HELP)
+    sr.add_argument("--json", action="store_true")
 
     im = sub.add_parser("impact", help="who depends on a symbol, grouped by depth")
     im.add_argument("repo", type=str, help=REPO_HELP)
@@ -133,18 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=100, help="dependents listed per depth (default 100)"
     )
     im.add_argument("--json", action="store_true")
+    im.add_argument("--no-server", action="store_true", help=NO_SERVER_HELP)
 
     rf = sub.add_parser("references", help="the uses of a symbol, and how each was resolved")
     rf.add_argument("repo", type=str, help=REPO_HELP)
     rf.add_argument("symbol", type=text, help="a definition's id, qualified name or name")
     rf.add_argument("--limit", type=int, default=100, help="most uses to list (default 100)")
     rf.add_argument("--json", action="store_true")
+    rf.add_argument("--no-server", action="store_true", help=NO_SERVER_HELP)
 
     df = sub.add_parser("definition", help="what a name means where it is used (go to definition)")
     df.add_argument("repo", type=str, help=REPO_HELP)
     df.add_argument("name", type=text, help="the name as used (a qualified one narrows it)")
     df.add_argument("--at", help="PATH:LINE of the use (without it: every definition of the name)")
     df.add_argument("--json", action="store_true")
+    df.add_argument("--no-server", action="store_true", help=NO_SERVER_HELP)
 
     e = sub.add_parser("expand", help="one symbol or line range, with callers and callees")
     e.add_argument("repo", type=str, help=REPO_HELP)
@@ -161,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--callees", action="store_true")
     e.add_argument("--budget", type=int, default=4000)
     e.add_argument("--session")
+    _branch(e)
     e.add_argument("--no-server", action="store_true", help=NO_SERVER_HELP)
     _formats(e)
 
@@ -170,6 +202,21 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="run the HTTP API (FastAPI on uvicorn)")
     sv.add_argument("--host", help="address to bind (default: $CTXSVC_HOST or 127.0.0.1)")
     sv.add_argument("--port", type=int, help="port (default: $CTXSVC_PORT or 8765)")
+    sv.add_argument(
+        "--watch",
+        nargs="?",
+        action="append",
+        const=None,
+        metavar="NAME",
+        help="re-index as files change: --watch alone watches every index (also those indexed "
+        "later), --watch NAME (repeatable) only those",
+    )
+    sv.add_argument(
+        "--workers",
+        type=int,
+        help="server processes on the port, sharing the data directory and its job queue "
+        "(default: $CTXSVC_WORKERS or 1)",
+    )
 
     mc = sub.add_parser("mcp", help="run an MCP server on stdin/stdout (for coding agents)")
     mc.add_argument(
@@ -180,7 +227,32 @@ def build_parser() -> argparse.ArgumentParser:
         "watch", help="keep an index current as its files change (until Ctrl-C or SIGTERM)"
     )
     wa.add_argument("repo", type=str, help=REPO_HELP)
+
+    hk = sub.add_parser("hook", help="answer a coding agent's hook with context (docs/recipes)")
+    # argparse makes every command's parser of one class; hook's must exit 0 on any error
+    # (`hook`, `hook codex`): an agent takes exit code 2 as "block the tool".
+    hk.__class__ = HookParser
+    agents = hk.add_subparsers(dest="agent", required=True, parser_class=HookParser)
+    cc = agents.add_parser(
+        "claude-code",
+        help="a Claude Code command hook (PreToolUse of Grep or Glob, UserPromptSubmit): the "
+        "event on stdin, context as additionalContext on stdout; exit code 0 whatever happens",
+    )
+    cc.add_argument("--budget", type=int, default=1500, help="token budget (default 1500)")
+    cc.add_argument(
+        "--timeout", type=float, default=8.0, help="seconds before giving up, silently (default 8)"
+    )
+    cc.add_argument("--no-server", action="store_true", help=NO_SERVER_HELP)
     return p
+
+
+def _branch(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--branch",
+        metavar="NAME",
+        help="answer from the version the index kept of a branch the working tree left (or "
+        "of a detached commit), as indexed then; `ctxsvc status NAME` lists them",
+    )
 
 
 def _bench_parser(sub: Any) -> None:

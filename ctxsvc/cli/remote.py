@@ -2,7 +2,7 @@
 
 ``ctxsvc serve`` writes ``<home>/server.json`` (its URL, process id, start time
 and data directory; mode 0600, written atomically) and removes it when it stops.
-``query``, ``expand`` and ``status`` read it and, when that process lives and
+``query``, ``expand``, ``status``, ``impact``, ``references`` and ``definition`` read it and, when that process lives and
 answers ``/healthz`` within :data:`PROBE_SECONDS`, send their call there through
 :class:`ctxsvc.client.Client`: the server has the index open and the model
 loaded, so the answer comes without loading either. The answer is rendered as
@@ -40,7 +40,7 @@ from ctxsvc.settings import Settings
 
 if TYPE_CHECKING:
     from ctxsvc.client.sync import Client
-    from ctxsvc.models import ContextPack, RepoStatus
+    from ctxsvc.models import ContextPack, Impact, Links, RepoStatus, SearchResult
 
 SERVER_FILE = "server.json"
 PROBE_SECONDS = 0.3  # a live local server answers /healthz in a few milliseconds
@@ -155,7 +155,7 @@ def _answers(url: str) -> bool:
 
 
 class Remote:
-    """The calls of ``query``, ``expand`` and ``status`` on a running server.
+    """The calls of the CLI's commands that read an index, on a running server.
 
     A call returns None when this process should answer instead: the server
     does not know the repository (it may be a directory only this process
@@ -190,13 +190,36 @@ class Remote:
 
     def context(self, repo: str, query: str, **call: Any) -> ContextPack | None:
         """``POST /v1/context``, as ``ContextService.context(repo, query, **call)``."""
-        ref = _reference(repo)
-        return None if ref is None else _or_here(lambda: self.client.context(ref, query, **call))
+        ref, body = _sent(repo, call)
+        return None if ref is None else _or_here(lambda: self.client.context(ref, query, **body))
+
+    def search(self, repo: str, query: str, **call: Any) -> SearchResult | None:
+        """``POST /v1/search``, as ``ContextService.search(repo, query, **call)``."""
+        ref, body = _sent(repo, call)
+        return None if ref is None else _or_here(lambda: self.client.search(ref, query, **body))
 
     def expand(self, repo: str, **call: Any) -> ContextPack | None:
         """``POST /v1/expand``, as ``ContextService.expand(repo, **call)``."""
         ref = _reference(repo)
         return None if ref is None else _or_here(lambda: self.client.expand(ref, **call))
+
+    def impact(self, repo: str, name: str, depth: int, limit: int) -> Impact | None:
+        """``GET /v1/repos/{repo}/impact``, as ``ContextService.impact``."""
+        if not NAME.match(repo):  # a path: these routes take names
+            return None
+        return _or_here(lambda: self.client.impact(repo, name, depth=depth, limit=limit))
+
+    def references(self, repo: str, name: str, limit: int) -> Links | None:
+        """``GET /v1/repos/{repo}/references``, as ``ContextService.references``."""
+        if not NAME.match(repo):
+            return None
+        return _or_here(lambda: self.client.references(repo, name, limit=limit))
+
+    def definition(self, repo: str, name: str, path: str | None, line: int | None) -> Links | None:
+        """``GET /v1/repos/{repo}/definition``, as ``ContextService.definition``."""
+        if not NAME.match(repo):
+            return None
+        return _or_here(lambda: self.client.definition(repo, name, path=path, line=line))
 
     def statuses(self, name: str | None) -> list[RepoStatus] | None:
         """The status of the index ``name``, or of every index the server lists."""
@@ -215,6 +238,15 @@ def _or_here(call: Callable[[], T]) -> T | None:
         if isinstance(exc, RepoNotFound | Unauthorized) or exc.code == "validation_error":
             return None
         raise
+
+
+def _sent(repo: str, call: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """``repo`` and ``call`` with every index as the server takes it (``repos`` too);
+    None for ``repo`` to answer here."""
+    ref, more = _reference(repo), [_reference(r) for r in call.get("repos") or ()]
+    if ref is None or None in more:
+        return None, call
+    return ref, ({**call, "repos": more} if more else call)
 
 
 def _reference(repo: str) -> str | None:

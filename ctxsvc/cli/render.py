@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from ctxsvc.models import place
+
 if TYPE_CHECKING:
-    from ctxsvc.models import ContextPack, IndexSummary, RepoStatus
+    from ctxsvc.models import ContextPack, IndexSummary, RepoStatus, SearchResult
 
 # Messages are not wrapped when stderr is a file or pipe: one event, one line, greppable.
 err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
@@ -22,7 +24,7 @@ out = Console(highlight=False, soft_wrap=True)
 
 def print_summary(s: IndexSummary) -> None:
     t = Table(title=f"indexed {s.repo} ({s.root})", show_header=False)
-    t.add_row("commit", s.commit or "(not a git repository)")
+    t.add_row("commit", place(s.branch, s.commit) if s.commit else "(not a git repository)")
     t.add_row(
         "files",
         f"{s.files_seen} seen, {s.files_indexed} parsed, {s.files_unchanged} unchanged, "
@@ -57,7 +59,9 @@ def print_summary(s: IndexSummary) -> None:
 
 def print_status(s: RepoStatus) -> None:
     t = Table(title=f"{s.name} ({s.root})", show_header=False)
-    t.add_row("indexed", f"{s.indexed_at}, commit {s.commit or '-'}, generation {s.version}")
+    t.add_row("indexed", f"{s.indexed_at}, {place(s.branch, s.commit)}, generation {s.version}")
+    for b in s.snapshots:
+        t.add_row("kept", f"{place(b.branch, b.commit)}, indexed {b.indexed_at} (--branch)")
     t.add_row("contents", f"{s.files} files, {s.chunks} chunks, {s.symbols} symbols")
     t.add_row("vectors", f"{s.vectors} ({s.model}, {s.dimension} dims); tokenizer {s.tokenizer}")
     fresh = (
@@ -70,6 +74,10 @@ def print_status(s: RepoStatus) -> None:
     t.add_row("freshness", fresh)
     t.add_row("skipped", ", ".join(f"{k} {v}" for k, v in sorted(s.skipped.items())) or "none")
     t.add_row("degraded", "; ".join(s.degraded) or "no")
+    if (w := s.watch) is not None:  # said by a server that watches it
+        last = f"last run {w.last_run_at} ({w.last_run_seconds} s)" if w.last_run_at else "no run"
+        error = f"; last failure {w.last_error_at}: {w.last_error}" if w.last_error else ""
+        t.add_row("watch", f"{w.state} since {w.since}, {w.runs} runs, {last}{error}")
     out.print(t)
 
 
@@ -112,17 +120,45 @@ def print_pack(p: ContextPack, ms: float) -> None:
     err.print(
         f"[bold]{len(p.items)} snippets{marked}, {p.tokens_used}/{p.budget_tokens} tokens "
         f"({p.encoding}), {len(left)} more candidates left out, {ms:.0f} ms[/]"
+        + (f" [dim]index: {place(p.index.branch, p.index.commit)}[/]" if p.index else "")
     )
+    several = len(p.repos) > 1
     for o in left[:5]:
+        where = f"{o.repo}: " if several else ""
         err.print(
-            f"  left out: {o.path}:{o.start_line}-{o.end_line} {o.symbol or ''} ({o.tokens} tokens)"
+            f"  left out: {where}{o.path}:{o.start_line}-{o.end_line} {o.symbol or ''} "
+            f"({o.tokens} tokens)"
         )
-    if p.index and p.index.changed_since:
-        err.print(f"[yellow]{len(p.index.changed_since)} files changed on disk since indexing[/]")
+    versions = list(p.indexes.values()) or ([p.index] if p.index else [])
+    if changed := sum(len(v.changed_since) for v in versions):
+        err.print(f"[yellow]{changed} files changed on disk since indexing[/]")
     for d in p.degraded:
         err.print(f"[bold yellow]degraded[/]: {d}")
     for w in p.warnings:
         err.print(f"[bold yellow]changed by another session[/]: [{w.subject}] {w.message}")
+
+
+def print_search(result: SearchResult, as_json: bool) -> int:
+    """A search's files and symbols, best first (each after its index, over several)."""
+    if as_json:
+        out.print_json(json.dumps(asdict(result)))
+        return 0
+    from rich.markup import escape
+
+    def where(repo: str) -> str:
+        return escape(f"{repo}: ") if len(result.repos) > 1 else ""
+
+    out.print(f"[bold]files[/] for {escape(repr(result.query))} in {escape(result.repo)}:")
+    for f in result.files:
+        out.print(f"  {f.score:.3f}  {where(f.repo)}{escape(f.path)}")
+    out.print("[bold]symbols[/]:")
+    for s in result.symbols:
+        sym = s.symbol
+        out.print(f"  {s.score:.3f}  {where(s.repo)}{escape(s.id)}  {sym.kind}, lines "
+                  f"{sym.start_line}-{sym.end_line}")  # fmt: skip
+    for d in result.degraded:
+        err.print(f"[bold yellow]degraded[/]: {escape(d)}")
+    return 0
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -13,24 +13,32 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stdout
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ctxsvc.cli import remote
-from ctxsvc.cli.render import configure_logging, err, out, print_status, print_summary, render
+from ctxsvc.cli import remote, serving
+from ctxsvc.cli.render import (
+    configure_logging,
+    err,
+    out,
+    print_search,
+    print_status,
+    print_summary,
+    render,
+)
 from ctxsvc.errors import ConfigError, CtxError, InvalidPath, InvalidRequest
 from ctxsvc.limits import MAX_LINE, NAME
 from ctxsvc.settings import Settings
 
 if TYPE_CHECKING:
-    from ctxsvc.impact import Links
-    from ctxsvc.models import RepoStatus
+    from ctxsvc.models import Links, RepoStatus
     from ctxsvc.service import ContextService
 
 STARTUP_FAILURE = 3  # as uvicorn.run exits when the server cannot start
+T = TypeVar("T")
 # How long `ctxsvc mcp` waits, once stdin closes, for the service still being built.
 SETTLE_SECONDS = 30.0
 # The degraded note of `query --no-vectors`, said as any answer without a model says it.
@@ -120,6 +128,10 @@ def query(args: argparse.Namespace, settings: Settings) -> int:
     }  # fmt: skip
     if args.diff is not None:  # (left out otherwise: an older server knows no such field)
         call["diff"] = args.diff
+    if args.branch is not None:
+        call["branch"] = args.branch
+    if args.repos:
+        call["repos"] = args.repos
     # --no-vectors asks this process not to load a model; a server has its own loaded.
     server = None if args.no_vectors else remote.connect(settings, args.no_server)
     if server is not None:
@@ -128,16 +140,39 @@ def query(args: argparse.Namespace, settings: Settings) -> int:
             pack = server.context(args.repo, args.question, **call)
         if pack is not None:
             return render(args, pack, (time.perf_counter() - t0) * 1000)
-    from ctxsvc.compose import build_service
-
-    if args.no_vectors:
-        service = build_service(settings, vectors=False, embedder_error=NO_VECTORS)
-    else:
-        service = build_service(settings, for_repo=args.repo, preload=True)
-        await_model(service, args.repo, settings)
+    service = _query_service(args, settings)
     t0 = time.perf_counter()
     pack = service.context(args.repo, args.question, **call)
     return render(args, pack, (time.perf_counter() - t0) * 1000)
+
+
+def search(args: argparse.Namespace, settings: Settings) -> int:
+    """Ranked files and symbols for a question, over one index or several."""
+    call: dict[str, Any] = {"limit": args.limit}
+    if args.repos:
+        call["repos"] = args.repos
+    if args.branch is not None:
+        call["branch"] = args.branch
+    found = None
+    server = None if args.no_vectors else remote.connect(settings, args.no_server)
+    if server is not None:
+        with server:
+            found = server.search(args.repo, args.question, **call)
+    if found is None:
+        found = _query_service(args, settings).search(args.repo, args.question, **call)
+    return print_search(found, args.json)
+
+
+def _query_service(args: argparse.Namespace, settings: Settings) -> ContextService:
+    """The service a query answers with here: no model with ``--no-vectors``, else the
+    model of the first index's, loaded before the answer."""
+    from ctxsvc.compose import build_service
+
+    if args.no_vectors:
+        return build_service(settings, vectors=False, embedder_error=NO_VECTORS)
+    service = build_service(settings, for_repo=args.repo, preload=True)
+    await_model(service, args.repo, settings)
+    return service
 
 
 def await_model(service: ContextService, repo: str, settings: Settings) -> None:
@@ -168,7 +203,7 @@ def expand(args: argparse.Namespace, settings: Settings) -> int:
     call = {
         "symbol": args.symbol, "path": args.path, "start_line": start, "end_line": end,
         "budget_tokens": args.budget, "callers": args.callers, "callees": args.callees,
-        "session_id": args.session,
+        "session_id": args.session, "branch": args.branch,
     }  # fmt: skip
     server = remote.connect(settings, args.no_server)
     if server is not None:
@@ -191,9 +226,13 @@ def impact(args: argparse.Namespace, settings: Settings) -> int:
 
     from ctxsvc.compose import build_service
 
-    found = build_service(settings, vectors=False).impact(
-        args.repo, args.symbol, args.depth, args.limit
+    found = _remote(
+        settings, args, lambda s: s.impact(args.repo, args.symbol, args.depth, args.limit)
     )
+    if found is None:
+        found = build_service(settings, vectors=False).impact(
+            args.repo, args.symbol, args.depth, args.limit
+        )
     if args.json:
         out.print_json(json.dumps(asdict(found)))
         return 0
@@ -217,7 +256,11 @@ def references(args: argparse.Namespace, settings: Settings) -> int:
     """The uses of a symbol, resolved ones first."""
     from ctxsvc.compose import build_service
 
-    found = build_service(settings, vectors=False).references(args.repo, args.symbol, args.limit)
+    found = _remote(settings, args, lambda s: s.references(args.repo, args.symbol, args.limit))
+    if found is None:
+        found = build_service(settings, vectors=False).references(
+            args.repo, args.symbol, args.limit
+        )
     return _print_links(args, found, f"{found.total} uses")
 
 
@@ -232,8 +275,21 @@ def definition(args: argparse.Namespace, settings: Settings) -> int:
             path, line = args.at, None
         else:
             line = int(tail)
-    found = build_service(settings, vectors=False).definition(args.repo, args.name, path, line)
+    found = _remote(settings, args, lambda s: s.definition(args.repo, args.name, path, line))
+    if found is None:
+        found = build_service(settings, vectors=False).definition(args.repo, args.name, path, line)
     return _print_links(args, found, f"{found.total} definitions")
+
+
+def _remote(
+    settings: Settings, args: argparse.Namespace, call: Callable[[remote.Remote], T | None]
+) -> T | None:
+    """``call`` on the running server of this data directory; None to answer here."""
+    server = remote.connect(settings, args.no_server)
+    if server is None:
+        return None
+    with server:
+        return call(server)
 
 
 def _print_links(args: argparse.Namespace, found: Links, what: str) -> int:
@@ -257,15 +313,15 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     It listens before the model is loaded: the model loads in the background
     (``/readyz`` says ready once it has, or has failed). While it runs,
     ``<home>/server.json`` tells the CLI of this data directory where it is.
+    With ``--watch`` it re-indexes the indexes watched as their files change
+    (``ctxsvc.watch.Watching``). SIGTERM stops it gracefully, with exit code 0.
     """
     import ipaddress
+    import signal
 
     import uvicorn
 
-    from ctxsvc.compose import build_service
-    from ctxsvc.http import create_app
     from ctxsvc.http.observability import RequestContextFilter
-    from ctxsvc.mcp.server import McpHttp
 
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
@@ -294,19 +350,20 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             "set CTXSVC_ALLOWED_HOSTS to the names clients use",
             extra={"host": host},
         )
-    # The model starts loading in the app's lifespan, once everything the server needs
-    # to listen is imported: loading it sooner would only slow those imports down.
-    service = build_service(settings, fill_behind=True)  # vectors fill in behind runs
-    app = create_app(
-        service,
-        token=settings.token or None,
-        allowed_roots=settings.allowed_roots or [Path.home()],
-        cors_origins=settings.cors_origins,
-        allowed_hosts=hosts,
-        request_timeout=settings.request_timeout,
-        body_timeout=settings.body_timeout,
-        mounts=[McpHttp(service, allowed_origins=settings.cors_origins, allowed_hosts=hosts)],
-    )
+    if args.workers is not None:
+        if not 1 <= args.workers <= 64:
+            raise ConfigError(f"--workers must be 1 to 64, got {args.workers}")
+        settings = settings.model_copy(update={"workers": args.workers})
+    watch = None if args.watch is None else list(args.watch)
+    plan = serving.plan_for(settings, hosts, watch)
+    if settings.workers > 1:
+        if watch:  # an unknown NAME fails here, before anything listens
+            service = _build(settings, vectors=False)
+            for name in watch:
+                if name is not None:
+                    service.resolve(name)
+        return _serve_workers(settings, plan, host, port)
+    app = serving.build_app(settings, plan)
     config = uvicorn.Config(
         app,
         host=host,
@@ -338,6 +395,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
                     yield
                 finally:
                     remote.withdraw(settings.home, record)
+                    # SIGTERM is how a service is asked to stop: once stopped, exit 0 rather
+                    # than die of it again. (A Ctrl-C is raised again: exit code 130.)
+                    captured = getattr(self, "_captured_signals", None)
+                    if isinstance(captured, list):
+                        captured[:] = [s for s in captured if s != signal.SIGTERM]
 
     server = Server(config)
     try:
@@ -347,6 +409,39 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         sock.close()
     if not server.started:
         return STARTUP_FAILURE
+    return 0
+
+
+def _serve_workers(settings: Settings, plan: serving.Plan, host: str, port: int) -> int:
+    """Supervise ``settings.workers`` server processes on one port (``ctxsvc.cli.serving``)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        "ctxsvc.cli.serving:worker_app", factory=True, host=host, port=port,
+        workers=settings.workers, access_log=False, log_config=None,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+        # A worker busy with requests and an index run answers the supervisor's ping late;
+        # one that misses it is killed (and its job waits for the stale time): be patient.
+        timeout_worker_healthcheck=60,
+    )  # fmt: skip
+    sock = config.bind_socket()
+    bound = sock.getsockname()[1]
+    logging.getLogger("ctxsvc.api").info(
+        "serving", extra={"host": host, "port": bound, "workers": settings.workers,
+                          "auth": bool(settings.token), "home": str(settings.home)},
+    )  # fmt: skip
+    record = remote.publish(settings.home, remote.url_of(host, bound))
+    supervisor = Multiprocess(config, sockets=[sock])
+    try:
+        with serving.exported(plan, settings.home):
+            # SIGTERM or Ctrl-C stops the workers (each drains its requests), then returns here.
+            supervisor.run()
+    finally:
+        remote.withdraw(settings.home, record)
+        sock.close()
+    if any(p.exitcode == serving.STARTUP_FAILURE for p in supervisor.processes):
+        return STARTUP_FAILURE  # a worker could not start (its log line says why)
     return 0
 
 

@@ -15,6 +15,8 @@ from ctxsvc.client.core import DEFAULT_URL, BaseClient, Call, Messages, RetryPol
 from ctxsvc.models import (
     ContextPack,
     FileLines,
+    Impact,
+    Links,
     RepoInfo,
     RepoStatus,
     SearchResult,
@@ -71,7 +73,7 @@ class AsyncClient(BaseClient):
 
     async def context(
         self,
-        repo: str,
+        repo: str | None,
         query: str,
         *,
         budget_tokens: int = 8000,
@@ -81,12 +83,26 @@ class AsyncClient(BaseClient):
         exclude: Sequence[str] | None = None,
         refresh: bool = False,
         diff: str | None = None,
+        branch: str | None = None,
+        repos: Sequence[str] | None = None,
     ) -> ContextPack:
         """The code most relevant to ``query``, packed within ``budget_tokens``; with
-        ``diff`` (a base: HEAD, a branch, a commit), for the working tree's change."""
+        ``diff`` (a base: HEAD, a branch, a commit), for the working tree's change; with
+        ``branch``, from the version the index kept of a branch the working tree left;
+        with ``repos``, over those indexes too (``repo`` may then be None)."""
         return await self._send(
             calls.context(
-                repo, query, budget_tokens, detail, session_id, include, exclude, refresh, diff
+                repo,
+                query,
+                budget_tokens,
+                detail,
+                session_id,
+                include,
+                exclude,
+                refresh,
+                diff,
+                branch,
+                repos,
             )
         )
 
@@ -102,16 +118,36 @@ class AsyncClient(BaseClient):
         callers: bool = False,
         callees: bool = False,
         session_id: str | None = None,
+        branch: str | None = None,
     ) -> ContextPack:
-        """One symbol or line range, optionally with its callers and callees."""
+        """One symbol or line range, optionally with its callers and callees; ``branch``
+        as for :meth:`context`."""
         call = calls.expand(
-            repo, symbol, path, start_line, end_line, budget_tokens, callers, callees, session_id
+            repo,
+            symbol,
+            path,
+            start_line,
+            end_line,
+            budget_tokens,
+            callers,
+            callees,
+            session_id,
+            branch,
         )
         return await self._send(call)
 
-    async def search(self, repo: str, query: str, *, limit: int = 20) -> SearchResult:
-        """Ranked files and symbols with their scores; nothing is packed."""
-        return await self._send(calls.search(repo, query, limit))
+    async def search(
+        self,
+        repo: str | None,
+        query: str,
+        *,
+        limit: int = 20,
+        branch: str | None = None,
+        repos: Sequence[str] | None = None,
+    ) -> SearchResult:
+        """Ranked files and symbols with their scores; nothing is packed (``branch`` and
+        ``repos`` as for :meth:`context`)."""
+        return await self._send(calls.search(repo, query, limit, branch, repos))
 
     async def repo_map(self, repo: str, *, budget_tokens: int = 2000) -> ContextPack:
         """Files by PageRank over the code graph, with their central symbols."""
@@ -120,6 +156,21 @@ class AsyncClient(BaseClient):
     async def symbol_uses(self, repo: str, name: str, *, limit: int = 100) -> SymbolUses:
         """Definitions with this (qualified) name, and references to it."""
         return await self._send(calls.symbol_uses(repo, name, limit))
+
+    async def impact(self, repo: str, name: str, *, depth: int = 2, limit: int = 100) -> Impact:
+        """Who depends on a symbol, grouped by depth, each link resolved or by name."""
+        return await self._send(calls.impact(repo, name, depth, limit))
+
+    async def references(self, repo: str, name: str, *, limit: int = 100) -> Links:
+        """The uses of a symbol, resolved ones first, each with how it was resolved."""
+        return await self._send(calls.references(repo, name, limit))
+
+    async def definition(
+        self, repo: str, name: str, *, path: str | None = None, line: int | None = None
+    ) -> Links:
+        """What ``name`` used at ``path:line`` means (go to definition); every definition
+        of the name without a place."""
+        return await self._send(calls.definition(repo, name, path, line))
 
     async def file_lines(
         self, repo: str, path: str, *, start: int | None = None, end: int | None = None

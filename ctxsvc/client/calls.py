@@ -24,7 +24,9 @@ from ctxsvc.errors import IndexBusy
 from ctxsvc.models import (
     ContextPack,
     FileLines,
+    Impact,
     IndexSummary,
+    Links,
     RepoInfo,
     RepoStatus,
     SearchResult,
@@ -124,7 +126,7 @@ def _seg(value: str) -> str:
 
 
 def context(
-    repo: str,
+    repo: str | None,
     query: str,
     budget_tokens: int,
     detail: str,
@@ -133,11 +135,14 @@ def context(
     exclude: Sequence[str] | None,
     refresh: bool,
     diff: str | None = None,
+    branch: str | None = None,
+    repos: Sequence[str] | None = None,
 ) -> Call[ContextPack]:
     body = _body(
         repo=repo, query=query, budget_tokens=budget_tokens, detail=detail, session_id=session_id,
         include=None if include is None else list(include),
         exclude=None if exclude is None else list(exclude), refresh=refresh, diff=diff,
+        branch=branch, repos=list(repos) if repos else None,
     )  # fmt: skip
     # With a session the server records what it sent: a replay would withhold it as sent.
     return Call("POST", "/v1/context", _as(ContextPack), json=body, replay_safe=session_id is None)
@@ -153,16 +158,26 @@ def expand(
     callers: bool,
     callees: bool,
     session_id: str | None,
+    branch: str | None = None,
 ) -> Call[ContextPack]:
     body = _body(
         repo=repo, symbol=symbol, path=path, start_line=start_line, end_line=end_line,
         budget_tokens=budget_tokens, callers=callers, callees=callees, session_id=session_id,
+        branch=branch,
     )  # fmt: skip
     return Call("POST", "/v1/expand", _as(ContextPack), json=body, replay_safe=session_id is None)
 
 
-def search(repo: str, query: str, limit: int) -> Call[SearchResult]:
-    body = {"repo": repo, "query": query, "limit": limit}
+def search(
+    repo: str | None,
+    query: str,
+    limit: int,
+    branch: str | None = None,
+    repos: Sequence[str] | None = None,
+) -> Call[SearchResult]:
+    body = _body(
+        repo=repo, query=query, limit=limit, branch=branch, repos=list(repos) if repos else None
+    )
     return Call("POST", "/v1/search", _as(SearchResult), json=body)
 
 
@@ -225,6 +240,21 @@ def repo_map(name: str, budget_tokens: int) -> Call[ContextPack]:
 def symbol_uses(repo: str, name: str, limit: int) -> Call[SymbolUses]:
     params = {"name": name, "limit": limit}
     return Call("GET", f"/v1/repos/{_seg(repo)}/symbols", _as(SymbolUses), params=params)
+
+
+def impact(repo: str, name: str, depth: int, limit: int) -> Call[Impact]:
+    params = {"name": name, "depth": depth, "limit": limit}
+    return Call("GET", f"/v1/repos/{_seg(repo)}/impact", _as(Impact), params=params)
+
+
+def references(repo: str, name: str, limit: int) -> Call[Links]:
+    params = {"name": name, "limit": limit}
+    return Call("GET", f"/v1/repos/{_seg(repo)}/references", _as(Links), params=params)
+
+
+def definition(repo: str, name: str, path: str | None, line: int | None) -> Call[Links]:
+    params = {"name": name, "path": path, "line": line}
+    return Call("GET", f"/v1/repos/{_seg(repo)}/definition", _as(Links), params=params)
 
 
 def file_lines(repo: str, path: str, start: int | None, end: int | None) -> Call[FileLines]:

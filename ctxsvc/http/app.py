@@ -12,6 +12,7 @@ under the request's deadline (``ctxsvc.http.edge``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -30,12 +31,13 @@ from ctxsvc.errors import CtxError
 from ctxsvc.http.context import context_routes
 from ctxsvc.http.edge import AUTHORIZED, Edge, Receive, Scope, Send
 from ctxsvc.http.errors import ERRORS, install_error_handlers, json_response
-from ctxsvc.http.jobs import Job, JobRegistry
+from ctxsvc.http.jobs import job_context, job_metrics
 from ctxsvc.http.observability import Metrics
 from ctxsvc.http.repos import repo_routes
 from ctxsvc.http.sessions import session_routes
 from ctxsvc.http.workers import Workers
 from ctxsvc.http.workspaces import workspace_routes
+from ctxsvc.models import WatchStatus
 from ctxsvc.schemas import Readiness
 from ctxsvc.service import ContextService
 from ctxsvc.settings import ServedNames
@@ -63,6 +65,15 @@ class Mounted(Protocol):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
 
+class Watched(Protocol):
+    """Watches of the indexes, running in the app's lifespan (``ctxsvc.watch.Watching``);
+    each index's status says how its watch fares."""
+
+    def running(self) -> AbstractAsyncContextManager[None]: ...
+
+    def status(self, name: str) -> WatchStatus | None: ...
+
+
 def create_app(
     service: ContextService,
     *,
@@ -74,8 +85,8 @@ def create_app(
     max_in_flight: int = MAX_IN_FLIGHT,
     request_timeout: float = REQUEST_TIMEOUT,
     body_timeout: float = BODY_TIMEOUT,
-    job_workers: int = 2,
     mounts: Sequence[Mounted] = (),
+    watching: Watched | None = None,
 ) -> FastAPI:
     """The HTTP API over ``service``.
 
@@ -88,30 +99,29 @@ def create_app(
     ``Origin`` (see :class:`~ctxsvc.settings.ServedNames`).
     ``request_timeout``, ``body_timeout``: seconds (0: no limit) for a
     request's answer and for its body. ``mounts``: apps served at their path,
-    behind the same edge.
+    behind the same edge. ``watching``: watches that keep the indexes current
+    while the app runs (``ctxsvc serve --watch``).
     """
     metrics = Metrics(service.repos)
     workers = Workers(max_in_flight)
 
-    def job_done(job: Job, seconds: float) -> None:
-        metrics.jobs.labels(job.kind, job.state).observe(seconds)
-        if job.result:
-            metrics.embedded.inc(job.result.get("chunks_embedded", 0))
-            for t in job.result.get("timings", ()):
-                if t.get("stage") == "embed":
-                    metrics.embed_seconds.inc(t.get("seconds", 0.0))
-
-    jobs = JobRegistry(workers=job_workers, on_done=job_done)
+    service.jobs.observe(context=job_context, on_done=job_metrics(metrics))
     roots = [Path(r).expanduser().resolve() for r in allowed_roots]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        warm_up(service)  # in the background: the server answers (/healthz) meanwhile
-        async with AsyncExitStack() as stack:
-            for mounted in mounts:  # e.g. the MCP endpoint's sessions live in the lifespan
-                await stack.enter_async_context(mounted.running())
-            yield
-        jobs.shutdown()
+        service.start_jobs()  # jobs queued before this start (or by another process) run here
+        try:
+            warm_up(service)  # in the background: the server answers (/healthz) meanwhile
+            async with AsyncExitStack() as stack:
+                for mounted in mounts:  # e.g. the MCP endpoint's sessions live in the lifespan
+                    await stack.enter_async_context(mounted.running())
+                if watching is not None:
+                    await stack.enter_async_context(watching.running())
+                yield
+        finally:
+            # Stops the runs and waits for them (the shutdown timeout), off the event loop.
+            await asyncio.to_thread(service.stop_jobs)
 
     app = FastAPI(
         title="ctxsvc",
@@ -119,7 +129,7 @@ def create_app(
         summary="Token-budgeted code context for AI coding agents",
         lifespan=lifespan,
     )
-    app.state.service, app.state.jobs, app.state.metrics = service, jobs, metrics
+    app.state.service, app.state.jobs, app.state.metrics = service, service.jobs, metrics
     app.state.workers = workers
     install_error_handlers(app, metrics)
     if cors_origins:
@@ -144,7 +154,7 @@ def create_app(
     _health_routes(app, service, metrics, workers)
     for router in (
         context_routes(service, workers),
-        repo_routes(service, jobs, roots, workers),
+        repo_routes(service, roots, workers, watching.status if watching else None),
         session_routes(service, workers),
         workspace_routes(service, workers),
     ):

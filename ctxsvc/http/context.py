@@ -14,9 +14,9 @@ from ctxsvc.http.errors import ERRORS, json_response
 from ctxsvc.http.observability import annotate
 from ctxsvc.http.params import IndexName, JsonRoute
 from ctxsvc.http.workers import Workers
-from ctxsvc.impact import MAX_DEPTH, MAX_PER_DEPTH, Impact, Links
+from ctxsvc.impact import MAX_DEPTH, MAX_PER_DEPTH
 from ctxsvc.limits import MAX_BUDGET, MAX_FILE_LINES, MAX_LINE, MAX_RESULTS, MAX_SYMBOL_CHARS
-from ctxsvc.models import ContextPack, FileLines, SearchResult, SymbolUses
+from ctxsvc.models import ContextPack, FileLines, Impact, Links, SearchResult, SymbolUses
 from ctxsvc.schemas import ContextRequest, ExpandRequest, SearchRequest, Text
 from ctxsvc.service import ContextService
 
@@ -35,7 +35,7 @@ def context_routes(service: ContextService, work: Workers) -> APIRouter:
             service.context(
                 body.repo, body.query, body.budget_tokens, detail=body.detail,
                 session_id=body.session_id, include=body.include, exclude=body.exclude,
-                refresh=body.refresh, diff=body.diff,
+                refresh=body.refresh, diff=body.diff, branch=body.branch, repos=body.repos,
             )
         ))  # fmt: skip
 
@@ -46,17 +46,19 @@ def context_routes(service: ContextService, work: Workers) -> APIRouter:
             service.expand(
                 body.repo, symbol=body.symbol, path=body.path, start_line=body.start_line,
                 end_line=body.end_line, budget_tokens=body.budget_tokens, callers=body.callers,
-                callees=body.callees, session_id=body.session_id,
+                callees=body.callees, session_id=body.session_id, branch=body.branch,
             )
         ))  # fmt: skip
 
     @r.post("/search", response_model=SearchResult)
     async def search(body: SearchRequest) -> Response:
         """Ranked files and symbols with their scores; nothing is packed."""
-        annotate(repo=body.repo)
+        annotate(repo=",".join(filter(None, [body.repo, *(body.repos or ())])))
         return await work.run(
-            lambda: json_response(asdict(service.search(body.repo, body.query, body.limit)))
-        )
+            lambda: json_response(asdict(service.search(
+                body.repo, body.query, body.limit, branch=body.branch, repos=body.repos
+            )))
+        )  # fmt: skip
 
     @r.get("/repos/{name}/map", response_model=ContextPack)
     async def repo_map(

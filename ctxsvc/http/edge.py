@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -87,7 +88,10 @@ class Edge:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0], status[1] = message["status"], 1
-                MutableHeaders(scope=message)["X-Request-ID"] = rid
+                out = MutableHeaders(scope=message)
+                out["X-Request-ID"] = rid
+                # Which process answered: one of several (serve --workers N), in the log too.
+                out["X-Ctxsvc-Worker"] = str(os.getpid())
             await send(message)
 
         t0 = time.perf_counter()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -13,17 +14,19 @@ from starlette.exceptions import HTTPException
 
 from ctxsvc.errors import InvalidPath
 from ctxsvc.http.errors import ERRORS, json_response
-from ctxsvc.http.jobs import JobRegistry
-from ctxsvc.http.observability import annotate
+from ctxsvc.http.observability import annotate, context
 from ctxsvc.http.params import IndexName, JsonRoute
 from ctxsvc.http.workers import Workers
-from ctxsvc.models import RepoInfo, RepoStatus
+from ctxsvc.models import RepoInfo, RepoStatus, WatchStatus
 from ctxsvc.schemas import JobResponse, RegisterRequest
 from ctxsvc.service import ContextService
 
 
 def repo_routes(
-    service: ContextService, jobs: JobRegistry, roots: list[Path], work: Workers
+    service: ContextService,
+    roots: list[Path],
+    work: Workers,
+    watch: Callable[[str], WatchStatus | None] | None = None,
 ) -> APIRouter:
     r = APIRouter(prefix="/v1", responses=ERRORS, tags=["repos"], route_class=JsonRoute)
 
@@ -40,9 +43,14 @@ def repo_routes(
 
     @r.get("/repos/{name}", response_model=RepoStatus)
     async def status(name: IndexName) -> Response:
-        """What is indexed, how fresh it is (files changed on disk), what is degraded."""
+        """What is indexed, how fresh it is (files changed on disk), what is degraded;
+        and, on a server that watches it (``serve --watch``), how its watch fares."""
         annotate(repo=name)
-        return await work.run(lambda: json_response(asdict(service.status(name))))
+        return await work.run(lambda: json_response(asdict(_status(name))))
+
+    def _status(name: str) -> RepoStatus:
+        found = service.status(name)
+        return found if watch is None else replace(found, watch=watch(found.name))
 
     @r.post("/repos", status_code=202, response_model=JobResponse)
     async def register(body: RegisterRequest) -> Response:
@@ -57,12 +65,10 @@ def repo_routes(
                 hint="the server's CTXSVC_ALLOWED_ROOTS lists where repositories may be registered",
             )
         annotate(repo=name)
-        vectors = body.vectors
-        job, _ = jobs.submit(
-            "index", name, str(root),
-            lambda rep: service.index(root, name, vectors=vectors, reporter=rep),
-        )  # fmt: skip
-        return _job_response(jobs, job.id, 202)
+        job, _ = service.submit_job(
+            "index", name, str(root), {"vectors": body.vectors}, context().get("request_id")
+        )
+        return _job_response(service, job.id, 202)
 
     @r.post("/repos/{name}/refresh", status_code=202, response_model=JobResponse)
     async def refresh(name: IndexName) -> Response:
@@ -70,28 +76,28 @@ def repo_routes(
         meta = await work.run(lambda: service.resolve(name))
         annotate(repo=meta.name)
         vectors = meta.vectors != "disabled"
-        job, _ = jobs.submit(
-            "refresh", meta.name, meta.root,
-            lambda rep: service.index(meta.root, meta.name, vectors=vectors, reporter=rep),
-        )  # fmt: skip
-        return _job_response(jobs, job.id, 202)
+        job, _ = await work.run(lambda: service.submit_job(
+            "refresh", meta.name, meta.root, {"vectors": vectors}, context().get("request_id")
+        ))  # fmt: skip
+        return await work.run(lambda: _job_response(service, job.id, 202))
 
     @r.delete("/repos/{name}", status_code=204, response_class=Response)
     async def delete(name: IndexName) -> Response:
-        """Delete an index (not the repository); 409 while it is being indexed."""
+        """Delete an index (not the repository) and its queued jobs; 409 while it is being
+        indexed."""
         annotate(repo=await work.run(lambda: service.drop(name)))
         return Response(status_code=204)
 
     @r.get("/jobs/{job_id}", response_model=JobResponse)
     async def job(job_id: Annotated[str, PathParam(max_length=64)]) -> Response:
         """An indexing job: state, progress per stage, events, then its summary or error."""
-        return _job_response(jobs, job_id, 200)
+        return await work.run(lambda: _job_response(service, job_id, 200))
 
     return r
 
 
-def _job_response(jobs: JobRegistry, job_id: str, status: int) -> Response:
-    snapshot = jobs.get(job_id)
+def _job_response(service: ContextService, job_id: str, status: int) -> Response:
+    snapshot = service.job(job_id)
     if snapshot is None:
-        raise HTTPException(404, f"no job {job_id!r} (job records are kept in memory)")
+        raise HTTPException(404, f"no job {job_id!r} (finished jobs are kept, the newest 1,000)")
     return json_response(snapshot, status)

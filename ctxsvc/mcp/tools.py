@@ -16,8 +16,16 @@ from typing import Any
 from pydantic import BaseModel, Field, create_model
 
 from ctxsvc.errors import InvalidRequest
-from ctxsvc.impact import Impact, Links
-from ctxsvc.models import ContextPack, IndexSummary, RepoStatus, SearchResult
+from ctxsvc.models import (
+    ContextPack,
+    Impact,
+    IndexSummary,
+    IndexVersion,
+    Links,
+    RepoStatus,
+    SearchResult,
+    place,
+)
 from ctxsvc.records import Checkpoint, Resume, Session
 from ctxsvc.schemas import (
     REPO_DOC,
@@ -90,6 +98,11 @@ class ToolContext:
     service: ContextService
     default_repo: str | None
 
+    def repos(self, repo: str | None, repos: list[str] | None) -> str | None:
+        """The ``repo`` of a call that may name several (``repos``): as given when it names
+        some (the default is not added to them), else this server's default."""
+        return repo if repos else self.repo(repo)
+
     def repo(self, repo: str | None) -> str:
         if repo is not None:
             return repo
@@ -106,8 +119,9 @@ class ToolContext:
 
 def _get_context(ctx: ToolContext, a: ContextRequest) -> Answer:
     pack = ctx.service.context(
-        ctx.repo(a.repo), a.query, a.budget_tokens, detail=a.detail, session_id=a.session_id,
-        include=a.include, exclude=a.exclude, refresh=a.refresh, diff=a.diff,
+        ctx.repos(a.repo, a.repos), a.query, a.budget_tokens, detail=a.detail, session_id=a.session_id,
+        include=a.include, exclude=a.exclude, refresh=a.refresh, diff=a.diff, branch=a.branch,
+        repos=a.repos,
     )  # fmt: skip
     return Answer(render_pack(pack), pack)
 
@@ -131,13 +145,27 @@ def _impact(ctx: ToolContext, a: ImpactRequest) -> Answer:
 
 
 def _search_code(ctx: ToolContext, a: SearchRequest) -> Answer:
-    result = ctx.service.search(ctx.repo(a.repo), a.query, a.limit)
-    lines = [f"Files for {a.query!r} in {result.repo}, best first:"]
-    lines += [f"- {f.path} (score {f.score:.3f})" for f in result.files] or ["- (none)"]
+    result = ctx.service.search(
+        ctx.repos(a.repo, a.repos), a.query, a.limit, branch=a.branch, repos=a.repos
+    )
+    several = len(result.repos) > 1  # then each line names its index, for expand's repo
+    where_all = (
+        ", ".join(f"{n}{_at(result.indexes.get(n))}" for n in result.repos)
+        if several
+        else f"{result.repo}{_at(result.index)}"
+    )
+    lines = [f"Files for {a.query!r} in {where_all}, best first:"]
+
+    def where(repo: str) -> str:
+        return f"{repo}: " if several else ""
+
+    lines += [f"- {where(f.repo)}{f.path} (score {f.score:.3f})" for f in result.files] or [
+        "- (none)"
+    ]
     lines.append("\nSymbols:")
     lines += [
-        f"- {s.symbol.kind} {s.symbol.id} (lines {s.symbol.start_line}-{s.symbol.end_line}): "
-        f"{s.symbol.signature} (score {s.score:.3f})"
+        f"- {s.symbol.kind} {where(s.repo)}{s.symbol.id} (lines {s.symbol.start_line}-"
+        f"{s.symbol.end_line}): {s.symbol.signature} (score {s.score:.3f})"
         for s in result.symbols
     ] or ["- (none)"]
     lines += [f"Degraded: {d}" for d in result.degraded]
@@ -153,7 +181,7 @@ def _expand(ctx: ToolContext, a: ExpandRequest) -> Answer:
     pack = ctx.service.expand(
         ctx.repo(a.repo), symbol=a.symbol, path=a.path, start_line=a.start_line,
         end_line=a.end_line, budget_tokens=a.budget_tokens, callers=a.callers,
-        callees=a.callees, session_id=a.session_id,
+        callees=a.callees, session_id=a.session_id, branch=a.branch,
     )  # fmt: skip
     return Answer(render_pack(pack), pack)
 
@@ -300,7 +328,7 @@ TOOLS: tuple[Tool, ...] = (
         + " With session_id, code the session already received unchanged is listed, not resent."
         " With diff (a base: 'HEAD', a branch, a commit), the context is for your working "
         "tree's change against it: the diff first, then the definitions it changed, their "
-        "callers, callees, tests and co-changed files.",
+        "callers, callees, tests and co-changed files, ranked with what the query finds.",
         ContextArgs, ContextPack, _get_context, read_only=True, omit=PACK_CODE,
     ),
     Tool(
@@ -415,23 +443,29 @@ TOOLS: tuple[Tool, ...] = (
 def render_pack(pack: ContextPack) -> list[str]:
     """The pack's text (within its budget) and a second block: what to read next, what is stale."""
     code = pack.rendered or f"No code in {pack.repo} matched within {pack.budget_tokens} tokens."
+    several = len(pack.repos) > 1  # the headings say "## repo: path"; so does what follows
+    generation = (
+        ", ".join(f"{r} {v.generation}" for r, v in pack.indexes.items())
+        if several
+        else f"{pack.index.generation if pack.index else '?'}{_at(pack.index)}"
+    )
     notes = [
         f"{pack.repo}: {len(pack.items)} blocks, {pack.tokens_used}/{pack.budget_tokens} tokens "
-        f"({pack.encoding}), detail {pack.detail}, index generation "
-        f"{pack.index.generation if pack.index else '?'}."
+        f"({pack.encoding}), detail {pack.detail}, index generation {generation}."
     ]
     left = [o for o in pack.omitted if o.reason == "budget"]
     holes = [o for o in pack.omitted if o.reason == "gap"]
     if left:
         notes.append("Left out for the budget (read with expand, path and lines or symbol):")
         notes += [
-            f"- {o.path}:{o.start_line}-{o.end_line}{f' {o.symbol}' if o.symbol else ''} "
-            f"({o.tokens} tokens)"
+            f"- {f'{o.repo}: ' if several else ''}{o.path}:{o.start_line}-{o.end_line}"
+            f"{f' {o.symbol}' if o.symbol else ''} ({o.tokens} tokens)"
             for o in left[:10]
         ]
     if holes:
         notes.append(f"{len(holes)} holes marked in the blocks (each says what to expand).")
-    changed = pack.index.changed_since if pack.index else ()
+    versions = pack.indexes or ({pack.repo: pack.index} if pack.index else {})
+    changed = [f"{r}: {p}" if several else p for r, v in versions.items() for p in v.changed_since]
     if changed:
         shown = ", ".join(changed[:10]) + (
             f" and {len(changed) - 10} more" if len(changed) > 10 else ""
@@ -452,13 +486,23 @@ def render_status(s: RepoStatus) -> str:
         "since indexing (call refresh)"
     )
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(s.skipped.items())) or "none"
+    kept = "".join(
+        f"kept for another branch: {place(b.branch, b.commit)}, indexed {b.indexed_at}\n"
+        for b in s.snapshots
+    )
     return (
         f"{s.name}: {s.root}\n"
-        f"indexed {s.indexed_at}, commit {s.commit or '-'}, generation {s.version}\n"
+        f"indexed {s.indexed_at}, {place(s.branch, s.commit)}, generation {s.version}\n"
+        f"{kept}"
         f"{s.files} files, {s.chunks} chunks, {s.symbols} symbols; vectors {s.vectors} "
         f"({s.model or 'no model'})\n"
         f"freshness: {fresh}\nskipped: {skipped}\ndegraded: {'; '.join(s.degraded) or 'no'}"
     )
+
+
+def _at(index: IndexVersion | None) -> str:
+    """Where an answer's index version is: ', at branch main, commit 1a2b3c4d5e6f'."""
+    return f", at {place(index.branch, index.commit)}" if index else ""
 
 
 def render_checkpoint(cp: Checkpoint) -> list[str]:

@@ -25,6 +25,7 @@ from ctxsvc.stores.schema import StateTable
 from ctxsvc.stores.sqlite import (
     Replay,
     check_idempotency_key,
+    check_storable,
     now,
     request_sha256,
     unreadable,
@@ -48,6 +49,7 @@ class CheckpointStore(StateTable):
         self, repo: str, task: str, agent: str | None = None, workspace: str | None = None
     ) -> Session:
         """A new session with a fresh random id."""
+        check_storable({"repo": repo, "task": task}, "the session", column=True)
         session = Session(
             id="s-" + secrets.token_hex(8), repo=repo, task=task, agent=agent,
             workspace=workspace, created_at=now(),
@@ -171,7 +173,7 @@ class CheckpointStore(StateTable):
         return [_checkpoint(r, self.path) for r in rows]
 
 
-def _checkpoint(row: tuple[Any, ...], path: Path) -> Checkpoint:
+def _checkpoint(row: tuple[Any, ...], path: Path | str) -> Checkpoint:
     session_id, number, created_at, summary_json, transcript_json, key, tokens = row
     try:
         data = json.loads(summary_json)

@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from ctxsvc.errors import InvalidRequest, StoreCorrupt
 from ctxsvc.limits import validate_session_id
 from ctxsvc.models import EVENT_KINDS, Stored, WorkspaceEvent
+from ctxsvc.stores.database import Connection, Database
 from ctxsvc.stores.schema import StateTable
 from ctxsvc.stores.sqlite import (
     MAX_INTEGER,
     Replay,
     check_idempotency_key,
     check_storable,
-    damaged_hint,
     now,
     request_sha256,
     unreadable,
@@ -45,9 +43,11 @@ _COLUMNS = (
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _REPLAY = Replay(
     query=f"SELECT {_COLUMNS}, request_sha256 FROM workspace_events"
-    " WHERE workspace IS ? AND idempotency_key = ?",
+    " WHERE (workspace = ? OR (workspace IS NULL AND CAST(? AS TEXT) IS NULL))"
+    " AND idempotency_key = ?",
     kind="event",
     describe=lambda row: f"(seq {row[0]}) of this workspace",
+    scope_marks=2,
 )
 
 
@@ -80,7 +80,7 @@ class EventLog(StateTable):
         with self.db.write(self.label, f"append to {where}") as con:
             replay = _REPLAY.find(con, event.workspace, idempotency_key, request)
             if replay is not None:
-                return Stored(_event(replay, self.path), False)
+                return Stored(_event(replay, self.db), False)
             stored = insert_event(con, event, idempotency_key, request)
         return Stored(stored, True)
 
@@ -108,7 +108,7 @@ class EventLog(StateTable):
                 " AND created_at > ? ORDER BY seq LIMIT ?",
                 (workspace, *repos, after, since, limit),
             ).fetchall()
-        return [_event(r, self.path) for r in rows]
+        return [_event(r, self.db) for r in rows]
 
     def warned(self, session_id: str) -> set[int]:
         """The events ``session_id`` was already warned about."""
@@ -123,11 +123,13 @@ class EventLog(StateTable):
         if rows:
             op = f"record the warnings session {session_id} had"
             with self.db.write(self.label, op) as con:
-                con.executemany("INSERT OR IGNORE INTO drift_warned VALUES (?, ?)", rows)
+                con.executemany(
+                    "INSERT INTO drift_warned VALUES (?, ?) ON CONFLICT DO NOTHING", rows
+                )
 
 
 def insert_event(
-    con: sqlite3.Connection,
+    con: Connection,
     event: WorkspaceEvent,
     idempotency_key: str | None = None,
     request: str | None = None,
@@ -135,18 +137,28 @@ def insert_event(
     """Append ``event`` inside the open transaction of ``con``; the stored event."""
     _check(event)
     created = now()
-    cur = con.execute(
-        f"INSERT INTO workspace_events ({_COLUMNS}, idempotency_key, request_sha256)"
-        " VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    columns = _COLUMNS.removeprefix("seq, ")
+    row = con.execute(
+        f"INSERT INTO workspace_events ({columns}, idempotency_key, request_sha256)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
         (
-            event.workspace, event.repo, event.session_id, event.agent, event.source,
-            event.kind, event.text, created, json.dumps(list(event.paths)),
-            json.dumps(list(event.symbols)), event.new_path, event.new_symbol,
-            idempotency_key, request,
+            event.workspace,
+            event.repo,
+            event.session_id,
+            event.agent,
+            event.source,
+            event.kind,
+            event.text,
+            created,
+            json.dumps(list(event.paths)),
+            json.dumps(list(event.symbols)),
+            event.new_path,
+            event.new_symbol,
+            idempotency_key,
+            request,
         ),
-    )  # fmt: skip
-    seq = cur.lastrowid
-    assert seq is not None  # an INSERT into a rowid table always sets it
+    ).fetchone()
+    seq = int(row[0])
     return WorkspaceEvent(
         **{
             **asdict(event), "seq": seq, "created_at": created,
@@ -173,7 +185,7 @@ def _check(event: WorkspaceEvent) -> None:
         validate_session_id(event.session_id)
     texts = {"text": event.text, "paths": event.paths, "symbols": event.symbols}
     texts.update({"new_path": event.new_path or "", "new_symbol": event.new_symbol or ""})
-    check_storable(texts, "the event")
+    check_storable(texts, "the event", column=True)
     if not event.text.strip() or len(event.text) > MAX_TEXT:
         raise InvalidRequest(f"an event's text must be 1 to {MAX_TEXT} characters")
     subjects: Sequence[str] = (*event.paths, *event.symbols)
@@ -183,14 +195,14 @@ def _check(event: WorkspaceEvent) -> None:
         raise InvalidRequest(f"paths and symbols must be 1 to {MAX_SUBJECT_CHARS} characters")
 
 
-def _event(row: tuple[Any, ...], path: Path) -> WorkspaceEvent:
+def _event(row: tuple[Any, ...], db: Database) -> WorkspaceEvent:
     (seq, ws, repo, sid, agent, source, kind, text, at, paths, symbols, new_path, new_sym) = row
     try:
         subjects = tuple(json.loads(paths)), tuple(json.loads(symbols))
     except (ValueError, TypeError) as exc:
         raise StoreCorrupt(
-            f"event {seq} of the workspace log in {path} is unreadable ({unreadable(exc)})",
-            hint=damaged_hint(path),
+            f"event {seq} of the workspace log in {db.path} is unreadable ({unreadable(exc)})",
+            hint=db.damaged_hint(),
         ) from exc
     return WorkspaceEvent(
         seq=seq, workspace=ws, repo=repo, session_id=sid, agent=agent, source=source,

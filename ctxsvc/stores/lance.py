@@ -29,6 +29,9 @@ commit lists the replaced tables in ``IndexMeta.retired`` with the time, and
 the first run after ``RETIRED_GRACE`` (10 minutes) drops them. A reader that
 finds its pinned files gone anyway (it held a view across several runs)
 follows the row to its new pins and reads again (``lance_reader``).
+A row also keeps the rows of branches the working tree left (branch
+snapshots, ``lance_snapshots``), committed in the same merge: a prune spares
+the versions they pin, and stale-vector deletion the vectors their chunks use.
 
 Vectors are a content-addressed cache (content hash -> vector), filled in
 after a run commits its text (``lance_vectors``): appended one batch per add
@@ -388,4 +391,18 @@ def _meta(row: dict[str, Any]) -> IndexMeta | OutdatedIndex:
             dimension=data.get("dimension"),
             written=data,
         )
-    return IndexMeta(**data)
+    return IndexMeta(**{**data, "snapshots": tuple(_snapshots(data.get("snapshots")))})
+
+
+def _snapshots(raw: object) -> list[IndexMeta]:
+    """The branch snapshots of a row; one that does not fit IndexMeta is left out (it
+    is answered as not kept, and its versions are no longer protected)."""
+    out: list[IndexMeta] = []
+    for data in raw if isinstance(raw, list) else []:
+        try:
+            out.append(IndexMeta(**{**data, "snapshots": ()}))
+        except TypeError:
+            log.warning(
+                "a branch snapshot of another shape left out", extra={"row": str(data)[:200]}
+            )
+    return out

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from ctxsvc.errors import CtxError, InvalidRequest, RepoNotFound, StoreError
+from ctxsvc.errors import (
+    BranchNotIndexed,
+    CtxError,
+    InvalidRequest,
+    RepoNotFound,
+    StoreCorrupt,
+    StoreError,
+)
 from ctxsvc.models import Chunk, FileRecord, Import, Reference, Symbol
 from ctxsvc.stores.lance_schema import CHUNK_COLUMNS, IndexMeta, chunk, file_records, in_list
 
@@ -32,7 +39,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 FOLLOW = 3  # re-pins a read follows (runs committing one after another) before it gives up
 _LOCATION = re.compile(r",\s*/\S+\.rs:\d+(?::\d+)?")
-_TRANSIENT = ("Too many open files", "os error 24", "Cannot allocate memory", "os error 12")
+TRANSIENT = ("Too many open files", "os error 24", "Cannot allocate memory", "os error 12")
 
 
 class Unreadable(Exception):
@@ -58,10 +65,13 @@ class RepoReader:
     ``meta`` is the row the reader opened; ``moved`` says whether a read has
     since followed the row to a later commit (then some tables are of that
     later version, and a view built from this reader is not consistent).
+    A reader of a branch snapshot (``snapshot``) never follows: its versions
+    stay while the row keeps it, and one released meanwhile is not kept.
     """
 
-    def __init__(self, store: LanceStore, meta: IndexMeta) -> None:
+    def __init__(self, store: LanceStore, meta: IndexMeta, *, snapshot: bool = False) -> None:
         self._store = store
+        self._snapshot = snapshot
         self.moved = False
         for _ in range(FOLLOW):
             tables: dict[str, Any] = {}
@@ -193,7 +203,7 @@ class RepoReader:
         else (the same files, unreadable) ``StoreCorrupt``, and the index is remembered
         as damaged."""
         why = cause(exc)
-        if any(m in why for m in _TRANSIENT):
+        if any(m in why for m in TRANSIENT):
             raise StoreError(
                 f"index {pinned.name!r}: reading table {table} failed: {why}",
                 hint="the system ran out of a resource; retry",
@@ -201,6 +211,18 @@ class RepoReader:
         fresh = self._store.current(pinned.name)
         if fresh is None:
             raise RepoNotFound(f"index {pinned.name!r} was deleted while it was read") from exc
+        if self._snapshot:
+            if any(s.pins() == pinned.pins() for s in fresh.snapshots):
+                raise StoreCorrupt(
+                    f"index {pinned.name!r}: table {table} of the snapshot of {pinned.place!r} "
+                    f"(version {pinned.versions.get(table)}) is damaged: {why}",
+                    hint="ask without the branch; indexing that branch again replaces it",
+                ) from exc
+            raise BranchNotIndexed(
+                f"index {pinned.name!r} released its snapshot of {pinned.place!r} while it "
+                "was read",
+                hint="check out that branch and run `ctxsvc index` to index it again",
+            ) from exc
         if _pin(fresh, table) == _pin(pinned, table):
             raise self._store.corrupt(pinned, table, why) from exc
         if table not in fresh.versions:

@@ -75,6 +75,21 @@ class IndexMeta:
     # Names the index run that committed this text (a vector fill keeps it): a drop and a
     # new first run may repeat generation, tables and versions, never this.
     run_id: str = ""
+    # The branch HEAD was on (None: detached, or outside git), beside ``commit``.
+    branch: str | None = None
+    # The rows of the branches (or detached commits) the working tree left, most recently
+    # left first, each pinning its own versions (``ctxsvc.stores.lance_snapshots``). A
+    # snapshot holds none itself.
+    snapshots: tuple[IndexMeta, ...] = ()
+    # The run saw HEAD move (or a git command under way): its files may mix two commits,
+    # so this row is never kept as a snapshot.
+    head_moved: bool = False
+
+    @property
+    def place(self) -> str | None:
+        """Where the working tree was: its branch, or its commit when detached (None
+        outside git, or on an unborn branch with nothing to tell apart)."""
+        return self.branch or self.commit
 
     def table(self, table: str) -> str:
         """The full name of this index's table ``table`` (a key of ``ALL_TABLES``)."""

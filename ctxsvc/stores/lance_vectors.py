@@ -25,6 +25,7 @@ import numpy.typing as npt
 from ctxsvc.errors import CtxError, StoreError
 from ctxsvc.stores.lance_reader import RepoReader, cause
 from ctxsvc.stores.lance_schema import IndexMeta, pa, schemas
+from ctxsvc.stores.lance_snapshots import dropped_note, keep_age, kept_hashes
 from ctxsvc.stores.lance_writer import NEVER, delete_rows, prune, write
 
 if TYPE_CHECKING:
@@ -94,12 +95,21 @@ class VectorWriter:
         """Pin the vectors stored so far in the ``repos`` row: readers see them.
 
         Once every chunk has its vector, the vectors of chunks gone since are
-        deleted, the table compacted, and versions no reader can pin pruned.
+        deleted (not those a branch snapshot's chunks use), the table compacted,
+        and versions no reader can pin pruned.
         """
         done = len(self.missing()) == 0
         table = self._vectors
+        snapshots = self.meta.snapshots
         if done:
-            stale = sorted(self._hashes - set(self._chunk_hashes))
+            kept, lost = kept_hashes(self.store, snapshots)
+            for note in dropped_note(self.meta.name, lost):
+                log.warning(note)
+            snapshots = tuple(s for s in snapshots if all(s is not x for x, _ in lost))
+            # A snapshot unread for want of a resource: none is stale this time.
+            stale = (
+                sorted(self._hashes - set(self._chunk_hashes) - kept) if kept is not None else []
+            )
             delete_rows(
                 table, "content_hash", stale, f"deleting stale vectors of {self.meta.name!r}"
             )
@@ -115,11 +125,13 @@ class VectorWriter:
             versions={**self.meta.versions, "vectors": int(table.version)},
             vectors="complete" if done else "partial",
             stats={**self.meta.stats, "embedded": embedded},
+            snapshots=snapshots,
         )
         self.store.commit_meta(meta)
         self.meta = meta
         if done:
-            prune(table, compacted, self.meta.name)
+            keep = keep_age(table, self.table_name, "vectors", snapshots)
+            prune(table, compacted, self.meta.name, keep=keep)
         log.info(
             "vectors committed",
             extra={"repo": meta.name, "embedded": embedded, "chunks": len(self._chunk_hashes)},

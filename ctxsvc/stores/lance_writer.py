@@ -32,6 +32,7 @@ from ctxsvc.stores.lance_schema import (
     table_name,
     with_path_id,
 )
+from ctxsvc.stores.lance_snapshots import keep_age, kept_hashes, usable
 
 if TYPE_CHECKING:
     from ctxsvc.stores.lance import LanceStore, OutdatedIndex
@@ -87,7 +88,8 @@ class RepoWriter:
     """Writes one repository's tables; :meth:`commit` publishes them.
 
     ``vectors_lost`` says why the stored vectors could not be used (they
-    were unreadable, and a new vectors table starts empty), when so.
+    were unreadable, and a new vectors table starts empty), when so;
+    ``snapshots_lost``, the branch snapshots the commit dropped as unreadable.
     """
 
     def __init__(
@@ -97,6 +99,8 @@ class RepoWriter:
         self.name = name
         self.dimension = dimension
         self.vectors_lost: str | None = None
+        # The snapshots the commit dropped, unreadable (and why).
+        self.snapshots_lost: list[tuple[IndexMeta, str]] = []
         found = store.find(name)
         # Over an outdated index: none to build on; this run writes a new set, and
         # commit() replaces its row.
@@ -281,7 +285,11 @@ class RepoWriter:
                 write(f"writing {t} of {self.name!r}", partial(self._tables[t].add, table))
 
     def commit(self, meta: IndexMeta, *, rebuild_fts: bool) -> IndexMeta:
-        """Index and compact, pin the new versions, then prune versions nobody pins."""
+        """Index and compact, pin the new versions, then prune versions nobody pins.
+
+        Of ``meta.snapshots``, those naming this run's tables are kept: their
+        chunks' vectors are not stale, their versions are not pruned.
+        """
         from lancedb.index import FTS
 
         chunks = self._tables["chunks"]
@@ -294,18 +302,23 @@ class RepoWriter:
                 lambda: chunks.create_index("terms", config=config, replace=True),
             )
         vectors = self._vectors
-        if vectors is not None and meta.vectors == "complete":
-            stale = sorted(self.vector_hashes() - self.chunk_hashes())
+        snapshots = usable(meta.snapshots, self._names)
+        kept, self.snapshots_lost = kept_hashes(self.store, snapshots)
+        snapshots = tuple(
+            s for s in snapshots if all(s is not lost for lost, _ in self.snapshots_lost)
+        )
+        if vectors is not None and kept is not None and meta.vectors == "complete":
+            stale = sorted(self.vector_hashes() - self.chunk_hashes() - kept)
             delete_rows(vectors, "content_hash", stale, f"deleting stale vectors of {self.name!r}")
             self._hashes.difference_update(stale)
-        tables = [*self._tables.values(), *([vectors] if vectors is not None else [])]
-        fresh: list[Any] = []  # tables whose pinned version the compaction just made
-        for table in tables:
+        tables = [*self._tables.items(), *([("vectors", vectors)] if vectors is not None else [])]
+        fresh: list[tuple[str, Any]] = []  # tables whose pinned version the compaction just made
+        for t, table in tables:
             before = table.version
             # Nothing pruned yet: readers pin the versions of the previous commit.
             write(f"compacting {self.name!r}", partial(table.optimize, cleanup_older_than=NEVER))
             if table.version != before:
-                fresh.append(table)
+                fresh.append((t, table))
         compacted = time.monotonic()
         versions = {t: int(self._tables[t].version) for t in DATA_TABLES}
         if vectors is not None:
@@ -316,30 +329,30 @@ class RepoWriter:
             versions=versions,
             tables={t: n for t, n in self._names.items() if t in versions},
             retired={**self._retired, **dict.fromkeys(self._replaced, now)},
+            snapshots=snapshots,
         )
         self.store.commit_meta(pinned)
         self.store.repaired(self.name)
-        self._prune(fresh, compacted)
+        for t, table in fresh:
+            keep = keep_age(table, self._names[t], t, snapshots)
+            prune(table, compacted, self.name, keep=keep)
         return pinned
 
-    def _prune(self, tables: Sequence[Any], compacted: float) -> None:
-        for table in tables:
-            prune(table, compacted, self.name)
 
-
-def prune(table: Any, compacted: float, name: str) -> None:
+def prune(table: Any, compacted: float, name: str, *, keep: timedelta = timedelta(0)) -> None:
     """Delete the versions of ``table`` older than ``KEEP_VERSIONS``, now that the row
     pins a newer one.
 
     Pruning makes a newer version, so the one just pinned is kept by its age:
     only a table whose pinned version a compaction made at ``compacted`` (a
-    monotonic time) is pruned, and only of older versions.
+    monotonic time) is pruned, and only of older versions. Nor any version
+    younger than ``keep`` (those a branch snapshot pins, and all after them).
     """
     age = timedelta(seconds=time.monotonic() - compacted) + PIN_MARGIN
     try:
         write(
             f"pruning old versions of {name!r}",
-            partial(table.optimize, cleanup_older_than=max(KEEP_VERSIONS, age)),
+            partial(table.optimize, cleanup_older_than=max(KEEP_VERSIONS, age, keep)),
         )
     except StoreError as exc:  # committed: old versions only take room until next time
         log.warning("pruning failed", extra={"repo": name, "error": exc.message})

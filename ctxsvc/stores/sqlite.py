@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from ctxsvc.errors import InvalidRequest, StoreCorrupt, StoreError
+from ctxsvc.stores.database import Connection
 
 BUSY_TIMEOUT_MS = 10_000
+MIN_SQLITE = (3, 35)
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, as HTTP headers carry
 MAX_DEPTH = 100  # nesting of a stored JSON value; real transcripts have fewer than 10 levels
 MAX_INTEGER = 2**63 - 1  # SQLite's largest integer
@@ -49,14 +51,18 @@ def check_idempotency_key(key: str | None) -> None:
         )
 
 
-def check_storable(value: object, what: str, max_depth: int = MAX_DEPTH) -> None:
+def check_storable(
+    value: object, what: str, max_depth: int = MAX_DEPTH, *, column: bool = False
+) -> None:
     """Refuse a value the state database cannot keep as JSON text; ``InvalidRequest``.
 
     That is a string (or a key) with a lone surrogate, which UTF-8 cannot
     encode (JSON's ``"\\ud800"`` escape decodes to one, and so do argv bytes
     that are not UTF-8), a number that is not finite (NaN, Infinity), or
-    nesting deeper than ``max_depth``. The error names
-    the place (``messages[3].content``), never the text.
+    nesting deeper than ``max_depth``. With ``column`` (text kept in a column of
+    its own, not as JSON, which escapes it), a NUL character too: PostgreSQL's
+    text cannot hold one, and both backends refuse the same values. The error
+    names the place (``messages[3].content``), never the text.
     """
     stack: list[tuple[object, tuple[str | int, ...]]] = [(value, ())]
     while stack:
@@ -64,6 +70,11 @@ def check_storable(value: object, what: str, max_depth: int = MAX_DEPTH) -> None
         if isinstance(v, str):
             if not _encodable(v):
                 raise _not_unicode(what, where)
+            if column and "\x00" in v:
+                raise InvalidRequest(
+                    f"{_place(what, where)} holds a NUL character, which cannot be stored",
+                    hint="send text without \\u0000",
+                )
             continue
         if isinstance(v, float) and not math.isfinite(v):
             # JSON has no NaN or Infinity: stored, it would fail every later read.
@@ -132,9 +143,10 @@ class Replay:
     query: str
     kind: str
     describe: Callable[[tuple[Any, ...]], str]
+    scope_marks: int = 1  # placeholders of the scope in ``query`` (the key's come after)
 
     def find(
-        self, con: sqlite3.Connection, scope: object, key: str | None, request: str
+        self, con: Connection, scope: object, key: str | None, request: str
     ) -> tuple[Any, ...] | None:
         """The record ``key`` stored in ``scope`` (its request hash cut off).
 
@@ -143,7 +155,7 @@ class Replay:
         """
         if key is None:
             return None
-        row = con.execute(self.query, (scope, key)).fetchone()
+        row = con.execute(self.query, (*(scope,) * self.scope_marks, key)).fetchone()
         if row is None:
             return None
         if row[-1] != request:
@@ -185,6 +197,9 @@ class SqliteFile:
         self._connections: list[sqlite3.Connection] = []
         if not lazy:
             self.connection(op="open the file")
+
+    def damaged_hint(self) -> str:
+        return damaged_hint(self.path)
 
     def close(self) -> None:
         """Close every thread's connection; the file must not be used after."""
@@ -255,6 +270,12 @@ class SqliteFile:
             ) from None
 
     def _connect(self, label: str | None, op: str) -> sqlite3.Connection:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:  # the stores' SQL uses RETURNING
+            raise StoreError(
+                f"cannot {op}: this Python's SQLite is {sqlite3.sqlite_version}, older than"
+                f" {'.'.join(map(str, MIN_SQLITE))}",
+                hint="use a Python built with a newer SQLite, or CTXSVC_STATE_URL=postgresql://…",
+            )
         with self.errors(label, op):
             # check_same_thread is off only so that close() may run anywhere.
             con = sqlite3.connect(
@@ -303,24 +324,33 @@ class SqliteFile:
         with self._transaction(con, label, op):
             con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            try:
-                version = int(row[0]) if row else 0
-            except ValueError:
-                raise StoreCorrupt(
-                    f"cannot {op}: {label or self.label} {self.path} is damaged"
-                    " (an unreadable schema version)",
-                    hint=damaged_hint(self.path),
-                ) from None
-            if version > latest:
-                raise StoreCorrupt(
-                    f"{self.path} has schema version {version}, newer than this"
-                    f" ctxsvc understands ({latest})",
-                    hint="upgrade ctxsvc, or move the file aside to start a new one",
-                )
+            version = schema_version(
+                row, latest, f"cannot {op}: {label or self.label} {self.path}", str(self.path),
+                self.damaged_hint(), "upgrade ctxsvc, or move the file aside to start a new one",
+            )  # fmt: skip
             for script in self._migrations[version:]:
                 for statement in _statements(script):
                     con.execute(statement)
             con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(latest),))
+
+
+def schema_version(
+    row: tuple[Any, ...] | None, latest: int, what: str, where: str, damaged: str, newer: str
+) -> int:
+    """The schema version a ``meta`` row holds (0 without one); ``StoreCorrupt`` when it is
+    unreadable (``damaged``: what to do) or newer than ``latest`` (``newer``)."""
+    try:
+        version = int(row[0]) if row else 0
+    except ValueError:
+        raise StoreCorrupt(
+            f"{what} is damaged (an unreadable schema version)", hint=damaged
+        ) from None
+    if version > latest:
+        raise StoreCorrupt(
+            f"{where} has schema version {version}, newer than this ctxsvc understands ({latest})",
+            hint=newer,
+        )
+    return version
 
 
 def _statements(script: str) -> Iterator[str]:
