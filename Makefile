@@ -38,5 +38,8 @@ test-deps:
 	    apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; } || \
 	  echo "note: no PostgreSQL server binaries: the PostgreSQL tests are skipped"
 
+# The suite in parallel processes, a test file to each (its module fixtures built once),
+# as many as cores up to 4 (each may load the model); TEST_PROCESSES=0 runs it in one.
+TEST_PROCESSES ?= auto
 test: lint test-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --maxprocesses 4 --dist loadfile

@@ -18,6 +18,14 @@ then
   (each on its own, so a slow answer does not slow the arrivals), for ``--seconds``:
   latency then includes the queueing a real arrival meets.
 
+Before anything is timed, every worker answers each kind of call once (a connection is
+served by one worker, so the warm-up goes over new connections until each worker has
+answered): no worker loads its view, model batch or ledger inside the measured window.
+With ``--rounds R`` the configurations run R times, interleaved (round 1 in order, round 2
+reversed, ...), so that a drift of the machine spreads over all of them; each configuration
+is reported by its median round, and the ratio of two workers to one is the median of the
+rounds' ratios.
+
 Prints throughput, p50/p95/p99 and errors per configuration and the ratio of two workers'
 capacity to one's per state database, and writes JSON (``results/scale-<repo>.json``).
 The servers' summed RSS is sampled each second. Loopback only.
@@ -31,6 +39,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -61,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mix", default=MIX)
     p.add_argument("--reindex-every", type=float, default=30.0)
     p.add_argument("--tasks", type=Path, help="JSONL with a 'query' per line")
+    p.add_argument("--rounds", type=int, default=1, help="times each configuration runs")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     args.weights = {k: float(v) for k, v in (part.split("=") for part in args.mix.split(","))}
@@ -70,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         db not in ("sqlite", "postgresql") for _, db in configs
     ):
         p.error(f"--mix kinds are {', '.join(KINDS)}; --configs are WORKERS:sqlite|postgresql")
+    if not 1 <= args.rounds <= 20:
+        p.error("--rounds must be 1..20")
     tasks = args.tasks or TASKS / f"{args.repo}.jsonl"
     queries = [json.loads(line)["query"] for line in tasks.read_text().splitlines() if line.strip()]
     cluster = None
@@ -78,24 +90,43 @@ def main(argv: list[str] | None = None) -> int:
         if bindir is None:
             raise SystemExit("PostgreSQL server binaries (initdb, pg_ctl) not found")
         cluster = PostgresServer(bindir).start()
-    results: list[dict[str, Any]] = []
+    rounds: list[list[dict[str, Any]]] = []
     try:
-        for workers, db in configs:
-            url = cluster.new_database() if cluster is not None and db == "postgresql" else None
-            results.append(_measure(args, queries, workers, db, url))
-            _print_one(results[-1])
+        for k in range(args.rounds):
+            rounds.append([])
+            for workers, db in configs if k % 2 == 0 else configs[::-1]:
+                url = cluster.new_database() if cluster is not None and db == "postgresql" else None
+                rounds[-1].append(_measure(args, queries, workers, db, url))
+                rounds[-1][-1]["round"] = k + 1
+                _print_one(rounds[-1][-1])
     finally:
         if cluster is not None:
             cluster.stop()
+    results = [_median_round([r for one in rounds for r in one if _key(r) == c]) for c in configs]
     summary = {"repo": args.repo, "clients": args.clients, "seconds": args.seconds,
-               "mix": args.weights, "runs": results, "ratios": _ratios(results)}  # fmt: skip
+               "mix": args.weights, "rounds": args.rounds, "runs": results,
+               "ratios": _ratios(rounds), "round_ratios": [_ratios([one]) for one in rounds],
+               "every_run": [r for one in rounds for r in one]}  # fmt: skip
     _print(summary)
     out = args.out or RESULTS / f"scale-{args.repo}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
     print(f"wrote {out}")
-    errors = sum(r["closed"]["errors"] + r["open"]["errors"] for r in results)
+    errors = sum(r["closed"]["errors"] + r["open"]["errors"] for r in summary["every_run"])
     return 0 if errors == 0 else 1
+
+
+def _key(run: dict[str, Any]) -> tuple[int, str]:
+    return run["workers"], run["state"]
+
+
+def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median closed-loop throughput (the lower middle of an even count), with
+    every round's throughput beside it."""
+    ranked = sorted(runs, key=lambda r: r["closed"]["throughput_rps"])
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    chosen["closed_rps_by_round"] = [r["closed"]["throughput_rps"] for r in runs]
+    return chosen
 
 
 def _measure(
@@ -116,6 +147,7 @@ def _measure(
     args.url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(args.url, proc, workers)
+        asyncio.run(_warm(args, queries, workers))
         closed = asyncio.run(_run(args, queries, None))
         rate = closed["throughput_rps"] / 2
         opened = asyncio.run(_open_loop(args, queries, rate))
@@ -147,6 +179,27 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], workers: int) -> None:
                 seen.add(r.headers["x-ctxsvc-worker"])
         except httpx.TransportError:
             time.sleep(0.2)
+
+
+async def _warm(args: argparse.Namespace, queries: list[str], workers: int) -> None:
+    """Each call kind answered once by every worker, over new connections until each has."""
+    async with httpx.AsyncClient(base_url=args.url, timeout=120) as setup:
+        r = await setup.post("/v1/sessions", json={"repo": args.repo, "task": "warm-up"})
+        session = r.json()["id"]
+        await setup.post(f"/v1/sessions/{session}/checkpoints", json={"messages": MESSAGES})
+    warmed: set[str] = set()
+    deadline = time.monotonic() + 600
+    while len(warmed) < workers:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(warmed)} of {workers} workers answered the warm-up")
+        one = httpx.Limits(max_connections=1)  # every call of this round on one connection
+        async with httpx.AsyncClient(base_url=args.url, timeout=120, limits=one) as client:
+            load = Load(client, args, queries)
+            for kind in args.weights:
+                r = await load.call(kind, session, queries[0])
+                if r.status_code >= 400:
+                    raise SystemExit(f"warm-up {kind} failed: {r.status_code} {r.text[:300]}")
+            warmed.add(r.headers["x-ctxsvc-worker"])
 
 
 async def _open_loop(args: argparse.Namespace, queries: list[str], rate: float) -> dict[str, Any]:
@@ -216,37 +269,47 @@ def _tree_rss_mb(pid: int) -> float:
     return round(total, 1)
 
 
-def _ratios(results: list[dict[str, Any]]) -> dict[str, float]:
-    """Two workers' closed-loop throughput over one's, per state database."""
-    by = {(r["workers"], r["state"]): r["closed"]["throughput_rps"] for r in results}
-    return {
-        db: round(by[(2, db)] / by[(1, db)], 2)
-        for db in ("sqlite", "postgresql")
-        if (1, db) in by and (2, db) in by and by[(1, db)]
-    }
+def _ratios(rounds: list[list[dict[str, Any]]]) -> dict[str, float]:
+    """Two workers' closed-loop throughput over one's, per state database: the median of
+    the rounds' ratios (each round's two runs measured side by side)."""
+    out: dict[str, float] = {}
+    for db in ("sqlite", "postgresql"):
+        ratios = []
+        for one in rounds:
+            by = {_key(r): r["closed"]["throughput_rps"] for r in one}
+            if (1, db) in by and (2, db) in by and by[(1, db)]:
+                ratios.append(by[(2, db)] / by[(1, db)])
+        if ratios:
+            out[db] = round(statistics.median(ratios), 2)
+    return out
 
 
 def _print_one(r: dict[str, Any]) -> None:
     c, o = r["closed"], r["open"]
-    print(f"{r['workers']} worker(s), {r['state']}: closed {c['throughput_rps']} req/s "
+    print(f"round {r['round']}: {r['workers']} worker(s), {r['state']}: closed {c['throughput_rps']} req/s "
           f"p99 {c['p99_ms']} ms, {c['errors']} errors, {c['reindexes']} re-indexes; "
           f"open at {o['rate_rps']} req/s p99 {o['p99_ms']} ms, {o['errors']} errors", flush=True)  # fmt: skip
 
 
 def _print(summary: dict[str, Any]) -> None:
-    print("| workers | state | closed req/s | p50 ms | p95 ms | p99 ms | open req/s | p50 ms "
-          "| p95 ms | p99 ms | errors | re-indexes | RSS MB |")  # fmt: skip
+    print("| workers | state | closed req/s (rounds) | p50 ms | p95 ms | p99 ms | open req/s "
+          "| p50 ms | p95 ms | p99 ms | errors | re-indexes | RSS MB |")  # fmt: skip
     print("|" + "---|" * 13)
     for r in summary["runs"]:
         c, o = r["closed"], r["open"]
         cells = [
-            r["workers"], r["state"], c["throughput_rps"], c["p50_ms"], c["p95_ms"], c["p99_ms"],
-            o["rate_rps"], o["p50_ms"], o["p95_ms"], o["p99_ms"], c["errors"] + o["errors"],
+            r["workers"], r["state"],
+            f"{c['throughput_rps']} ({', '.join(map(str, r['closed_rps_by_round']))})",
+            c["p50_ms"], c["p95_ms"], c["p99_ms"],
+            o["rate_rps"], o["p50_ms"], o["p95_ms"], o["p99_ms"],
+            sum(x["closed"]["errors"] + x["open"]["errors"] for x in summary["every_run"]
+                if _key(x) == _key(r)),
             c["reindexes"], r["rss_mb"],
         ]  # fmt: skip
         print("| " + " | ".join(str(x) for x in cells) + " |")
     for db, ratio in summary["ratios"].items():
-        print(f"two workers / one, {db}: {ratio}x")
+        each = ", ".join(f"{r[db]}x" for r in summary["round_ratios"] if db in r)
+        print(f"two workers / one, {db}: {ratio}x (median of rounds: {each})")
 
 
 if __name__ == "__main__":

@@ -281,9 +281,12 @@ def index_repository(
                 ),
                 head_moved=not settled,
             )
-            meta = writer.commit(
-                meta, rebuild_fts=cold or len(run.chunks) > 0.2 * max(stats["chunks"], 1)
-            )
+            if writer.changes_nothing(meta) and writer.previous is not None:
+                meta = writer.previous  # every file as indexed: the row stands
+            else:
+                meta = writer.commit(
+                    meta, rebuild_fts=cold or len(run.chunks) > 0.2 * max(stats["chunks"], 1)
+                )
             for note in dropped_note(name, writer.snapshots_lost):
                 run.warn(note)
         # After the text commit, so that it never delays the first answer.

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     state_pool_size: int = 8  # connections to it per process
     # `ctxsvc serve`: server processes sharing the port and the data directory (--workers)
     workers: int = 1
+    # `ctxsvc serve`: the views of this many indexes (the latest committed) are loaded at start,
+    # in the background, so that no worker's first answer waits for one; 0: on first use.
+    warm_indexes: int = 4
     # A running index job whose process sent no heartbeat for this long (it died) runs again.
     job_stale_seconds: float = 20.0
     # Optional LLM checkpoint summarizer (OpenAI-compatible API base); empty: offline only
@@ -215,6 +218,8 @@ class Settings(BaseSettings):
                 "CTXSVC_STATE_URL must be a postgresql:// URL (or empty for the SQLite file)",
                 hint="e.g. postgresql://ctxsvc:secret@db.internal:5432/ctxsvc",
             )
+        if not 0 <= self.warm_indexes <= 64:
+            raise ConfigError(f"CTXSVC_WARM_INDEXES must be 0 to 64, got {self.warm_indexes}")
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"CTXSVC_WORKERS must be 1 to 64, got {self.workers}")
         # At least 10: ten heartbeats per stale time, and longer than SQLite's busy timeout

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from conftest import git
 
+import ctxsvc.catalog
 from ctxsvc.cli.render import JsonLogFormatter
 from ctxsvc.compose import build_service
 from ctxsvc.http import create_app
@@ -175,6 +176,35 @@ async def test_readyz_names_a_missing_model(
     assert ready["ready"] and not ready["model"]["loaded"]
     assert any("no such model" in d for d in ready["degraded"])
     assert any("vectors disabled" in d for d in ready["degraded"])
+
+
+@pytest.mark.parametrize("warm", [4, 0])
+async def test_a_starting_server_loads_the_latest_views_unless_told_not_to(
+    service: ContextService, repo: Path, monkeypatch: pytest.MonkeyPatch, warm: int
+) -> None:
+    """Each server process loads its views at start, so its first answer does not."""
+    settings = service.settings.model_copy(update={"warm_indexes": warm})
+    service = build_service(settings, embedder=service.embedder, tokens=service.tokens)
+    service.index(repo)
+    loads: list[str] = []
+    real = ctxsvc.catalog.RepoView.load
+    monkeypatch.setattr(
+        ctxsvc.catalog.RepoView,
+        "load",
+        lambda reader: loads.append(reader.meta.name) or real(reader),
+    )
+    app = create_app(service)
+    async with app.router.lifespan_context(app):
+        deadline = time.monotonic() + 30
+        while warm and not loads and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert loads == (["demo"] if warm else [])
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as c:
+            body = {"repo": "demo", "query": "store", "budget_tokens": 200}
+            assert (await c.post("/v1/context", json=body)).status_code == 200
+        assert loads == ["demo"]  # loaded once: at start, or by the first answer
 
 
 # -- jobs -------------------------------------------------------------------------

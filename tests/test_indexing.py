@@ -93,9 +93,18 @@ def test_unchanged_run_does_no_work(
 ) -> None:
     first = service.index(repo)
     embedded = embedder.embedded
+    view = service.view(service.resolve("demo"))
+    row = service.store.meta("demo")
     s = service.index(repo)
     assert (s.files_indexed, s.chunks_embedded, embedder.embedded) == (0, 0, embedded)
     assert (s.chunks, s.symbols) == (first.chunks, first.symbols)
+    # Nothing committed: the same row (run, generation, versions), the same view.
+    assert service.store.meta("demo") == row and s.version == first.version == 1
+    assert service.view(service.resolve("demo")) is view
+    # A commit that changes no file is a new generation: it names the new HEAD.
+    git(repo, "commit", "--allow-empty", "-qm", "empty")
+    moved = service.index(repo)
+    assert moved.version == 2 and moved.commit != first.commit and moved.files_indexed == 0
 
 
 def test_degraded_without_model_then_filled(

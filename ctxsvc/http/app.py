@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -42,6 +44,8 @@ from ctxsvc.schemas import Readiness
 from ctxsvc.service import ContextService
 from ctxsvc.settings import ServedNames
 from indexers.embed import GuardedEmbedder
+
+log = logging.getLogger("ctxsvc.api")
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_IN_FLIGHT = 128
@@ -204,13 +208,37 @@ def _health_routes(app: FastAPI, service: ContextService, metrics: Metrics, work
 
 def warm_up(service: ContextService) -> None:
     """Start loading, in background threads, what the first answers need: the
-    embedding model (when it loads lazily) and the token encoding."""
+    embedding model (when it loads lazily), the token encoding, and the views of the
+    ``warm_indexes`` indexes committed most recently (each server process holds its own:
+    without this, the first answer of every worker on every index waits for its load)."""
     start = getattr(service.embedder, "start", None)
     if callable(start):
         start()
     warm = getattr(service.tokens, "warm", None)
     if callable(warm):
         threading.Thread(target=_quietly, args=(warm,), name="tokens-warm", daemon=True).start()
+    if service.settings.warm_indexes:
+        threading.Thread(
+            target=_warm_views, args=(service,), name="views-warm", daemon=True
+        ).start()
+
+
+def _warm_views(service: ContextService) -> None:
+    try:
+        metas = sorted(service.repos(), key=lambda m: m.indexed_at, reverse=True)
+    except CtxError as exc:  # the first request meets it again, and reports it
+        log.warning("views not warmed: %s", exc.message)
+        return
+    for meta in metas[: service.settings.warm_indexes]:
+        t0 = time.perf_counter()
+        try:
+            service.view(meta)
+        except CtxError as exc:  # a damaged index: the requests that need it say so
+            log.warning("view of %s not warmed: %s", meta.name, exc.message)
+            continue
+        log.info(
+            "view loaded", extra={"repo": meta.name, "seconds": round(time.perf_counter() - t0, 2)}
+        )
 
 
 def _quietly(call: Callable[[], object]) -> None:

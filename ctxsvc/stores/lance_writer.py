@@ -125,6 +125,7 @@ class RepoWriter:
                 self._tables[t] = self._reopen(self.previous, t)
         self._hashes: set[str] = set()
         self._vectors = self._open_vectors(in_use.get("vectors"), drop_vectors)
+        self._wrote = False  # a row added or deleted by replace_paths
 
     def _drop_unused(self, in_use: dict[str, str], retired: dict[str, str]) -> dict[str, str]:
         """Drop the tables of this index that no reader can pin: left by a run that
@@ -259,6 +260,7 @@ class RepoWriter:
         ``terms`` holds the full-text terms of each chunk, in order.
         """
         ids = sorted({path_id(p) for p in removed})
+        self._wrote = self._wrote or bool(ids or files or chunks or symbols or refs or imports)
         for t in DATA_TABLES:
             delete_rows(self._tables[t], "path_id", ids, f"deleting rows of {self.name!r}")
         rows = {
@@ -283,6 +285,18 @@ class RepoWriter:
                     [{k: r.get(k) for k in schema.names} for r in data], schema=schema
                 )
                 write(f"writing {t} of {self.name!r}", partial(self._tables[t].add, table))
+
+    def changes_nothing(self, meta: IndexMeta) -> bool:
+        """Whether committing ``meta`` would give readers the index the row pins now: the
+        same tables, no row written or deleted, nothing retired or dropped, and ``meta``
+        saying what the row says (commit, branch, model, vectors, counts...). Such a run
+        (a refresh that found every file as indexed) commits nothing: a new generation
+        would cost a compaction, and every process's view a reload, for nothing."""
+        before = self.previous
+        if before is None or self._wrote or self._replaced or self._retired != before.retired:
+            return False
+        tables = {t: before.table(t) for t in before.versions}
+        return self._names == tables and _facts(meta) == _facts(before)
 
     def commit(self, meta: IndexMeta, *, rebuild_fts: bool) -> IndexMeta:
         """Index and compact, pin the new versions, then prune versions nobody pins.
@@ -337,6 +351,15 @@ class RepoWriter:
             keep = keep_age(table, self._names[t], t, snapshots)
             prune(table, compacted, self.name, keep=keep)
         return pinned
+
+
+def _facts(meta: IndexMeta) -> tuple[Any, ...]:
+    """What a row says of its index besides its tables, run and time."""
+    return (
+        meta.root, meta.commit, meta.branch, meta.model, meta.dimension, meta.tokenizer,
+        meta.vectors, meta.stats, tuple(meta.root_identity), meta.head_moved,
+        meta.schema_version, meta.snapshots,
+    )  # fmt: skip
 
 
 def prune(table: Any, compacted: float, name: str, *, keep: timedelta = timedelta(0)) -> None:
