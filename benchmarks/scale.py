@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         db not in ("sqlite", "postgresql") for _, db in configs
     ):
         p.error(f"--mix kinds are {', '.join(KINDS)}; --configs are WORKERS:sqlite|postgresql")
-    if not 1 <= args.rounds <= 20:
-        p.error("--rounds must be 1..20")
+    if not 1 <= args.rounds <= 20 or len(set(configs)) != len(configs):
+        p.error("--rounds must be 1..20, and --configs name each configuration once")
     tasks = args.tasks or TASKS / f"{args.repo}.jsonl"
     queries = [json.loads(line)["query"] for line in tasks.read_text().splitlines() if line.strip()]
     cluster = None
@@ -91,29 +91,36 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("PostgreSQL server binaries (initdb, pg_ctl) not found")
         cluster = PostgresServer(bindir).start()
     rounds: list[list[dict[str, Any]]] = []
+    out = args.out or RESULTS / f"scale-{args.repo}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
         for k in range(args.rounds):
             rounds.append([])
             for workers, db in configs if k % 2 == 0 else configs[::-1]:
                 url = cluster.new_database() if cluster is not None and db == "postgresql" else None
-                rounds[-1].append(_measure(args, queries, workers, db, url))
-                rounds[-1][-1]["round"] = k + 1
+                rounds[-1].append(_measure(args, queries, workers, db, url, k + 1))
                 _print_one(rounds[-1][-1])
+                summary = _summary(args, configs, rounds)
+                out.write_text(json.dumps(summary, indent=2))  # each run kept as it ends
     finally:
         if cluster is not None:
             cluster.stop()
-    results = [_median_round([r for one in rounds for r in one if _key(r) == c]) for c in configs]
-    summary = {"repo": args.repo, "clients": args.clients, "seconds": args.seconds,
-               "mix": args.weights, "rounds": args.rounds, "runs": results,
-               "ratios": _ratios(rounds), "round_ratios": [_ratios([one]) for one in rounds],
-               "every_run": [r for one in rounds for r in one]}  # fmt: skip
     _print(summary)
-    out = args.out or RESULTS / f"scale-{args.repo}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
     print(f"wrote {out}")
     errors = sum(r["closed"]["errors"] + r["open"]["errors"] for r in summary["every_run"])
     return 0 if errors == 0 else 1
+
+
+def _summary(
+    args: argparse.Namespace, configs: list[tuple[int, str]], rounds: list[list[dict[str, Any]]]
+) -> dict[str, Any]:
+    every = [r for one in rounds for r in one]
+    results = [_median_round([r for r in every if _key(r) == c]) for c in configs if any(
+        _key(r) == c for r in every)]  # fmt: skip
+    return {"repo": args.repo, "clients": args.clients, "seconds": args.seconds,
+            "mix": args.weights, "rounds": len(rounds), "runs": results,
+            "ratios": _ratios(rounds), "round_ratios": [_ratios([one]) for one in rounds],
+            "every_run": every}  # fmt: skip
 
 
 def _key(run: dict[str, Any]) -> tuple[int, str]:
@@ -130,10 +137,15 @@ def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _measure(
-    args: argparse.Namespace, queries: list[str], workers: int, db: str, url: str | None
+    args: argparse.Namespace,
+    queries: list[str],
+    workers: int,
+    db: str,
+    url: str | None,
+    round_: int,
 ) -> dict[str, Any]:
     port = _free_port()
-    log = RESULTS / f"scale-{args.repo}-{workers}-{db}.log"
+    log = RESULTS / f"scale-{args.repo}-{workers}-{db}-{round_}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CTXSVC_HOME": args.home, "CTXSVC_WORKERS": str(workers)}
     env.pop("CTXSVC_STATE_URL", None)
@@ -161,7 +173,8 @@ def _measure(
     for r in (closed, opened):
         r.pop("rss_samples", None)
         r.pop("rss_mb", None)
-    return {"workers": workers, "state": db, "closed": closed, "open": opened, "rss_mb": rss}
+    return {"workers": workers, "state": db, "round": round_, "closed": closed, "open": opened,
+            "rss_mb": rss}  # fmt: skip
 
 
 def _wait_ready(base: str, proc: subprocess.Popen[bytes], workers: int) -> None:
@@ -185,6 +198,8 @@ async def _warm(args: argparse.Namespace, queries: list[str], workers: int) -> N
     """Each call kind answered once by every worker, over new connections until each has."""
     async with httpx.AsyncClient(base_url=args.url, timeout=120) as setup:
         r = await setup.post("/v1/sessions", json={"repo": args.repo, "task": "warm-up"})
+        if r.status_code != 201:
+            raise SystemExit(f"warm-up session failed: {r.status_code} {r.text[:300]}")
         session = r.json()["id"]
         await setup.post(f"/v1/sessions/{session}/checkpoints", json={"messages": MESSAGES})
     warmed: set[str] = set()
@@ -271,7 +286,8 @@ def _tree_rss_mb(pid: int) -> float:
 
 def _ratios(rounds: list[list[dict[str, Any]]]) -> dict[str, float]:
     """Two workers' closed-loop throughput over one's, per state database: the median of
-    the rounds' ratios (each round's two runs measured side by side)."""
+    the rounds' ratios (each round's two runs measured side by side; the lower middle of an
+    even count)."""
     out: dict[str, float] = {}
     for db in ("sqlite", "postgresql"):
         ratios = []
@@ -280,7 +296,7 @@ def _ratios(rounds: list[list[dict[str, Any]]]) -> dict[str, float]:
             if (1, db) in by and (2, db) in by and by[(1, db)]:
                 ratios.append(by[(2, db)] / by[(1, db)])
         if ratios:
-            out[db] = round(statistics.median(ratios), 2)
+            out[db] = round(statistics.median_low(ratios), 2)  # a round's, as _median_round
     return out
 
 
@@ -293,7 +309,7 @@ def _print_one(r: dict[str, Any]) -> None:
 
 def _print(summary: dict[str, Any]) -> None:
     print("| workers | state | closed req/s (rounds) | p50 ms | p95 ms | p99 ms | open req/s "
-          "| p50 ms | p95 ms | p99 ms | errors | re-indexes | RSS MB |")  # fmt: skip
+          "| p50 ms | p95 ms | p99 ms | errors (all rounds) | re-indexes | RSS MB |")  # fmt: skip
     print("|" + "---|" * 13)
     for r in summary["runs"]:
         c, o = r["closed"], r["open"]
@@ -303,7 +319,7 @@ def _print(summary: dict[str, Any]) -> None:
             c["p50_ms"], c["p95_ms"], c["p99_ms"],
             o["rate_rps"], o["p50_ms"], o["p95_ms"], o["p99_ms"],
             sum(x["closed"]["errors"] + x["open"]["errors"] for x in summary["every_run"]
-                if _key(x) == _key(r)),
+                if _key(x) == _key(r)),  # every round's: an error anywhere shows
             c["reindexes"], r["rss_mb"],
         ]  # fmt: skip
         print("| " + " | ".join(str(x) for x in cells) + " |")

@@ -107,7 +107,8 @@ class Catalog:
         self._views: dict[str, RepoView] = {}
         self._checked: set[tuple[str, object]] = set()  # (name, pins) opened by damaged()
         self._added: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the dicts, never held across a load
+        self._loads: dict[str, threading.Lock] = {}
         self.branches = BranchViews(store)
 
     def subscribe(self, listener: IndexListener) -> None:
@@ -259,7 +260,7 @@ class Catalog:
         name = self._find(name_or_path).name  # an outdated index can be dropped too
         with FileLock(self.settings.locks_path / f"{name}.lock", f"index {name!r}"):
             self.store.drop(name)
-        with self._lock:
+        with self._loading(name), self._lock:  # after a load under way: it cached the view
             self._views.pop(name, None)
         self._added.pop(name, None)
         return name
@@ -313,6 +314,12 @@ class Catalog:
             cached = self._views.get(meta.name)
             if cached is not None and cached.meta == meta:
                 return cached
+        # One load per index at a time; other indexes' views (and damaged()) do not wait.
+        with self._loading(meta.name):
+            with self._lock:
+                cached = self._views.get(meta.name)
+            if cached is not None and cached.meta == meta:
+                return cached  # loaded by the request this one waited for
             for _ in range(VIEW_ATTEMPTS):
                 reader = self.store.reader(meta.name)
                 if cached is not None and reader.meta == cached.meta:
@@ -332,11 +339,17 @@ class Catalog:
                     hint="index runs are committing one after another; retry",
                 )
             self.store.repaired(meta.name, view.meta)
-            self._views[meta.name] = view
+            with self._lock:
+                self._views[meta.name] = view
         if cached is not None:
             del cached
             _trim_heap()  # the previous generation is garbage now
         return view
+
+    def _loading(self, name: str) -> threading.Lock:
+        """The lock a load of ``name``'s view holds."""
+        with self._lock:
+            return self._loads.setdefault(name, threading.Lock())
 
     def current(
         self, name_or_path: str, *, refresh: bool = False, branch: str | None = None

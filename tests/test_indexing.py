@@ -15,6 +15,7 @@ from ctxsvc.errors import IndexBusy, InvalidPath, ModelMismatch
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import LanceStore
+from ctxsvc.stores.lance_schema import DATA_TABLES
 from ctxsvc.stores.locks import FileLock
 from ctxsvc.tokens import TiktokenCounter
 
@@ -105,6 +106,21 @@ def test_unchanged_run_does_no_work(
     git(repo, "commit", "--allow-empty", "-qm", "empty")
     moved = service.index(repo)
     assert moved.version == 2 and moved.commit != first.commit and moved.files_indexed == 0
+    # After a run that changed a file (its prune leaves versions past the pins), runs that
+    # find nothing write no table version either.
+    store_py = repo / "app" / "store.py"
+    store_py.write_text(store_py.read_text() + "\n# one more line\n")
+    assert service.index(repo).files_indexed == 1
+
+    def versions() -> dict[str, int]:
+        meta = service.store.meta("demo")
+        assert meta is not None
+        return {t: len(service.store.open(meta.table(t)).list_versions()) for t in DATA_TABLES}
+
+    held = versions()
+    for _ in range(3):
+        assert service.index(repo).version == 3
+    assert versions() == held
 
 
 def test_degraded_without_model_then_filled(

@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -391,25 +392,34 @@ def test_the_test_cluster_is_reachable_only_through_its_own_directory(
 
 
 def test_a_cluster_left_by_a_killed_session_is_stopped_by_the_next(
-    pg_server: pgcluster.PostgresServer,
+    pg_server: pgcluster.PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make = (
         "import sys; from pathlib import Path; from benchmarks.pgcluster import PostgresServer;"
         " print(PostgresServer(Path(sys.argv[1])).start().dir)"
     )
+    # In a temp dir of its own: test processes running beside this one reap orphans too.
+    own = Path(tempfile.mkdtemp())
+    own.chmod(0o755)  # as root, the cluster's user enters it
     made = subprocess.run(
         [sys.executable, "-c", make, str(pg_server.bindir)], capture_output=True, text=True,
-        check=True, cwd=Path(__file__).parent.parent,
+        check=True, cwd=Path(__file__).parent.parent, env={**os.environ, "TMPDIR": str(own)},
     )  # fmt: skip
     left = Path(made.stdout.strip())  # its maker exited without stopping it
+    assert left.parent == own
     postmaster = int((left / "data" / "postmaster.pid").read_text().split()[0])
     assert pgcluster._started(postmaster) is not None
-    assert pgcluster.reap(pg_server.bindir) == [left]  # this session's own is kept
+    monkeypatch.setattr(tempfile, "tempdir", str(own))
+    assert pgcluster.reap(pg_server.bindir) == [left]
+    monkeypatch.undo()
+    pgcluster.reap(pg_server.bindir)
+    assert pg_server.dir.exists()  # a live maker's cluster is kept
     deadline = time.monotonic() + 10
     while pgcluster._started(postmaster) is not None:  # stopped: exiting, if not gone yet
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert not left.exists()
+    own.rmdir()
     assert pg_server.dir.exists()
 
 

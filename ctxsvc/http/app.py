@@ -115,8 +115,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start_jobs()  # jobs queued before this start (or by another process) run here
+        stopping = threading.Event()
         try:
-            warm_up(service)  # in the background: the server answers (/healthz) meanwhile
+            warm_up(service, stopping)  # in the background: the server answers meanwhile
             async with AsyncExitStack() as stack:
                 for mounted in mounts:  # e.g. the MCP endpoint's sessions live in the lifespan
                     await stack.enter_async_context(mounted.running())
@@ -124,6 +125,7 @@ def create_app(
                     await stack.enter_async_context(watching.running())
                 yield
         finally:
+            stopping.set()  # no view loads after the one under way
             # Stops the runs and waits for them (the shutdown timeout), off the event loop.
             await asyncio.to_thread(service.stop_jobs)
 
@@ -206,11 +208,12 @@ def _health_routes(app: FastAPI, service: ContextService, metrics: Metrics, work
         return Response(data, media_type=content_type)
 
 
-def warm_up(service: ContextService) -> None:
+def warm_up(service: ContextService, stopping: threading.Event | None = None) -> None:
     """Start loading, in background threads, what the first answers need: the
     embedding model (when it loads lazily), the token encoding, and the views of the
     ``warm_indexes`` indexes committed most recently (each server process holds its own:
-    without this, the first answer of every worker on every index waits for its load)."""
+    without this, the first answer of every worker on every index waits for its load),
+    until ``stopping`` is set."""
     start = getattr(service.embedder, "start", None)
     if callable(start):
         start()
@@ -219,26 +222,31 @@ def warm_up(service: ContextService) -> None:
         threading.Thread(target=_quietly, args=(warm,), name="tokens-warm", daemon=True).start()
     if service.settings.warm_indexes:
         threading.Thread(
-            target=_warm_views, args=(service,), name="views-warm", daemon=True
-        ).start()
+            target=_warm_views, args=(service, stopping or threading.Event()), name="views-warm",
+            daemon=True,
+        ).start()  # fmt: skip
 
 
-def _warm_views(service: ContextService) -> None:
+def _warm_views(service: ContextService, stopping: threading.Event) -> None:
     try:
         metas = sorted(service.repos(), key=lambda m: m.indexed_at, reverse=True)
     except CtxError as exc:  # the first request meets it again, and reports it
         log.warning("views not warmed: %s", exc.message)
         return
     for meta in metas[: service.settings.warm_indexes]:
+        if stopping.is_set():
+            return
         t0 = time.perf_counter()
         try:
             service.view(meta)
         except CtxError as exc:  # a damaged index: the requests that need it say so
             log.warning("view of %s not warmed: %s", meta.name, exc.message)
             continue
-        log.info(
-            "view loaded", extra={"repo": meta.name, "seconds": round(time.perf_counter() - t0, 2)}
-        )
+        except Exception:  # a bug: logged; the requests that load it meet it again
+            log.exception("view of %s not warmed", meta.name)
+            continue
+        seconds = round(time.perf_counter() - t0, 2)
+        log.info("view loaded", extra={"repo": meta.name, "seconds": seconds})
 
 
 def _quietly(call: Callable[[], object]) -> None:

@@ -112,6 +112,7 @@ class RepoWriter:
         self._replaced: list[str] = []  # tables in use that the commit retires
         self._names: dict[str, str] = {}
         self._tables: dict[str, Any] = {}
+        self._behind: set[str] = set()  # tables read at their pin, restored before a write
         fresh = rebuild or self.previous is None
         for t in DATA_TABLES:
             if fresh:
@@ -155,9 +156,19 @@ class RepoWriter:
             raise self.store.corrupt(previous, t, exc.cause) from None
         table = self.store.open(full)
         if table.version != pinned:
-            # A run died after writing this table (or pruned after its commit): back to the pin.
+            # A run died after writing this table (or a commit's prune made a version after
+            # the pin): read at the pin, and back to it before the first write, so that a run
+            # that writes nothing writes no version either.
             table.checkout(pinned)
+            self._behind.add(t)
+        return table
+
+    def _writable(self, t: str) -> Any:
+        """Table ``t``, its latest version made its pin's again if it was behind."""
+        table = self._tables[t]
+        if t in self._behind:
             write(f"restoring {t} of {self.name!r}", table.restore)
+            self._behind.discard(t)
         return table
 
     def _open_vectors(self, old: str | None, drop: bool) -> Any | None:
@@ -262,7 +273,8 @@ class RepoWriter:
         ids = sorted({path_id(p) for p in removed})
         self._wrote = self._wrote or bool(ids or files or chunks or symbols or refs or imports)
         for t in DATA_TABLES:
-            delete_rows(self._tables[t], "path_id", ids, f"deleting rows of {self.name!r}")
+            if ids:
+                delete_rows(self._writable(t), "path_id", ids, f"deleting rows of {self.name!r}")
         rows = {
             "files": [with_path_id(asdict(f), f.path) for f in files],
             "chunks": [
@@ -284,16 +296,19 @@ class RepoWriter:
                 table = arrow.Table.from_pylist(
                     [{k: r.get(k) for k in schema.names} for r in data], schema=schema
                 )
-                write(f"writing {t} of {self.name!r}", partial(self._tables[t].add, table))
+                write(f"writing {t} of {self.name!r}", partial(self._writable(t).add, table))
 
     def changes_nothing(self, meta: IndexMeta) -> bool:
         """Whether committing ``meta`` would give readers the index the row pins now: the
         same tables, no row written or deleted, nothing retired or dropped, and ``meta``
         saying what the row says (commit, branch, model, vectors, counts...). Such a run
-        (a refresh that found every file as indexed) commits nothing: a new generation
-        would cost a compaction, and every process's view a reload, for nothing."""
+        (a refresh that found every file as indexed) commits nothing, and writes no table
+        version: a new generation would cost a compaction, and every process's view a
+        reload, for nothing. The row's ``indexed_at`` stays the time its text last changed."""
         before = self.previous
         if before is None or self._wrote or self._replaced or self._retired != before.retired:
+            return False
+        if self.name in self.store.damaged():  # a commit clears what was found damaged
             return False
         tables = {t: before.table(t) for t in before.versions}
         return self._names == tables and _facts(meta) == _facts(before)
@@ -306,6 +321,8 @@ class RepoWriter:
         """
         from lancedb.index import FTS
 
+        for t in DATA_TABLES:
+            self._writable(t)  # every table at its pin's content again before versions are pinned
         chunks = self._tables["chunks"]
         config = FTS(
             base_tokenizer="whitespace", lower_case=True, stem=True, remove_stop_words=True
