@@ -215,6 +215,17 @@ class Load:
         self.latencies[kind].append((time.perf_counter() - t0) * 1000)
 
 
+async def open_session(client: httpx.AsyncClient, repo: str, task: str) -> str:
+    """A new session with a first checkpoint (so that a resume always has one); its id."""
+    r = await client.post("/v1/sessions", json={"repo": repo, "task": task})
+    session = str(r.json()["id"]) if r.status_code == 201 else ""
+    if session:
+        r = await client.post(f"/v1/sessions/{session}/checkpoints", json={"messages": MESSAGES})
+    if r.status_code != 201:
+        raise SystemExit(f"set-up failed: {r.status_code} {r.text[:300]}")
+    return session
+
+
 async def _reindex(client: httpx.AsyncClient, args: argparse.Namespace, stop: float) -> int:
     """Refresh jobs every --reindex-every seconds, each after a one-line edit; returns the count."""
     status = (await client.get(f"/v1/repos/{args.repo}")).json()
@@ -246,16 +257,7 @@ async def _run(args: argparse.Namespace, queries: list[str], pid: int | None) ->
         base_url=args.url, headers=headers, limits=limits, timeout=60
     ) as client:
         load = Load(client, args, queries)
-        sessions = []
-        for k in range(args.clients):
-            r = await client.post("/v1/sessions", json={"repo": args.repo, "task": f"load {k}"})
-            sessions.append(r.json()["id"])
-            # A first checkpoint, so that a resume always has one to start from.
-            first = await client.post(
-                f"/v1/sessions/{sessions[-1]}/checkpoints", json={"messages": MESSAGES}
-            )
-            if first.status_code != 201:
-                raise SystemExit(f"set-up failed: {first.status_code} {first.text[:300]}")
+        sessions = [await open_session(client, args.repo, f"load {k}") for k in range(args.clients)]
         for kind in args.weights:  # loads the view, the model and the ledger; not counted
             warm = await load.call(kind, sessions[0], queries[0])
             if warm.status_code >= 400:

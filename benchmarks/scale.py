@@ -52,7 +52,7 @@ if __package__ in (None, ""):  # run as a file: make ``benchmarks`` importable
 
 import httpx
 
-from benchmarks.load import KINDS, MESSAGES, TASKS, Load, _free_port, _percentiles, _run
+from benchmarks.load import KINDS, TASKS, Load, _free_port, _percentiles, _run, open_session
 from benchmarks.pgcluster import PostgresServer, binaries
 
 RESULTS = Path(__file__).parent / "results"
@@ -197,11 +197,7 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], workers: int) -> None:
 async def _warm(args: argparse.Namespace, queries: list[str], workers: int) -> None:
     """Each call kind answered once by every worker, over new connections until each has."""
     async with httpx.AsyncClient(base_url=args.url, timeout=120) as setup:
-        r = await setup.post("/v1/sessions", json={"repo": args.repo, "task": "warm-up"})
-        if r.status_code != 201:
-            raise SystemExit(f"warm-up session failed: {r.status_code} {r.text[:300]}")
-        session = r.json()["id"]
-        await setup.post(f"/v1/sessions/{session}/checkpoints", json={"messages": MESSAGES})
+        session = await open_session(setup, args.repo, "warm-up")
     warmed: set[str] = set()
     deadline = time.monotonic() + 600
     while len(warmed) < workers:
@@ -223,13 +219,7 @@ async def _open_loop(args: argparse.Namespace, queries: list[str], rate: float) 
     limits = httpx.Limits(max_connections=args.clients * 4, max_keepalive_connections=args.clients)
     async with httpx.AsyncClient(base_url=args.url, limits=limits, timeout=60) as client:
         load = Load(client, args, queries)
-        sessions = []
-        for k in range(args.clients):
-            r = await client.post("/v1/sessions", json={"repo": args.repo, "task": f"open {k}"})
-            sessions.append(r.json()["id"])
-            await client.post(
-                f"/v1/sessions/{sessions[-1]}/checkpoints", json={"messages": MESSAGES}
-            )
+        sessions = [await open_session(client, args.repo, f"open {k}") for k in range(args.clients)]
         rng = random.Random(7)
         kinds, weights = list(args.weights), list(args.weights.values())
         latencies: dict[str, list[float]] = defaultdict(list)
