@@ -3,6 +3,8 @@
     python -m benchmarks.scale --repo tokio --home DIR
     python benchmarks/load.py --repo tokio --home DIR --compare        # the same
     python -m benchmarks.scale --repo tokio --home DIR --seconds 120 --configs 1:sqlite,2:sqlite
+    python -m benchmarks.scale --repo tokio --home DIR --code before=CHECKOUT \
+        --configs 1:sqlite,2:sqlite,1:sqlite:before,2:sqlite:before     # before and after
 
 For each configuration (workers : state database) in turn, on one machine in one run:
 ``ctxsvc serve --workers W`` on a free loopback port over the data directory ``--home``
@@ -26,8 +28,12 @@ reversed, ...), so that a drift of the machine spreads over all of them; each co
 is reported by its median round, and the ratio of two workers to one is the median of the
 rounds' ratios.
 
+A configuration ``W:DB:LABEL`` runs the code of another checkout (``--code LABEL=DIR``,
+put first on the servers' ``PYTHONPATH``), so that a change is measured against the code
+before it, interleaved in the same rounds; the others run the code installed.
+
 Prints throughput, p50/p95/p99 and errors per configuration and the ratio of two workers'
-capacity to one's per state database, and writes JSON (``results/scale-<repo>.json``).
+capacity to one's per state database (and code), and writes JSON (``results/scale-<repo>.json``).
 The servers' summed RSS is sampled each second. Loopback only.
 """
 
@@ -71,21 +77,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reindex-every", type=float, default=30.0)
     p.add_argument("--tasks", type=Path, help="JSONL with a 'query' per line")
     p.add_argument("--rounds", type=int, default=1, help="times each configuration runs")
+    p.add_argument("--code", action="append", default=[], metavar="LABEL=DIR",
+                   help="a checkout whose code the configurations W:DB:LABEL run")  # fmt: skip
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     args.weights = {k: float(v) for k, v in (part.split("=") for part in args.mix.split(","))}
     args.max_requests, args.token = 10**7, ""
-    configs = [(int(w), db) for w, db in (c.split(":") for c in args.configs.split(","))]
+    args.checkouts = dict(c.split("=", 1) for c in args.code if "=" in c)
+    parts = [[*c.split(":"), ""][:3] for c in args.configs.split(",")]
+    configs = [(int(w), db, label) for w, db, label in parts]
     if not set(args.weights) <= set(KINDS) or any(
-        db not in ("sqlite", "postgresql") for _, db in configs
+        db not in ("sqlite", "postgresql") or (label and label not in args.checkouts)
+        for _, db, label in configs
     ):
-        p.error(f"--mix kinds are {', '.join(KINDS)}; --configs are WORKERS:sqlite|postgresql")
+        p.error(f"--mix kinds are {', '.join(KINDS)}; --configs are WORKERS:sqlite|postgresql"
+                "[:LABEL], each LABEL given by --code LABEL=DIR")  # fmt: skip
+    for label, checkout in args.checkouts.items():
+        if not (Path(checkout) / "ctxsvc" / "__init__.py").is_file():
+            p.error(f"--code {label}={checkout}: no ctxsvc package there")
     if not 1 <= args.rounds <= 20 or len(set(configs)) != len(configs):
         p.error("--rounds must be 1..20, and --configs name each configuration once")
     tasks = args.tasks or TASKS / f"{args.repo}.jsonl"
     queries = [json.loads(line)["query"] for line in tasks.read_text().splitlines() if line.strip()]
     cluster = None
-    if any(db == "postgresql" for _, db in configs):
+    if any(db == "postgresql" for _, db, _ in configs):
         bindir = binaries()
         if bindir is None:
             raise SystemExit("PostgreSQL server binaries (initdb, pg_ctl) not found")
@@ -96,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for k in range(args.rounds):
             rounds.append([])
-            for workers, db in configs if k % 2 == 0 else configs[::-1]:
+            for workers, db, label in configs if k % 2 == 0 else configs[::-1]:
                 url = cluster.new_database() if cluster is not None and db == "postgresql" else None
-                rounds[-1].append(_measure(args, queries, workers, db, url, k + 1))
+                rounds[-1].append(_measure(args, queries, workers, db, label, url, k + 1))
                 _print_one(rounds[-1][-1])
                 summary = _summary(args, configs, rounds)
                 out.write_text(json.dumps(summary, indent=2))  # each run kept as it ends
@@ -112,19 +127,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _summary(
-    args: argparse.Namespace, configs: list[tuple[int, str]], rounds: list[list[dict[str, Any]]]
+    args: argparse.Namespace,
+    configs: list[tuple[int, str, str]],
+    rounds: list[list[dict[str, Any]]],
 ) -> dict[str, Any]:
     every = [r for one in rounds for r in one]
     results = [_median_round([r for r in every if _key(r) == c]) for c in configs if any(
         _key(r) == c for r in every)]  # fmt: skip
     return {"repo": args.repo, "clients": args.clients, "seconds": args.seconds,
-            "mix": args.weights, "rounds": len(rounds), "runs": results,
+            "mix": args.weights, "rounds": len(rounds), "code": args.checkouts, "runs": results,
             "ratios": _ratios(rounds), "round_ratios": [_ratios([one]) for one in rounds],
             "every_run": every}  # fmt: skip
 
 
-def _key(run: dict[str, Any]) -> tuple[int, str]:
-    return run["workers"], run["state"]
+def _key(run: dict[str, Any]) -> tuple[int, str, str]:
+    return run["workers"], run["state"], run.get("code", "")
 
 
 def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -141,14 +158,18 @@ def _measure(
     queries: list[str],
     workers: int,
     db: str,
+    label: str,
     url: str | None,
     round_: int,
 ) -> dict[str, Any]:
     port = _free_port()
-    log = RESULTS / f"scale-{args.repo}-{workers}-{db}-{round_}.log"
+    log = RESULTS / f"scale-{args.repo}-{workers}-{db}{'-' + label if label else ''}-{round_}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CTXSVC_HOME": args.home, "CTXSVC_WORKERS": str(workers)}
     env.pop("CTXSVC_STATE_URL", None)
+    if label:  # that checkout's ctxsvc and indexers before the installed ones
+        path = [str(Path(args.checkouts[label]).resolve()), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
     if url:
         env["CTXSVC_STATE_URL"] = url
     with log.open("wb") as out:
@@ -173,8 +194,8 @@ def _measure(
     for r in (closed, opened):
         r.pop("rss_samples", None)
         r.pop("rss_mb", None)
-    return {"workers": workers, "state": db, "round": round_, "closed": closed, "open": opened,
-            "rss_mb": rss}  # fmt: skip
+    return {"workers": workers, "state": db, "code": label, "round": round_, "closed": closed,
+            "open": opened, "rss_mb": rss}  # fmt: skip
 
 
 def _wait_ready(base: str, proc: subprocess.Popen[bytes], workers: int) -> None:
@@ -275,36 +296,38 @@ def _tree_rss_mb(pid: int) -> float:
 
 
 def _ratios(rounds: list[list[dict[str, Any]]]) -> dict[str, float]:
-    """Two workers' closed-loop throughput over one's, per state database: the median of
-    the rounds' ratios (each round's two runs measured side by side; the lower middle of an
-    even count)."""
+    """Two workers' closed-loop throughput over one's, per state database (and code, as
+    ``db:label``): the median of the rounds' ratios (each round's two runs measured side by
+    side; the lower middle of an even count)."""
     out: dict[str, float] = {}
-    for db in ("sqlite", "postgresql"):
+    labels = sorted({_key(r)[1:] for one in rounds for r in one})
+    for db, label in labels:
         ratios = []
         for one in rounds:
             by = {_key(r): r["closed"]["throughput_rps"] for r in one}
-            if (1, db) in by and (2, db) in by and by[(1, db)]:
-                ratios.append(by[(2, db)] / by[(1, db)])
-        if ratios:
-            out[db] = round(statistics.median_low(ratios), 2)  # a round's, as _median_round
+            if (1, db, label) in by and (2, db, label) in by and by[(1, db, label)]:
+                ratios.append(by[(2, db, label)] / by[(1, db, label)])
+        if ratios:  # a round's, as _median_round
+            out[f"{db}:{label}" if label else db] = round(statistics.median_low(ratios), 2)
     return out
 
 
 def _print_one(r: dict[str, Any]) -> None:
     c, o = r["closed"], r["open"]
-    print(f"round {r['round']}: {r['workers']} worker(s), {r['state']}: closed {c['throughput_rps']} req/s "
+    code = f" ({r['code']})" if r.get("code") else ""
+    print(f"round {r['round']}: {r['workers']} worker(s), {r['state']}{code}: closed {c['throughput_rps']} req/s "
           f"p99 {c['p99_ms']} ms, {c['errors']} errors, {c['reindexes']} re-indexes; "
           f"open at {o['rate_rps']} req/s p99 {o['p99_ms']} ms, {o['errors']} errors", flush=True)  # fmt: skip
 
 
 def _print(summary: dict[str, Any]) -> None:
-    print("| workers | state | closed req/s (rounds) | p50 ms | p95 ms | p99 ms | open req/s "
+    print("| workers | state | code | closed req/s (rounds) | p50 ms | p95 ms | p99 ms | open req/s "
           "| p50 ms | p95 ms | p99 ms | errors (all rounds) | re-indexes | RSS MB |")  # fmt: skip
-    print("|" + "---|" * 13)
+    print("|" + "---|" * 14)
     for r in summary["runs"]:
         c, o = r["closed"], r["open"]
         cells = [
-            r["workers"], r["state"],
+            r["workers"], r["state"], r.get("code") or "installed",
             f"{c['throughput_rps']} ({', '.join(map(str, r['closed_rps_by_round']))})",
             c["p50_ms"], c["p95_ms"], c["p99_ms"],
             o["rate_rps"], o["p50_ms"], o["p95_ms"], o["p99_ms"],

@@ -10,12 +10,9 @@ removed symbols).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,12 +38,12 @@ from ctxsvc.stores.locks import FileLock, held
 from ctxsvc.tokens import TokenCounter
 from ctxsvc.vector_fill import Filler
 from ctxsvc.view import RepoView
+from ctxsvc.views import Views, trim_heap
 from indexers.discover import discover, root_identity
 from indexers.embed import Embedder
 
 log = logging.getLogger(__name__)
 ADDED_TTL_SECONDS = 2.0  # how stale the list of added files may be (changed files: never)
-VIEW_ATTEMPTS = 3  # view loads a run committing meanwhile may restart
 REFRESH_EMBEDS = 16  # chunks a query's refresh embeds itself when nothing fills behind
 
 
@@ -104,11 +101,9 @@ class Catalog:
         self.filler = Filler(store, settings, embedder) if embedder is not None else None
         self.fill_behind = fill_behind
         self._listeners: list[IndexListener] = []
-        self._views: dict[str, RepoView] = {}
+        self.views = Views(store, settings.view_wait_ms / 1000)
         self._checked: set[tuple[str, object]] = set()  # (name, pins) opened by damaged()
         self._added: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self._lock = threading.Lock()  # guards the dicts, never held across a load
-        self._loads: dict[str, threading.Lock] = {}
         self.branches = BranchViews(store)
 
     def subscribe(self, listener: IndexListener) -> None:
@@ -154,7 +149,7 @@ class Catalog:
             reporter=reporter, existing=existing,
         )  # fmt: skip
         self._added.pop(name, None)
-        _trim_heap()  # a run's parse trees and chunks are garbage now
+        trim_heap()  # a run's parse trees and chunks are garbage now
         if before is not None:
             after = self.view(self.resolve(name))
             for listener in watching:
@@ -242,9 +237,7 @@ class Catalog:
                 continue  # transient: checked again next time
             self._checked.add(pins)
         found = self.store.damaged()
-        with self._lock:
-            views = list(self._views.values())
-        for view in views:
+        for view in self.views.held():
             if view.damaged and view.meta.name not in found:
                 current = self.store.current(view.meta.name)
                 if current is not None and current.pins() == view.meta.pins():
@@ -260,8 +253,7 @@ class Catalog:
         name = self._find(name_or_path).name  # an outdated index can be dropped too
         with FileLock(self.settings.locks_path / f"{name}.lock", f"index {name!r}"):
             self.store.drop(name)
-        with self._loading(name), self._lock:  # after a load under way: it cached the view
-            self._views.pop(name, None)
+        self.views.forget(name)
         self._added.pop(name, None)
         return name
 
@@ -303,53 +295,10 @@ class Catalog:
             hint="run `ctxsvc index PATH` first; `ctxsvc status` lists what is indexed",
         )
 
-    def view(self, meta: IndexMeta) -> RepoView:
-        """The in-memory view of ``meta``'s generation, loaded once.
-
-        Loaded from the row committed now (``meta`` or a later one). If a read
-        found its pinned files gone because a run committed meanwhile, the view
-        is loaded again from the new row; damage raises ``StoreCorrupt``.
-        """
-        with self._lock:
-            cached = self._views.get(meta.name)
-            if cached is not None and cached.meta == meta:
-                return cached
-        # One load per index at a time; other indexes' views (and damaged()) do not wait.
-        with self._loading(meta.name):
-            with self._lock:
-                cached = self._views.get(meta.name)
-            if cached is not None and cached.meta == meta:
-                return cached  # loaded by the request this one waited for
-            for _ in range(VIEW_ATTEMPTS):
-                reader = self.store.reader(meta.name)
-                if cached is not None and reader.meta == cached.meta:
-                    return cached  # ``meta`` was older than the view
-                # A rebuild writes new tables: names and versions tell generations apart.
-                if cached is not None and reader.meta.pins() == cached.meta.pins():
-                    view = cached.relabelled(reader)  # a run with no file changed (HEAD moved)
-                elif cached is not None and reader.meta.text_pins() == cached.meta.text_pins():
-                    view = cached.with_vectors(reader)  # a fill committed more vectors
-                else:
-                    view = RepoView.load(reader)
-                if not reader.moved:
-                    break
-            else:
-                raise StoreError(
-                    f"index {meta.name!r} changed {VIEW_ATTEMPTS} times while its view loaded",
-                    hint="index runs are committing one after another; retry",
-                )
-            self.store.repaired(meta.name, view.meta)
-            with self._lock:
-                self._views[meta.name] = view
-        if cached is not None:
-            del cached
-            _trim_heap()  # the previous generation is garbage now
-        return view
-
-    def _loading(self, name: str) -> threading.Lock:
-        """The lock a load of ``name``'s view holds."""
-        with self._lock:
-            return self._loads.setdefault(name, threading.Lock())
+    def view(self, meta: IndexMeta, *, wait: bool = True) -> RepoView:
+        """The in-memory view of ``meta``'s generation, loaded once (see ``Views.get``:
+        without ``wait``, possibly of the generation before while this one loads)."""
+        return self.views.get(meta, wait=wait)
 
     def current(
         self, name_or_path: str, *, refresh: bool = False, branch: str | None = None
@@ -365,7 +314,10 @@ class Catalog:
             view, note = kept
             degraded = [note, *_damage_notes(meta.name, view.damaged)]
             return Current(view.meta, view, Freshness((), (), ()), degraded)
-        fresh = self.freshness(meta)
+        # A query is answered from the view held while a new generation loads; the
+        # files that generation changed are stale to it, and listed as such.
+        view = self.view(meta, wait=False)
+        fresh = self.freshness(view.meta, view=view)
         refreshed: tuple[str, ...] = ()
         if refresh and fresh.stale:
             # A query does not wait for embedding: the few chunks of a small edit are
@@ -380,11 +332,17 @@ class Catalog:
             ):
                 self.filler.now(summary, NullReporter())
             meta = self.resolve(meta.name)
-            stale, fresh = fresh.all, self.freshness(meta, full=True)
+            view = self.view(meta)  # what this request indexed: waited for
+            stale, fresh = fresh.all, self.freshness(meta, full=True, view=view)
             refreshed = tuple(p for p in stale if p not in fresh.all)
-        view = self.view(meta)
         degraded = [*fresh.degraded, *_damage_notes(meta.name, view.damaged)]
-        return Current(meta, view, fresh, degraded, refreshed)
+        if view.meta.generation < meta.generation:
+            degraded.append(
+                f"index: answered from generation {view.meta.generation} while generation "
+                f"{meta.generation}, committed since, loads; the files it changed are listed "
+                "as changed since"
+            )
+        return Current(view.meta, view, fresh, degraded, refreshed)
 
     def facts(self, repo: str) -> IndexFacts:
         """File hashes and symbols of ``repo`` now; empty when it is no longer indexed, or
@@ -398,8 +356,11 @@ class Catalog:
             symbols.setdefault(sym.path, []).append(sym)
         return IndexFacts(view.indexed_hashes(), symbols)
 
-    def freshness(self, meta: IndexMeta, *, full: bool = False) -> Freshness:
-        """Files changed, added or deleted on disk since ``meta`` was indexed.
+    def freshness(
+        self, meta: IndexMeta, *, full: bool = False, view: RepoView | None = None
+    ) -> Freshness:
+        """Files changed, added or deleted on disk since ``meta`` was indexed (or since
+        ``view``'s generation, which is then ``meta``'s).
 
         Changed and deleted files are found by a stat of every indexed file, on
         every call; added files need a discovery walk, which is cached for
@@ -419,7 +380,7 @@ class Catalog:
                 f"again with `ctxsvc index {meta.root} --rebuild` if it was replaced on "
                 "purpose)",
             ))  # fmt: skip
-        files = self.view(meta).files
+        files = (view if view is not None else self.view(meta)).files
         moved = head_moved(meta)  # a checkout or a commit with no file changed is stale too
         notes = (moved,) if moved else ()
         changed: list[str] = []
@@ -549,16 +510,6 @@ def _damage_notes(name: str, damaged: Mapping[str, str]) -> list[str]:
         f"index damaged: {len(damaged)} file(s) left out, their stored text changed since "
         f"it was indexed ({shown}{more}); run `ctxsvc index --rebuild {name}`"
     ]
-
-
-def _trim_heap() -> None:
-    """Hand freed heap pages back to the OS (glibc's malloc_trim); nothing elsewhere.
-
-    Without it a long-running server keeps the high-water mark of every
-    re-index and view load, and its RSS climbs in steps.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _directory(path: str | Path) -> Path:

@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     # `ctxsvc serve`: the views of this many indexes (the latest committed) are loaded at start,
     # in the background, so that no worker's first answer waits for one; 0: on first use.
     warm_indexes: int = 4
+    # A query that meets a newly committed index generation waits this long for its view
+    # to load, then is answered from the generation before, flagged, while it loads on.
+    view_wait_ms: int = 250
     # A running index job whose process sent no heartbeat for this long (it died) runs again.
     job_stale_seconds: float = 20.0
     # Optional LLM checkpoint summarizer (OpenAI-compatible API base); empty: offline only
@@ -220,6 +223,8 @@ class Settings(BaseSettings):
             )
         if not 0 <= self.warm_indexes <= 64:
             raise ConfigError(f"CTXSVC_WARM_INDEXES must be 0 to 64, got {self.warm_indexes}")
+        if not 0 <= self.view_wait_ms <= 600_000:
+            raise ConfigError(f"CTXSVC_VIEW_WAIT_MS must be 0 to 600000, got {self.view_wait_ms}")
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"CTXSVC_WORKERS must be 1 to 64, got {self.workers}")
         # At least 10: ten heartbeats per stale time, and longer than SQLite's busy timeout

@@ -114,7 +114,14 @@ class RepoReader:
         return [Symbol(**{**r, "parent": r["parent"] or None}) for r in self._rows("symbols")]
 
     def references(self) -> list[Reference]:
-        return [Reference(**{**r, "scope": r["scope"] or None}) for r in self._rows("refs")]
+        # By column: a large repository has hundreds of thousands (a dict a row costs twice).
+        c = self._read("refs", lambda t: t.to_arrow().to_pydict())
+        return [
+            Reference(name, path, line, kind, scope or None)
+            for name, path, line, kind, scope in zip(
+                c["name"], c["path"], c["line"], c["kind"], c["scope"], strict=True
+            )
+        ]
 
     def imports(self) -> list[Import]:
         return [Import(**{**r, "names": tuple(r["names"] or ())}) for r in self._rows("imports")]
