@@ -103,7 +103,8 @@ class Catalog:
         self._listeners: list[IndexListener] = []
         self.views = Views(store, settings.view_wait_ms / 1000)
         self._checked: set[tuple[str, object]] = set()  # (name, pins) opened by damaged()
-        self._added: dict[str, tuple[float, tuple[str, ...]]] = {}
+        # (name, generation) -> when the added files were listed, and them
+        self._added: dict[tuple[str, int], tuple[float, tuple[str, ...]]] = {}
         self.branches = BranchViews(store)
 
     def subscribe(self, listener: IndexListener) -> None:
@@ -148,12 +149,14 @@ class Catalog:
             self.embedder if vectors else None, vectors=status, reembed=reembed, rebuild=rebuild,
             reporter=reporter, existing=existing,
         )  # fmt: skip
-        self._added.pop(name, None)
+        self._forget_added(name)
         trim_heap()  # a run's parse trees and chunks are garbage now
-        if before is not None:
+        # A view held here is loaded again now: a query after the run sees what it wrote.
+        if before is not None or self.views.holds(name):
             after = self.view(self.resolve(name))
-            for listener in watching:
-                listener.indexed(before, after)
+            if before is not None:
+                for listener in watching:
+                    listener.indexed(before, after)
         if summary.vectors == "partial" and vectors and self.filler is not None:
             if wait:
                 summary = self.filler.now(summary, reporter or NullReporter())
@@ -211,6 +214,10 @@ class Catalog:
             )
         return root, name
 
+    def _forget_added(self, name: str) -> None:
+        for key in [k for k in self._added if k[0] == name]:
+            self._added.pop(key, None)
+
     def _named(self, path: str | Path) -> IndexMeta | OutdatedIndex | None:
         """The index named ``path``, when no such file or directory exists (what
         ``ctxsvc index --rebuild NAME`` means)."""
@@ -254,7 +261,7 @@ class Catalog:
         with FileLock(self.settings.locks_path / f"{name}.lock", f"index {name!r}"):
             self.store.drop(name)
         self.views.forget(name)
-        self._added.pop(name, None)
+        self._forget_added(name)
         return name
 
     # -- reading ----------------------------------------------------------------------
@@ -316,7 +323,7 @@ class Catalog:
             return Current(view.meta, view, Freshness((), (), ()), degraded)
         # A query is answered from the view held while a new generation loads; the
         # files that generation changed are stale to it, and listed as such.
-        view = self.view(meta, wait=False)
+        view = self.view(meta, wait=refresh)  # a refresh starts from the newest
         fresh = self.freshness(view.meta, view=view)
         refreshed: tuple[str, ...] = ()
         if refresh and fresh.stale:
@@ -395,7 +402,7 @@ class Catalog:
                 continue
             if rec.status == "indexed" and (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns):
                 changed.append(path)
-        cached = self._added.get(meta.name)
+        cached = self._added.get((meta.name, meta.generation))
         if full or cached is None or time.monotonic() - cached[0] > ADDED_TTL_SECONDS:
             try:
                 found = discover(root, max_file_bytes=self.settings.max_file_bytes, expect=expect)
@@ -406,7 +413,7 @@ class Catalog:
                     tuple(sorted(changed)), (), tuple(sorted(deleted)), (why, *notes), bool(notes)
                 )
             added = tuple(f.path for f in found.files if f.path not in files)
-            self._added[meta.name] = (time.monotonic(), added)
+            self._added[(meta.name, meta.generation)] = (time.monotonic(), added)
         else:
             added = cached[1]
         return Freshness(tuple(sorted(changed)), added, tuple(sorted(deleted)), notes, bool(notes))

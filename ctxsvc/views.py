@@ -59,7 +59,10 @@ class Views:
             early = (
                 not wait
                 and cached is not None
-                and cached.meta.root == meta.root
+                # An earlier generation of the same directory (a drop and a new index
+                # start again at 1; a directory replaced at the same path is another).
+                and cached.meta.generation < meta.generation
+                and (cached.meta.root, cached.meta.root_identity) == (meta.root, meta.root_identity)
                 and cached.meta.pins() != meta.pins()  # else relabelling is free: done here
                 and self._failed.get(meta.name) != meta
             )
@@ -67,7 +70,9 @@ class Views:
             self._load_behind(meta).wait(self.grace)
             with self._lock:
                 now = self._views.get(meta.name, cached)
-            return now  # the new view if it loaded in time (or a later one), else the held one
+                failed = self._failed.get(meta.name) == meta
+            if not failed:
+                return now  # the new view if it loaded in time (or a later one), else the held one
         # One load per index at a time; other indexes' views do not wait.
         with self._loading(meta.name):
             with self._lock:
@@ -93,6 +98,11 @@ class Views:
         with self._loading(name), self._lock:
             self._views.pop(name, None)
             self._failed.pop(name, None)
+
+    def holds(self, name: str) -> bool:
+        """Whether a view of ``name`` is loaded."""
+        with self._lock:
+            return name in self._views
 
     def loading(self, name: str) -> bool:
         """Whether a background load of ``name``'s newest view is under way."""
@@ -133,8 +143,12 @@ class Views:
             try:
                 self.get(meta)
             except Exception as exc:  # a thread of its own: nothing above it would log it
+                try:
+                    row = self.store.meta(name) or meta  # the row it loaded: the newest
+                except CtxError:
+                    row = meta
                 with self._lock:
-                    self._failed[name] = meta
+                    self._failed[name] = row
                 why = exc.message if isinstance(exc, CtxError) else f"{type(exc).__name__}: {exc}"
                 log.warning(
                     "loading an index's new view failed: the next query loads it and says why",

@@ -39,10 +39,13 @@ class Gate:
         self.open = threading.Event()
         self.entered = threading.Event()
         self.fail = fail
+        self.armed = False  # loads pass until armed (the writer's own, before the test's step)
         self.loads = 0
 
     def wrap(self, real: Callable[[Any], RepoView]) -> Callable[[Any], RepoView]:
         def load(reader: Any) -> RepoView:
+            if not self.armed:
+                return real(reader)
             self.loads += 1
             self.entered.set()
             if self.fail and self.loads == 1:
@@ -99,8 +102,9 @@ def test_a_query_answers_from_the_held_view_while_the_new_one_loads(
 ) -> None:
     writer, reader = pair
     commit_edit(writer, repo)
+    gate.armed = True
     t, out = in_thread(lambda: reader.context("demo", QUESTION, 800))
-    t.join(WAIT)
+    t.join(5)
     assert not t.is_alive(), "the query waited for the new generation's view"
     assert gate.entered.wait(WAIT)  # the load did start, behind the answer
     pack = out[0]
@@ -121,6 +125,7 @@ def test_a_refreshing_query_waits_for_the_generation_it_needs(
 ) -> None:
     writer, reader = pair
     commit_edit(writer, repo)
+    gate.armed = True
     reader.context("demo", QUESTION, 800)  # starts the load behind
     assert gate.entered.wait(WAIT)
     t, out = in_thread(lambda: reader.context("demo", QUESTION, 800, refresh=True))
@@ -147,16 +152,39 @@ def test_a_failed_background_load_is_met_by_the_next_query(
     gate.open.set()
     monkeypatch.setattr(views.RepoView, "load", gate.wrap(RepoView.load))
     commit_edit(writer, repo)
+    gate.armed = True
     with caplog.at_level(logging.WARNING, logger="ctxsvc.views"):
+        # The load behind fails within the grace: the query loads the row itself.
         first = reader.context("demo", QUESTION, 800)
-        assert first.index is not None and first.index.generation == 1
-        loaded(reader)
     failed = [r for r in caplog.records if "new view failed" in r.getMessage()]
     assert failed and "Too many open files" in failed[0].error  # type: ignore[attr-defined]
-    # The row it failed on is not served from the old view again: this query loads it.
-    second = reader.context("demo", QUESTION, 800)
-    assert second.index is not None and second.index.generation == 2 and gate.loads == 2
-    assert not any("answered from generation" in d for d in second.degraded)
+    assert first.index is not None and first.index.generation == 2 and gate.loads == 2
+    assert not any("answered from generation" in d for d in first.degraded)
+
+
+def test_a_refreshing_query_over_a_fresh_held_view_still_answers_from_the_newest(
+    pair: tuple[ContextService, ContextService], repo: Path, gate: Gate
+) -> None:
+    writer, reader = pair
+    writer.index(repo, rebuild=True)  # new tables, the same files: nothing stale on disk
+    gate.open.set()
+    gate.armed = True
+    pack = reader.context("demo", QUESTION, 800, refresh=True)
+    assert pack.index is not None and pack.index.generation == 2 and gate.loads == 1
+
+
+def test_a_query_in_the_indexing_process_sees_what_its_run_wrote(
+    pair: tuple[ContextService, ContextService], repo: Path, gate: Gate
+) -> None:
+    writer, _ = pair
+    gate.open.set()
+    writer.context("demo", QUESTION, 800)  # the writer holds a view too
+    gate.armed = True
+    commit_edit(writer, repo)  # its run loads the new view before it returns
+    loads = gate.loads
+    assert loads == 1
+    pack = writer.context("demo", QUESTION, 800)
+    assert pack.index is not None and pack.index.generation == 2 and gate.loads == loads
 
 
 def test_an_index_re_pointed_to_another_root_is_never_answered_from_the_old_one(
@@ -165,6 +193,7 @@ def test_an_index_re_pointed_to_another_root_is_never_answered_from_the_old_one(
     writer, reader = pair
     other = make_repo(tmp_path / "other", {"lib/evict.py": ADDED})
     writer.index(other, name="demo", rebuild=True)
+    gate.armed = True
     t, out = in_thread(lambda: reader.context("demo", "evict everything now", 800))
     t.join(0.5)
     assert t.is_alive(), "a query answered from the view of another root"
