@@ -214,9 +214,11 @@ class Catalog:
             )
         return root, name
 
-    def _forget_added(self, name: str) -> None:
-        for key in [k for k in self._added if k[0] == name]:
-            self._added.pop(key, None)
+    def _forget_added(self, name: str, *, before: int | None = None) -> None:
+        """Drop the added files listed for ``name`` (those of generations before ``before``)."""
+        for key in [k for k in list(self._added) if k[0] == name]:  # list(): other threads add
+            if before is None or key[1] < before:
+                self._added.pop(key, None)
 
     def _named(self, path: str | Path) -> IndexMeta | OutdatedIndex | None:
         """The index named ``path``, when no such file or directory exists (what
@@ -414,6 +416,7 @@ class Catalog:
                 )
             added = tuple(f.path for f in found.files if f.path not in files)
             self._added[(meta.name, meta.generation)] = (time.monotonic(), added)
+            self._forget_added(meta.name, before=meta.generation - 1)  # the view held may answer
         else:
             added = cached[1]
         return Freshness(tuple(sorted(changed)), added, tuple(sorted(deleted)), notes, bool(notes))
