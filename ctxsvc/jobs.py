@@ -87,6 +87,9 @@ class _Run:
         self.progress: dict[str, dict[str, int | None]] = dict(job.progress)
         self.events: list[dict[str, Any]] = list(job.events)
         self.cancelled: JobCancelled | None = None
+        # Set when a stage starts (and when the run ends): the heartbeat publishes at once,
+        # so a poll sees a stage begin without waiting for the next beat.
+        self.wake = threading.Event()
 
     def cancel(self, why: str, *, lost: bool) -> None:
         with self.lock:
@@ -98,6 +101,7 @@ class _Run:
             self.check()
             self.progress[stage] = {"done": 0, "total": total}
             self._event(f"{stage} started", stage=stage, total=total)
+        self.wake.set()
 
     def advance(self, stage: str, n: int = 1) -> None:
         with self.lock:
@@ -311,6 +315,7 @@ class JobRunner:
                 state, outcome = self._index(run)
             finally:
                 stop.set()
+                run.wake.set()
                 beat.join()
             if state is None:
                 return
@@ -364,7 +369,12 @@ class JobRunner:
             log.warning("cannot queue the job again", extra={"error": exc.message})
 
     def _heartbeat(self, run: _Run, stop: threading.Event) -> None:
-        while not stop.wait(self.queue.heartbeat_seconds):
+        """Beat every ``heartbeat_seconds``, and at once when a stage starts."""
+        while True:
+            run.wake.wait(self.queue.heartbeat_seconds)
+            if stop.is_set():
+                return
+            run.wake.clear()
             try:
                 held = self.queue.heartbeat(run.job.id, run.claim, *run.snapshot())
             except CtxError as exc:  # the next beat may get through, before the job goes stale

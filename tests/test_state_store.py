@@ -757,6 +757,8 @@ class FakeIndexes:
         self.files, self.busy, self.step = files, busy, step
         self.gate = threading.Event()
         self.gate.set()
+        self.hold = threading.Event()  # each run waits here once its parse has started
+        self.hold.set()
         self.started = threading.Event()
         self.runs: list[str] = []
         self.stopped: list[str] = []
@@ -779,6 +781,7 @@ class FakeIndexes:
         self.gate.wait()
         try:
             reporter.start("parse", self.files)
+            self.hold.wait()
             for _ in range(self.files):
                 time.sleep(self.step)
                 reporter.advance("parse")
@@ -833,6 +836,26 @@ def test_a_run_that_loses_its_job_stops_at_its_next_report(runner_queue: JobQueu
         assert held is not None and held.state == "running" and held.owner == "w2"
         assert runner_queue.finish(job.id, "elsewhere", "done", progress={}, events=held.events)
     finally:
+        runner.shutdown(timeout=5)
+
+
+def test_a_stage_that_starts_is_published_without_waiting_for_the_next_beat(
+    runner_queue: JobQueue,
+) -> None:
+    runner_queue.heartbeat_seconds = 3600.0  # no beat comes on the clock in this test
+    indexes = FakeIndexes(files=5)
+    indexes.hold.clear()
+    runner = JobRunner(runner_queue, indexes, threads=1)
+    try:
+        job, _ = runner.submit("index", "demo", "/src/demo", {})
+        parsing = wait_for(runner_queue, job.id, lambda j: bool(j.progress.get("parse")))
+        assert parsing.state == "running" and parsing.progress["parse"] == {"done": 0, "total": 5}
+        assert [e["message"] for e in parsing.events][-1] == "parse started"
+        indexes.hold.set()
+        done = wait_for(runner_queue, job.id, lambda j: j.state == "done")
+        assert done.progress["parse"] == {"done": 5, "total": 5}
+    finally:
+        indexes.hold.set()
         runner.shutdown(timeout=5)
 
 

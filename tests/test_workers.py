@@ -72,11 +72,15 @@ class Served:
             job: dict[str, object] = r.json()
             if until(job):
                 return job
+            # An ended job never meets a condition it does not meet now.
+            assert job["state"] not in ("done", "failed"), job
             assert time.monotonic() < give_up, job
             time.sleep(0.1)
 
     def parsing(self, name: str, files: int) -> tuple[Path, str, dict[str, object]]:
-        """A repository of ``files`` modules registered as ``name``, once its job parses."""
+        """A repository of ``files`` modules registered as ``name``, once its job parses
+        (a stage's start is published at once: the parse of ``files`` modules is the
+        window in which a test stops the worker)."""
         root = make_repo(self.tmp / name, files)
         r = self.http.post("/v1/repos", json={"path": str(root), "name": name, "vectors": False})
         assert r.status_code == 202, r.text
