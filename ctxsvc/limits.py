@@ -21,6 +21,7 @@ MAX_RESULTS = 200  # files, symbols or references listed by one call
 MAX_FILE_LINES = 5000  # lines of a file returned by one call
 MAX_EVENTS = 1000  # workspace events returned by one call
 MAX_LINE = 10_000_000  # the highest line (or checkpoint) number a request may name
+ANN_MIN_VECTORS = 100_000  # vectors from which an index is searched approximately
 POSTGRES_URL = re.compile(r"^postgres(?:ql)?://", re.IGNORECASE)  # CTXSVC_STATE_URL
 
 

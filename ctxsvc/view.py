@@ -60,8 +60,14 @@ class RepoView:
     node_pairs: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]  # (chunk, node) arrays
     refs_by_name: dict[str, list[Reference]]
     refs_by_path: dict[str, list[Reference]]
-    vectors: npt.NDArray[np.float32] | None  # row per chunk (zeros where missing)
+    # A row per chunk (zeros where missing); None without vectors, or where the index
+    # is searched through its approximate index (``ann``), which holds them on disk.
+    vectors: npt.NDArray[np.float32] | None
     has_vector: npt.NDArray[np.bool_] | None
+    ann: bool = False
+    # Vectors of the table that are no chunk's of this view (changed text not yet
+    # pruned, a branch snapshot's): an approximate search asks for this many more.
+    ann_foreign: int = 0
     load_seconds: float = 0.0
     # path -> why its text is not served: stored chunks that fail their content hash
     damaged: Mapping[str, str] = field(default_factory=dict)
@@ -74,6 +80,7 @@ class RepoView:
     _symbols_by_path: dict[str, list[Symbol]] | None = field(default=None, repr=False)
     _resolver: Resolver | None = field(default=None, repr=False)
     _symbol_positions: dict[str, int] | None = field(default=None, repr=False)
+    _hash_positions: dict[str, list[int]] | None = field(default=None, repr=False)
     # path -> (its lines, its last line number), least recently used first
     _lines: OrderedDict[str, tuple[Mapping[int, str], int]] = field(
         default_factory=OrderedDict, repr=False, compare=False
@@ -102,7 +109,7 @@ class RepoView:
             refs_by_path[r.path].append(r)
         graph = build_graph(symbols, refs, reader.imports())
         chunk_nodes = [_nodes_of(c, graph) for c in chunks]
-        vectors, has_vector = _align_vectors(reader, chunks)
+        vectors, has_vector, ann, foreign = _align_vectors(reader, chunks)
         history, history_file = _history(reader)
         view = cls(
             reader=reader,
@@ -123,6 +130,8 @@ class RepoView:
             refs_by_path=dict(refs_by_path),
             vectors=vectors,
             has_vector=has_vector,
+            ann=ann,
+            ann_foreign=foreign,
             damaged=MappingProxyType(damaged),
             _history=history,
             _history_file=history_file,
@@ -137,6 +146,7 @@ class RepoView:
                 "graph_nodes": len(graph),
                 "graph_edges": graph.edges,
                 "damaged_files": len(damaged),
+                "vector_search": "approximate" if ann else "exact",
                 "seconds": round(view.load_seconds, 3),
             },
         )
@@ -146,9 +156,10 @@ class RepoView:
         """This view with the vectors ``reader`` pins: a fill committed more of them
         over the same text (``IndexMeta.text_pins`` equal), so nothing else is read."""
         t0 = time.perf_counter()
-        vectors, has_vector = _align_vectors(reader, self.chunks)
+        vectors, has_vector, ann, foreign = _align_vectors(reader, self.chunks)
         view = replace(
-            self, reader=reader, meta=reader.meta, vectors=vectors, has_vector=has_vector,
+            self, reader=reader, meta=reader.meta, vectors=vectors, has_vector=has_vector, ann=ann,
+            ann_foreign=foreign,
             _lines=OrderedDict(), _lines_total=0, _lines_lock=threading.Lock(),
         )  # fmt: skip
         view.load_seconds = time.perf_counter() - t0
@@ -273,8 +284,21 @@ class RepoView:
         ]
 
     def nearest(self, query: npt.NDArray[np.float32], limit: int) -> list[tuple[int, float]]:
-        """Chunk positions by cosine similarity to ``query`` (unit vectors)."""
-        if self.vectors is None or self.has_vector is None or not self.has_vector.any():
+        """Chunk positions by cosine similarity to ``query`` (unit vectors): exact over
+        the matrix, or the approximate index's answer (``ann``)."""
+        if self.has_vector is None or not self.has_vector.any():
+            return []
+        if self.ann:
+            # Foreign vectors may take places: ask for more until ``limit`` are this view's.
+            ask = limit + min(self.ann_foreign, limit)
+            while True:
+                got = self.reader.vector_search(query, ask, approximate=True)
+                positions = self._positions_of_hash()
+                out = [(i, sim) for h, sim in got for i in positions.get(h, ())]
+                if len(out) >= limit or len(got) < ask or ask >= limit + self.ann_foreign:
+                    return out[:limit]
+                ask = min(2 * ask, limit + self.ann_foreign)
+        if self.vectors is None:
             return []
         sims = self.vectors @ query.astype(np.float32)
         sims[~self.has_vector] = -2.0
@@ -282,6 +306,38 @@ class RepoView:
         top = np.argpartition(-sims, k - 1)[:k]
         top = top[np.argsort(-sims[top])]
         return [(int(i), float(sims[i])) for i in top if self.has_vector[i]]
+
+    def cosines(
+        self, positions: Sequence[int], query: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32] | None:
+        """The cosine similarity of each of these chunks to ``query`` (0 where a chunk
+        has no vector); None without vectors."""
+        if self.has_vector is None:
+            return None
+        q = query.astype(np.float32)
+        idx = np.asarray(positions, dtype=np.int64)
+        if self.ann:
+            has = self.has_vector
+            got = self.reader.vectors_of([self.chunks[i].content_hash for i in positions if has[i]])
+            cos = np.zeros(len(positions), dtype=np.float32)
+            for row, i in enumerate(positions):
+                v = got.get(self.chunks[i].content_hash)
+                if v is not None:
+                    cos[row] = float(v @ q)
+            return cos
+        if self.vectors is None:
+            return None
+        cos = self.vectors[idx] @ q
+        cos[~self.has_vector[idx]] = 0.0
+        return cos
+
+    def _positions_of_hash(self) -> dict[str, list[int]]:
+        if self._hash_positions is None:
+            out: dict[str, list[int]] = defaultdict(list)
+            for i, c in enumerate(self.chunks):
+                out[c.content_hash].append(i)
+            self._hash_positions = dict(out)
+        return self._hash_positions
 
 
 def _history(
@@ -350,10 +406,16 @@ def _nodes_of(c: Chunk, graph: CodeGraph) -> list[int]:
 
 def _align_vectors(
     reader: RepoReader, chunks: Sequence[Chunk]
-) -> tuple[npt.NDArray[np.float32] | None, npt.NDArray[np.bool_] | None]:
+) -> tuple[npt.NDArray[np.float32] | None, npt.NDArray[np.bool_] | None, bool, int]:
+    """(matrix, which chunks have a vector, whether the approximate index answers, how
+    many stored vectors are no chunk's): with the index, only the hashes are read."""
+    if reader.ann() is not None:
+        held = set(reader.vector_hashes() or ())
+        has = np.array([c.content_hash in held for c in chunks], dtype=bool)
+        return None, has, True, len(held - {c.content_hash for c in chunks})
     stored = reader.vectors()
     if stored is None:
-        return None, None
+        return None, None, False, 0
     hashes, matrix = stored
     row = {h: i for i, h in enumerate(hashes)}
     out = np.zeros((len(chunks), matrix.shape[1]), dtype=np.float32)
@@ -363,4 +425,4 @@ def _align_vectors(
         if j is not None:
             out[i] = matrix[j]
             has[i] = True
-    return out, has
+    return out, has, False, 0

@@ -72,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxsvc.errors import CtxError, RepoNotFound, StoreCorrupt, StoreError
+from ctxsvc.limits import ANN_MIN_VECTORS
 from ctxsvc.stores.lance_reader import RepoReader, cause
 from ctxsvc.stores.lance_schema import (
     DATA_TABLES,
@@ -144,8 +145,11 @@ class LanceStore:
     rebuilds one of an older schema), and it never hides the other indexes.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, ann_min_vectors: int = ANN_MIN_VECTORS) -> None:
         self.path = path
+        # From this many vectors an index's vectors table gets an approximate index
+        # (``ctxsvc.stores.lance_ann``) and its views search that, not a matrix.
+        self.ann_min_vectors = ann_min_vectors
         try:
             import lancedb
 

@@ -31,6 +31,7 @@ from ctxsvc.errors import (
     StoreError,
 )
 from ctxsvc.models import Chunk, FileRecord, Import, Reference, Symbol
+from ctxsvc.stores.lance_ann import NPROBES, REFINE, REFINED_MAX, AnnIndex, find
 from ctxsvc.stores.lance_schema import CHUNK_COLUMNS, IndexMeta, chunk, file_records, in_list
 
 if TYPE_CHECKING:
@@ -136,6 +137,38 @@ class RepoReader:
         flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         return hashes, np.asarray(flat, dtype=np.float32).reshape(len(hashes), dim)
 
+    def vector_hashes(self) -> list[str] | None:
+        """The content hash of every stored vector (not the vectors), or None without."""
+        if "vectors" not in self._tables:
+            return None
+        data = self._read(
+            "vectors", lambda t: t.search().select(["content_hash"]).limit(None).to_arrow()
+        )
+        hashes: list[str] = data.column("content_hash").to_pylist()
+        return hashes
+
+    def ann(self) -> AnnIndex | None:
+        """The approximate index of the vectors table at the version pinned, if any."""
+        if "vectors" not in self._tables:
+            return None
+        return self._read("vectors", find)
+
+    def vectors_of(self, hashes: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """The stored vectors of these content hashes (a lookup, not a scan, where the
+        table has an approximate index: a scalar index on the hash comes with it)."""
+        if "vectors" not in self._tables or not hashes:
+            return {}
+        where = f"content_hash IN ({in_list(sorted(set(hashes)))})"
+        data = self._read(
+            "vectors",
+            lambda t: t.search().where(where).select(["content_hash", "vector"]).limit(None)
+            .to_arrow(),
+        )  # fmt: skip
+        dim = data.schema.field("vector").type.list_size
+        flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        matrix = np.asarray(flat, dtype=np.float32).reshape(data.num_rows, dim)
+        return dict(zip(data.column("content_hash").to_pylist(), matrix, strict=True))
+
     def chunks_by_hash(self, hashes: Sequence[str]) -> dict[str, list[Chunk]]:
         """Current chunks with these content hashes (several chunks may share one)."""
         out: dict[str, list[Chunk]] = {}
@@ -162,20 +195,29 @@ class RepoReader:
 
         return [(chunk(r), float(r["_score"])) for r in self._read("chunks", search)]
 
-    def vector_search(self, vector: npt.NDArray[np.float32], limit: int) -> list[tuple[str, float]]:
-        """Nearest content hashes to ``vector``, with cosine similarity."""
+    def vector_search(
+        self, vector: npt.NDArray[np.float32], limit: int, *, approximate: bool = False
+    ) -> list[tuple[str, float]]:
+        """Nearest content hashes to ``vector``, with cosine similarity: through the
+        table's approximate index when ``approximate`` (``RepoReader.ann``), else exact."""
         if "vectors" not in self._tables:
             return []
-        rows = self._read(
-            "vectors",
-            lambda t: (
-                t.search(vector.astype(np.float32), vector_column_name="vector")
+        # Full vectors re-ranked: REFINE per result, a few thousand at most.
+        refine = max(1, min(REFINE, REFINED_MAX // max(limit, 1)))
+
+        def search(table: Any) -> list[dict[str, Any]]:
+            q = (
+                table.search(vector.astype(np.float32), vector_column_name="vector")
                 .distance_type("cosine")
                 .select(["content_hash", "_distance"])
                 .limit(limit)
-                .to_list()
-            ),
-        )
+            )
+            if approximate:
+                q = q.nprobes(NPROBES).refine_factor(refine)
+            got: list[dict[str, Any]] = q.to_list()
+            return got
+
+        rows = self._read("vectors", search)
         return [(r["content_hash"], 1.0 - float(r["_distance"])) for r in rows]
 
     def _rows(self, name: str) -> list[dict[str, Any]]:

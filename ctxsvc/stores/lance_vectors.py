@@ -17,16 +17,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ctxsvc.errors import CtxError, StoreError
+from ctxsvc.stores.lance_ann import ensure, needed
 from ctxsvc.stores.lance_reader import RepoReader, cause
 from ctxsvc.stores.lance_schema import IndexMeta, pa, schemas
 from ctxsvc.stores.lance_snapshots import dropped_note, keep_age, kept_hashes
 from ctxsvc.stores.lance_writer import NEVER, delete_rows, prune, write
+from ctxsvc.stores.locks import FileLock
 
 if TYPE_CHECKING:
     from ctxsvc.stores.lance import LanceStore
@@ -137,3 +140,67 @@ class VectorWriter:
             extra={"repo": meta.name, "embedded": embedded, "chunks": len(self._chunk_hashes)},
         )
         return meta
+
+
+def index_wanted(store: LanceStore, name: str) -> bool:
+    """Whether the complete vectors of ``name`` call for an approximate index build (or
+    drop) not done yet: a count and the table's index list."""
+    meta = store.meta(name)
+    if meta is None or meta.vectors != "complete" or "vectors" not in meta.versions:
+        return False
+    try:
+        return needed(store.open(meta.table("vectors")), store.ann_min_vectors)
+    except CtxError:
+        return False  # a damaged table: the next read says so, not this check
+    except Exception:  # Lance raises several types (see lance_reader)
+        return False
+
+
+def index_vectors(store: LanceStore, name: str, lock: Path) -> str | None:
+    """Give the complete vectors of index ``name`` the approximate index their number
+    calls for (``ctxsvc.stores.lance_ann``), and pin it in the ``repos`` row.
+
+    The caller holds the fill lock, not the repository lock ``lock``: a build takes
+    minutes at a million vectors, and index runs go on meanwhile. The build works on
+    the table's latest version; the row is re-pinned to it, under ``lock``, only if
+    that version holds the very vectors the row pins (a run that deleted some since
+    keeps its own pin; the next fill pins the index). Returns a warning when the build
+    failed: the vectors are then searched as before, and the next fill tries again.
+    """
+    meta = store.meta(name)
+    if meta is None or meta.vectors != "complete" or "vectors" not in meta.versions:
+        return None
+    table_name = meta.table("vectors")
+    what = f"the vectors of {name!r}"
+    try:
+        table = store.open(table_name)  # latest: a killed run may have left versions past the pin
+        if not needed(table, store.ann_min_vectors):
+            return None
+        ensure(table, store.ann_min_vectors, what)
+    except CtxError:
+        raise
+    except Exception as exc:  # Lance raises several types (see lance_reader)
+        why = (
+            f"building the approximate vector index of {name!r} failed: {cause(exc)}; "
+            "its vectors are searched as before until the next fill tries again"
+        )
+        log.warning(why, extra={"repo": name})
+        return why
+    with FileLock(lock, f"index {name!r}", wait=True):
+        current = store.meta(name)
+        if current is None or current.table("vectors") != table_name:
+            return None
+        pinned = current.versions.get("vectors")
+        if pinned is None or pinned >= int(table.version):
+            return None  # a run committed since, over the index or before it: its pin stands
+        if _hashes(store.open(table_name, pinned)) != _hashes(table):
+            log.info("vectors changed during the index build", extra={"repo": name})
+            return None
+        versions = {**current.versions, "vectors": int(table.version)}
+        store.commit_meta(replace(current, versions=versions))
+    return None
+
+
+def _hashes(table: Any) -> set[str]:
+    got = table.search().select(["content_hash"]).limit(None).to_arrow()
+    return set(got.column("content_hash").to_pylist())
