@@ -157,12 +157,16 @@ class Catalog:
             if before is not None:
                 for listener in watching:
                     listener.indexed(before, after)
-        fill = summary.vectors == "partial" or (
-            summary.vectors == "complete"
-            and self.filler is not None
-            and self.filler.index_wanted(name)
+        fill = vectors and (
+            summary.vectors == "partial"
+            or (
+                summary.vectors == "complete"
+                and (wait or self.fill_behind)
+                and self.filler is not None
+                and self.filler.index_wanted(name)
+            )
         )
-        if fill and vectors and self.filler is not None:
+        if fill and self.filler is not None:
             if wait:
                 summary = self.filler.now(summary, reporter or NullReporter())
             elif self.fill_behind:

@@ -47,6 +47,8 @@ class Filled:
     seconds: float
     missing: int  # chunks of the index still without a vector
     warning: str | None = None
+    # Why the approximate vector index could not be built (the fill itself went well).
+    index_warning: str | None = None
 
 
 Progress = Callable[[int, int], None]  # (embedded so far, to embed in all)
@@ -98,7 +100,8 @@ def _fill(
                 writer.commit()
         if not todo:
             if indexed is not None:
-                return Filled("complete", done, time.perf_counter() - t0, 0, indexed or None)
+                seconds = time.perf_counter() - t0
+                return Filled("complete", done, seconds, 0, index_warning=indexed or None)
             # Outside the index's lock (a large build takes minutes); then once more
             # round, for what a run stored meanwhile.
             indexed = index_vectors(store, name, lock) or ""
@@ -235,10 +238,15 @@ class Filler:
                 reporter.finish("embed")
             with self._lock:
                 self._active[name] -= 1
-        log.info(
-            "stage done",
-            extra={"stage": "embed", "seconds": round(filled.seconds, 3), "items": filled.embedded},
-        )
+        embedding = summary.vectors != "complete"  # else only the approximate index was due
+        if embedding:
+            log.info(
+                "stage done",
+                extra={
+                    "stage": "embed", "seconds": round(filled.seconds, 3),
+                    "items": filled.embedded,
+                },
+            )  # fmt: skip
         with self._lock:
             if filled.warning:
                 self._problems[name] = filled.warning
@@ -250,8 +258,14 @@ class Filler:
             chunks_embedded=filled.embedded,
             vectors=vectors,
             vectors_missing=filled.missing if filled.vectors != "gone" else summary.vectors_missing,
-            timings=(*summary.timings, StageTiming("embed", filled.seconds, filled.embedded)),
-            warnings=(*summary.warnings, *([filled.warning] if filled.warning else [])),
+            timings=(
+                *summary.timings,
+                *([StageTiming("embed", filled.seconds, filled.embedded)] if embedding else []),
+            ),
+            warnings=(
+                *summary.warnings,
+                *(w for w in (filled.warning, filled.index_warning) if w),
+            ),
         )
 
     def index_wanted(self, name: str) -> bool:

@@ -165,10 +165,16 @@ def test_a_failed_build_keeps_the_vectors_and_says_so(
     assert not view.ann and view.vectors is not None and view.has_vector is not None
     assert view.has_vector.all()
 
-    # The next run tries again (nothing to embed), and pins the index it builds.
+    # Not again over the same vectors (a build takes minutes at scale)...
     monkeypatch.undo()
     again = service.index(corpus)
+    assert not again.warnings and not service.view(service.resolve("demo")).ann
+    # ...but once they change: built, and pinned.
+    write_tree(corpus, functions(1, start=300))
+    git(corpus, "add", "-A")
+    again = service.index(corpus)
     assert not again.warnings
+    assert [t.stage for t in again.timings].count("embed") == 1
     view = service.view(service.resolve("demo"))
     assert view.ann and view.reader.ann() is not None
 

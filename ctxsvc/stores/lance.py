@@ -150,6 +150,8 @@ class LanceStore:
         # From this many vectors an index's vectors table gets an approximate index
         # (``ctxsvc.stores.lance_ann``) and its views search that, not a matrix.
         self.ann_min_vectors = ann_min_vectors
+        # vectors table -> its latest version when building its approximate index failed
+        self.ann_failures: dict[str, int] = {}
         try:
             import lancedb
 

@@ -149,7 +149,10 @@ def index_wanted(store: LanceStore, name: str) -> bool:
     if meta is None or meta.vectors != "complete" or "vectors" not in meta.versions:
         return False
     try:
-        return needed(store.open(meta.table("vectors")), store.ann_min_vectors)
+        table = store.open(meta.table("vectors"))
+        if store.ann_failures.get(meta.table("vectors")) == int(table.version):
+            return False  # failed at this version (see index_vectors)
+        return needed(table, store.ann_min_vectors)
     except CtxError:
         return False  # a damaged table: the next read says so, not this check
     except Exception:  # Lance raises several types (see lance_reader)
@@ -162,42 +165,48 @@ def index_vectors(store: LanceStore, name: str, lock: Path) -> str | None:
 
     The caller holds the fill lock, not the repository lock ``lock``: a build takes
     minutes at a million vectors, and index runs go on meanwhile. The build works on
-    the table's latest version; the row is re-pinned to it, under ``lock``, only if
-    that version holds the very vectors the row pins (a run that deleted some since
-    keeps its own pin; the next fill pins the index). Returns a warning when the build
-    failed: the vectors are then searched as before, and the next fill tries again.
+    the table's latest version. The row is re-pinned to it, under ``lock``, only if
+    that version holds the very vectors the row pins (compared before the lock: both
+    versions are immutable) and the row still pins them; a run that committed since
+    pins the latest version itself. Returns a warning when anything failed: the
+    vectors are then searched as before, and no build is tried again in this process
+    until the table has another version.
     """
     meta = store.meta(name)
     if meta is None or meta.vectors != "complete" or "vectors" not in meta.versions:
         return None
     table_name = meta.table("vectors")
-    what = f"the vectors of {name!r}"
+    pinned = meta.versions["vectors"]
+    table: Any = None
     try:
         table = store.open(table_name)  # latest: a killed run may have left versions past the pin
+        if store.ann_failures.get(table_name) == int(table.version):
+            return None  # failed at this very version: not again until the vectors change
         if not needed(table, store.ann_min_vectors):
             return None
-        ensure(table, store.ann_min_vectors, what)
-    except CtxError:
-        raise
-    except Exception as exc:  # Lance raises several types (see lance_reader)
+        ensure(table, store.ann_min_vectors, f"the vectors of {name!r}")
+        latest = int(table.version)
+        if pinned < latest and _hashes(store.open(table_name, pinned)) == _hashes(table):
+            with FileLock(lock, f"index {name!r}", wait=True):
+                current = store.meta(name)
+                if (
+                    current is not None
+                    and current.table("vectors") == table_name
+                    and current.versions.get("vectors") == pinned
+                ):
+                    versions = {**current.versions, "vectors": latest}
+                    store.commit_meta(replace(current, versions=versions))
+    except Exception as exc:  # Lance raises several types (see lance_reader); ours too
+        if table is not None:
+            store.ann_failures[table_name] = int(table.version)
+        detail = exc.message if isinstance(exc, CtxError) else cause(exc)
         why = (
-            f"building the approximate vector index of {name!r} failed: {cause(exc)}; "
-            "its vectors are searched as before until the next fill tries again"
+            f"building the approximate vector index of {name!r} failed: {detail}; its "
+            "vectors are searched as before, and a run that changes them tries again"
         )
         log.warning(why, extra={"repo": name})
         return why
-    with FileLock(lock, f"index {name!r}", wait=True):
-        current = store.meta(name)
-        if current is None or current.table("vectors") != table_name:
-            return None
-        pinned = current.versions.get("vectors")
-        if pinned is None or pinned >= int(table.version):
-            return None  # a run committed since, over the index or before it: its pin stands
-        if _hashes(store.open(table_name, pinned)) != _hashes(table):
-            log.info("vectors changed during the index build", extra={"repo": name})
-            return None
-        versions = {**current.versions, "vectors": int(table.version)}
-        store.commit_meta(replace(current, versions=versions))
+    store.ann_failures.pop(table_name, None)
     return None
 
 
