@@ -291,9 +291,9 @@ class RepoView:
         if self.ann:
             # Foreign vectors may take places: ask for more until ``limit`` are this view's.
             ask = limit + min(self.ann_foreign, limit)
+            positions = self._positions_of_hash()
             while True:
                 got = self.reader.vector_search(query, ask, approximate=True)
-                positions = self._positions_of_hash()
                 out = [(i, sim) for h, sim in got for i in positions.get(h, ())]
                 if len(out) >= limit or len(got) < ask or ask >= limit + self.ann_foreign:
                     return out[:limit]
@@ -315,7 +315,6 @@ class RepoView:
         if self.has_vector is None:
             return None
         q = query.astype(np.float32)
-        idx = np.asarray(positions, dtype=np.int64)
         if self.ann:
             has = self.has_vector
             got = self.reader.vectors_of([self.chunks[i].content_hash for i in positions if has[i]])
@@ -327,6 +326,7 @@ class RepoView:
             return cos
         if self.vectors is None:
             return None
+        idx = np.asarray(positions, dtype=np.int64)
         cos = self.vectors[idx] @ q
         cos[~self.has_vector[idx]] = 0.0
         return cos

@@ -132,20 +132,13 @@ class RepoReader:
         if "vectors" not in self._tables:
             return None
         data = self._read("vectors", lambda t: t.to_arrow())
-        hashes = data.column("content_hash").to_pylist()
-        dim = data.schema.field("vector").type.list_size
-        flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        return hashes, np.asarray(flat, dtype=np.float32).reshape(len(hashes), dim)
+        return data.column("content_hash").to_pylist(), _matrix(data)
 
     def vector_hashes(self) -> list[str] | None:
         """The content hash of every stored vector (not the vectors), or None without."""
         if "vectors" not in self._tables:
             return None
-        data = self._read(
-            "vectors", lambda t: t.search().select(["content_hash"]).limit(None).to_arrow()
-        )
-        hashes: list[str] = data.column("content_hash").to_pylist()
-        return hashes
+        return self._read("vectors", content_hashes)
 
     def ann(self) -> AnnIndex | None:
         """The approximate index of the vectors table at the version pinned, if any."""
@@ -164,10 +157,7 @@ class RepoReader:
             lambda t: t.search().where(where).select(["content_hash", "vector"]).limit(None)
             .to_arrow(),
         )  # fmt: skip
-        dim = data.schema.field("vector").type.list_size
-        flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        matrix = np.asarray(flat, dtype=np.float32).reshape(data.num_rows, dim)
-        return dict(zip(data.column("content_hash").to_pylist(), matrix, strict=True))
+        return dict(zip(data.column("content_hash").to_pylist(), _matrix(data), strict=True))
 
     def chunks_by_hash(self, hashes: Sequence[str]) -> dict[str, list[Chunk]]:
         """Current chunks with these content hashes (several chunks may share one)."""
@@ -277,6 +267,20 @@ class RepoReader:
         if table not in fresh.versions:
             raise _still_moving(pinned.name) from exc
         return fresh
+
+
+def content_hashes(table: Any) -> list[str]:
+    """The ``content_hash`` column of a vectors table (its version as opened)."""
+    got = table.search().select(["content_hash"]).limit(None).to_arrow()
+    hashes: list[str] = got.column("content_hash").to_pylist()
+    return hashes
+
+
+def _matrix(data: Any) -> npt.NDArray[np.float32]:
+    """The ``vector`` column of Arrow rows of a vectors table, a row per vector."""
+    dim = data.schema.field("vector").type.list_size
+    flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(data.num_rows, dim)
 
 
 def _pin(meta: IndexMeta, table: str) -> tuple[str, int | None]:

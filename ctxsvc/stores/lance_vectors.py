@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from ctxsvc.errors import CtxError, StoreError
 from ctxsvc.stores.lance_ann import ensure, needed
-from ctxsvc.stores.lance_reader import RepoReader, cause
+from ctxsvc.stores.lance_reader import RepoReader, cause, content_hashes
 from ctxsvc.stores.lance_schema import IndexMeta, pa, schemas
 from ctxsvc.stores.lance_snapshots import dropped_note, keep_age, kept_hashes
 from ctxsvc.stores.lance_writer import NEVER, delete_rows, prune, write
@@ -53,7 +53,7 @@ class VectorWriter:
         chunks = self._reader.chunks()
         try:
             self._vectors = store.open(self.table_name)  # its latest version: never rolled back
-            got = self._vectors.search().select(["content_hash"]).limit(None).to_arrow()
+            got = content_hashes(self._vectors)
         except CtxError:
             raise
         except Exception as exc:  # Lance raises several types (see lance_reader)
@@ -61,7 +61,7 @@ class VectorWriter:
                 f"reading the vectors of {self.meta.name!r} failed: {cause(exc)}",
                 hint="the index answers without them; `ctxsvc index` embeds again what it lacks",
             ) from exc
-        self._hashes: set[str] = set(got.column("content_hash").to_pylist())
+        self._hashes: set[str] = set(got)
         self._chunk_hashes = [c.content_hash for c in chunks]
         self._texts = {
             c.content_hash: c.embed_text for c in chunks if c.content_hash not in self._hashes
@@ -145,18 +145,21 @@ class VectorWriter:
 def index_wanted(store: LanceStore, name: str) -> bool:
     """Whether the complete vectors of ``name`` call for an approximate index build (or
     drop) not done yet: a count and the table's index list."""
-    meta = store.meta(name)
-    if meta is None or meta.vectors != "complete" or "vectors" not in meta.versions:
-        return False
     try:
-        table = store.open(meta.table("vectors"))
-        if store.ann_failures.get(meta.table("vectors")) == int(table.version):
-            return False  # failed at this version (see index_vectors)
-        return needed(table, store.ann_min_vectors)
-    except CtxError:
-        return False  # a damaged table: the next read says so, not this check
-    except Exception:  # Lance raises several types (see lance_reader)
+        return _due(store, store.meta(name)) is not None
+    except Exception:  # a damaged table (Lance raises several types): the next read says so
         return False
+
+
+def _due(store: LanceStore, meta: IndexMeta | None) -> Any | None:
+    """The latest version of ``meta``'s vectors table when it is complete and its
+    approximate index is due, and the last build did not fail at that version."""
+    if meta is None or meta.vectors != "complete" or "vectors" not in meta.versions:
+        return None
+    table = store.open(meta.table("vectors"))  # latest: a killed run may have left more
+    if store.ann_failures.get(meta.table("vectors")) == int(table.version):
+        return None  # failed at this very version: not again until the vectors change
+    return table if needed(table, store.ann_min_vectors) else None
 
 
 def index_vectors(store: LanceStore, name: str, lock: Path) -> str | None:
@@ -173,20 +176,19 @@ def index_vectors(store: LanceStore, name: str, lock: Path) -> str | None:
     until the table has another version.
     """
     meta = store.meta(name)
-    if meta is None or meta.vectors != "complete" or "vectors" not in meta.versions:
+    if meta is None or "vectors" not in meta.versions:
         return None
     table_name = meta.table("vectors")
     pinned = meta.versions["vectors"]
     table: Any = None
     try:
-        table = store.open(table_name)  # latest: a killed run may have left versions past the pin
-        if store.ann_failures.get(table_name) == int(table.version):
-            return None  # failed at this very version: not again until the vectors change
-        if not needed(table, store.ann_min_vectors):
+        table = _due(store, meta)
+        if table is None:
             return None
         ensure(table, store.ann_min_vectors, f"the vectors of {name!r}")
         latest = int(table.version)
-        if pinned < latest and _hashes(store.open(table_name, pinned)) == _hashes(table):
+        old = store.open(table_name, pinned)
+        if pinned < latest and set(content_hashes(old)) == set(content_hashes(table)):
             with FileLock(lock, f"index {name!r}", wait=True):
                 current = store.meta(name)
                 if (
@@ -208,8 +210,3 @@ def index_vectors(store: LanceStore, name: str, lock: Path) -> str | None:
         return why
     store.ann_failures.pop(table_name, None)
     return None
-
-
-def _hashes(table: Any) -> set[str]:
-    got = table.search().select(["content_hash"]).limit(None).to_arrow()
-    return set(got.column("content_hash").to_pylist())
