@@ -7,7 +7,7 @@ the partitions and sub-vectors ``lance_ann.plan`` picks), and compares, for
 both answers):
 
 - brute force as a view does it: one matrix product over the matrix in memory;
-- the approximate index at ctxsvc's settings (``NPROBES``, ``REFINE``) and at
+- the approximate index at ctxsvc's settings (``probes``, ``REFINE``) and at
   the others of ``--sweep``: recall@k against brute force, and latency.
 
 It prints a table, writes JSON, and states the memory each way: the matrix a
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     picks = rng.choice(n, size=min(args.queries, n), replace=False)
     sweep = [tuple(int(x) for x in pair.split(":")) for pair in args.sweep.split(",")]
-    settings = (lance_ann.NPROBES, lance_ann.REFINE)
+    partitions, _ = lance_ann.plan(n, dim)
+    settings = (lance_ann.probes(lance_ann.AnnIndex("", n), dim), lance_ann.REFINE)
     if settings not in sweep:
         sweep.append(settings)
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                          "recall": recall, **_ms(ms),
                          "ctxsvc": (nprobes, refine) == settings})  # fmt: skip
 
-    partitions, sub_vectors = lance_ann.plan(n, dim)
+    sub_vectors = lance_ann.plan(n, dim)[1]
     result: dict[str, Any] = {
         "repo": args.repo, "vectors": n, "dimension": dim, "k": args.k,
         "queries": len(picks), "partitions": partitions, "sub_vectors": sub_vectors,

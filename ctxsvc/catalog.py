@@ -24,6 +24,7 @@ from ctxsvc.checkpoints import IndexFacts
 from ctxsvc.errors import (
     InvalidPath,
     InvalidRequest,
+    ReadOnly,
     RepoNotFound,
     RootChanged,
     StoreCorrupt,
@@ -136,6 +137,7 @@ class Catalog:
         ``fill_behind``) or wait for a later run. With ``existing`` it only
         re-indexes an index of ``path`` (``RepoNotFound`` once it is dropped: a watcher's).
         """
+        self._writable("index")
         root, name = self.index_target(path, name, rebuild=rebuild)
         # An index of an older schema is rebuilt by the run (index_repository)
         # and has no view to compare with; nor has a rebuild (it may re-point the name).
@@ -268,6 +270,7 @@ class Catalog:
         Fails with :class:`IndexBusy` while a run holds the repository's lock,
         so an index is never deleted under a running indexer.
         """
+        self._writable("delete")
         name = self._find(name_or_path).name  # an outdated index can be dropped too
         with FileLock(self.settings.locks_path / f"{name}.lock", f"index {name!r}"):
             self.store.drop(name)
@@ -275,11 +278,19 @@ class Catalog:
         self._forget_added(name)
         return name
 
+    def _writable(self, what: str) -> None:
+        if self.settings.read_only:
+            raise ReadOnly(
+                f"cannot {what} an index here: this is a read-only replica (CTXSVC_READ_ONLY)",
+                hint="the indexer host writes: POST /v1/repos here queues an index job it "
+                "runs; delete, or run the command, there",
+            )
+
     # -- reading ----------------------------------------------------------------------
 
     def repos(self) -> list[IndexMeta]:
         """Every readable index, by name (one of another schema version is left out)."""
-        return self.store.list_meta()
+        return self.store.list_meta(stale_ok=True)
 
     def names(self) -> list[str]:
         """Every index name, those of another schema version too: what a status lists."""
@@ -297,14 +308,15 @@ class Catalog:
         return got
 
     def _find(self, name_or_path: str) -> IndexMeta | OutdatedIndex:
-        got = self.store.find(name_or_path) if NAME.match(name_or_path) else None
+        # A read: on an object store, the registry as read up to a second ago will do.
+        got = self.store.find(name_or_path, stale_ok=True) if NAME.match(name_or_path) else None
         if got is not None:
             return got
         candidate = _expand(name_or_path)
         if candidate is not None and candidate.is_dir():
             root = str(candidate.resolve())
-            every: list[IndexMeta | OutdatedIndex] = [*self.store.list_meta()]
-            every.extend(self.store.list_outdated())  # raises for its root, not the others'
+            every: list[IndexMeta | OutdatedIndex] = [*self.store.list_meta(stale_ok=True)]
+            every.extend(self.store.list_outdated(stale_ok=True))  # raises for its root only
             for m in every:
                 if m.root == root:
                     return m
@@ -337,7 +349,14 @@ class Catalog:
         view = self.view(meta, wait=refresh)  # a refresh starts from the newest
         fresh = self.freshness(view.meta, view=view)
         refreshed: tuple[str, ...] = ()
-        if refresh and fresh.stale:
+        read_only: list[str] = []
+        if refresh and fresh.stale and self.settings.read_only:
+            read_only.append(
+                "refresh: this server is a read-only replica (CTXSVC_READ_ONLY): the files "
+                "changed since the index are listed as such; a refresh job "
+                f"(POST /v1/repos/{meta.name}/refresh), run by the indexer host, brings them in"
+            )
+        elif refresh and fresh.stale:
             # A query does not wait for embedding: the few chunks of a small edit are
             # embedded at once where nothing fills behind (the CLI), the rest later.
             summary = self.index(
@@ -353,7 +372,7 @@ class Catalog:
             view = self.view(meta)  # what this request indexed: waited for
             stale, fresh = fresh.all, self.freshness(meta, full=True, view=view)
             refreshed = tuple(p for p in stale if p not in fresh.all)
-        degraded = [*fresh.degraded, *_damage_notes(meta.name, view.damaged)]
+        degraded = [*fresh.degraded, *read_only, *_damage_notes(meta.name, view.damaged)]
         if view.meta.generation < meta.generation:
             degraded.append(
                 f"index: answered from generation {view.meta.generation} while generation "

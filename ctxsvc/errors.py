@@ -20,7 +20,8 @@ server's problem responses, chosen by ``code``, so callers catch one tree.
     │   ├── NoTasks                no commit of a history qualifies as a benchmark task
     │   ├── ModelMismatch          index built with another embedding model
     │   ├── Unauthorized           the server wants another bearer token
-    │   └── Forbidden              a foreign Host or Origin (DNS rebinding)
+    │   ├── Forbidden              a foreign Host or Origin (DNS rebinding)
+    │   └── ReadOnly               a write (index, delete) asked of a read-only replica
     ├── IndexBusy                  retryable: another run holds the repo lock
     ├── ModelUnavailable           not retryable: the embedding model cannot load
     ├── RankerUnavailable          not retryable: the learned ranker's model file (fusion ranks)
@@ -183,6 +184,11 @@ class Unauthorized(UserError, code="unauthorized", http_status=401): ...
 
 class Forbidden(UserError, code="forbidden", http_status=403):
     """A request naming a host or origin the server does not serve."""
+
+
+class ReadOnly(UserError, code="read_only", http_status=403):
+    """An index or a delete asked of a read-only replica of a shared index
+    (``CTXSVC_READ_ONLY``): the indexer host writes it, through the job queue."""
 
 
 class IndexBusy(CtxError, code="index_busy", retryable=True, http_status=409, exit_code=75): ...

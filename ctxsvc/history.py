@@ -13,7 +13,8 @@ go through the map, then the map is composed with the commit's hunks (lines
 outside them shift, lines inside them are dead: rewritten later, so they count
 for the later commit only).
 
-Stored as one JSON sidecar per index (``<home>/history/<name>.json``), written
+Stored as one JSON sidecar per index (``<home>/history/<name>.json``, or beside
+an index on object storage: :class:`ctxsvc.stores.blobs.Blobs`), written
 atomically and keyed by HEAD and root, so a crash leaves the previous file or
 none, never half of one.
 """
@@ -35,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import ClassVar
+
+from ctxsvc.stores.blobs import Blobs
 
 log = logging.getLogger("ctxsvc.history")
 
@@ -171,34 +174,25 @@ _NONE: Mapping[str, float] = MappingProxyType({})
 History.EMPTY = History(None, 0, {}, {}, {}, [])
 
 
-def sidecar(store_dir: Path, name: str) -> Path:
-    """Where index ``name`` of the database at ``store_dir`` keeps its history."""
-    return store_dir.parent / "history" / f"{name}.json"
+def key(name: str) -> str:
+    """The key of index ``name``'s history among the files beside its database."""
+    return f"history/{name}.json"
 
 
-def save(path: Path, history: History, root: str) -> None:
-    """Write ``history`` to ``path`` atomically (a temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def save(blobs: Blobs, name: str, history: History, root: str) -> None:
+    """Store ``history`` of index ``name`` whole (a reader sees the old one or this)."""
+    blobs.write(key(name), history.dumps(root))
+
+
+def load(blobs: Blobs, name: str, *, root: str, head: str | None) -> History | None:
+    """The history stored for index ``name`` if it was read at ``head`` (any, if None)
+    of ``root``; None if absent or of another HEAD or root; ``ValueError`` if unreadable."""
     try:
-        with open(tmp, "wb") as f:
-            f.write(history.dumps(root))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load(path: Path, *, root: str, head: str | None) -> History | None:
-    """The history stored at ``path`` if it was read at ``head`` (any, if None) of
-    ``root``; None if absent or of another HEAD or root; ``ValueError`` if unreadable."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
+        data = blobs.read(key(name))
     except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
+        raise ValueError(f"cannot read {blobs.where(key(name))}: {exc}") from exc
+    if data is None:
+        return None
     got_root, history = History.loads(data)
     if got_root != root or (head is not None and history.head != head):
         return None

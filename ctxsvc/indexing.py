@@ -334,10 +334,9 @@ def _store_history(
     ``head`` (``again``: read it anyway). Outside git there is none to read."""
     if head is None:
         return
-    path = history.sidecar(store.path, name)
     if not again:
         try:
-            if history.load(path, root=str(root), head=head) is not None:
+            if history.load(store.blobs, name, root=str(root), head=head) is not None:
                 log.info("git history current", extra={"repo": name, "head": head})
                 return
         except ValueError as exc:
@@ -350,7 +349,7 @@ def _store_history(
             return
         n[0] = got.commits
         try:
-            history.save(path, got, str(root))
+            history.save(store.blobs, name, got, str(root))
         except OSError as exc:
             run.warn(
                 f"the git history of {name!r} could not be stored ({exc}): queries rank "

@@ -165,8 +165,8 @@ class JobRunner:
         jobs, those queued before too, first queueing again those of dead processes of
         this machine."""
         with self._lock:
-            if self._serving or self._stopping:
-                return
+            if self._serving or self._stopping or not self._threads:
+                return  # running, stopping, or one that runs no job (a read-only replica)
             self._stop = stop = threading.Event()
             # Daemons while they poll: each run is a thread of its own that is not.
             self._serving = [

@@ -23,6 +23,8 @@ MAX_EVENTS = 1000  # workspace events returned by one call
 MAX_LINE = 10_000_000  # the highest line (or checkpoint) number a request may name
 ANN_MIN_VECTORS = 100_000  # vectors from which an index is searched approximately
 POSTGRES_URL = re.compile(r"^postgres(?:ql)?://", re.IGNORECASE)  # CTXSVC_STATE_URL
+# CTXSVC_INDEX_URI: a bucket (S3's naming rules, in short), then an optional prefix
+INDEX_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[\w.-]+)*/?$")
 
 
 def check_budget(budget_tokens: int) -> None:

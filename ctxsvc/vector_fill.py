@@ -28,11 +28,11 @@ from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import IndexMeta, LanceStore
 from ctxsvc.stores.lance_vectors import VectorWriter, index_vectors, index_wanted
 from ctxsvc.stores.locks import FileLock
-from indexers.embed import Embedder, EmbedderStalled, ModelLoading
+from indexers.embed import Embedder, EmbedderStalled, ModelLoading, call_size
 
 log = logging.getLogger("ctxsvc.index")
 
-BATCH = 128  # chunks per stored batch: the most a kill can lose
+BATCH = 128  # chunks per stored batch: the most a kill can lose (more on a Ray pool)
 COMMIT_SECONDS = 10.0  # how often readers are shown the vectors stored so far
 RETRIES = 5  # tries of one batch while the model is paused, then the fill stops
 RETRY_SECONDS = 10.0  # times the try: a paused model resumes after 30 s
@@ -113,7 +113,7 @@ def _fill(
         while i < len(todo):
             if stop is not None and stop.is_set():
                 return _stopped(store, name, lock, writer, done, t0, None)
-            batch = todo[i : i + BATCH]
+            batch = todo[i : i + call_size(embedder, BATCH)]
             try:
                 vectors = embedder.embed([text for _, text in batch])
             except ModelUnavailable as exc:  # a model loaded on first use may fail then

@@ -23,17 +23,19 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
 
 from ctxsvc.graph import CodeGraph, build_graph, node_key
-from ctxsvc.history import History, load, sidecar
+from ctxsvc.history import History, load
+from ctxsvc.history import key as history_key
 from ctxsvc.models import Chunk, FileRecord, Reference, Symbol, embed_text
 from ctxsvc.resolve import Resolver
+from ctxsvc.stores.blobs import Blobs
 from ctxsvc.stores.lance import IndexMeta, RepoReader
+from ctxsvc.stores.lance_ann import AnnIndex
 
 log = logging.getLogger("ctxsvc.view")
 # The line maps a view keeps, of the files read last (a query reads a file many
@@ -64,17 +66,17 @@ class RepoView:
     # is searched through its approximate index (``ann``), which holds them on disk.
     vectors: npt.NDArray[np.float32] | None
     has_vector: npt.NDArray[np.bool_] | None
-    ann: bool = False
+    ann: AnnIndex | None = None
     # Vectors of the table that are no chunk's of this view (changed text not yet
     # pruned, a branch snapshot's): an approximate search asks for this many more.
     ann_foreign: int = 0
     load_seconds: float = 0.0
     # path -> why its text is not served: stored chunks that fail their content hash
     damaged: Mapping[str, str] = field(default_factory=dict)
-    # Git history read at the commit indexed (see ``history``), and the file it came
-    # from with its (mtime_ns, size, inode) then (None: no file).
+    # Git history read at the commit indexed (see ``history``), and where its file is
+    # with the file's stamp then (``Blobs.stamp``; None: no file).
     _history: History = field(default=History.EMPTY, repr=False)
-    _history_file: tuple[Path, tuple[int, int, int] | None] | None = field(
+    _history_file: tuple[Blobs, tuple[int, int, int] | None] | None = field(
         default=None, repr=False, compare=False
     )
     _symbols_by_path: dict[str, list[Symbol]] | None = field(default=None, repr=False)
@@ -184,11 +186,11 @@ class RepoView:
         at = self._history_file
         if at is None:
             return self._history
-        path, stamp = at
-        now = _stamp(path)
+        blobs, stamp = at
+        now = _stamp(blobs, self.meta.name)
         if now != stamp:  # a race reads it twice; both are equal
-            self._history_file = (path, now)
-            got = _read_history(path, self.meta.name, self.meta.root, None)
+            self._history_file = (blobs, now)
+            got = _read_history(blobs, self.meta.name, self.meta.root, None)
             if got is not None:
                 self._history = got
         return self._history
@@ -293,7 +295,7 @@ class RepoView:
             ask = limit + min(self.ann_foreign, limit)
             positions = self._positions_of_hash()
             while True:
-                got = self.reader.vector_search(query, ask, approximate=True)
+                got = self.reader.vector_search(query, ask, approximate=self.ann)
                 out = [(i, sim) for h, sim in got for i in positions.get(h, ())]
                 if len(out) >= limit or len(got) < ask or ask >= limit + self.ann_foreign:
                     return out[:limit]
@@ -340,29 +342,26 @@ class RepoView:
         return self._hash_positions
 
 
-def _history(
-    reader: RepoReader,
-) -> tuple[History, tuple[Path, tuple[int, int, int] | None]]:
+def _history(reader: RepoReader) -> tuple[History, tuple[Blobs, tuple[int, int, int] | None]]:
     """The git history stored for ``reader``'s commit (EMPTY, with a warning, when
     absent or unreadable: a query never fails for it) and its file's stamp."""
-    meta = reader.meta
-    path = sidecar(reader.store_path, meta.name)
-    stamp = _stamp(path)
+    meta, blobs = reader.meta, reader.blobs
+    stamp = _stamp(blobs, meta.name)
     if meta.commit is None:
-        return History.EMPTY, (path, stamp)  # not a git work tree: nothing to read
-    got = _read_history(path, meta.name, meta.root, meta.commit)
+        return History.EMPTY, (blobs, stamp)  # not a git work tree: nothing to read
+    got = _read_history(blobs, meta.name, meta.root, meta.commit)
     if got is None:
         log.warning(
             "no git history stored for this commit: ranking goes without it until an index run",
             extra={"repo": meta.name, "commit": meta.commit},
         )
-    return got or History.EMPTY, (path, stamp)
+    return got or History.EMPTY, (blobs, stamp)
 
 
-def _read_history(path: Path, name: str, root: str, head: str | None) -> History | None:
-    """The history at ``path`` if it is of ``root`` (and ``head``, unless None)."""
+def _read_history(blobs: Blobs, name: str, root: str, head: str | None) -> History | None:
+    """The history of index ``name`` if it is of ``root`` (and ``head``, unless None)."""
     try:
-        got = load(path, root=root, head=head)
+        got = load(blobs, name, root=root, head=head)
     except ValueError as exc:
         log.warning(
             "git history unreadable: ranking goes without it; the next index run reads it again",
@@ -372,12 +371,12 @@ def _read_history(path: Path, name: str, root: str, head: str | None) -> History
     return got
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+def _stamp(blobs: Blobs, name: str) -> tuple[int, int, int] | None:
     try:
-        st = path.stat()
-    except OSError:
+        return blobs.stamp(history_key(name))
+    except Exception:  # OSError, or Arrow's own for a store it cannot reach: no history
+        log.warning("git history not reachable", extra={"repo": name}, exc_info=True)
         return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 def _checked(chunks: Sequence[Chunk]) -> tuple[list[Chunk], dict[str, str]]:
@@ -406,16 +405,16 @@ def _nodes_of(c: Chunk, graph: CodeGraph) -> list[int]:
 
 def _align_vectors(
     reader: RepoReader, chunks: Sequence[Chunk]
-) -> tuple[npt.NDArray[np.float32] | None, npt.NDArray[np.bool_] | None, bool, int]:
-    """(matrix, which chunks have a vector, whether the approximate index answers, how
-    many stored vectors are no chunk's): with the index, only the hashes are read."""
-    if reader.ann() is not None:
+) -> tuple[npt.NDArray[np.float32] | None, npt.NDArray[np.bool_] | None, AnnIndex | None, int]:
+    """(matrix, which chunks have a vector, the approximate index that answers if any,
+    how many stored vectors are no chunk's): with the index, only the hashes are read."""
+    if (ann := reader.ann()) is not None:
         held = set(reader.vector_hashes() or ())
         has = np.array([c.content_hash in held for c in chunks], dtype=bool)
-        return None, has, True, len(held - {c.content_hash for c in chunks})
+        return None, has, ann, len(held - {c.content_hash for c in chunks})
     stored = reader.vectors()
     if stored is None:
-        return None, None, False, 0
+        return None, None, None, 0
     hashes, matrix = stored
     row = {h: i for i, h in enumerate(hashes)}
     out = np.zeros((len(chunks), matrix.shape[1]), dtype=np.float32)
@@ -425,4 +424,4 @@ def _align_vectors(
         if j is not None:
             out[i] = matrix[j]
             has[i] = True
-    return out, has, False, 0
+    return out, has, None, 0

@@ -273,31 +273,59 @@ def load_embedder(
     threads: int,
     cache_dir: Path,
     workers: int = 0,
+    executor: str = "local",
 ) -> Embedder:
     """Load ``model`` now: the static tier, or a sentence-transformers model.
 
     A transformer gets ``workers`` one-thread worker processes for large
     calls (0: one per core; fewer than 2: none, calls run in this process
-    on ``threads`` torch threads, 0 meaning torch's default). Raises
+    on ``threads`` torch threads, 0 meaning torch's default). ``executor``
+    ``"ray"``: large calls go to ``workers`` Ray actors instead (0: one per CPU
+    of the cluster; :mod:`indexers.embed_ray`). Raises
     :class:`ModelUnavailable` when the model cannot load.
     """
     from indexers import static_model
 
-    if static_model.is_static(model):
-        return static_model.load(model, cache_dir)
-    local = SentenceTransformerEmbedder(
-        model,
-        max_seq_tokens=max_seq_tokens,
-        quantize=quantize,
-        batch_size=batch_size,
-        threads=threads,
-    )
+    static = static_model.is_static(model)
+    local: Embedder
+    if static:
+        local = static_model.load(model, cache_dir)
+    else:
+        local = SentenceTransformerEmbedder(
+            model,
+            max_seq_tokens=max_seq_tokens,
+            quantize=quantize,
+            batch_size=batch_size,
+            threads=threads,
+        )
+    if executor == "ray":
+        from indexers.embed_ray import RayEmbedder, RayRecipe
+
+        recipe = RayRecipe(model, max_seq_tokens, quantize, batch_size, str(cache_dir), static)
+        pooled = RayEmbedder(local, recipe, workers)
+        pooled.start()  # Ray and the actors' models load with the model, not in a call's time
+        return pooled
+    if not isinstance(local, SentenceTransformerEmbedder):
+        return local
     workers = workers or default_workers()
     if workers < 2:
         return local
     from indexers.embed_workers import PooledEmbedder
 
     return PooledEmbedder(local, workers)
+
+
+def call_size(embedder: object, default: int) -> int:
+    """How many texts a call to ``embedder`` should carry: ``default``, or more when
+    the embedder underneath its wrappers fans calls out wider (a pool of Ray actors
+    wants enough for every actor; see ``RayEmbedder.call_size``)."""
+    seen: object | None = embedder
+    for _ in range(4):  # GuardedEmbedder -> LazyEmbedder -> the model
+        size = getattr(seen, "call_size", None)
+        if isinstance(size, int):
+            return max(default, size)
+        seen = getattr(seen, "inner", None) or getattr(seen, "model", None)
+    return default
 
 
 def default_workers() -> int:

@@ -144,12 +144,7 @@ class WorkerPool:
         )
 
     def _dispatch(self, texts: Sequence[str], dimension: int) -> Vectors:
-        # The order encode() sorts in, cut into whole model batches: each batch
-        # holds the texts it holds in process. That matters: int8 activations
-        # are scaled per batch, so a text's vector depends on its batch.
-        order = [int(i) for i in np.argsort([-len(t) for t in texts])]
-        size = self.recipe.batch_size * GROUP_BATCHES
-        groups = [order[i : i + size] for i in range(0, len(order), size)]
+        groups = batch_groups(texts, self.recipe.batch_size)
         out = np.empty((len(texts), dimension), dtype=np.float32)
         todo = list(range(len(groups)))[::-1]
         busy: dict[int, int] = {}  # worker index -> the group it embeds
@@ -243,6 +238,16 @@ class _Worker:
             self.proc.wait(timeout=5)
         with contextlib.suppress(OSError):
             self.conn.close()
+
+
+def batch_groups(texts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """``texts``' positions in the order encode() sorts them, cut into groups of
+    :data:`GROUP_BATCHES` whole model batches: each batch holds the texts it holds in
+    process. That matters: int8 activations are scaled per batch, so a text's vector
+    depends on its batch."""
+    order = [int(i) for i in np.argsort([-len(t) for t in texts])]
+    size = batch_size * GROUP_BATCHES
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def serve(fd: int) -> None:

@@ -411,6 +411,7 @@ def test_an_unreadable_snapshot_is_dropped_at_the_next_commit(
     meta = service.store.meta("demo")
     assert meta is not None
     [snap] = meta.snapshots
+    assert service.store.path is not None
     versions = service.store.path / f"{snap.table('chunks')}.lance" / "_versions"
     pinned = snap.versions["chunks"]
     for name in (f"{2**64 - 1 - pinned:020d}.manifest", f"{pinned}.manifest"):

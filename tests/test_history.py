@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import git
 
-from ctxsvc.history import FileHistory, History, read_history, save, sidecar
+from ctxsvc.history import FileHistory, History, key, read_history, save
 from ctxsvc.service import ContextService
 
 DAY = 86400
@@ -139,7 +139,7 @@ def test_index_run_stores_it_and_recomputes_when_head_moves(
     assert view.history.file("cold.py") == FileHistory(1, 50.0)
 
     # A damaged file is not served (EMPTY, a warning) and the next run reads it again.
-    path = sidecar(service.store.path, "hist")
+    path = Path(service.store.blobs.where(key("hist")))
     path.write_bytes(path.read_bytes()[:100])
     commit(history_repo, 60, {}, "empty again")
     service.index(history_repo)  # a new generation: its view loads the repaired file
@@ -154,8 +154,8 @@ def test_index_run_stores_it_and_recomputes_when_head_moves(
 
 def test_a_stale_sidecar_is_not_served(service: ContextService, history_repo: Path) -> None:
     service.index(history_repo)
-    path = sidecar(service.store.path, "hist")
-    save(path, History("0" * 40, 1, {}, {}, {}, [0.0]), str(history_repo))  # another HEAD
+    path = Path(service.store.blobs.where(key("hist")))
+    save(service.store.blobs, "hist", History("0" * 40, 1, {}, {}, {}, [0.0]), str(history_repo))
     view = type(service.catalog.view(service.catalog.resolve("hist"))).load(
         service.store.reader("hist")
     )

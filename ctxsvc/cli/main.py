@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         configure_logging(args.log_json)
         settings = Settings.from_env(
-            home=Path(args.home) if args.home else None, config=args.config
+            home=Path(args.home) if args.home else None,
+            config=args.config,
+            embed_executor=getattr(args, "executor", None),  # `index --executor`
         )
         if not _is_utf8(str(settings.home)):  # LanceDB and SQLite take UTF-8 paths only
             raise ConfigError(

@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--model", help="sentence-transformers model name or path")
     ix.add_argument("--no-vectors", action="store_true", help="full text and symbols only")
     ix.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        help="where chunks are embedded: worker processes here (default), or Ray actors "
+        "(a local Ray instance, or the cluster RAY_ADDRESS names; needs ctxsvc[ray])",
+    )
+    ix.add_argument(
         "--reembed", action="store_true", help="replace every vector (after a model change)"
     )
     ix.add_argument("--rebuild", action="store_true", help="drop the index and build it again")

@@ -113,7 +113,7 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _statuses(name: str | None, settings: Settings) -> list[RepoStatus]:
-    if name is None and not settings.db_path.exists():
+    if name is None and not settings.index_uri and not settings.db_path.exists():
         return []  # a data directory never indexed into: no store to open
     from ctxsvc.compose import build_service
 
@@ -556,6 +556,12 @@ def watch(args: argparse.Namespace, settings: Settings) -> int:
 
     from ctxsvc.compose import build_service
     from ctxsvc.watch import Watcher
+
+    if settings.read_only:
+        raise ConfigError(
+            "`ctxsvc watch` re-indexes, and this configuration is read-only (CTXSVC_READ_ONLY)",
+            hint="watch on the indexer host, the one of the shared index that writes",
+        )
 
     # One line per run even without --log-json; watchfiles' own chatter stays out.
     logging.getLogger("ctxsvc.watch").setLevel(logging.INFO)

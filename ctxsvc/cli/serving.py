@@ -85,6 +85,11 @@ def plan_for(settings: Settings, hosts: list[str], watch: list[str | None] | Non
     """The plan of this server. With several workers and no thread count set, each
     worker's model gets its share of the cores: N workers of torch's default (a thread per
     core each) would contend for the same cores on every query."""
+    if watch is not None and settings.read_only:
+        raise ConfigError(
+            "--watch re-indexes, and this server is read-only (CTXSVC_READ_ONLY)",
+            hint="watch on the indexer host, the one server of the shared index that writes",
+        )
     values = settings.model_dump(mode="json")
     if settings.workers > 1 and settings.embed_threads == 0:
         values["embed_threads"] = max(1, (os.cpu_count() or 1) // settings.workers)

@@ -24,9 +24,11 @@ write transaction (which holds the database's one write lock,
   thread of the same process re-claimed it) finds its writes refused.
 
 Heartbeats carry the progress, so a poll through another process sees it
-within ``heartbeat_seconds``. Times are wall clocks, but as every claimer of a
-job is on the machine of its scope, a heartbeat's age is always measured on
-the clock that wrote it.
+within ``heartbeat_seconds``. Times are wall clocks. A local index's jobs are
+claimed only on the machine of their scope, so a heartbeat's age is measured
+on the clock that wrote it. A shared index's (on object storage,
+:func:`index_scope`) are claimed by any host that runs jobs for it: their
+clocks must agree to well within ``stale_seconds`` (NTP does).
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ Progress = dict[str, dict[str, int | None]]
 def local_scope(home: Path) -> str:
     """The scope of the jobs of the data directory ``home`` on this machine."""
     return f"{socket.gethostname()}:{home.expanduser().resolve()}"
+
+
+def index_scope(uri: str) -> str:
+    """The scope of the jobs of a shared index (``CTXSVC_INDEX_URI``), on any host."""
+    return f"index:{uri.rstrip('/')}"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """LanceDB storage: the one owner of ``lancedb`` and ``pyarrow``.
 
-One database under ``CTXSVC_HOME/lance``. Each repository name owns six
+One database under ``CTXSVC_HOME/lance`` (or on object storage, below). Each repository name owns six
 tables (files, chunks, symbols, refs, imports and vectors: ``<name>__files``
 ... after a first run); the ``repos`` table holds one row of metadata per
 repository, and that row is the commit point of an index run.
@@ -55,6 +55,15 @@ table keeps its last version. Each write is retried a few times with
 exponential backoff and jitter, then fails as ``StoreError`` (retryable) and
 the previous index keeps answering.
 
+The database may sit on an S3-compatible object store (``CTXSVC_INDEX_URI=
+s3://bucket/prefix``, ``ctxsvc.stores.blobs``). The same versions make it
+safe there: a reader on another host follows the ``repos`` row's newest
+version (asked at most every ``REMOTE_POLL_SECONDS``) and opens the pinned
+versions. The locks stay files of each host; one writer per index across
+hosts is the job queue's (``ctxsvc.jobs``). The per-file manifest check is a
+local stat per file, so on a store it is left to the reads themselves: a
+missing object fails the read that meets it, as ``StoreCorrupt`` all the same.
+
 This module holds the database and its ``repos`` table (:class:`LanceStore`);
 ``lance_writer`` writes a repository (and retries writes), ``lance_reader``
 reads one and checks its files, ``lance_schema`` spells out the tables. Their
@@ -67,12 +76,14 @@ import json
 import logging
 import shutil
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ctxsvc.errors import CtxError, RepoNotFound, StoreCorrupt, StoreError
 from ctxsvc.limits import ANN_MIN_VECTORS
+from ctxsvc.stores.blobs import REMOTE_POLL_SECONDS, Blobs, is_remote
 from ctxsvc.stores.lance_reader import RepoReader, cause
 from ctxsvc.stores.lance_schema import (
     DATA_TABLES,
@@ -145,21 +156,49 @@ class LanceStore:
     rebuilds one of an older schema), and it never hides the other indexes.
     """
 
-    def __init__(self, path: Path, *, ann_min_vectors: int = ANN_MIN_VECTORS) -> None:
-        self.path = path
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        ann_min_vectors: int = ANN_MIN_VECTORS,
+        locks: Path | None = None,
+    ) -> None:
+        # A local directory, or an object-store URI (``s3://bucket/prefix``: see
+        # ``ctxsvc.stores.blobs``). ``path`` is the directory, None on a store.
+        self.uri = str(path)
+        self.remote = is_remote(self.uri)
+        self.path: Path | None = None if self.remote else Path(path)
+        # Files beside the tables (git history): a directory, or objects under the prefix.
+        self.blobs = Blobs.beside(self.uri)
         # From this many vectors an index's vectors table gets an approximate index
         # (``ctxsvc.stores.lance_ann``) and its views search that, not a matrix.
         self.ann_min_vectors = ann_min_vectors
         # vectors table -> its latest version when building its approximate index failed
         self.ann_failures: dict[str, int] = {}
+        # The repository lock and the fill lock are this host's files: on a shared
+        # store, the job queue keeps one writer per index across hosts.
+        if locks is None and self.path is None:
+            raise StoreError("an index on object storage needs a local directory for its locks")
+        self._locks = locks if locks is not None else Path(path).parent / "locks"
+        self._polled = 0.0  # when the registry's latest version was last asked for (remote)
         try:
             import lancedb
 
-            path.mkdir(parents=True, exist_ok=True)
-            self._db = lancedb.connect(str(path))
-        except OSError as exc:
-            raise StoreError(f"cannot open the index database at {path}: {exc}") from exc
-        self._locks = path.parent / "locks"
+            if self.path is not None:
+                self.path.mkdir(parents=True, exist_ok=True)
+            self._db = lancedb.connect(self.uri)
+            if self.remote:
+                self._db.list_tables()  # an unreachable store fails here, loudly, not mid-run
+        except Exception as exc:  # OSError locally; the object store's client raises others
+            hint = "check the directory is writable"
+            if self.remote:
+                hint = (
+                    "check the bucket exists and AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                    "AWS_SECRET_ACCESS_KEY, AWS_REGION (and AWS_ALLOW_HTTP=true for http)"
+                )
+            raise StoreError(
+                f"cannot open the index database at {self.uri}: {cause(exc)}", hint=hint
+            ) from exc
         self._repos: Any | None = None
         self._meta_lock = threading.Lock()
         self._meta_cache: dict[str, IndexMeta] = {}
@@ -205,8 +244,12 @@ class LanceStore:
         try:
             self._db.drop_table(table)
         except Exception:  # a damaged table (no _versions, say) is not one Lance drops
-            log.warning("dropping a damaged table by its directory", extra={"table": table})
-        shutil.rmtree(self.path / f"{table}.lance", ignore_errors=True)
+            if self.path is None:
+                log.warning("a damaged table left on the object store", extra={"table": table})
+            else:
+                log.warning("dropping a damaged table by its directory", extra={"table": table})
+        if self.path is not None:
+            shutil.rmtree(self.path / f"{table}.lance", ignore_errors=True)
 
     # -- damage ---------------------------------------------------------------
 
@@ -249,18 +292,33 @@ class LanceStore:
             self._repos = self._db.open_table("repos")
         return self._repos
 
-    def _all_meta(self) -> tuple[dict[str, IndexMeta], dict[str, OutdatedIndex]]:
+    def _all_meta(
+        self, *, stale_ok: bool = False
+    ) -> tuple[dict[str, IndexMeta], dict[str, OutdatedIndex]]:
         """The ``repos`` rows, readable and outdated, re-read only on a new table version.
 
         Queries read this on every call, to follow index runs of other
-        processes; a version check costs far less than a scan.
+        processes; a version check costs far less than a scan. On an object
+        store the check is a request, so a caller that may see a row up to
+        ``REMOTE_POLL_SECONDS`` old (``stale_ok``: a query resolving its index)
+        gets the row read last within that time; every other caller (writes,
+        and a read that meets missing files and follows the newest row) asks.
         """
         with self._meta_lock:
+            now = time.monotonic()
+            if (
+                stale_ok
+                and self.remote
+                and self._meta_version is not None
+                and now - self._polled < REMOTE_POLL_SECONDS
+            ):
+                return self._meta_cache, self._outdated  # asked the store a moment ago
             try:
                 table = self._repos_table()
                 if table is None:
                     return {}, {}
                 table.checkout_latest()
+                self._polled = now
                 if table.version != self._meta_version:
                     metas: dict[str, IndexMeta] = {}
                     outdated: dict[str, OutdatedIndex] = {}
@@ -276,7 +334,14 @@ class LanceStore:
                 raise
             except Exception as exc:  # Lance raises RuntimeError, OSError, panics...
                 self._repos = None  # opened again on the next call
-                registry = self.path / "repos.lance"
+                registry = f"{self.uri}/repos.lance"
+                if self.remote and "not found" not in cause(exc).lower():
+                    # A timeout, a 5xx, an expired token: the store's, and passing.
+                    raise StoreError(
+                        f"cannot read the index registry {registry}: {cause(exc)}",
+                        hint="the object store did not answer as asked; retry, and check "
+                        "its endpoint and credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID)",
+                    ) from exc
                 raise StoreCorrupt(
                     f"the index registry {registry} is damaged: {cause(exc)}",
                     hint=f"move {registry} aside (the indexes beside it stay on disk) and "
@@ -284,13 +349,13 @@ class LanceStore:
                 ) from exc
             return self._meta_cache, self._outdated
 
-    def list_meta(self) -> list[IndexMeta]:
+    def list_meta(self, *, stale_ok: bool = False) -> list[IndexMeta]:
         """Every readable index, by name (those of another schema: :meth:`list_outdated`)."""
-        return sorted(self._all_meta()[0].values(), key=lambda m: m.name)
+        return sorted(self._all_meta(stale_ok=stale_ok)[0].values(), key=lambda m: m.name)
 
-    def list_outdated(self) -> list[OutdatedIndex]:
+    def list_outdated(self, *, stale_ok: bool = False) -> list[OutdatedIndex]:
         """Every index of another schema version, by name."""
-        return sorted(self._all_meta()[1].values(), key=lambda o: o.name)
+        return sorted(self._all_meta(stale_ok=stale_ok)[1].values(), key=lambda o: o.name)
 
     def meta(self, name: str) -> IndexMeta | None:
         """The metadata of index ``name``; ``StoreCorrupt`` if it is of another schema."""
@@ -299,9 +364,10 @@ class LanceStore:
             raise outdated[name].error()
         return metas.get(name)
 
-    def find(self, name: str) -> IndexMeta | OutdatedIndex | None:
-        """Index ``name``, readable or of another schema version."""
-        metas, outdated = self._all_meta()
+    def find(self, name: str, *, stale_ok: bool = False) -> IndexMeta | OutdatedIndex | None:
+        """Index ``name``, readable or of another schema version (``stale_ok``: see
+        :meth:`_all_meta`)."""
+        metas, outdated = self._all_meta(stale_ok=stale_ok)
         return metas.get(name) or outdated.get(name)
 
     def outdated(self, name: str) -> OutdatedIndex | None:
@@ -324,17 +390,19 @@ class LanceStore:
                     "creating the repository registry",
                     lambda: self._db.create_table("repos", data=data),
                 )
-                return
-            table.checkout_latest()
-            write(
-                f"committing index {meta.name!r}",
-                lambda: (
-                    table.merge_insert("name_id")
-                    .when_matched_update_all()
-                    .when_not_matched_insert_all()
-                    .execute(data)
-                ),
-            )
+            else:
+                table.checkout_latest()
+                write(
+                    f"committing index {meta.name!r}",
+                    lambda: (
+                        table.merge_insert("name_id")
+                        .when_matched_update_all()
+                        .when_not_matched_insert_all()
+                        .execute(data)
+                    ),
+                )
+        with self._meta_lock:  # after any poll under way: this process reads its own commit
+            self._polled = 0.0
 
     def drop(self, name: str) -> None:
         """Forget a repository (outdated or not): its metadata row, then every table of it.
@@ -348,6 +416,8 @@ class LanceStore:
             if table is not None:
                 table.checkout_latest()
                 table.delete(f"name_id = '{path_id(name)}'")
+        with self._meta_lock:
+            self._polled = 0.0
         for t in owned_tables(name, self.table_names()):
             self.drop_table(t)
         self.repaired(name)

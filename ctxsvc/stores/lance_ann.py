@@ -3,9 +3,9 @@
 Below ``min_rows`` vectors a view holds the whole matrix and searches it by brute
 force (exact, about a millisecond per 100K chunks, 1.5 KB per chunk in memory).
 From ``min_rows`` on, the vectors table carries an IVF-PQ index: the view then
-holds no matrix, and asks Lance for the nearest vectors (the partitions nearest
-the query, their product-quantized codes, and the best ``REFINE`` times the
-limit re-ranked on the full vectors read from the table).
+holds no matrix, and asks Lance for the nearest vectors (the fifth of the
+partitions nearest the query, their product-quantized codes, and the best
+``REFINE`` times the limit re-ranked on the full vectors read from the table).
 
 The index lives in the table itself, so every version a reader pins says
 whether it has one, and readers on other hosts follow it with the version.
@@ -28,8 +28,13 @@ log = logging.getLogger("ctxsvc.store")
 
 PREFIX = "vector_ann_"  # + the rows it was trained on
 KIND = "IVF_PQ"
-NPROBES = 32  # partitions searched per query
-REFINE = 8  # candidates re-ranked on full vectors, per result
+# Partitions searched per query: a fifth of them, 32 at least (``probes``). Chosen on
+# moby's 92K static vectors (``benchmarks/ann.py --sweep``; moby is none of the six
+# held-out repositories): of 303 partitions, 32 probes found 0.93 of the true top 10 and
+# 64 found 0.975 (with 16 re-ranked per result); a fifth is 61.
+NPROBES = 32
+PROBE_SHARE = 0.2
+REFINE = 16  # candidates re-ranked on full vectors, per result
 REFINED_MAX = 4096  # and at most this many per query
 HASH_INDEX = "content_hash_idx"
 # Product quantization trains 256 centroids per sub-vector: with fewer rows Lance
@@ -61,6 +66,13 @@ def plan(rows: int, dimension: int) -> tuple[int, int]:
     partitions = max(1, min(4096, round(math.sqrt(rows)), rows // 256))
     width = next(w for w in (8, 4, 2, 1) if dimension % w == 0)
     return partitions, dimension // width
+
+
+def probes(index: AnnIndex, dimension: int) -> int:
+    """Partitions a query searches in ``index``: :data:`PROBE_SHARE` of them, at least
+    :data:`NPROBES` (all of them, for a small index)."""
+    partitions = plan(index.trained_rows, dimension)[0]
+    return max(NPROBES, math.ceil(partitions * PROBE_SHARE))
 
 
 def needed(table: Any, min_rows: int) -> bool:

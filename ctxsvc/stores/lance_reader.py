@@ -31,7 +31,8 @@ from ctxsvc.errors import (
     StoreError,
 )
 from ctxsvc.models import Chunk, FileRecord, Import, Reference, Symbol
-from ctxsvc.stores.lance_ann import NPROBES, REFINE, REFINED_MAX, AnnIndex, find
+from ctxsvc.stores.blobs import Blobs
+from ctxsvc.stores.lance_ann import REFINE, REFINED_MAX, AnnIndex, find, probes
 from ctxsvc.stores.lance_schema import CHUNK_COLUMNS, IndexMeta, chunk, file_records, in_list
 
 if TYPE_CHECKING:
@@ -89,9 +90,9 @@ class RepoReader:
         raise _still_moving(meta.name)
 
     @property
-    def store_path(self) -> Path:
-        """The database directory (its sidecar files, such as git history, sit beside it)."""
-        return self._store.path
+    def blobs(self) -> Blobs:
+        """The files beside the database (git history)."""
+        return self._store.blobs
 
     def table(self, name: str) -> Any:
         if name not in self._tables:
@@ -186,14 +187,15 @@ class RepoReader:
         return [(chunk(r), float(r["_score"])) for r in self._read("chunks", search)]
 
     def vector_search(
-        self, vector: npt.NDArray[np.float32], limit: int, *, approximate: bool = False
+        self, vector: npt.NDArray[np.float32], limit: int, *, approximate: AnnIndex | None = None
     ) -> list[tuple[str, float]]:
         """Nearest content hashes to ``vector``, with cosine similarity: through the
-        table's approximate index when ``approximate`` (``RepoReader.ann``), else exact."""
+        table's approximate index ``approximate`` (``RepoReader.ann``), else exact."""
         if "vectors" not in self._tables:
             return []
         # Full vectors re-ranked: REFINE per result, a few thousand at most.
         refine = max(1, min(REFINE, REFINED_MAX // max(limit, 1)))
+        nprobes = 0 if approximate is None else probes(approximate, len(vector))
 
         def search(table: Any) -> list[dict[str, Any]]:
             q = (
@@ -202,8 +204,8 @@ class RepoReader:
                 .select(["content_hash", "_distance"])
                 .limit(limit)
             )
-            if approximate:
-                q = q.nprobes(NPROBES).refine_factor(refine)
+            if nprobes:
+                q = q.nprobes(nprobes).refine_factor(refine)
             got: list[dict[str, Any]] = q.to_list()
             return got
 
@@ -246,6 +248,13 @@ class RepoReader:
             raise StoreError(
                 f"index {pinned.name!r}: reading table {table} failed: {why}",
                 hint="the system ran out of a resource; retry",
+            ) from exc
+        if self._store.remote and "not found" not in why.lower():
+            # On an object store a failed read is a timeout, a 5xx, a dropped connection:
+            # passing. Only a missing object is what damage looks like there.
+            raise StoreError(
+                f"index {pinned.name!r}: reading table {table} from the object store failed: {why}",
+                hint="retry; if it persists, check the store and its endpoint and credentials",
             ) from exc
         fresh = self._store.current(pinned.name)
         if fresh is None:
@@ -301,7 +310,8 @@ def open_pinned(store: LanceStore, meta: IndexMeta, table: str) -> Any:
     garbled, or if Lance cannot open or count it.
     """
     name, version = meta.table(table), meta.versions[table]
-    check_files(store.path / f"{name}.lance", version)
+    if store.path is not None:  # on object storage the reads themselves find what is gone
+        check_files(store.path / f"{name}.lance", version)
     try:
         handle = store.db.open_table(name, version=version)
         handle.count_rows()
