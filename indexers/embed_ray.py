@@ -147,8 +147,7 @@ class RayEmbedder:
         import ray
 
         if not ray.is_initialized():
-            # RAY_ADDRESS names a cluster to join; without it this starts a local instance.
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            _init_ray()
             self._held.started_ray = True  # shutdown() stops a local instance, leaves a cluster
         cpus = int(ray.cluster_resources().get("CPU", 0))  # type: ignore[no-untyped-call]
         wanted = min(self.actors or cpus, MAX_ACTORS)
@@ -250,6 +249,32 @@ class _Held:
 
             self.started_ray = False
             ray.shutdown()
+
+
+def _init_ray() -> None:
+    """``ray.init()`` (``RAY_ADDRESS`` names a cluster to join; without it a local instance
+    starts), called on a thread that lives as long as this process. A local instance's
+    daemons are killed when the *thread* that started them ends (Ray sets the parent-death
+    signal on them, and Linux sends it at the thread's exit), so not a model loader's
+    thread, nor a call's."""
+    import ray
+
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def own() -> None:
+        try:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except BaseException as exc:  # handed to the caller
+            failed.append(exc)
+        finally:
+            done.set()
+        threading.Event().wait()  # never set: the daemons live until the process ends
+
+    threading.Thread(target=own, name="ray-owner", daemon=True).start()
+    done.wait()
+    if failed:
+        raise failed[0]
 
 
 def _actor_class() -> Any:

@@ -75,6 +75,21 @@ def test_an_index_embedded_on_ray_holds_the_vectors_of_local_embedding(tmp_path:
     assert worst < 1e-5, f"a vector differs by {worst}"
 
 
+def test_a_static_index_on_ray_outlives_the_thread_that_loaded_the_model(tmp_path: Path) -> None:
+    """The static tier on Ray, through the lazy loader whose thread ends once the model is
+    loaded: the pool must outlive that thread. (A local Ray instance's daemons die with the
+    thread that started them; before ``_init_ray``, a static index of tokio's 561 files
+    died mid-run. This corpus is smaller, and the race may not be met on it.)"""
+    repo = corpus(tmp_path / "demo")
+    home = tmp_path / "home"
+    got = run_cli(cli_env(home), "index", str(repo), "--model", "static", "--executor", "ray",
+                  "--json")  # fmt: skip
+    assert got.returncode == 0, got.stderr[-2000:]
+    summary = json.loads(got.stdout)
+    assert summary["vectors"] == "complete", summary["warnings"]
+    assert summary["chunks_embedded"] >= 120
+
+
 def recipe(model: str = MODEL, *, static: bool = False, cache: Path) -> RayRecipe:
     return RayRecipe(model, 192, True, 8, str(cache), static)
 
