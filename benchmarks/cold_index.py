@@ -209,7 +209,7 @@ class _Sampler:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.peak_tree = self.peak_main = 0
-        self._since = _procs()[pid][1] if pid in _procs() else 0
+        self._since = _procs().get(pid, (0, 0, 0))[1]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 

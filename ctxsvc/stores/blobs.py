@@ -32,9 +32,11 @@ def is_remote(uri: str) -> bool:
     return uri.startswith(REMOTE_SCHEMES)
 
 
-def bucket_of(uri: str) -> str:
-    """The bucket of an ``s3://bucket/prefix`` URI (empty when it names none)."""
-    return uri.split("://", 1)[1].split("/", 1)[0]
+def passing(why: str) -> bool:
+    """Whether an object store's error (its message ``why``) is a passing one: a timeout,
+    a 5xx, a dropped connection, an expired token. Only a missing object is what damage
+    looks like on a store."""
+    return "not found" not in why.lower()
 
 
 class Blobs:
@@ -117,17 +119,6 @@ class Blobs:
         )
         self._stamps[key] = (now, got)
         return got
-
-    def delete(self, key: str) -> None:
-        """Remove ``key`` if it is there."""
-        if not self.remote:
-            (Path(self.root) / key).unlink(missing_ok=True)
-            return
-        fs, path = self._remote(key)
-        from pyarrow import fs as pafs
-
-        if fs.get_file_info(path).type != pafs.FileType.NotFound:
-            fs.delete_file(path)
 
     def _remote(self, key: str) -> tuple[Any, str]:
         if self._fs is None:

@@ -83,7 +83,7 @@ from typing import Any
 
 from ctxsvc.errors import CtxError, RepoNotFound, StoreCorrupt, StoreError
 from ctxsvc.limits import ANN_MIN_VECTORS
-from ctxsvc.stores.blobs import REMOTE_POLL_SECONDS, Blobs, is_remote
+from ctxsvc.stores.blobs import REMOTE_POLL_SECONDS, Blobs, is_remote, passing
 from ctxsvc.stores.lance_reader import RepoReader, cause
 from ctxsvc.stores.lance_schema import (
     DATA_TABLES,
@@ -335,8 +335,7 @@ class LanceStore:
             except Exception as exc:  # Lance raises RuntimeError, OSError, panics...
                 self._repos = None  # opened again on the next call
                 registry = f"{self.uri}/repos.lance"
-                if self.remote and "not found" not in cause(exc).lower():
-                    # A timeout, a 5xx, an expired token: the store's, and passing.
+                if self.remote and passing(cause(exc)):
                     raise StoreError(
                         f"cannot read the index registry {registry}: {cause(exc)}",
                         hint="the object store did not answer as asked; retry, and check "

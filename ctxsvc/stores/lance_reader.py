@@ -31,7 +31,7 @@ from ctxsvc.errors import (
     StoreError,
 )
 from ctxsvc.models import Chunk, FileRecord, Import, Reference, Symbol
-from ctxsvc.stores.blobs import Blobs
+from ctxsvc.stores.blobs import Blobs, passing
 from ctxsvc.stores.lance_ann import REFINE, REFINED_MAX, AnnIndex, find, probes
 from ctxsvc.stores.lance_schema import CHUNK_COLUMNS, IndexMeta, chunk, file_records, in_list
 
@@ -249,9 +249,7 @@ class RepoReader:
                 f"index {pinned.name!r}: reading table {table} failed: {why}",
                 hint="the system ran out of a resource; retry",
             ) from exc
-        if self._store.remote and "not found" not in why.lower():
-            # On an object store a failed read is a timeout, a 5xx, a dropped connection:
-            # passing. Only a missing object is what damage looks like there.
+        if self._store.remote and passing(why):
             raise StoreError(
                 f"index {pinned.name!r}: reading table {table} from the object store failed: {why}",
                 hint="retry; if it persists, check the store and its endpoint and credentials",
