@@ -39,10 +39,10 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.embed_tradeoff import corpus_chunks
+from ctxsvc.indexers import static_model
+from ctxsvc.indexers.embed import SentenceTransformerEmbedder, Vectors
+from ctxsvc.indexers.embed_workers import PooledEmbedder, wait_ready
 from ctxsvc.tokens import TiktokenCounter
-from indexers import static_model
-from indexers.embed import SentenceTransformerEmbedder, Vectors
-from indexers.embed_workers import PooledEmbedder, wait_ready
 
 MODEL = "all-MiniLM-L6-v2"
 SEQ = 192

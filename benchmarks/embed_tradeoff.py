@@ -25,12 +25,12 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.paths import CORPORA, TASKS_DIR
+from ctxsvc.indexers.chunking import chunk_file
+from ctxsvc.indexers.discover import discover, read_text
+from ctxsvc.indexers.embed import SentenceTransformerEmbedder
+from ctxsvc.indexers.symbols import extract
 from ctxsvc.models import Chunk
 from ctxsvc.tokens import TiktokenCounter
-from indexers.chunking import chunk_file
-from indexers.discover import discover, read_text
-from indexers.embed import SentenceTransformerEmbedder
-from indexers.symbols import extract
 
 CONFIGS = [
     ("fp32", 256, False),

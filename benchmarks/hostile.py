@@ -6,7 +6,7 @@
 So that it runs on an old checkout too, it touches ctxsvc only through the
 CLI (``python -m ctxsvc`` with ``CTXSVC_HOME`` set, ``PYTHONPATH`` the
 checkout, no other ``CTXSVC_*`` variable), the HTTP API of ``ctxsvc serve``,
-and ``indexers.discover.discover`` / ``read_text``. Every attack is bounded in
+and ``ctxsvc.indexers.discover.discover`` / ``read_text``. Every attack is bounded in
 time (a frozen command is killed after ``--timeout``). One row per attack (or
 per form of it): what happened, a verdict (held, escaped, froze, 5xx,
 traceback) and seconds; the table is printed and written as
@@ -49,7 +49,7 @@ if __package__ in (None, ""):  # run as a file: make ``benchmarks`` importable
 
 import httpx
 
-import indexers.discover as disc
+import ctxsvc.indexers.discover as disc
 from benchmarks.paths import CORPORA
 from ctxsvc.errors import CtxError
 

@@ -89,8 +89,8 @@ class Code:
     def probe(self) -> dict[str, Any]:
         """Where ``ctxsvc`` is imported from and which settings it knows."""
         script = (
-            "import json, ctxsvc, indexers; from ctxsvc.settings import Settings;"
-            "print(json.dumps({'ctxsvc': ctxsvc.__file__, 'indexers': indexers.__file__,"
+            "import json, ctxsvc, ctxsvc.indexers; from ctxsvc.settings import Settings;"
+            "print(json.dumps({'ctxsvc': ctxsvc.__file__, 'indexers': ctxsvc.indexers.__file__,"
             "'settings': sorted(Settings.model_fields)}))"
         )
         out = subprocess.run(

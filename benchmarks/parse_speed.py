@@ -34,13 +34,13 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.paths import CORPORA
+from ctxsvc.indexers.chunking import chunk_file
+from ctxsvc.indexers.discover import discover, read_text
+from ctxsvc.indexers.symbols import extract
 from ctxsvc.models import SourceFile
 from ctxsvc.parsing import parse_files
 from ctxsvc.settings import Settings
 from ctxsvc.tokens import TiktokenCounter
-from indexers.chunking import chunk_file
-from indexers.discover import discover, read_text
-from indexers.symbols import extract
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -7,7 +7,7 @@ from the snapshot's pinned tables: the text as it was stored then, never
 refreshed from disk (the working tree holds another branch's files) and with
 no freshness against it, and the answer says so.
 
-Where HEAD is comes from the files under ``.git`` (``indexers.gitref``): an
+Where HEAD is comes from the files under ``.git`` (``ctxsvc.indexers.gitref``): an
 index run reads it at its start and at its commit, and a row whose run saw it
 move is kept as no branch's snapshot; a query compares it with the row's, so
 that a checkout or a commit with no file changed still makes the index stale.
@@ -21,11 +21,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
+from ctxsvc.indexers.gitref import Head, read_head
 from ctxsvc.models import place
 from ctxsvc.stores.lance import IndexMeta, LanceStore, RepoReader
 from ctxsvc.stores.lance_snapshots import SHORT_COMMIT, describe, find, not_kept
 from ctxsvc.view import RepoView
-from indexers.gitref import Head, read_head
 
 VIEWS_KEPT = 2  # snapshot views held in memory (each is a whole index's view)
 

@@ -21,13 +21,13 @@ from collections.abc import Sequence
 
 from ctxsvc.blocks import Block, Source, is_body, snippet
 from ctxsvc.errors import AmbiguousSymbol, InvalidRequest
+from ctxsvc.indexers.symbols import is_name
 from ctxsvc.limits import MAX_PATTERNS, selected, validate_session_id
 from ctxsvc.models import Chunk, DeliveredSpan, Hit, Reference, Symbol
 from ctxsvc.sessions import split_already_sent
 from ctxsvc.skeleton import skeleton
 from ctxsvc.stores.ledger import SessionLedger
 from ctxsvc.view import RepoView
-from indexers.symbols import is_name
 
 DETAILS = ("snippets", "skeleton", "map", "full")
 MAP_SYMBOLS = 8

@@ -30,6 +30,8 @@ from ctxsvc.errors import (
     StoreCorrupt,
     StoreError,
 )
+from ctxsvc.indexers.discover import discover, root_identity
+from ctxsvc.indexers.embed import Embedder
 from ctxsvc.indexing import NullReporter, Reporter, index_repository
 from ctxsvc.limits import NAME
 from ctxsvc.models import BranchSnapshot, Freshness, IndexSummary, RepoStatus, Symbol
@@ -40,8 +42,6 @@ from ctxsvc.tokens import TokenCounter
 from ctxsvc.vector_fill import Filler
 from ctxsvc.view import RepoView
 from ctxsvc.views import Views, trim_heap
-from indexers.discover import discover, root_identity
-from indexers.embed import Embedder
 
 log = logging.getLogger(__name__)
 ADDED_TTL_SECONDS = 2.0  # how stale the list of added files may be (changed files: never)

@@ -13,6 +13,8 @@ import threading
 
 from ctxsvc.catalog import Catalog
 from ctxsvc.errors import ConfigError, CtxError
+from ctxsvc.indexers.embed import Embedder, GuardedEmbedder, LazyEmbedder, describe, load_embedder
+from ctxsvc.indexers.embed_ray import missing as ray_missing
 from ctxsvc.jobs import THREADS as JOB_THREADS
 from ctxsvc.jobs import JobRunner
 from ctxsvc.memory import Memory
@@ -28,8 +30,6 @@ from ctxsvc.summarizer import ChatSummarizer, Summarizer
 from ctxsvc.tokens import TiktokenCounter, TokenCounter
 from ctxsvc.vectors import QueryVectors
 from ctxsvc.workspaces import WorkspaceLog
-from indexers.embed import Embedder, GuardedEmbedder, LazyEmbedder, describe, load_embedder
-from indexers.embed_ray import missing as ray_missing
 
 log = logging.getLogger("ctxsvc")
 

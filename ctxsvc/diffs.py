@@ -26,11 +26,11 @@ from functools import cached_property
 from pathlib import Path
 
 from ctxsvc.errors import DeadlineExceeded, GitFailed, InvalidRequest
+from ctxsvc.indexers.content import decode_source, refuse_by_name
+from ctxsvc.indexers.reach import IndexedPaths
 from ctxsvc.limits import selected
 from ctxsvc.models import SkippedFile
 from ctxsvc.tokens import TokenCounter
-from indexers.content import decode_source, refuse_by_name
-from indexers.reach import IndexedPaths
 
 MAX_DIFF_BYTES = 4 * 1024 * 1024  # the diff and the untracked files read, together
 MAX_UNTRACKED = 200  # untracked files read (more are listed by name only)

@@ -24,6 +24,10 @@ from typing import Any, Protocol
 
 from ctxsvc import history
 from ctxsvc.errors import ModelMismatch, RepoNotFound, StoreCorrupt
+from ctxsvc.indexers.discover import discover
+from ctxsvc.indexers.embed import Embedder
+from ctxsvc.indexers.gitref import read_head, settle
+from ctxsvc.indexers.terms import code_terms, path_terms
 from ctxsvc.models import (
     Chunk,
     FileRecord,
@@ -42,10 +46,6 @@ from ctxsvc.stores.lance import SCHEMA_VERSION, IndexMeta, LanceStore, OutdatedI
 from ctxsvc.stores.lance_snapshots import carry, dropped_note
 from ctxsvc.stores.locks import FileLock
 from ctxsvc.tokens import TokenCounter
-from indexers.discover import discover
-from indexers.embed import Embedder
-from indexers.gitref import read_head, settle
-from indexers.terms import code_terms, path_terms
 
 log = logging.getLogger("ctxsvc.index")
 

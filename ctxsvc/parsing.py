@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ctxsvc.errors import CtxError
+from ctxsvc.indexers.chunking import chunk_file
+from ctxsvc.indexers.discover import read_text
+from ctxsvc.indexers.symbols import extract
 from ctxsvc.models import (
     Chunk,
     FileRecord,
@@ -35,9 +38,6 @@ from ctxsvc.models import (
     Symbol,
 )
 from ctxsvc.tokens import TokenCounter
-from indexers.chunking import chunk_file
-from indexers.discover import read_text
-from indexers.symbols import extract
 
 if TYPE_CHECKING:
     from ctxsvc.settings import Settings

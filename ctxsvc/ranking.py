@@ -38,8 +38,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ctxsvc.errors import RankerUnavailable
+from ctxsvc.indexers.terms import code_terms, path_terms
 from ctxsvc.view import RepoView
-from indexers.terms import code_terms, path_terms
 
 FEATURE_VERSION = 1
 MODEL_PATH = Path(__file__).resolve().parent / "data" / "ranker.txt"

@@ -25,10 +25,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ctxsvc.graph import personalized_pagerank
+from ctxsvc.indexers.terms import code_terms
 from ctxsvc.models import Hit
 from ctxsvc.ranking import TEST_PATH, Ranker, Signals, features
 from ctxsvc.view import RepoView
-from indexers.terms import code_terms
 
 SIGNALS = ("fts", "vector", "symbol", "graph")
 

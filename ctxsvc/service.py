@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar, final
 
 from ctxsvc.catalog import Catalog
+from ctxsvc.indexers.embed import Embedder
 from ctxsvc.jobs import JobRunner
 from ctxsvc.memory import Memory
 from ctxsvc.models import Stored
@@ -26,7 +27,6 @@ from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import LanceStore
 from ctxsvc.tokens import TokenCounter
 from ctxsvc.workspaces import WorkspaceLog
-from indexers.embed import Embedder
 
 
 @final  # its methods are the parts' own, bound here: a subclass could not override them

@@ -22,13 +22,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ctxsvc.errors import CtxError, IndexBusy, ModelUnavailable, StoreError
+from ctxsvc.indexers.embed import Embedder, EmbedderStalled, ModelLoading, call_size
 from ctxsvc.indexing import Reporter
 from ctxsvc.models import IndexSummary, StageTiming
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import IndexMeta, LanceStore
 from ctxsvc.stores.lance_vectors import VectorWriter, index_vectors, index_wanted
 from ctxsvc.stores.locks import FileLock
-from indexers.embed import Embedder, EmbedderStalled, ModelLoading, call_size
 
 log = logging.getLogger("ctxsvc.index")
 

@@ -13,8 +13,8 @@ import threading
 import numpy as np
 import numpy.typing as npt
 
+from ctxsvc.indexers.embed import Embedder, ModelLoading
 from ctxsvc.stores.lance import IndexMeta
-from indexers.embed import Embedder, ModelLoading
 
 QUERY_CACHE_SIZE = 1024
 

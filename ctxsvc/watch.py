@@ -7,7 +7,7 @@ batch (watchfiles' ``step`` and ``debounce``), and changes made while a run is
 under way wait, gathered, for the next one. ``IndexedPaths`` drops changes the
 indexer would never read: pruned directories (``.git/``, ``node_modules/``, a
 virtualenv, ...), the data directory, and paths the ``.gitignore`` files
-ignore, decided by the walk's own matcher (``indexers.ignore``).
+ignore, decided by the walk's own matcher (``ctxsvc.indexers.ignore``).
 
 A run that finds the repository locked by another process (``IndexBusy``) is
 retried after a short wait; any other ``CtxError`` is logged and the watcher
@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ctxsvc.errors import CtxError, IndexBusy, RepoNotFound
+from ctxsvc.indexers.reach import IndexedPaths
 from ctxsvc.models import IndexSummary, WatchStatus
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance_schema import IndexMeta
-from indexers.reach import IndexedPaths
 
 log = logging.getLogger("ctxsvc.watch")
 

@@ -5,11 +5,11 @@ the tracked files plus untracked, non-ignored ones (``git ls-files``); anywhere
 else an iterative walk honouring every ``.gitignore``. Both modes prune the
 directories in ``PRUNED_DIRS`` silently and record every file they refuse, with
 a reason, as a ``SkippedFile``. ``read_text`` then reads one file's bytes once
-and applies the content checks of ``indexers.content`` (binary, empty,
+and applies the content checks of ``ctxsvc.indexers.content`` (binary, empty,
 generated, minified).
 
 Everything under the root is listed, stat'ed and opened through directory
-descriptors, one component at a time (``indexers.fsroot``): a directory
+descriptors, one component at a time (``ctxsvc.indexers.fsroot``): a directory
 swapped for a symlink at any moment is reported (UNREADABLE, "changed while
 indexing"), never followed. Given ``expect``, the (st_dev, st_ino) recorded by
 ``root_identity``, a root that is now another directory or a link to one is
@@ -36,17 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctxsvc.errors import InvalidPath
-from ctxsvc.models import FileText, SkippedFile, SkipReason, SourceFile
 
 # Three constants first defined here, still imported from here by ctxsvc.bench.
-from indexers.content import BINARY_SNIFF_BYTES as BINARY_SNIFF_BYTES
-from indexers.content import GENERATED_HEADER_LINES as GENERATED_HEADER_LINES
-from indexers.content import GENERATED_MARKERS as GENERATED_MARKERS
-from indexers.content import decode_source, refuse_by_name
-from indexers.fsroot import Changed, Refused, RootDir
-from indexers.fsroot import root_identity as root_identity  # part of this module's API
-from indexers.ignore import IgnoreFile, ignored
-from indexers.languages import language_for
+from ctxsvc.indexers.content import BINARY_SNIFF_BYTES as BINARY_SNIFF_BYTES
+from ctxsvc.indexers.content import GENERATED_HEADER_LINES as GENERATED_HEADER_LINES
+from ctxsvc.indexers.content import GENERATED_MARKERS as GENERATED_MARKERS
+from ctxsvc.indexers.content import decode_source, refuse_by_name
+from ctxsvc.indexers.fsroot import Changed, Refused, RootDir
+from ctxsvc.indexers.fsroot import root_identity as root_identity  # part of this module's API
+from ctxsvc.indexers.ignore import IgnoreFile, ignored
+from ctxsvc.indexers.languages import language_for
+from ctxsvc.models import FileText, SkippedFile, SkipReason, SourceFile
 
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
 

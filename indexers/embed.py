@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ctxsvc.errors import ModelUnavailable
-from indexers.model_files import BUNDLED, model_path, native_seq, read_dimension
+from ctxsvc.indexers.model_files import BUNDLED, model_path, native_seq, read_dimension
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def describe(
     or not (``cache_dir`` holds distilled models). None when the spec cannot be
     known without loading: a hub id not on disk, a layout this does not read.
     """
-    from indexers import static_model
+    from ctxsvc.indexers import static_model
 
     if static_model.is_static(model):
         return static_model.describe(model)
@@ -281,10 +281,10 @@ def load_embedder(
     calls (0: one per core; fewer than 2: none, calls run in this process
     on ``threads`` torch threads, 0 meaning torch's default). ``executor``
     ``"ray"``: large calls go to ``workers`` Ray actors instead (0: one per CPU
-    of the cluster; :mod:`indexers.embed_ray`). Raises
+    of the cluster; :mod:`ctxsvc.indexers.embed_ray`). Raises
     :class:`ModelUnavailable` when the model cannot load.
     """
-    from indexers import static_model
+    from ctxsvc.indexers import static_model
 
     static = static_model.is_static(model)
     local: Embedder
@@ -299,7 +299,7 @@ def load_embedder(
             threads=threads,
         )
     if executor == "ray":
-        from indexers.embed_ray import RayEmbedder, RayRecipe
+        from ctxsvc.indexers.embed_ray import RayEmbedder, RayRecipe
 
         recipe = RayRecipe(model, max_seq_tokens, quantize, batch_size, str(cache_dir), static)
         pooled = RayEmbedder(local, recipe, workers)
@@ -310,7 +310,7 @@ def load_embedder(
     workers = workers or default_workers()
     if workers < 2:
         return local
-    from indexers.embed_workers import PooledEmbedder
+    from ctxsvc.indexers.embed_workers import PooledEmbedder
 
     return PooledEmbedder(local, workers)
 

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from ctxsvc.errors import ModelUnavailable
-from indexers.embed import Embedder, EmbedderStalled, Vectors
-from indexers.embed_workers import GROUP_BATCHES, MIN_POOLED, batch_groups
+from ctxsvc.indexers.embed import Embedder, EmbedderStalled, Vectors
+from ctxsvc.indexers.embed_workers import GROUP_BATCHES, MIN_POOLED, batch_groups
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class RayEmbedder:
 
     @property
     def call_size(self) -> int:
-        """Texts per call that keep every actor busy (:func:`indexers.embed.call_size`):
+        """Texts per call that keep every actor busy (:func:`ctxsvc.indexers.embed.call_size`):
         :data:`IN_FLIGHT` groups each, once the actors are up."""
         per_group = STATIC_GROUP if self.recipe.static else self.recipe.batch_size * GROUP_BATCHES
         return max(len(self._held.pool), 1) * IN_FLIGHT * per_group
@@ -287,7 +287,7 @@ def _actor_class() -> Any:
         def __init__(self, recipe: RayRecipe) -> None:
             from pathlib import Path
 
-            from indexers.embed import load_embedder
+            from ctxsvc.indexers.embed import load_embedder
 
             self.model = load_embedder(
                 recipe.model,

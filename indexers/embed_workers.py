@@ -38,7 +38,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from indexers.embed import EmbedderStalled, SentenceTransformerEmbedder, Vectors
+from ctxsvc.indexers.embed import EmbedderStalled, SentenceTransformerEmbedder, Vectors
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +192,16 @@ class _Worker:
     @classmethod
     def spawn(cls, recipe: Recipe) -> _Worker:
         ours, theirs = socket.socketpair()
-        # The workers import the indexers these modules come from (a checkout, a worktree).
-        source = str(Path(__file__).resolve().parent.parent)
+        # The workers import the ctxsvc these modules come from (a checkout, a worktree):
+        # the directory above ctxsvc/indexers/, as imported (not resolved: in a checkout
+        # ctxsvc/indexers links to the indexers/ beside ctxsvc/).
+        source = str(Path(__file__).absolute().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (source, os.environ.get("PYTHONPATH", "")) if p
         )}  # fmt: skip
-        code = "import sys; from indexers.embed_workers import serve; serve(int(sys.argv[1]))"
+        code = (
+            "import sys; from ctxsvc.indexers.embed_workers import serve; serve(int(sys.argv[1]))"
+        )
         proc = subprocess.Popen(
             [sys.executable, "-c", code, str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),

@@ -3,7 +3,7 @@
 No subprocess: ``HEAD`` (through a worktree's ``gitdir:`` file), then the ref
 it names, loose or in ``packed-refs``. What this cannot read for sure (a
 reftable store, an odd file) is ``UNKNOWN``, never a guess; the index run
-itself asks git (``indexers.discover``).
+itself asks git (``ctxsvc.indexers.discover``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ctxsvc.indexers.discover import Discovery
 from ctxsvc.models import place
-from indexers.discover import Discovery
 
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _REF_DEPTH = 5  # symbolic refs followed before giving up

@@ -6,7 +6,7 @@ escape a leading ``#`` or ``!``, trailing spaces are trimmed unless escaped
 with ``\\``, a leading ``!`` negates, a trailing ``/`` restricts the pattern to
 directories, and a ``/`` at the start or in the middle anchors it to the file's
 directory (otherwise it matches a name at any depth). The wildcards are
-``indexers.wildmatch``'s (git's ``wildmatch``), matched on the UTF-8 bytes,
+``ctxsvc.indexers.wildmatch``'s (git's ``wildmatch``), matched on the UTF-8 bytes,
 case-sensitively (``core.ignoreCase`` is not read), as git does on Linux.
 
 ``IgnoreFile.decide`` answers for one path. It does not apply git's rule that a
@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from indexers.wildmatch import Glob, GlobSet, NeverMatches, compile_glob, encode, is_literal
+from ctxsvc.indexers.wildmatch import Glob, GlobSet, NeverMatches, compile_glob, encode, is_literal
 
 MAX_PATTERN_CHARS = 1024
 MAX_PATTERN_WILDCARDS = 256

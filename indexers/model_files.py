@@ -3,7 +3,7 @@
 A sentence-transformers model directory tells its sequence limit
 (``sentence_bert_config.json``) and, through ``modules.json`` and each
 module's config, its output dimension: enough to name its vectors before
-it loads (:func:`indexers.embed.describe`).
+it loads (:func:`ctxsvc.indexers.embed.describe`).
 """
 
 from __future__ import annotations

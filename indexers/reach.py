@@ -1,9 +1,9 @@
-"""Whether the walk of ``indexers.discover`` would reach a path: ``IndexedPaths``.
+"""Whether the walk of ``ctxsvc.indexers.discover`` would reach a path: ``IndexedPaths``.
 
 A watcher (``ctxsvc.watch``) is told of every change under a root; it should
 re-index only for those the indexer would read. The decision is the walk's
 own: pruned directories, the data directory, and the ``.gitignore`` files
-above the path, matched by ``indexers.ignore``.
+above the path, matched by ``ctxsvc.indexers.ignore``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,13 @@ import stat
 import threading
 from pathlib import Path
 
-from indexers.discover import DEFAULT_MAX_FILE_BYTES, PRUNED_DIR_SUFFIXES, PRUNED_DIRS, VENV_MARKER
-from indexers.ignore import IgnoreFile, ignored
+from ctxsvc.indexers.discover import (
+    DEFAULT_MAX_FILE_BYTES,
+    PRUNED_DIR_SUFFIXES,
+    PRUNED_DIRS,
+    VENV_MARKER,
+)
+from ctxsvc.indexers.ignore import IgnoreFile, ignored
 
 
 class IndexedPaths:
@@ -46,7 +51,7 @@ class IndexedPaths:
         return p.relative_to(self.root).as_posix()
 
     def wanted(self, rel: str) -> bool:
-        """Whether the walk of ``indexers.discover`` would reach ``rel`` (relative to the root)."""
+        """Whether the walk of ``ctxsvc.indexers.discover`` would reach ``rel`` (relative to the root)."""
         parts = rel.split("/")
         stack: list[tuple[str, IgnoreFile]] = []
         for i, name in enumerate(parts):

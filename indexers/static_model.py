@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from ctxsvc.errors import ModelUnavailable
-from indexers.embed import ModelSpec, Vectors
-from indexers.model_files import model_path, read_dimension
+from ctxsvc.indexers.embed import ModelSpec, Vectors
+from ctxsvc.indexers.model_files import model_path, read_dimension
 
 log = logging.getLogger(__name__)
 

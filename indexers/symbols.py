@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ctxsvc.indexers import languages
+from ctxsvc.indexers.grammar_specs import SPECS, TOP, LangSpec, find, text
 from ctxsvc.models import Import, ParsedFile, Reference, Span, Symbol
-from indexers import languages
-from indexers.grammar_specs import SPECS, TOP, LangSpec, find, text
 
 Node = Any
 

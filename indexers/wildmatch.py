@@ -1,7 +1,7 @@
 """Match one wildcard pattern, or many at once, against a path in bounded time.
 
 ``compile_glob`` reads a ``.gitignore``-style pattern once (its syntax is
-``indexers.wildsyntax``'s, git's ``wildmatch`` with ``WM_PATHNAME``);
+``ctxsvc.indexers.wildsyntax``'s, git's ``wildmatch`` with ``WM_PATHNAME``);
 ``Glob.match`` tests one path, and ``GlobSet`` runs many patterns over a path
 at once and names the last that matches. Matching is on bytes,
 case-sensitively, as git does on Linux; ``encode`` turns a path or pattern read
@@ -26,9 +26,9 @@ from functools import cached_property
 from itertools import groupby
 from operator import methodcaller
 
-from indexers.wildsyntax import Dirs, One, Star, Token, tokenize
-from indexers.wildsyntax import NeverMatches as NeverMatches  # raised by compile_glob
-from indexers.wildsyntax import is_literal as is_literal  # part of this module's API
+from ctxsvc.indexers.wildsyntax import Dirs, One, Star, Token, tokenize
+from ctxsvc.indexers.wildsyntax import NeverMatches as NeverMatches  # raised by compile_glob
+from ctxsvc.indexers.wildsyntax import is_literal as is_literal  # part of this module's API
 
 _SLASH = 0x2F
 _ALL = (1 << 256) - 1

@@ -7,7 +7,7 @@ the POSIX classes git knows (``[[:alpha:]]``), with wildmatch's quirks; ``**/``
 at the start, ``/**`` at the end and ``/**/`` in the middle match any number of
 directories, and any other run of stars is one ``*``. A pattern git accepts but
 can never match (an unclosed ``[``, an unknown ``[:class:]``, a trailing lone
-``\\``) raises ``NeverMatches``. ``indexers.wildmatch`` runs the tokens.
+``\\``) raises ``NeverMatches``. ``ctxsvc.indexers.wildmatch`` runs the tokens.
 """
 
 from __future__ import annotations

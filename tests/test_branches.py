@@ -20,6 +20,7 @@ from ctxsvc.branches import BranchViews
 from ctxsvc.compose import build_service
 from ctxsvc.errors import BranchNotIndexed
 from ctxsvc.http import create_app
+from ctxsvc.indexers.gitref import Head, read_head
 from ctxsvc.indexing import NullReporter
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
@@ -27,7 +28,6 @@ from ctxsvc.stores import lance_snapshots, lance_writer
 from ctxsvc.stores.lance import RepoReader
 from ctxsvc.tokens import TiktokenCounter
 from ctxsvc.view import RepoView
-from indexers.gitref import Head, read_head
 
 QUESTION = "store get a value by key"
 MAIN_GET = "        return self.data.get(key)\n"

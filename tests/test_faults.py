@@ -20,12 +20,12 @@ from ctxsvc import vector_fill
 from ctxsvc.compose import build_service
 from ctxsvc.errors import StoreError
 from ctxsvc.http import create_app
+from ctxsvc.indexers.embed import EmbedderStalled, GuardedEmbedder
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
 from ctxsvc.stores import lance_writer
 from ctxsvc.stores.lance import LanceStore
 from ctxsvc.tokens import TiktokenCounter
-from indexers.embed import EmbedderStalled, GuardedEmbedder
 
 
 def test_hanging_model_during_indexing_degrades_and_keeps_finished_batches(

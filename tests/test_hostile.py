@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import cli_env, run_cli
 
+from ctxsvc.indexers.languages import EXTENSIONS, LANGUAGES
 from ctxsvc.service import ContextService
-from indexers.languages import EXTENSIONS, LANGUAGES
 
 BROKEN = {  # one syntax error per language, by extension
     ".py": "def broken(:\n    return (\n",

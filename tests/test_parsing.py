@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 from ctxsvc.errors import ConfigError, CtxError, RootChanged
+from ctxsvc.indexers.discover import discover
 from ctxsvc.models import SourceFile
 from ctxsvc.parsing import Parsed, parse_file, parse_files
 from ctxsvc.settings import Settings
 from ctxsvc.tokens import TiktokenCounter
-from indexers.discover import discover
 
 PROJECT = Path(__file__).resolve().parents[1]
 HEAVY = ("lancedb", "torch", "sentence_transformers", "transformers", "pyarrow")
@@ -116,7 +116,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This project's own source plus one fixture per language, and odd files."""
     root = tmp_path_factory.mktemp("parse") / "repo"
-    for part in ("ctxsvc", "indexers"):
+    for part in ("ctxsvc",):  # its indexers/ link is copied as the files
         shutil.copytree(PROJECT / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(PROJECT / "tests" / "fixtures" / "languages", root / "fixtures")
     odd = root / "odd"

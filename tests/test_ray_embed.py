@@ -4,7 +4,7 @@ Real Ray (a local instance each test process starts), the real bundled model,
 real tree-sitter and LanceDB: an index built with two Ray actors holds, chunk
 for chunk, the vectors an index built by local worker processes holds. (Two
 actors take calls of the local size; a larger pool takes larger calls, whose
-int8 batches hold other neighbours: see ``indexers.embed_ray``.)
+int8 batches hold other neighbours: see ``ctxsvc.indexers.embed_ray``.)
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from conftest import cli_env, make_repo, run_cli
 
 from ctxsvc.compose import build_service
 from ctxsvc.errors import ConfigError, ModelUnavailable
+from ctxsvc.indexers.embed import EmbedderStalled, load_embedder
+from ctxsvc.indexers.embed_ray import RayEmbedder, RayRecipe
 from ctxsvc.settings import Settings
 from ctxsvc.stores.lance import LanceStore
-from indexers.embed import EmbedderStalled, load_embedder
-from indexers.embed_ray import RayEmbedder, RayRecipe
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow

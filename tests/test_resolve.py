@@ -11,9 +11,9 @@ import pytest
 
 from ctxsvc import resolve
 from ctxsvc.imports import module_key
+from ctxsvc.indexers.symbols import extract
 from ctxsvc.models import Import, Reference, Symbol
 from ctxsvc.resolve import Resolver, base_names, receivers
-from indexers.symbols import extract
 
 LANGUAGE = {".py": "python", ".ts": "typescript", ".go": "go", ".java": "java"}
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from conftest import write_tree
 
+from ctxsvc.indexers import languages
+from ctxsvc.indexers.symbols import extract
 from ctxsvc.models import Symbol
 from ctxsvc.service import ContextService
 from ctxsvc.skeleton import MAX_HEAD_LINES, Skeleton, skeleton
-from indexers import languages
-from indexers.symbols import extract
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "languages"
 LEADS = {"python": "#", "go": "//", "rust": "//", "javascript": "//", "csharp": "//"}

@@ -1,7 +1,7 @@
 """Baselines: BM25 over whole files or line windows, a grep agent, and the oracle.
 
 BM25 documents are tokenized as lower-cased identifier words with camelCase and
-snake_case split (``indexers.terms``), of the path and the text. The grep agent
+snake_case split (``ctxsvc.indexers.terms``), of the path and the text. The grep agent
 (``GrepAgent``) searches the query's terms as fixed strings and reads whole
 files in match order (``pack_reads``). Packing checks the exact token count of
 the whole rendered context, so a baseline never exceeds its budget. The one
@@ -18,9 +18,9 @@ from typing import Any
 
 from ctxsvc.bench.metrics import Span, delivered_lines, merge_spans
 from ctxsvc.errors import ConfigError
+from ctxsvc.indexers.terms import code_terms, path_terms
 from ctxsvc.retrieval import _STOP as STOP_WORDS
 from ctxsvc.tokens import TokenCounter
-from indexers.terms import code_terms, path_terms
 
 SEPARATOR = "\n"  # between snippets, as ctxsvc.packing renders them
 # BPE counts of parts and of their concatenation differ by a token or two at a

@@ -26,8 +26,8 @@ from pathlib import PurePosixPath
 
 from ctxsvc.bench.gitrepo import Blobs, GitRepo, run_git, stream_git
 from ctxsvc.bench.tasks import Task
-from indexers.discover import BINARY_SNIFF_BYTES, GENERATED_HEADER_LINES, GENERATED_MARKERS
-from indexers.languages import language_for
+from ctxsvc.indexers.discover import BINARY_SNIFF_BYTES, GENERATED_HEADER_LINES, GENERATED_MARKERS
+from ctxsvc.indexers.languages import language_for
 
 MAX_FILES = 5  # source files a task may touch
 MAX_QUERY_CHARS = 1500  # as in ../shared/bench: the rest of a long message is mostly boilerplate

@@ -42,13 +42,13 @@ from ctxsvc.bench.gitrepo import SnapshotSource
 from ctxsvc.bench.metrics import Delivered, delivered_lines, file_hit, region_recall, savings
 from ctxsvc.bench.tasks import Task
 from ctxsvc.errors import CtxError, InvalidRequest
+from ctxsvc.indexers.discover import discover, read_text
 from ctxsvc.indexing import NullReporter, Reporter
 from ctxsvc.models import SkippedFile
 from ctxsvc.queries import Queries
 from ctxsvc.service import ContextService
 from ctxsvc.settings import Settings
 from ctxsvc.tokens import TokenCounter
-from indexers.discover import discover, read_text
 
 SYSTEMS = ("ctxsvc", "bm25-files", "bm25-windows", "grep-agent", "oracle", "whole-repo")
 # ctxsvc with one part switched off, to run beside the default (ablations; not run by default).

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ctxsvc import __version__
 from ctxsvc.errors import InvalidRequest
 
 DESCRIPTION = "The ``ctxsvc`` command line: parse, call the service, render."
@@ -74,6 +75,7 @@ class HookParser(Parser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="ctxsvc", description=DESCRIPTION)
+    p.add_argument("--version", action="version", version=f"ctxsvc {__version__}")
     p.add_argument("--home", help="data directory (default: $CTXSVC_HOME or ~/.local/share/ctxsvc)")
     p.add_argument(
         "--config",

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.routing import Match, Route
 
+from ctxsvc import __version__
 from ctxsvc.errors import CtxError
 from ctxsvc.http.context import context_routes
 from ctxsvc.http.edge import AUTHORIZED, Edge, Receive, Scope, Send
@@ -39,11 +40,11 @@ from ctxsvc.http.repos import repo_routes
 from ctxsvc.http.sessions import session_routes
 from ctxsvc.http.workers import Workers
 from ctxsvc.http.workspaces import workspace_routes
+from ctxsvc.indexers.embed import GuardedEmbedder
 from ctxsvc.models import WatchStatus
 from ctxsvc.schemas import Readiness
 from ctxsvc.service import ContextService
 from ctxsvc.settings import ServedNames
-from indexers.embed import GuardedEmbedder
 
 log = logging.getLogger("ctxsvc.api")
 
@@ -131,7 +132,7 @@ def create_app(
 
     app = FastAPI(
         title="ctxsvc",
-        version="1",
+        version=__version__,
         summary="Token-budgeted code context for AI coding agents",
         lifespan=lifespan,
     )

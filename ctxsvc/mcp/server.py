@@ -31,6 +31,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from ctxsvc import __version__
 from ctxsvc.errors import CtxError
 from ctxsvc.mcp.startup import HandshakeFront, PendingService
 from ctxsvc.mcp.tools import INSTRUCTIONS, TOOLS, Tool, ToolContext
@@ -186,7 +187,7 @@ def build_server(
 
     return Server(
         "ctxsvc",
-        version="0.1.0",
+        version=__version__,
         title="ctxsvc: code context for coding agents",
         instructions=INSTRUCTIONS
         + (f"\nDefault repository: {default_repo} (tools may omit repo)." if default_repo else ""),

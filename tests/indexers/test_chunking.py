@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from ctxsvc.indexers.chunking import chunk_file
+from ctxsvc.indexers.languages import language_for
+from ctxsvc.indexers.symbols import extract
 from ctxsvc.models import Chunk
 from ctxsvc.tokens import TiktokenCounter
-from indexers.chunking import chunk_file
-from indexers.languages import language_for
-from indexers.symbols import extract
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "languages"
 COUNTER = TiktokenCounter()

@@ -19,8 +19,8 @@ import pytest
 from conftest import cli_env, run_cli
 
 from ctxsvc.errors import InvalidPath
+from ctxsvc.indexers.discover import DEFAULT_MAX_FILE_BYTES, Discovery, discover, read_text
 from ctxsvc.models import FileText, SkippedFile, SkipReason, SourceFile
-from indexers.discover import DEFAULT_MAX_FILE_BYTES, Discovery, discover, read_text
 
 LIMIT = 64 * 1024  # max_file_bytes for the nasty tree; big.txt is over it
 NON_UTF8_NAME = os.fsdecode(b"bad\xff.py")

@@ -17,9 +17,7 @@ from fakes import HashEmbedder
 
 from ctxsvc.compose import build_service
 from ctxsvc.errors import ModelUnavailable
-from ctxsvc.settings import Settings
-from ctxsvc.tokens import TiktokenCounter
-from indexers.embed import (
+from ctxsvc.indexers.embed import (
     Embedder,
     GuardedEmbedder,
     LazyEmbedder,
@@ -29,6 +27,8 @@ from indexers.embed import (
     describe,
     model_path,
 )
+from ctxsvc.settings import Settings
+from ctxsvc.tokens import TiktokenCounter
 
 HEAVY = ("torch", "sentence_transformers", "transformers", "model2vec")
 SPEC = ModelSpec("hash", "hash-64", 64)

@@ -14,9 +14,9 @@ from conftest import cli_env, write_tree
 
 from ctxsvc.compose import build_service
 from ctxsvc.errors import ModelMismatch
+from ctxsvc.indexers import static_model
+from ctxsvc.indexers.embed import describe
 from ctxsvc.settings import Settings
-from indexers import static_model
-from indexers.embed import describe
 
 pytestmark = pytest.mark.slow  # distils the bundled model once per session (a minute or two)
 
@@ -26,7 +26,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 CHILD = """
 import json, sys
 from pathlib import Path
-from indexers import static_model
+from ctxsvc.indexers import static_model
 embedder = static_model.load(sys.argv[1], Path(sys.argv[2]))
 vecs = embedder.embed(["def main(): return 0", "class Store: pass", ""])
 print(json.dumps({{

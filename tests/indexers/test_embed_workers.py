@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from ctxsvc.compose import build_service
+from ctxsvc.indexers.embed import EmbedderStalled, GuardedEmbedder, SentenceTransformerEmbedder
+from ctxsvc.indexers.embed_workers import MIN_POOLED, PooledEmbedder, Recipe, WorkerPool, wait_ready
 from ctxsvc.settings import Settings
-from indexers.embed import EmbedderStalled, GuardedEmbedder, SentenceTransformerEmbedder
-from indexers.embed_workers import MIN_POOLED, PooledEmbedder, Recipe, WorkerPool, wait_ready
 
 pytestmark = pytest.mark.slow  # real model, real processes
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-import indexers.discover as disc
+import ctxsvc.indexers.discover as disc
 from ctxsvc.errors import CtxError, InvalidPath, RootChanged
 from ctxsvc.models import FileText, SkippedFile, SourceFile
 

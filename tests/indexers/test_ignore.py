@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from indexers.ignore import (
+from ctxsvc.indexers.ignore import (
     MAX_FILE_WILDCARD_CHARS,
     MAX_PATTERN_CHARS,
     MAX_PATTERN_WILDCARDS,
@@ -244,7 +244,7 @@ def no_freeze() -> None:
     GIL (as ``re`` does) would hang the in-process thread guard below, so such a
     regression fails here, after a timeout, instead of hanging the run."""
     code = (
-        "from indexers.ignore import IgnoreFile\n"
+        "from ctxsvc.indexers.ignore import IgnoreFile\n"
         "f = IgnoreFile.parse('*a*a*a*a*a*a*a*a*a*a*a*a*b\\n', 'bomb')\n"
         "print(f.decide('a' * 60 + '.py', False))\n"
     )

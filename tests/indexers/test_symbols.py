@@ -1,4 +1,4 @@
-"""indexers.symbols.extract against one fixture per language, plus edge cases."""
+"""ctxsvc.indexers.symbols.extract against one fixture per language, plus edge cases."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from ctxsvc.errors import ConfigError
+from ctxsvc.indexers import languages
+from ctxsvc.indexers.grammar_specs import SPECS
+from ctxsvc.indexers.symbols import extract
 from ctxsvc.models import ParsedFile, Span
-from indexers import languages
-from indexers.grammar_specs import SPECS
-from indexers.symbols import extract
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "languages"
 
