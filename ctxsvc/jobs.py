@@ -207,6 +207,10 @@ class JobRunner:
         job = self.queue.get(job_id)
         return None if job is None else job.public()
 
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The jobs submitted last, newest first, as the API shows them."""
+        return [job.public() for job in self.queue.recent(limit)]
+
     def drop(self, name_or_path: str) -> str:
         """Delete an index (``Catalog.drop``) and cancel its queued jobs, which would build
         it again; returns its name."""

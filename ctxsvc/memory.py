@@ -38,7 +38,15 @@ from ctxsvc.limits import (
     validate_session_id,
 )
 from ctxsvc.models import ContextPack, DriftWarning, Stored, Symbol, WorkspaceEvent, span_hash
-from ctxsvc.records import Anchor, Checkpoint, Resume, Session, SessionSummary, Summary
+from ctxsvc.records import (
+    Anchor,
+    Checkpoint,
+    Delivery,
+    Resume,
+    Session,
+    SessionSummary,
+    Summary,
+)
 from ctxsvc.stores.events import MAX_TEXT
 from ctxsvc.stores.sqlite import check_idempotency_key, check_storable
 from ctxsvc.stores.state import StateStore
@@ -102,6 +110,15 @@ class Memory:
     def sessions(self, repo: str | None = None) -> list[SessionSummary]:
         """What each session received, most recently active first."""
         return self.state.ledger.sessions(repo)
+
+    def recent_sessions(self, limit: int = 100) -> list[Session]:
+        """The sessions started last, newest first."""
+        return self.state.checkpoints.recent(limit)
+
+    def deliveries(self, session_id: str) -> list[Delivery]:
+        """What a session received, span by span, oldest first (``SessionLedger.deliveries``)."""
+        self.session(session_id)
+        return self.state.ledger.deliveries(session_id)
 
     def forget(self, session_id: str, repo: str | None = None) -> int:
         """Forget what a session received: the next answers send everything again."""

@@ -23,6 +23,19 @@ class SessionSummary:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """One span a session received, as the ledger keeps it: a span sent again keeps one
+    row, at the time it was last sent."""
+
+    repo: str
+    path: str
+    start_line: int
+    end_line: int
+    tokens: int
+    delivered_at: str  # ISO-8601, UTC
+
+
+@dataclass(frozen=True)
 class Session:
     """An agent's working session on one repository, the owner of checkpoints."""
 

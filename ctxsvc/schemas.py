@@ -37,7 +37,10 @@ def _text(value: str) -> str:
 
 
 def _budget(default: int, what: str, low: int = 0) -> Any:
-    return Field(default, ge=low, le=MAX_BUDGET, description=f"Most tokens (cl100k_base) {what}.")
+    return Field(
+        default, ge=low, le=MAX_BUDGET, description=f"Most tokens (cl100k_base) {what}.",
+        examples=[default],
+    )  # fmt: skip
 
 
 Text = Annotated[str, AfterValidator(_text)]
@@ -47,16 +50,15 @@ REPO_DOC = (
 # "~user" is not expanded on the server (and an unknown user would be an error).
 RepoRef = Annotated[Text, Field(min_length=1, max_length=4096, pattern=r"^[^~]")]
 ONE_OF_DOC = " Give repo, repos or both (repo first)."
-Repos = Annotated[
-    list[RepoRef],
-    Field(
-        min_length=1,
-        max_length=MAX_REPOS,
-        description=f"More indexes to answer from in the same call (up to {MAX_REPOS} in all, "
-        "each named once): scores are made comparable across them, each gets a fair share, "
-        "and each item, left-out entry and hit names its index ('repo').",
-    ),
-]
+REPOS_DOC = (
+    f"More indexes to answer from in the same call (up to {MAX_REPOS} in all, each named "
+    "once): scores are made comparable across them, each gets a fair share, and each item, "
+    "left-out entry and hit names its index ('repo')."
+)
+Repos = Annotated[list[RepoRef], Field(min_length=1, max_length=MAX_REPOS)]
+# Examples the fields share (the sample names of README's examples).
+REPO_EXAMPLE = "backend"
+SESSION_EXAMPLE = "s-3f2a9c0b1d4e5f60"
 # Not blank (a pattern, so that the schema says it too; Python's idea of whitespace).
 QueryText = Annotated[
     Text,
@@ -83,14 +85,11 @@ Line = Annotated[int, Field(ge=1, le=MAX_LINE)]
 Item = Annotated[Text, Field(max_length=2000)]
 Items = Annotated[list[Item], Field(max_length=200)]
 Subject = Annotated[Text, Field(min_length=1, max_length=1000)]
-IdempotencyKey = Annotated[
-    str,
-    Field(
-        pattern=r"^[\x21-\x7e]{1,255}$",
-        description="Any unique printable string: a retry with the same key returns what was "
-        "written the first time and never writes a second one.",
-    ),
-]
+IDEMPOTENCY_DOC = (
+    "Any unique printable string: a retry with the same key returns what was written the "
+    "first time and never writes a second one."
+)
+IdempotencyKey = Annotated[str, Field(pattern=r"^[\x21-\x7e]{1,255}$", description=IDEMPOTENCY_DOC)]
 SYMBOL_DOC = (
     "One definition: its id ('app/store.py::Store.get', as search results give it), a qualified "
     "name ('Store.get') or a name ('get'). A name several definitions have is refused with "
@@ -99,16 +98,13 @@ SYMBOL_DOC = (
 SymbolRef = Annotated[Text, Field(min_length=1, max_length=MAX_SYMBOL_CHARS)]
 # What git allows in a branch name, roughly: no space, control character or ~^:?*[\.
 BranchRef = Annotated[
-    Text,
-    Field(
-        min_length=1,
-        max_length=256,
-        pattern=r"^[^\x00-\x20\x7f~^:?*\[\\]+$",
-        description="A branch the working tree has left (or a commit of a version kept, 7 "
-        "hex digits at least) whose index version is kept: the answer comes from it, as "
-        "indexed then, and says so. index_status lists the snapshots kept.",
-    ),
+    Text, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x20\x7f~^:?*\[\\]+$")
 ]
+BRANCH_DOC = (
+    "A branch the working tree has left (or a commit of a version kept, 7 hex digits at "
+    "least) whose index version is kept: the answer comes from it, as indexed then, and says "
+    "so. index_status lists the snapshots kept."
+)
 DETAIL_DOC = (
     "How much of each file: 'map' (ranked files with their key symbols, cheapest), "
     "'skeleton' (signatures and docstrings), 'snippets' (the relevant functions and "
@@ -126,118 +122,190 @@ class Request(BaseModel):
 
 
 class ContextRequest(Request):
-    repo: RepoRef | None = Field(None, description=REPO_DOC + ONE_OF_DOC)
-    repos: Repos | None = None
-    query: QueryText
+    repo: RepoRef | None = Field(None, description=REPO_DOC + ONE_OF_DOC, examples=[REPO_EXAMPLE])
+    repos: Repos | None = Field(
+        None, description=REPOS_DOC + ONE_OF_DOC, examples=[["backend", "frontend"]]
+    )
+    query: QueryText = Field(examples=["how is a refund issued?"])
     budget_tokens: int = _budget(8000, "of context to return, headings and fences included")
     detail: Literal["snippets", "skeleton", "map", "full"] = Field(
-        "snippets", description=DETAIL_DOC
+        "snippets", description=DETAIL_DOC, examples=["snippets"]
     )
     session_id: SessionId | None = Field(
-        None, description="Code this session already received unchanged is not sent again."
+        None,
+        description="Code this session already received unchanged is not sent again.",
+        examples=[SESSION_EXAMPLE],
     )
     include: Globs | None = Field(
-        None, description="Only paths matching one of these globs, e.g. ['src/*', '*.py']."
+        None,
+        description="Only paths matching one of these globs, e.g. ['src/*', '*.py'].",
+        examples=[["src/*", "*.py"]],
     )
     exclude: Globs | None = Field(
-        None, description="Never paths matching one of these globs, e.g. ['tests/*']."
+        None,
+        description="Never paths matching one of these globs, e.g. ['tests/*'].",
+        examples=[["tests/*"]],
     )
-    refresh: bool = Field(False, description="Re-index files changed on disk first.")
+    refresh: bool = Field(
+        False, description="Re-index files changed on disk first.", examples=[False]
+    )
     diff: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
         None,
         description="A base (HEAD, a branch, a commit): context for the working tree's change "
         "against it, the diff first, then what it changed, its callers, callees, tests and "
         "co-changed files, ranked with what the query finds. The changed files are "
         "re-indexed first.",
+        examples=["HEAD"],
     )
-    branch: BranchRef | None = None
+    branch: BranchRef | None = Field(None, description=BRANCH_DOC, examples=["main"])
 
 
 class ExpandRequest(Request):
-    repo: RepoRef = Field(description=REPO_DOC)
-    symbol: SymbolRef | None = Field(None, description=SYMBOL_DOC)
-    path: Annotated[Text, Field(min_length=1, max_length=4096)] | None = Field(
-        None, description="A repository-relative file path, as in the '## path' headings."
+    repo: RepoRef = Field(description=REPO_DOC, examples=[REPO_EXAMPLE])
+    symbol: SymbolRef | None = Field(
+        None, description=SYMBOL_DOC, examples=["app/store.py::Store.get"]
     )
-    start_line: Line | None = Field(None, description="First line (with path; 1-based).")
-    end_line: Line | None = Field(None, description="Last line, inclusive (with path).")
+    path: Annotated[Text, Field(min_length=1, max_length=4096)] | None = Field(
+        None,
+        description="A repository-relative file path, as in the '## path' headings.",
+        examples=["app/store.py"],
+    )
+    start_line: Line | None = Field(
+        None, description="First line (with path; 1-based).", examples=[10]
+    )
+    end_line: Line | None = Field(
+        None, description="Last line, inclusive (with path).", examples=[40]
+    )
     budget_tokens: int = _budget(4000, "to return")
-    callers: bool = Field(False, description="Also the code that calls or uses the symbol.")
-    callees: bool = Field(False, description="Also the definitions the symbol calls.")
-    session_id: SessionId | None = Field(None, description="Record what is sent in this session.")
-    branch: BranchRef | None = None
+    callers: bool = Field(
+        False, description="Also the code that calls or uses the symbol.", examples=[True]
+    )
+    callees: bool = Field(
+        False, description="Also the definitions the symbol calls.", examples=[False]
+    )
+    session_id: SessionId | None = Field(
+        None, description="Record what is sent in this session.", examples=[SESSION_EXAMPLE]
+    )
+    branch: BranchRef | None = Field(None, description=BRANCH_DOC, examples=["main"])
 
 
 class ImpactRequest(Request):
-    repo: RepoRef = Field(description=REPO_DOC)
-    symbol: SymbolRef = Field(description=SYMBOL_DOC)
-    depth: int = Field(2, ge=1, le=5, description="Levels of dependents to follow (1 to 5).")
+    repo: RepoRef = Field(description=REPO_DOC, examples=[REPO_EXAMPLE])
+    symbol: SymbolRef = Field(description=SYMBOL_DOC, examples=["app/store.py::Store.get"])
+    depth: int = Field(
+        2, ge=1, le=5, description="Levels of dependents to follow (1 to 5).", examples=[2]
+    )
     limit: int = Field(
-        30, ge=1, le=500, description="Dependents listed (and followed) per depth, resolved first."
+        30,
+        ge=1,
+        le=500,
+        description="Dependents listed (and followed) per depth, resolved first.",
+        examples=[30],
     )
 
 
 class ReferencesRequest(Request):
-    repo: RepoRef = Field(description=REPO_DOC)
-    symbol: SymbolRef = Field(description=SYMBOL_DOC)
-    limit: int = Field(100, ge=1, le=MAX_RESULTS, description="Most uses to list.")
+    repo: RepoRef = Field(description=REPO_DOC, examples=[REPO_EXAMPLE])
+    symbol: SymbolRef = Field(description=SYMBOL_DOC, examples=["app/store.py::Store.get"])
+    limit: int = Field(100, ge=1, le=MAX_RESULTS, description="Most uses to list.", examples=[100])
 
 
 class DefinitionRequest(Request):
-    repo: RepoRef = Field(description=REPO_DOC)
-    symbol: SymbolRef = Field(description="The name as it is used (a qualified one narrows it).")
-    path: Annotated[Text, Field(min_length=1, max_length=4096)] | None = Field(
-        None, description="The file of the use (repository-relative)."
+    repo: RepoRef = Field(description=REPO_DOC, examples=[REPO_EXAMPLE])
+    symbol: SymbolRef = Field(
+        description="The name as it is used (a qualified one narrows it).",
+        examples=["Store.get"],
     )
-    line: Line | None = Field(None, description="The line of the use (1-based, with path).")
+    path: Annotated[Text, Field(min_length=1, max_length=4096)] | None = Field(
+        None, description="The file of the use (repository-relative).", examples=["app/main.py"]
+    )
+    line: Line | None = Field(
+        None, description="The line of the use (1-based, with path).", examples=[12]
+    )
 
 
 class SearchRequest(Request):
-    repo: RepoRef | None = Field(None, description=REPO_DOC + ONE_OF_DOC)
-    repos: Repos | None = None
-    query: QueryText
-    limit: int = Field(20, ge=1, le=MAX_RESULTS, description="Most files and most symbols to list.")
-    branch: BranchRef | None = None
+    repo: RepoRef | None = Field(None, description=REPO_DOC + ONE_OF_DOC, examples=[REPO_EXAMPLE])
+    repos: Repos | None = Field(
+        None, description=REPOS_DOC + ONE_OF_DOC, examples=[["backend", "frontend"]]
+    )
+    query: QueryText = Field(examples=["refund"])
+    limit: int = Field(
+        20,
+        ge=1,
+        le=MAX_RESULTS,
+        description="Most files and most symbols to list.",
+        examples=[20],
+    )
+    branch: BranchRef | None = Field(None, description=BRANCH_DOC, examples=["main"])
 
 
 class MapRequest(Request):
-    repo: RepoRef = Field(description=REPO_DOC)
+    repo: RepoRef = Field(description=REPO_DOC, examples=[REPO_EXAMPLE])
     budget_tokens: int = _budget(2000, "of map to return")
 
 
 class RepoRequest(Request):
-    repo: RepoRef = Field(description=REPO_DOC)
+    repo: RepoRef = Field(description=REPO_DOC, examples=[REPO_EXAMPLE])
 
 
 class RegisterRequest(Request):
     path: Annotated[Text, Field(min_length=2, max_length=4096, pattern=r"^/")] = Field(
-        description="Absolute path of the repository root on the server."
+        description="Absolute path of the repository root on the server.",
+        examples=["/srv/repos/backend"],
     )
-    name: Name | None = Field(None, description="Index name (default: the directory name).")
-    vectors: bool = Field(True, description="Embed chunks (false: full text and symbols only).")
+    name: Name | None = Field(
+        None, description="Index name (default: the directory name).", examples=[REPO_EXAMPLE]
+    )
+    vectors: bool = Field(
+        True, description="Embed chunks (false: full text and symbols only).", examples=[True]
+    )
 
 
 # -- agent memory ----------------------------------------------------------------------
 
 
 class SessionRequest(Request):
-    repo: RepoRef = Field(description=REPO_DOC)
+    repo: RepoRef = Field(description=REPO_DOC, examples=[REPO_EXAMPLE])
     task: Annotated[Text, Field(min_length=1, max_length=MAX_QUERY_CHARS)] = Field(
-        description="What the session is for, in words."
+        description="What the session is for, in words.",
+        examples=["fix the rounding of partial refunds"],
     )
-    agent: Name | None = Field(None, description="The agent's name, for the record.")
+    agent: Name | None = Field(
+        None, description="The agent's name, for the record.", examples=["claude-code"]
+    )
     workspace: Name | None = Field(
-        None, description="A workspace shared by sessions of agents working in parallel."
+        None,
+        description="A workspace shared by sessions of agents working in parallel.",
+        examples=["refund-rework"],
     )
 
 
 class CheckpointFields(Request):
-    goal: Item | None = Field(None, description="The overall goal, if it changed.")
-    done: Items | None = Field(None, description="Steps done.")
-    decisions: Items | None = Field(None, description="Decisions with their reasons.")
-    open_tasks: Items | None = Field(None, description="What is left to do.")
-    next_step: Item | None = Field(None, description="The very next step.")
-    notes: Items | None = Field(None, description="Anything else worth keeping.")
+    goal: Item | None = Field(
+        None,
+        description="The overall goal, if it changed.",
+        examples=["partial refunds round to the cent, as the provider does"],
+    )
+    done: Items | None = Field(
+        None, description="Steps done.", examples=[["found the rounding in Refund.amount"]]
+    )
+    decisions: Items | None = Field(
+        None,
+        description="Decisions with their reasons.",
+        examples=[["round half-even: the provider's API does"]],
+    )
+    open_tasks: Items | None = Field(
+        None, description="What is left to do.", examples=[["a test for a 0.005 refund"]]
+    )
+    next_step: Item | None = Field(
+        None, description="The very next step.", examples=["run tests/test_refunds.py"]
+    )
+    notes: Items | None = Field(
+        None,
+        description="Anything else worth keeping.",
+        examples=[["Refund.amount is also used by the reports"]],
+    )
 
     def fields(self) -> dict[str, object]:
         """The fields that were given, as the service takes them."""
@@ -249,6 +317,12 @@ class CheckpointRequest(CheckpointFields):
         [],
         description="OpenAI-style chat messages since the last checkpoint ({role, content, "
         "tool_calls}); files, decisions, errors and next steps are extracted from them.",
+        examples=[
+            [
+                {"role": "user", "content": "partial refunds are off by a cent"},
+                {"role": "assistant", "content": "Refund.amount rounds half-up; fixing it."},
+            ]
+        ],
     )
     budget_tokens: int = _budget(300, "of the summary", low=20)
 
@@ -256,49 +330,71 @@ class CheckpointRequest(CheckpointFields):
 class CheckpointCall(CheckpointRequest):
     """A new checkpoint of a session: messages and/or fields, and an idempotency key."""
 
-    session_id: SessionId
-    idempotency_key: IdempotencyKey | None = None
+    session_id: SessionId = Field(examples=[SESSION_EXAMPLE])
+    idempotency_key: IdempotencyKey | None = Field(
+        None,
+        description=IDEMPOTENCY_DOC,
+        examples=["9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"],
+    )
 
 
 class ResumeRequest(Request):
-    session_id: SessionId
+    session_id: SessionId = Field(examples=[SESSION_EXAMPLE])
     budget_tokens: int = _budget(2000, "to return: summary, changes and fresh code")
     refresh: bool = Field(
         True,
         description="Re-index files changed on disk first (false: compare with the index as is).",
+        examples=[True],
     )
 
 
 class DecisionRequest(Request):
-    session_id: SessionId
+    session_id: SessionId = Field(examples=[SESSION_EXAMPLE])
     decision: Annotated[Text, Field(min_length=1, max_length=300)] = Field(
-        description="What was decided, as one sentence."
+        description="What was decided, as one sentence.",
+        examples=["round partial refunds half-even"],
     )
     reason: Annotated[Text, Field(min_length=1, max_length=300)] | None = Field(
         None,
         description="Why (what it rules out, what it depends on). Decision and reason are kept "
         "to 300 characters together.",
+        examples=["the provider's API rounds half-even"],
     )
-    idempotency_key: IdempotencyKey | None = None
+    idempotency_key: IdempotencyKey | None = Field(
+        None,
+        description=IDEMPOTENCY_DOC,
+        examples=["9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"],
+    )
 
 
 class EventRequest(Request):
     text: Annotated[Text, Field(min_length=1, max_length=2000)] = Field(
-        description="What was decided or changed, e.g. 'renamed interface Store to Repository'."
+        description="What was decided or changed, e.g. 'renamed interface Store to Repository'.",
+        examples=["renamed interface Store to Repository"],
     )
     kind: Literal["decision", "renamed", "removed", "changed", "note"] | None = Field(
-        None, description="Read from the text when absent ('renamed ...', 'removed ...')."
+        None,
+        description="Read from the text when absent ('renamed ...', 'removed ...').",
+        examples=["renamed"],
     )
-    session_id: SessionId | None = Field(None, description="The session it comes from.")
-    agent: Name | None = Field(None, description="The agent's name.")
+    session_id: SessionId | None = Field(
+        None, description="The session it comes from.", examples=[SESSION_EXAMPLE]
+    )
+    agent: Name | None = Field(None, description="The agent's name.", examples=["claude-code"])
     paths: Annotated[list[Subject], Field(max_length=50)] = Field(
-        [], description="Files it is about (also read from the text)."
+        [],
+        description="Files it is about (also read from the text).",
+        examples=[["app/store.py"]],
     )
     symbols: Annotated[list[Subject], Field(max_length=50)] = Field(
-        [], description="Symbols it is about (also read from the text)."
+        [], description="Symbols it is about (also read from the text).", examples=[["Store"]]
     )
-    new_path: Subject | None = Field(None, description="A file's new path, for a move.")
-    new_symbol: Subject | None = Field(None, description="A symbol's new name, for a rename.")
+    new_path: Subject | None = Field(
+        None, description="A file's new path, for a move.", examples=["app/repository.py"]
+    )
+    new_symbol: Subject | None = Field(
+        None, description="A symbol's new name, for a rename.", examples=["Repository"]
+    )
 
 
 # -- responses -------------------------------------------------------------------------

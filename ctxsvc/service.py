@@ -72,6 +72,8 @@ class ContextService:
         self.start_session = memory.start_session
         self.session = memory.session
         self.sessions = memory.sessions
+        self.recent_sessions = memory.recent_sessions
+        self.deliveries = memory.deliveries
         self.forget = memory.forget
         self.store_checkpoint = memory.store_checkpoint
         self.write_checkpoint = _first(
@@ -88,6 +90,7 @@ class ContextService:
         # jobs
         self.submit_job = jobs.submit
         self.job = jobs.get
+        self.recent_jobs = jobs.recent
         self.start_jobs = jobs.start
         self.stop_jobs = jobs.shutdown
         self.drop = jobs.drop  # the index, and its queued jobs

@@ -99,6 +99,31 @@ def test_the_ledger_records_once_and_forgets(state: StateStore) -> None:
     assert ledger.delivered("s-1", "demo") == [] and len(ledger.delivered("s-1", "other")) == 1
 
 
+def test_what_the_inspector_lists_comes_newest_first_within_its_limit(
+    state: StateStore,
+) -> None:
+    ledger = state.ledger
+    ledger.record("s-1", "demo", [span("a.py", 1, 5), span("b.py", 2, 3)])
+    ledger.record("s-1", "other", [span("c.py", 1, 1)])
+    ledger.record("s-2", "demo", [span("z.py", 1, 1)])
+    got = ledger.deliveries("s-1")
+    assert [(d.repo, d.path) for d in got] == [
+        ("demo", "a.py"),
+        ("demo", "b.py"),
+        ("other", "c.py"),
+    ]
+    assert got[0].delivered_at == got[1].delivered_at < got[2].delivered_at  # one answer, then one
+    assert [d.path for d in ledger.deliveries("s-1", limit=1)] == ["c.py"]  # the newest kept
+    sessions = [state.checkpoints.create_session("demo", f"task {i}") for i in range(3)]
+    assert [s.id for s in state.checkpoints.recent()] == [s.id for s in reversed(sessions)]
+    assert [s.id for s in state.checkpoints.recent(limit=1)] == [sessions[-1].id]
+    jobs = state.jobs
+    first, _ = jobs.submit("index", "demo", "/src/demo", {})
+    second, _ = jobs.submit("index", "other", "/src/other", {})
+    assert [j.id for j in jobs.recent()] == [second.id, first.id]
+    assert [j.id for j in jobs.recent(limit=1)] == [second.id]
+
+
 def test_checkpoints_are_numbered_idempotent_and_immutable(state: StateStore) -> None:
     store = state.checkpoints
     session = store.create_session("demo", "fix the parser", agent="a1", workspace="ws")

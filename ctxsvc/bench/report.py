@@ -27,6 +27,10 @@ MEANING = """\
   in words, the lines that had to change were in the context.
 - **tokens**: the context's exact size (cl100k_base unless configured otherwise);
   **savings**: 1 - tokens / tokens of the whole repository (every text file indexed).
+- **region recall per 1K tokens** (the second plot): in each repository, region recall
+  summed over its tasks per 1,000 tokens their contexts held, then the mean over
+  repositories: what a reader gets of the change for what it reads. Every system but the
+  oracle fills its budget, so token counts alone do not tell them apart.
 - **overruns**: contexts larger than the budget; they score 0. Whole-repository injection
   overruns every budget smaller than the repository.
 - **latency**: wall time to build one context: for ctxsvc the whole `context()` call
@@ -295,7 +299,8 @@ def _pyplot() -> Any:
 
 
 def plot_recall(report: Report, path: Path) -> None:
-    """Region recall and file hit against budget, one line per system.
+    """Region recall and file hit against budget, one line per system; the legend below
+    the axes, where it covers no point.
 
     Whole-repository injection is drawn only where it fits a budget: elsewhere
     it overruns and scores zero, which says less than its token count does.
@@ -303,7 +308,11 @@ def plot_recall(report: Report, path: Path) -> None:
     plt = _pyplot()
     budgets = report["config"]["budgets"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
-    for ax, metric, label in ((axes[0], "region_recall", "region recall"), (axes[1], "file_hit", "file hit")):  # fmt: skip
+    panels = (
+        (axes[0], "region_recall", "region recall (share of changed regions held whole)"),
+        (axes[1], "file_hit", "file hit (share of changed files touched)"),
+    )
+    for ax, metric, label in panels:
         for system in systems_in_order(report):
             ys = [report["mean"][system][str(b)][metric] for b in budgets]
             if system == "whole-repo" and not any(ys):
@@ -316,45 +325,93 @@ def plot_recall(report: Report, path: Path) -> None:
         _budget_axis(ax, budgets)
         ax.set_ylim(0, 1.02)
         ax.set_ylabel(label)
-    axes[0].legend(loc="best", fontsize=8)
-    fig.suptitle(_title(report, "what the context holds"))
+    fig.suptitle(_title(report, "what the context holds (mean over tasks)"))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:  # one legend for both panels, under them
+        fig.legend(
+            handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+            ncol=min(len(handles), 3), fontsize=8, frameon=False,
+        )  # fmt: skip
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+def recall_per_kilotoken(report: Report) -> dict[str, list[float | None]]:
+    """Region recall per 1,000 tokens sent, per system and budget (``config["budgets"]``):
+    how much of the change a reader gets for the tokens it reads.
+
+    From the per-task results: in each repository, the region recall summed over its
+    tasks (those with regions) per 1,000 of the tokens their contexts held, then the
+    mean over repositories, as the report's other means. None where no task has regions.
+    Whole-repository injection is left out (it overruns every budget and scores zero):
+    :func:`whole_repo_per_kilotoken` is its unbudgeted reference.
+    """
+    sums: dict[tuple[str, int, str], list[float]] = {}
+    for row in report["per_task"]:
+        if row["region_recall"] is None or row["system"] == "whole-repo":
+            continue
+        cell = sums.setdefault((row["system"], int(row["budget"]), row["repo"]), [0.0, 0.0])
+        cell[0] += row["region_recall"]
+        cell[1] += row["tokens"]
+    per_repo: dict[tuple[str, int], list[float | None]] = {}
+    for (system, budget, _), (recall, tokens) in sums.items():
+        per_repo.setdefault((system, budget), []).append(1000 * recall / tokens if tokens else None)
+    systems = [s for s in systems_in_order(report) if s != "whole-repo"]
+    return {
+        system: [mean(per_repo.get((system, int(b)), [])) for b in report["config"]["budgets"]]
+        for system in systems
+    }
+
+
+def whole_repo_per_kilotoken(report: Report) -> float | None:
+    """The same ratio for the whole repository sent unbudgeted (every region, at the
+    repository's size): the mean over repositories of 1000 / its tokens."""
+    return mean(1000 / r["repo_tokens"] for r in report["repos"].values() if r["repo_tokens"])
 
 
 def plot_tokens(report: Report, path: Path) -> None:
-    """Mean tokens per task, per budget and system (log scale), against whole-repository
-    injection; ctxsvc's bars are labelled with the savings."""
+    """Region recall per 1,000 tokens sent, per budget and system (log scale), against the
+    whole repository sent unbudgeted: every system fills its budget, so this, not the
+    token count, tells them apart. ctxsvc's bars are labelled with their value."""
     plt = _pyplot()
     budgets = report["config"]["budgets"]
-    systems = [s for s in systems_in_order(report) if s != "whole-repo"]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    width = 0.8 / max(len(systems), 1)
-    for i, system in enumerate(systems):
-        cells = [report["mean"][system][str(b)] for b in budgets]
-        xs = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(budgets))]
-        bars = ax.bar(
-            xs, [c["tokens"] or 0 for c in cells], width, label=SYSTEM_NAMES.get(system, system)
-        )
+    series = recall_per_kilotoken(report)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(len(series), 1)
+    drawn = False
+    for i, (system, ys) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(budgets))]
+        values = [float("nan") if y is None else y for y in ys]
+        bars = ax.bar(xs, values, width, label=SYSTEM_NAMES.get(system, system))
+        drawn |= any(y for y in ys)
         if system == "ctxsvc":
-            labels = [f"-{c['savings']:.1%}" if c["savings"] is not None else "" for c in cells]
-            ax.bar_label(bars, labels, fontsize=7, padding=2)
-    if "whole-repo" in report["mean"]:
-        whole = report["mean"]["whole-repo"][str(budgets[0])]["tokens"] or 0
+            ax.bar_label(bars, [_short(y) for y in ys], fontsize=7, padding=2)
+    whole = whole_repo_per_kilotoken(report)
+    if whole:
+        sizes = sorted(r["repo_tokens"] for r in report["repos"].values() if r["repo_tokens"])
+        size = fmt(sizes[0]) if len(sizes) == 1 else f"{fmt(sizes[0])} to {fmt(sizes[-1])}"
         ax.axhline(
-            whole, color="black", linestyle="--", label=f"whole repository ({fmt(round(whole))})"
-        )
-    ax.set_yscale("log")
+            whole, color="black", linestyle="--",
+            label=f"whole repository, unbudgeted (recall 1 in {size} tokens)",
+        )  # fmt: skip
+        drawn = True
+    if drawn:  # a log axis needs a positive value
+        ax.set_yscale("log")
     ax.set_xticks(range(len(budgets)), [f"{b / 1000:g}K" if b >= 1000 else str(b) for b in budgets])
     ax.set_xlabel("budget (tokens)")
-    ax.set_ylabel("tokens sent per task (mean)")
+    ax.set_ylabel("region recall per 1K tokens sent\n(mean over repositories)")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.suptitle(_title(report, "tokens per task (ctxsvc labelled with savings)"))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    fig.suptitle(_title(report, "region recall per 1K tokens sent (higher: less to read)"))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+def _short(value: float | None) -> str:
+    """A bar label: two significant digits."""
+    return "" if value is None else f"{value:.2g}"
 
 
 def _budget_axis(ax: Any, budgets: Sequence[int]) -> None:

@@ -23,10 +23,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rich.markup import escape
-
 from ctxsvc.cli.parser import build_parser
-from ctxsvc.cli.render import configure_logging, err
+from ctxsvc.cli.render import configure_logging, err, literal
 from ctxsvc.errors import ConfigError, CtxError
 from ctxsvc.settings import Settings
 
@@ -102,7 +100,7 @@ def _quoted(text: str) -> str:
         raw = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a surrogate that no argv byte gives (JSON's \\ud800)
         raw = text.encode("utf-8", "backslashreplace")
-    return escape(raw.decode("utf-8", "backslashreplace"))
+    return literal(raw.decode("utf-8", "backslashreplace"))
 
 
 def _is_utf8(text: str) -> bool:

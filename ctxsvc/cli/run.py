@@ -369,7 +369,9 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         host=host,
         port=port,
         access_log=False,
+        # Records propagate to configure_logging's handler, uncoloured (no color_message).
         log_config=None,
+        use_colors=False,
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     sock = config.bind_socket()  # bound here, so that server.json names the port (also for 0)
@@ -419,7 +421,7 @@ def _serve_workers(settings: Settings, plan: serving.Plan, host: str, port: int)
 
     config = uvicorn.Config(
         "ctxsvc.cli.serving:worker_app", factory=True, host=host, port=port,
-        workers=settings.workers, access_log=False, log_config=None,
+        workers=settings.workers, access_log=False, log_config=None, use_colors=False,
         timeout_graceful_shutdown=settings.shutdown_timeout,
         # A worker busy with requests and an index run answers the supervisor's ping late;
         # one that misses it is killed (and its job waits for the stale time): be patient.

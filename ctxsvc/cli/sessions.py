@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 from rich.table import Table
 
-from ctxsvc.cli.render import err, out, write_exact
+from ctxsvc.cli.render import err, literal, out, write_exact
 from ctxsvc.cli.run import await_model
 from ctxsvc.compose import build_service
 from ctxsvc.errors import InvalidRequest
@@ -42,7 +42,9 @@ def workspace(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     for e in events:
         who = "re-index" if e.source == "index" else (e.agent or e.session_id or "agent")
-        out.print(f"#{e.seq} {e.created_at[:19]}Z {e.kind} by {who}: {e.text}", highlight=False)
+        out.print(
+            literal(f"#{e.seq} {e.created_at[:19]}Z {e.kind} by {who}: {e.text}"), highlight=False
+        )
     return 0
 
 
@@ -80,7 +82,7 @@ def checkpoint(args: argparse.Namespace, settings: Settings) -> int:
         for c in cps:
             t.add_row(
                 str(c.number), c.created_at, str(c.transcript_tokens), str(c.summary.tokens),
-                c.summary.goal,
+                literal(c.summary.goal),
             )  # fmt: skip
         out.print(t)
         return 0
@@ -98,9 +100,12 @@ def checkpoint(args: argparse.Namespace, settings: Settings) -> int:
             if result.refreshed:
                 err.print(f"re-indexed first: {len(result.refreshed)} files changed on disk")
             for d in result.degraded:
-                err.print(f"[bold yellow]degraded[/]: {d}")
+                err.print(f"[bold yellow]degraded[/]: {literal(d)}")
             for w in result.warnings:
-                err.print(f"[bold yellow]changed by another session[/]: [{w.subject}] {w.message}")
+                err.print(
+                    "[bold yellow]changed by another session[/]: "
+                    + literal(f"[{w.subject}] {w.message}")
+                )
         return 0
     else:
         cp = service.checkpoint(args.session, args.number)

@@ -10,6 +10,11 @@
     async with AsyncClient("http://127.0.0.1:8765", retry=RetryPolicy(attempts=3)) as ctx:
         pack = await ctx.context("demo", "where are retries handled")
 
+``Client()`` with no arguments reads the server's address and token from the
+environment: ``CTXSVC_URL`` (a whole base URL), else ``http://$CTXSVC_HOST:$CTXSVC_PORT``
+as ``ctxsvc serve`` binds them (127.0.0.1:8765 by default), and ``CTXSVC_TOKEN``;
+arguments given win over the environment.
+
 Methods return frozen dataclasses (those of ``ctxsvc.models`` where the API
 returns one) and raise the classes of ``ctxsvc.errors``, chosen by the
 problem's ``code``, with the server's detail, hint, status and request id.

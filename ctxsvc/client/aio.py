@@ -11,7 +11,7 @@ import httpx
 
 from ctxsvc.client import calls
 from ctxsvc.client.calls import Job, Readiness
-from ctxsvc.client.core import DEFAULT_URL, BaseClient, Call, Messages, RetryPolicy, Wait
+from ctxsvc.client.core import BaseClient, Call, Messages, RetryPolicy, Wait
 from ctxsvc.models import (
     ContextPack,
     FileLines,
@@ -29,11 +29,17 @@ T = TypeVar("T")
 
 
 class AsyncClient(BaseClient):
-    """:class:`Client` for ``async`` code (asyncio or trio): the same methods, awaited."""
+    """:class:`Client` for ``async`` code (asyncio or trio): the same methods, awaited.
+
+    Configured as :class:`Client` is: ``base_url`` left out is ``$CTXSVC_URL``, else
+    ``http://$CTXSVC_HOST:$CTXSVC_PORT`` (127.0.0.1 and 8765 when unset), ``token`` left
+    out is ``$CTXSVC_TOKEN``; arguments win, and a malformed URL raises
+    :class:`ctxsvc.errors.ConfigError`. ``transport``: an ``httpx`` async transport.
+    """
 
     def __init__(
         self,
-        base_url: str = DEFAULT_URL,
+        base_url: str | None = None,
         token: str | None = None,
         *,
         timeout: float = 60.0,

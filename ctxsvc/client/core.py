@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import ipaddress
 import logging
+import os
 import random
 import time
 import uuid
@@ -20,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -341,22 +344,98 @@ class Attempts(Generic[T]):
             ) from exc
 
 
-DEFAULT_URL = "http://127.0.0.1:8765"
+DEFAULT_HOST = "127.0.0.1"  # what `ctxsvc serve` binds unless CTXSVC_HOST or --host says
+DEFAULT_PORT = 8765  # and its port, unless CTXSVC_PORT or --port says
+DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 Messages = Sequence[Mapping[str, Any]]
+
+# The variables a client reads when its arguments leave them out. The client cannot import
+# ctxsvc.settings (it carries none of the server's dependencies), so it reads these itself,
+# as the server does: an empty variable counts as unset.
+URL_VAR = "CTXSVC_URL"
+TOKEN_VAR = "CTXSVC_TOKEN"
+HOST_VAR = "CTXSVC_HOST"
+PORT_VAR = "CTXSVC_PORT"
+_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # a server bound to every address
+
+
+def checked_url(url: str, source: str) -> str:
+    """``url`` without a trailing slash, or a ConfigError naming ``source`` if it is not an
+    absolute http(s) URL."""
+    url = url.strip()
+    hint = f"give the server's base URL, e.g. {DEFAULT_URL}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError if the port is not a number in 0..65535
+    except ValueError as exc:
+        raise ConfigError(f"{source} {url!r} is not a URL ({exc})", hint=hint) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{source} {url!r} is not an http:// or https:// URL with a host", hint=hint
+        )
+    if port == 0:
+        raise ConfigError(f"{source} {url!r} names port 0, which no server listens on", hint=hint)
+    return url.rstrip("/")
+
+
+def url_from_env(env: Mapping[str, str]) -> str:
+    """The server's base URL by the environment: ``CTXSVC_URL``, else the address
+    ``ctxsvc serve`` binds by ``CTXSVC_HOST`` and ``CTXSVC_PORT`` (each by default the
+    server's: 127.0.0.1 and 8765; a wildcard host is reached at loopback)."""
+    if url := env.get(URL_VAR, "").strip():
+        return checked_url(url, URL_VAR)
+    host = env.get(HOST_VAR, "").strip() or DEFAULT_HOST
+    port_text = env.get(PORT_VAR, "").strip()
+    port = DEFAULT_PORT
+    if port_text:
+        try:
+            port = int(port_text)
+        except ValueError:
+            port = -1
+        if not 1 <= port <= 65535:
+            raise ConfigError(
+                f"{PORT_VAR} {port_text!r} is not a port a client can reach (1 to 65535)",
+                hint=f"set {PORT_VAR} to the port `ctxsvc serve` listens on, or {URL_VAR} "
+                "to its whole base URL",
+            )
+    host = _WILDCARD.get(host, host)
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    return checked_url(f"http://{host}:{port}", f"{HOST_VAR}/{PORT_VAR}")
+
+
+def resolve_target(
+    base_url: str | None, token: str | None, env: Mapping[str, str] | None = None
+) -> tuple[str, str | None]:
+    """The base URL and token a client uses: each argument given, else the environment's
+    (``env``, by default ``os.environ``): see :func:`url_from_env` and ``CTXSVC_TOKEN``.
+
+    ``token=""`` sends no token whatever the environment says; ``None`` reads it.
+    """
+    env = os.environ if env is None else env
+    url = url_from_env(env) if base_url is None else checked_url(base_url, "base_url")
+    if token is None:
+        token = env.get(TOKEN_VAR, "").strip() or None
+    return url, token or None
 
 
 class BaseClient:
-    """Configuration both clients share: where, who, how long, how much retrying."""
+    """Configuration both clients share: where, who, how long, how much retrying.
+
+    ``base_url`` and ``token`` left out (None) come from the environment, as
+    :func:`resolve_target` says; a malformed URL is a :class:`ConfigError`.
+    """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None,
         token: str | None,
         timeout: float,
         retry: RetryPolicy | None,
         headers: Mapping[str, str] | None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url, token = resolve_target(base_url, token)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._rng = random.Random()

@@ -10,7 +10,7 @@ import httpx
 
 from ctxsvc.client import calls
 from ctxsvc.client.calls import Job, Readiness
-from ctxsvc.client.core import DEFAULT_URL, BaseClient, Call, Messages, RetryPolicy, Wait
+from ctxsvc.client.core import BaseClient, Call, Messages, RetryPolicy, Wait
 from ctxsvc.models import (
     ContextPack,
     FileLines,
@@ -30,7 +30,13 @@ T = TypeVar("T")
 class Client(BaseClient):
     """A blocking client of a ``ctxsvc serve`` at ``base_url``.
 
-    ``token``: the server's ``CTXSVC_TOKEN``, sent as a bearer token.
+    ``base_url``: the server's base URL. Left out, it is ``$CTXSVC_URL``, else the
+    address ``ctxsvc serve`` binds by the same environment: ``http://$CTXSVC_HOST:$CTXSVC_PORT``
+    (127.0.0.1 and 8765 when unset; a server on 0.0.0.0 is reached at 127.0.0.1).
+    ``token``: the server's ``CTXSVC_TOKEN``, sent as a bearer token. Left out (None),
+    ``$CTXSVC_TOKEN`` if set; ``""`` sends none. Arguments win over the environment,
+    which is read once, here (not the server's TOML file: give those values as arguments).
+    A malformed URL (or ``CTXSVC_PORT``) raises :class:`ctxsvc.errors.ConfigError`.
     ``timeout``: seconds per try (the policy's ``timeout`` bounds the whole call).
     ``transport``: an ``httpx`` transport, e.g. ``httpx.MockTransport`` in tests.
     Safe to share between threads; close it (or use ``with``) when done.
@@ -38,7 +44,7 @@ class Client(BaseClient):
 
     def __init__(
         self,
-        base_url: str = DEFAULT_URL,
+        base_url: str | None = None,
         token: str | None = None,
         *,
         timeout: float = 60.0,

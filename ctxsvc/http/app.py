@@ -31,13 +31,16 @@ from starlette.routing import Match, Route
 
 from ctxsvc import __version__
 from ctxsvc.errors import CtxError
+from ctxsvc.http.apidocs import DESCRIPTION, TAGS, apidocs_routes, operation_id
 from ctxsvc.http.context import context_routes
 from ctxsvc.http.edge import AUTHORIZED, Edge, Receive, Scope, Send
 from ctxsvc.http.errors import ERRORS, install_error_handlers, json_response
 from ctxsvc.http.jobs import job_context, job_metrics
 from ctxsvc.http.observability import Metrics
+from ctxsvc.http.params import AUTHORIZED_ROUTE
 from ctxsvc.http.repos import repo_routes
 from ctxsvc.http.sessions import session_routes
+from ctxsvc.http.ui import mount_ui
 from ctxsvc.http.workers import Workers
 from ctxsvc.http.workspaces import workspace_routes
 from ctxsvc.indexers.embed import GuardedEmbedder
@@ -134,6 +137,11 @@ def create_app(
         title="ctxsvc",
         version=__version__,
         summary="Token-budgeted code context for AI coding agents",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
+        docs_url=None,  # served from the package's assets instead: ctxsvc.http.apidocs
+        redoc_url=None,
         lifespan=lifespan,
     )
     app.state.service, app.state.jobs, app.state.metrics = service, service.jobs, metrics
@@ -159,6 +167,7 @@ def create_app(
         body_timeout=body_timeout,
     )
     _health_routes(app, service, metrics, workers)
+    apidocs_routes(app)
     for router in (
         context_routes(service, workers),
         repo_routes(service, roots, workers, watching.status if watching else None),
@@ -166,6 +175,7 @@ def create_app(
         workspace_routes(service, workers),
     ):
         app.include_router(router)
+    mount_ui(app, service, workers, token, lambda: list(_readiness(service).degraded))
     for mounted in mounts:
         app.router.routes.append(_AsgiRoute(mounted.path, mounted, include_in_schema=False))
     return app
@@ -181,7 +191,7 @@ class _AsgiRoute(Route):
 
 
 def _health_routes(app: FastAPI, service: ContextService, metrics: Metrics, work: Workers) -> None:
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], operation_id="health", summary="Check the process is up")
     async def healthz() -> dict[str, str]:
         """The process is up (answered on the event loop, whatever the other requests do)."""
         return {"status": "ok"}
@@ -191,6 +201,10 @@ def _health_routes(app: FastAPI, service: ContextService, metrics: Metrics, work
         tags=["health"],
         response_model=Readiness | ReadyOnly,
         responses={503: {"model": Readiness | ReadyOnly}},
+        operation_id="readiness",
+        summary="Check the server is ready",
+        # The token is optional here: without it, the answer says only whether it is ready.
+        openapi_extra={"security": [{}, {"bearer": []}]},
     )
     async def readyz(request: Request) -> Response:
         """Ready when the store answers and the model has loaded (or failed to: then
@@ -202,7 +216,15 @@ def _health_routes(app: FastAPI, service: ContextService, metrics: Metrics, work
             return json_response(ReadyOnly(ready=body.ready).model_dump(), status)
         return json_response(body.model_dump(), status)
 
-    @app.get("/metrics", tags=["health"], response_class=Response, responses=ERRORS)
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses=ERRORS,
+        dependencies=AUTHORIZED_ROUTE,
+        operation_id="metrics",
+        summary="Get Prometheus metrics",
+    )
     async def prometheus() -> Response:
         """Prometheus metrics (text exposition format)."""
         data, content_type = await work.run(metrics.render)

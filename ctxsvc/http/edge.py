@@ -10,6 +10,7 @@ request.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import math
@@ -17,10 +18,12 @@ import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import Response
+from starlette.requests import cookie_parser
+from starlette.responses import RedirectResponse, Response
 
 from ctxsvc.errors import CtxError, DeadlineExceeded, Overloaded, SlowRequest
 from ctxsvc.http.errors import error_problem, problem
@@ -35,7 +38,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/ui/login"})
+# What a browser opens (the inspector, the API docs): the inspector's cookie stands for the
+# token there, on reads only, so that no cookie can make a browser write anything.
+BROWSER_PATHS = ("/ui/", "/docs", "/redoc", "/openapi.json", "/static/")
+UI_COOKIE = "ctxsvc_ui"
+PUBLIC_ASSETS = "/ui/static/"  # the inspector's stylesheet and script (the login page uses them)
 AUTHORIZED = "ctxsvc.authorized"  # scope key: the request carried the token (or none is set)
 READERS_PER_SLOT = 4  # bodies that may be arriving at once, per request slot
 
@@ -67,6 +75,7 @@ class Edge:
         self.app = app
         self.metrics = metrics
         self.expected = token.encode() if token else None
+        self.cookie = ui_cookie(token).encode() if token else None
         self.names = names
         self.max_body = max_body_bytes
         self.max_in_flight = max_in_flight
@@ -174,9 +183,16 @@ class Edge:
             and scope["method"] == "OPTIONS"
             and "access-control-request-method" in headers
         )
-        authorized = self.expected is None or self._token_ok(headers)
+        authorized = (
+            self.expected is None or self._token_ok(headers) or self._cookie_ok(scope, headers)
+        )
         scope[AUTHORIZED] = authorized
-        if not authorized and path not in PUBLIC_PATHS and not preflight:
+        public = path in PUBLIC_PATHS or path.startswith(PUBLIC_ASSETS)
+        if not authorized and not public and not preflight:
+            page = path == "/ui" or (path.startswith("/ui/") and not path.endswith(".json"))
+            if scope["method"] == "GET" and page:
+                # A page of the inspector: to the form that takes the token once.
+                return RedirectResponse(f"/ui/login?next={quote(path, safe='/')}", 303)
             return problem(
                 401, "unauthorized", "a valid bearer token is required",
                 title="Unauthorized", hint="send Authorization: Bearer <CTXSVC_TOKEN>",
@@ -196,6 +212,16 @@ class Edge:
         return scheme.lower() == "bearer" and hmac.compare_digest(
             given.strip().encode("utf-8", "surrogateescape"), self.expected
         )
+
+    def _cookie_ok(self, scope: Scope, headers: Headers) -> bool:
+        assert self.cookie is not None
+        path = scope.get("path", "")
+        if scope["method"] not in ("GET", "HEAD") or not (
+            path == "/ui" or path.startswith(BROWSER_PATHS)
+        ):
+            return False
+        given = cookie_parser(headers.get("cookie", "")).get(UI_COOKIE, "")
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.cookie)
 
     async def _read_body(self, receive: Receive) -> tuple[bytes, Response | None] | None:
         """The whole body, or the refusal to send instead; None if the client went away."""
@@ -281,6 +307,13 @@ class Edge:
                 **fields,
             },
         )
+
+
+def ui_cookie(token: str) -> str:
+    """The value of the inspector's cookie for ``token``: derived from it, so that the
+    cookie never carries the token itself (and a new token ends every login)."""
+    key = token.encode("utf-8", "surrogateescape")
+    return hmac.new(key, b"ctxsvc inspector cookie", hashlib.sha256).hexdigest()
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

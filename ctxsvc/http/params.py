@@ -1,5 +1,6 @@
 """What the routes share: path parameters, the idempotency header and its replay answer,
-and the route class that reads request bodies as strict JSON."""
+the bearer token as the OpenAPI document declares it, and the route class that reads
+request bodies as strict JSON."""
 
 from __future__ import annotations
 
@@ -8,19 +9,61 @@ import math
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Header
+from fastapi import Header, Security
 from fastapi import Path as PathParam
 from fastapi.requests import Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
 
 from ctxsvc.http.errors import json_response
 from ctxsvc.limits import NAME_PATTERN, SESSION_PATTERN
 
-IndexName = Annotated[str, PathParam(pattern=NAME_PATTERN, description="index name")]
-SessionPath = Annotated[str, PathParam(pattern=SESSION_PATTERN, description="session id")]
-WorkspacePath = Annotated[str, PathParam(pattern=NAME_PATTERN, description="workspace name")]
-IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+IndexName = Annotated[
+    str,
+    PathParam(
+        pattern=NAME_PATTERN,
+        description="The index's name (GET /v1/repos lists them).",
+        examples=["demo"],
+    ),
+]
+SessionPath = Annotated[
+    str,
+    PathParam(
+        pattern=SESSION_PATTERN,
+        description="A session's id, as POST /v1/sessions answered it.",
+        examples=["s-3f2a9c0b1d4e5f60"],
+    ),
+]
+WorkspacePath = Annotated[
+    str,
+    PathParam(
+        pattern=NAME_PATTERN,
+        description="The workspace's name: the sessions started with it share its log.",
+        examples=["refund-rework"],
+    ),
+]
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Any unique string: a retry with the same key returns what was written "
+        "the first time (with Idempotent-Replayed: true) and writes nothing.",
+        examples=["9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"],
+    ),
+]
+
+# The token, as the OpenAPI document has it (and Swagger UI's Authorize button takes it).
+# It declares the scheme and checks nothing: the edge refuses a request without the token
+# (ctxsvc.http.edge), before any route runs.
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description="The server's token (CTXSVC_TOKEN), when it has one: "
+    "Authorization: Bearer <token>.",
+    auto_error=False,
+)
+AUTHORIZED_ROUTE = [Security(BEARER)]  # a router's or route's dependencies
 
 
 def replayable(data: object, new: bool) -> Response:

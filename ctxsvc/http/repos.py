@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from ctxsvc.errors import InvalidPath
 from ctxsvc.http.errors import ERRORS, json_response
 from ctxsvc.http.observability import annotate, context
-from ctxsvc.http.params import IndexName, JsonRoute
+from ctxsvc.http.params import AUTHORIZED_ROUTE, IndexName, JsonRoute
 from ctxsvc.http.workers import Workers
 from ctxsvc.models import RepoInfo, RepoStatus, WatchStatus
 from ctxsvc.schemas import JobResponse, RegisterRequest
@@ -28,9 +28,15 @@ def repo_routes(
     work: Workers,
     watch: Callable[[str], WatchStatus | None] | None = None,
 ) -> APIRouter:
-    r = APIRouter(prefix="/v1", responses=ERRORS, tags=["repos"], route_class=JsonRoute)
+    r = APIRouter(
+        prefix="/v1", responses=ERRORS, tags=["repos"], route_class=JsonRoute,
+        dependencies=AUTHORIZED_ROUTE,
+    )  # fmt: skip
 
-    @r.get("/repos", response_model=list[RepoInfo])
+    @r.get(
+        "/repos", response_model=list[RepoInfo], operation_id="listRepos",
+        summary="List the indexes",
+    )  # fmt: skip
     async def repos() -> Response:
         """Every index under this server's data directory (indexed by the CLI or over HTTP)."""
         return await work.run(lambda: json_response(
@@ -41,7 +47,10 @@ def repo_routes(
             ]
         ))  # fmt: skip
 
-    @r.get("/repos/{name}", response_model=RepoStatus)
+    @r.get(
+        "/repos/{name}", response_model=RepoStatus, operation_id="getRepo",
+        summary="Get an index's status",
+    )  # fmt: skip
     async def status(name: IndexName) -> Response:
         """What is indexed, how fresh it is (files changed on disk), what is degraded;
         and, on a server that watches it (``serve --watch``), how its watch fares."""
@@ -52,7 +61,10 @@ def repo_routes(
         found = service.status(name)
         return found if watch is None else replace(found, watch=watch(found.name))
 
-    @r.post("/repos", status_code=202, response_model=JobResponse)
+    @r.post(
+        "/repos", status_code=202, response_model=JobResponse, operation_id="registerRepo",
+        summary="Register and index a repository",
+    )  # fmt: skip
     async def register(body: RegisterRequest) -> Response:
         """Register a repository under an allowed root and index it as a background job."""
         return await work.run(lambda: _register(body))
@@ -70,7 +82,10 @@ def repo_routes(
         )
         return _job_response(service, job.id, 202)
 
-    @r.post("/repos/{name}/refresh", status_code=202, response_model=JobResponse)
+    @r.post(
+        "/repos/{name}/refresh", status_code=202, response_model=JobResponse,
+        operation_id="refreshRepo", summary="Re-index a repository",
+    )  # fmt: skip
     async def refresh(name: IndexName) -> Response:
         """Re-index a repository (incrementally: only changed files are read) as a job."""
         meta = await work.run(lambda: service.resolve(name))
@@ -81,15 +96,30 @@ def repo_routes(
         ))  # fmt: skip
         return await work.run(lambda: _job_response(service, job.id, 202))
 
-    @r.delete("/repos/{name}", status_code=204, response_class=Response)
+    @r.delete(
+        "/repos/{name}", status_code=204, response_class=Response, operation_id="deleteRepo",
+        summary="Delete an index",
+    )  # fmt: skip
     async def delete(name: IndexName) -> Response:
         """Delete an index (not the repository) and its queued jobs; 409 while it is being
         indexed."""
         annotate(repo=await work.run(lambda: service.drop(name)))
         return Response(status_code=204)
 
-    @r.get("/jobs/{job_id}", response_model=JobResponse)
-    async def job(job_id: Annotated[str, PathParam(max_length=64)]) -> Response:
+    @r.get(
+        "/jobs/{job_id}", response_model=JobResponse, operation_id="getJob",
+        summary="Get an indexing job",
+    )  # fmt: skip
+    async def job(
+        job_id: Annotated[
+            str,
+            PathParam(
+                max_length=64,
+                description="The job's id, as POST /v1/repos or its refresh answered it.",
+                examples=["4f6d2a0c9b8e4c1a8f3e2d1c0b9a8f7e"],
+            ),
+        ],
+    ) -> Response:
         """An indexing job: state, progress per stage, events, then its summary or error."""
         return await work.run(lambda: _job_response(service, job_id, 200))
 

@@ -9,7 +9,13 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from ctxsvc.http.errors import ERRORS, json_response
-from ctxsvc.http.params import IdempotencyHeader, JsonRoute, WorkspacePath, replayable
+from ctxsvc.http.params import (
+    AUTHORIZED_ROUTE,
+    IdempotencyHeader,
+    JsonRoute,
+    WorkspacePath,
+    replayable,
+)
 from ctxsvc.http.workers import Workers
 from ctxsvc.limits import MAX_EVENTS
 from ctxsvc.models import WorkspaceEvent
@@ -18,13 +24,15 @@ from ctxsvc.service import ContextService
 
 
 def workspace_routes(service: ContextService, work: Workers) -> APIRouter:
-    r = APIRouter(prefix="/v1", responses=ERRORS, tags=["workspaces"], route_class=JsonRoute)
+    r = APIRouter(
+        prefix="/v1", responses=ERRORS, tags=["workspaces"], route_class=JsonRoute,
+        dependencies=AUTHORIZED_ROUTE,
+    )  # fmt: skip
 
     @r.post(
-        "/workspaces/{workspace}/events",
-        status_code=201,
-        response_model=WorkspaceEvent,
-    )
+        "/workspaces/{workspace}/events", status_code=201, response_model=WorkspaceEvent,
+        operation_id="recordEvent", summary="Record a workspace event",
+    )  # fmt: skip
     async def post_event(
         workspace: WorkspacePath,
         body: EventRequest,
@@ -45,15 +53,24 @@ def workspace_routes(service: ContextService, work: Workers) -> APIRouter:
         return replayable(asdict(event), new)
 
     @r.get(
-        "/workspaces/{workspace}/events",
-        response_model=list[WorkspaceEvent],
-    )
+        "/workspaces/{workspace}/events", response_model=list[WorkspaceEvent],
+        operation_id="listEvents", summary="List a workspace's events",
+    )  # fmt: skip
     async def list_events(
         workspace: WorkspacePath,
         after: Annotated[
-            int, Query(ge=0, le=2**63 - 1, description="only events after this seq")
+            int,
+            Query(
+                ge=0,
+                le=2**63 - 1,
+                description="Only the events after this one (its seq; 0: from the start).",
+                examples=[0],
+            ),
         ] = 0,
-        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = 200,
+        limit: Annotated[
+            int,
+            Query(ge=1, le=MAX_EVENTS, description="Most events to list.", examples=[200]),
+        ] = 200,
     ) -> Response:
         """The workspace's log in order: its sessions' events and what re-indexing saw."""
         return await work.run(

@@ -68,6 +68,14 @@ class CheckpointStore(StateTable):
             row = con.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return None if row is None else Session(*row)
 
+    def recent(self, limit: int = 100) -> list[Session]:
+        """The ``limit`` sessions started last, newest first."""
+        with self.db.read(self.label, "list the sessions") as con:
+            rows = con.execute(
+                "SELECT * FROM sessions ORDER BY created_at DESC, id LIMIT ?", (limit,)
+            ).fetchall()
+        return [Session(*r) for r in rows]
+
     def in_workspace(self, workspace: str) -> list[Session]:
         """The sessions of ``workspace``, oldest first."""
         with self.db.read(self.label, f"read the sessions of workspace {workspace}") as con:

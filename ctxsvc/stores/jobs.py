@@ -164,6 +164,14 @@ class JobQueue(StateTable):
             row = con.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _record(row)
 
+    def recent(self, limit: int = 50) -> list[JobRecord]:
+        """The ``limit`` jobs submitted last, of any scope, newest first."""
+        with self.db.read(self.label, "list the jobs") as con:
+            rows = con.execute(
+                f"SELECT {_COLUMNS} FROM jobs ORDER BY created_at DESC, id LIMIT ?", (limit,)
+            ).fetchall()
+        return [_record(tuple(r)) for r in rows]
+
     def claim(self, owner: str) -> JobRecord | None:
         """The oldest queued job of this scope whose repository no running job holds, now
         ``owner``'s under a new claim token; None when there is none. Jobs of workers gone

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ctxsvc.errors import InvalidRequest
 from ctxsvc.limits import validate_session_id
 from ctxsvc.models import DeliveredSpan
-from ctxsvc.records import SessionSummary
+from ctxsvc.records import Delivery, SessionSummary
 from ctxsvc.stores.schema import SCHEMA_VERSION, StateTable
 from ctxsvc.stores.sqlite import BUSY_TIMEOUT_MS, now
 
@@ -75,6 +75,20 @@ class SessionLedger(StateTable):
                 (session_id, repo),
             )
             return [DeliveredSpan(*row) for row in rows]
+
+    def deliveries(self, session_id: str, limit: int = 5000) -> list[Delivery]:
+        """What ``session_id`` received from every repository, oldest first: at most the
+        ``limit`` most recent spans."""
+        validate_session_id(session_id)
+        with self.db.read(self.label, f"read what session {session_id} received") as con:
+            rows = con.execute(
+                "SELECT repo, path, start_line, end_line, tokens, delivered_at FROM deliveries"
+                " WHERE session_id = ?"
+                " ORDER BY delivered_at DESC, repo DESC, path DESC, start_line DESC"
+                " LIMIT ?",
+                (session_id, limit),
+            ).fetchall()
+        return [Delivery(*row) for row in reversed(rows)]
 
     def last_received(self, session_id: str, repo: str) -> dict[str, str]:
         """Each path ``session_id`` received from ``repo``, and when it last did."""
