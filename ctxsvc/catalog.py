@@ -449,8 +449,9 @@ class Catalog:
             added = cached[1]
         return Freshness(tuple(sorted(changed)), added, tuple(sorted(deleted)), notes, bool(notes))
 
-    def status(self, name_or_path: str) -> RepoStatus:
-        """What is indexed, how fresh it is, and what is degraded.
+    def status(self, name_or_path: str, *, full: bool = True) -> RepoStatus:
+        """What is indexed, how fresh it is, and what is degraded; without ``full``, files
+        added on disk come from the cached discovery walk (``freshness``).
 
         An index of another schema version is not read: its status is what
         its row says, degraded as needing a rebuild, with the command to run;
@@ -460,7 +461,7 @@ class Catalog:
         if isinstance(meta, OutdatedIndex):
             return _needs_rebuild(meta)
         try:
-            fresh = self.freshness(meta, full=True)
+            fresh = self.freshness(meta, full=full)
         except StoreCorrupt as exc:  # a damaged index still has a status: what its row says
             fresh = Freshness((), (), (), (f"damaged: {exc.message}; {exc.hint}",))
         degraded = list(fresh.degraded)

@@ -82,8 +82,10 @@ def test_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert request.headers["authorization"] == "Bearer given-token"
     # An empty token given sends none, whatever the environment says.
     assert "authorization" not in one_call(base_url="http://given:3", token="").headers
-    # Only the URL given: the token still comes from the environment.
-    assert one_call(base_url="http://given:3").headers["authorization"] == "Bearer env-token"
+    # Only the URL given: the environment's token, set for its own server, is not sent there.
+    assert "authorization" not in one_call(base_url="http://given:3").headers
+    # The URL and the token both from the environment.
+    assert one_call().headers["authorization"] == "Bearer env-token"
 
 
 def test_an_explicit_url_is_used_even_when_the_environments_is_malformed(

@@ -3,19 +3,24 @@ that they only read (the browser test, ``test_ui_browser.py``, drives a real Chr
 
 from __future__ import annotations
 
+import html
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+import ctxsvc.http.ui
+from ctxsvc.candidates import DETAILS
 from ctxsvc.http import create_app
-from ctxsvc.http.edge import UI_COOKIE, ui_cookie
+from ctxsvc.http.edge import UI_LOGIN_SECONDS, ui_cookie, ui_cookie_name
 from ctxsvc.service import ContextService
 
 pytestmark = pytest.mark.anyio
 TOKEN = "ui-s3cret"
+PORT = 8765  # the port of the in-process server (its base URL's)
 MESSAGES: list[dict[str, object]] = [
     {"role": "user", "content": "Make Store.put write the data atomically."},
     {"role": "assistant", "content": "I edited app/store.py: Store.put now writes a temporary "
@@ -37,7 +42,8 @@ async def browser(indexed: ContextService) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(indexed, token=TOKEN)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        base = f"http://127.0.0.1:{PORT}"
+        async with httpx.AsyncClient(transport=transport, base_url=base) as c:
             yield c
 
 
@@ -82,22 +88,58 @@ async def test_a_wrong_token_is_refused_and_the_right_one_opens_every_page(
 
 
 async def test_the_cookie_opens_reads_of_the_inspector_only(browser: httpx.AsyncClient) -> None:
-    browser.cookies.set(UI_COOKIE, ui_cookie(TOKEN))
+    now = int(time.time())
+    browser.cookies.set(ui_cookie_name(PORT), ui_cookie(TOKEN, PORT, now))
     assert (await browser.get("/ui")).status_code == 200
     # Not the API, and never a write: a cross-site form could otherwise use it.
     r = await browser.post("/v1/context", json={"repo": "demo", "query": "x", "budget_tokens": 9})
     assert r.status_code == 401
     assert (await browser.get("/v1/repos")).status_code == 401
-    browser.cookies.set(UI_COOKIE, ui_cookie("another token"))
+    browser.cookies.set(ui_cookie_name(PORT), ui_cookie("another token", PORT, now))
     assert (await browser.get("/ui")).status_code == 303
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        # a login past its time, even with the right mac
+        (ui_cookie_name(PORT), lambda now: ui_cookie(TOKEN, PORT, now - UI_LOGIN_SECONDS - 1)),
+        # the cookie of the server on another port of this host, replayed here
+        (ui_cookie_name(PORT), lambda now: ui_cookie(TOKEN, 8766, now)),
+        (ui_cookie_name(8766), lambda now: ui_cookie(TOKEN, 8766, now)),
+        (ui_cookie_name(PORT), lambda now: f"{now}.{'0' * 64}"),
+        (ui_cookie_name(PORT), lambda now: TOKEN),
+    ],
+)
+async def test_a_cookie_of_another_time_port_or_token_opens_nothing(
+    browser: httpx.AsyncClient, name: str, value: Callable[[int], str]
+) -> None:
+    browser.cookies.set(name, value(int(time.time())))
+    assert (await browser.get("/ui")).status_code == 303
+    assert (await browser.get("/openapi.json")).status_code == 401
+
+
+async def test_the_login_form_brings_back_the_page_asked_for_with_its_query(
+    browser: httpx.AsyncClient,
+) -> None:
+    r = await browser.get("/ui/repos/demo", params={"q": "Store put", "budget": 300})
+    back = httpx.URL(r.headers["location"]).params["next"]
+    assert back == "/ui/repos/demo?q=Store+put&budget=300"
+    r = await browser.post(
+        "/ui/login", content=str(httpx.QueryParams(token=TOKEN, next=back)),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert r.headers["location"] == back
+    assert f"Max-Age={UI_LOGIN_SECONDS}" in r.headers["set-cookie"]
 
 
 async def test_the_login_goes_back_only_to_a_page_of_the_inspector(
     browser: httpx.AsyncClient,
 ) -> None:
-    for target in ("https://evil.example/", "//evil.example", "/v1/repos", "/ui//evil.example"):
+    for target in ("https://evil.example/", "//evil.example", "/v1/repos", "/ui//evil.example",
+                   "/ui/\\evil.example", "http://127.0.0.1/ui", "/uievil"):  # fmt: skip
         r = await browser.post(
-            "/ui/login", content=httpx.QueryParams(token=TOKEN, next=target).__str__(),
+            "/ui/login", content=str(httpx.QueryParams(token=TOKEN, next=target)),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )  # fmt: skip
         assert r.headers["location"] == "/ui", target
@@ -119,6 +161,8 @@ async def test_the_playground_shows_what_an_agent_receives_and_records_nothing(
 ) -> None:
     await login(browser)
     session = indexed.start_session("demo", "make writes atomic")
+    indexed.context("demo", "Store.get", 200, session_id=session.id)
+    before = (indexed.sessions(), indexed.deliveries(session.id))
     r = await browser.get(
         "/ui/repos/demo", params={"q": "Store.put writes the data as JSON", "budget": 300}
     )
@@ -131,10 +175,35 @@ async def test_the_playground_shows_what_an_agent_receives_and_records_nothing(
     # The exact text, escaped: unescaped, it is the pack's rendering.
     rendered = page.split('<pre class="rendered">', 1)[1].split("</pre>", 1)[0]
     assert _unescape(rendered) == pack.rendered
-    assert indexed.deliveries(session.id) == []
+    assert (indexed.sessions(), indexed.deliveries(session.id)) == before
 
 
-async def test_the_playground_reports_a_bad_question_in_the_page(
+@pytest.mark.parametrize("detail", DETAILS)
+async def test_every_detail_the_playground_offers_answers(
+    browser: httpx.AsyncClient, detail: str
+) -> None:
+    await login(browser)
+    r = await browser.get("/ui/repos/demo", params={"q": "Store", "budget": 800, "detail": detail})
+    assert r.status_code == 200 and 'class="answer"' in r.text, r.text[-2000:]
+    assert f'<option value="{detail}" selected>' in r.text
+
+
+async def test_names_and_the_question_are_escaped_everywhere(
+    browser: httpx.AsyncClient, indexed: ContextService, repo: Path
+) -> None:
+    attack = "<img src=x onerror=alert(1)>"
+    (repo / f"{attack}.bin").write_bytes(b"\x00" * 20)  # listed as skipped, by its name
+    (repo / "app" / "evil.py").write_text(f"def evil():\n    return '{attack}'\n")
+    indexed.index(repo)
+    await login(browser)
+    q = f"</textarea><script>alert(1)</script> evil {attack}"
+    page = (await browser.get("/ui/repos/demo", params={"q": q, "budget": 800})).text
+    assert "app/evil.py" in page  # the code holding it was sent, and shown
+    assert attack not in page and "<script>alert" not in page
+    assert html.escape(attack) in page
+
+
+async def test_a_detail_it_does_not_offer_is_refused_and_a_missing_index_is_an_error_page(
     browser: httpx.AsyncClient,
 ) -> None:
     await login(browser)
@@ -146,7 +215,7 @@ async def test_the_playground_reports_a_bad_question_in_the_page(
 
 
 async def test_a_session_timeline_shows_what_was_sent_and_its_checkpoints(
-    browser: httpx.AsyncClient, indexed: ContextService
+    browser: httpx.AsyncClient, indexed: ContextService, repo: Path
 ) -> None:
     await login(browser)
     session = indexed.start_session("demo", "make Store.put atomic <b>now</b>", workspace="team")
@@ -163,8 +232,16 @@ async def test_a_session_timeline_shows_what_was_sent_and_its_checkpoints(
     assert timeline.index("started") < timeline.index("sent") < timeline.index("checkpoint 1")
     assert _unescape(cp.summary.rendered) in _unescape(timeline)
     assert 'href="/ui/workspaces/team"' in page
+    generation = indexed.resolve("demo").generation
+    store = repo / "app" / "store.py"
+    store.write_text(store.read_text() + "\n# changed on disk\n")
     resumed = (await browser.get(f"/ui/sessions/{session.id}", params={"resume": 1})).text
-    assert "from checkpoint 1" in resumed and "Drift warnings" in resumed
+    assert "from checkpoint 1" in resumed
+    # As indexed: nothing re-indexed, and the page says the disk has moved on.
+    assert indexed.resolve("demo").generation == generation
+    assert "changed on disk since the last index" in resumed
+    drift = resumed.split("<h3>Drift warnings</h3>", 1)[1].split("<h3>", 1)[0]
+    assert "Store.write" in drift  # the other session's rename, which it touches
     log = await browser.get("/ui/workspaces/team")
     assert log.status_code == 200 and other.id in log.text and "renamed Store.put" in log.text
 
@@ -194,9 +271,25 @@ async def test_without_a_token_the_inspector_needs_no_login(indexed: ContextServ
         assert "Log out" not in (await c.get("/ui")).text
 
 
-def _unescape(text: str) -> str:
-    import html
+async def test_a_workspace_log_pages_through_its_events(
+    browser: httpx.AsyncClient, indexed: ContextService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ctxsvc.http.ui, "EVENTS_SHOWN", 2)
+    session = indexed.start_session("demo", "decide", workspace="team")
+    for i in range(3):
+        indexed.record_event("team", f"decision number {i}", session_id=session.id)
+    await login(browser)
+    first = (await browser.get("/ui/workspaces/team")).text
+    assert "decision number 1" in first and "decision number 2" not in first
+    later = first.split('class="paging">', 1)[1]
+    link = html.unescape(later.split('href="', 2)[1].split('"', 1)[0])
+    assert link == "/ui/workspaces/team?after=2"
+    rest = (await browser.get(link)).text
+    assert "decision number 2" in rest and "decision number 0" not in rest
+    assert (await browser.get("/ui/workspaces/team", params={"after": 2**64})).status_code == 422
 
+
+def _unescape(text: str) -> str:
     return html.unescape(text)
 
 

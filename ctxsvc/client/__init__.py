@@ -12,8 +12,9 @@
 
 ``Client()`` with no arguments reads the server's address and token from the
 environment: ``CTXSVC_URL`` (a whole base URL), else ``http://$CTXSVC_HOST:$CTXSVC_PORT``
-as ``ctxsvc serve`` binds them (127.0.0.1:8765 by default), and ``CTXSVC_TOKEN``;
-arguments given win over the environment.
+as ``ctxsvc serve`` binds them (127.0.0.1:8765 by default), and ``CTXSVC_TOKEN`` (read
+only with the environment's URL: never sent to a URL given in code); arguments given win
+over the environment.
 
 Methods return frozen dataclasses (those of ``ctxsvc.models`` where the API
 returns one) and raise the classes of ``ctxsvc.errors``, chosen by the

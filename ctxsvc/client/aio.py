@@ -33,7 +33,7 @@ class AsyncClient(BaseClient):
 
     Configured as :class:`Client` is: ``base_url`` left out is ``$CTXSVC_URL``, else
     ``http://$CTXSVC_HOST:$CTXSVC_PORT`` (127.0.0.1 and 8765 when unset), ``token`` left
-    out is ``$CTXSVC_TOKEN``; arguments win, and a malformed URL raises
+    out is ``$CTXSVC_TOKEN`` when the URL is the environment's too; arguments win, and a malformed URL raises
     :class:`ctxsvc.errors.ConfigError`. ``transport``: an ``httpx`` async transport.
     """
 

@@ -411,10 +411,13 @@ def resolve_target(
     """The base URL and token a client uses: each argument given, else the environment's
     (``env``, by default ``os.environ``): see :func:`url_from_env` and ``CTXSVC_TOKEN``.
 
-    ``token=""`` sends no token whatever the environment says; ``None`` reads it.
+    ``CTXSVC_TOKEN`` is read only when the URL comes from the environment too: a token
+    set for one server is never sent to a URL given in code. ``token=""`` sends none.
     """
     env = os.environ if env is None else env
-    url = url_from_env(env) if base_url is None else checked_url(base_url, "base_url")
+    if base_url is not None:
+        return checked_url(base_url, "base_url"), token or None
+    url = url_from_env(env)
     if token is None:
         token = env.get(TOKEN_VAR, "").strip() or None
     return url, token or None

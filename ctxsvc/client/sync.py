@@ -34,7 +34,8 @@ class Client(BaseClient):
     address ``ctxsvc serve`` binds by the same environment: ``http://$CTXSVC_HOST:$CTXSVC_PORT``
     (127.0.0.1 and 8765 when unset; a server on 0.0.0.0 is reached at 127.0.0.1).
     ``token``: the server's ``CTXSVC_TOKEN``, sent as a bearer token. Left out (None),
-    ``$CTXSVC_TOKEN`` if set; ``""`` sends none. Arguments win over the environment,
+    ``$CTXSVC_TOKEN`` if set and the URL is the environment's too (never sent to a URL
+    given here); ``""`` sends none. Arguments win over the environment,
     which is read once, here (not the server's TOML file: give those values as arguments).
     A malformed URL (or ``CTXSVC_PORT``) raises :class:`ctxsvc.errors.ConfigError`.
     ``timeout``: seconds per try (the policy's ``timeout`` bounds the whole call).

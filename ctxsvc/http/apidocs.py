@@ -3,9 +3,10 @@
 Both pages load their scripts, styles and icon from the package's own copies
 (``ctxsvc/data/static``, served at :data:`ASSETS_PATH`; ``LICENSES`` there names
 their versions), never from a CDN, so they work without network access, and their
-Content-Security-Policy keeps images to this server too. Like every path but
-``/healthz`` and ``/readyz``, the pages, the assets and ``/openapi.json`` need the
-bearer token when one is set (see :mod:`ctxsvc.http.edge`). Swagger UI's *Authorize*
+Content-Security-Policy keeps images to this server too. The pages, the assets and
+``/openapi.json`` need the bearer token when one is set, or in a browser the
+inspector's login cookie, which the edge accepts on their reads (see
+:mod:`ctxsvc.http.edge`). Swagger UI's *Authorize*
 button takes the token (the ``bearer`` security scheme the operations declare), and
 its *Try it out* then sends it with each request.
 
@@ -96,8 +97,9 @@ DESCRIPTION = """\
 Start with `POST /v1/context`, or `GET /v1/repos/{name}/map` in a repository you do not
 know; read more with `POST /v1/expand`. Budgets are in tokens, counted with cl100k_base.
 
-**Token.** When the server has one (`CTXSVC_TOKEN`), every path but `/healthz` and
-`/readyz` needs `Authorization: Bearer <token>`, these docs too. In Swagger UI (`/docs`),
+**Token.** When the server has one (`CTXSVC_TOKEN`), every path but `/healthz`,
+`/readyz` and the inspector's login form and assets needs `Authorization: Bearer <token>`,
+these docs too (in a browser, the inspector's login at `/ui/login` opens them). In Swagger UI (`/docs`),
 *Authorize* takes it, and *Try it out* sends it.
 
 **Errors.** Every failure is an RFC 9457 problem (`application/problem+json`) with a

@@ -38,11 +38,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/ui/login"})
+PROBES = frozenset({"/healthz", "/readyz"})  # answered whatever the load, without the token
+PUBLIC_PATHS = PROBES | {"/ui/login"}
 # What a browser opens (the inspector, the API docs): the inspector's cookie stands for the
 # token there, on reads only, so that no cookie can make a browser write anything.
 BROWSER_PATHS = ("/ui/", "/docs", "/redoc", "/openapi.json", "/static/")
-UI_COOKIE = "ctxsvc_ui"
+UI_LOGIN_SECONDS = 7 * 24 * 3600  # how long a login lasts
 PUBLIC_ASSETS = "/ui/static/"  # the inspector's stylesheet and script (the login page uses them)
 AUTHORIZED = "ctxsvc.authorized"  # scope key: the request carried the token (or none is set)
 READERS_PER_SLOT = 4  # bodies that may be arriving at once, per request slot
@@ -75,7 +76,7 @@ class Edge:
         self.app = app
         self.metrics = metrics
         self.expected = token.encode() if token else None
-        self.cookie = ui_cookie(token).encode() if token else None
+        self.token = token
         self.names = names
         self.max_body = max_body_bytes
         self.max_in_flight = max_in_flight
@@ -191,8 +192,10 @@ class Edge:
         if not authorized and not public and not preflight:
             page = path == "/ui" or (path.startswith("/ui/") and not path.endswith(".json"))
             if scope["method"] == "GET" and page:
-                # A page of the inspector: to the form that takes the token once.
-                return RedirectResponse(f"/ui/login?next={quote(path, safe='/')}", 303)
+                # A page of the inspector: to the form that takes the token once, then back.
+                query = scope.get("query_string", b"").decode("latin-1")
+                back = path + (f"?{query}" if query else "")
+                return RedirectResponse(f"/ui/login?next={quote(back, safe='/')}", 303)
             return problem(
                 401, "unauthorized", "a valid bearer token is required",
                 title="Unauthorized", hint="send Authorization: Bearer <CTXSVC_TOKEN>",
@@ -204,7 +207,7 @@ class Edge:
         return None
 
     def _full(self, scope: Scope) -> bool:
-        return self.in_flight >= self.max_in_flight and scope.get("path", "") not in PUBLIC_PATHS
+        return self.in_flight >= self.max_in_flight and scope.get("path", "") not in PROBES
 
     def _token_ok(self, headers: Headers) -> bool:
         assert self.expected is not None
@@ -214,14 +217,19 @@ class Edge:
         )
 
     def _cookie_ok(self, scope: Scope, headers: Headers) -> bool:
-        assert self.cookie is not None
+        assert self.token is not None
         path = scope.get("path", "")
         if scope["method"] not in ("GET", "HEAD") or not (
             path == "/ui" or path.startswith(BROWSER_PATHS)
         ):
             return False
-        given = cookie_parser(headers.get("cookie", "")).get(UI_COOKIE, "")
-        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.cookie)
+        port = server_port(scope)
+        given = cookie_parser(headers.get("cookie", "")).get(ui_cookie_name(port), "")
+        issued, _, _ = given.partition(".")
+        if not issued.isdigit() or not -60 <= time.time() - int(issued) <= UI_LOGIN_SECONDS:
+            return False
+        expected = ui_cookie(self.token, port, int(issued))
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
     async def _read_body(self, receive: Receive) -> tuple[bytes, Response | None] | None:
         """The whole body, or the refusal to send instead; None if the client went away."""
@@ -309,11 +317,26 @@ class Edge:
         )
 
 
-def ui_cookie(token: str) -> str:
-    """The value of the inspector's cookie for ``token``: derived from it, so that the
-    cookie never carries the token itself (and a new token ends every login)."""
+def server_port(scope: Scope) -> int | None:
+    """The port the request came in on (None: unknown, e.g. a Unix socket)."""
+    server = scope.get("server")
+    return int(server[1]) if server and server[1] is not None else None
+
+
+def ui_cookie_name(port: int | None) -> str:
+    """The inspector's cookie of the server on ``port``: browsers share cookies between the
+    ports of a host, so each server keeps its own."""
+    return f"ctxsvc_ui_{port}" if port else "ctxsvc_ui"
+
+
+def ui_cookie(token: str, port: int | None, issued: int) -> str:
+    """The inspector's cookie for a login at ``issued`` (Unix seconds) on ``port``:
+    ``issued.mac``, the mac keyed by the token, so that the cookie never carries the token
+    itself, a new token ends every login, and a cookie replayed to another port or after
+    ``UI_LOGIN_SECONDS`` opens nothing."""
     key = token.encode("utf-8", "surrogateescape")
-    return hmac.new(key, b"ctxsvc inspector cookie", hashlib.sha256).hexdigest()
+    mac = hmac.new(key, f"ctxsvc inspector|{port}|{issued}".encode(), hashlib.sha256)
+    return f"{issued}.{mac.hexdigest()}"
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ctxsvc.candidates import DETAILS
 from ctxsvc.errors import CtxError
 from ctxsvc.http.markup import LISTED, bullets, degraded, esc, page, qs, table
 from ctxsvc.models import ContextPack, FileRecord, RepoStatus
@@ -21,10 +22,15 @@ class Query:
     detail: str = "snippets"
 
 
-def indexes_page(statuses: Sequence[RepoStatus], server: Sequence[str], *, logout: bool) -> str:
-    """Every index: freshness, commit, size, vectors, what is degraded."""
+def indexes_page(
+    statuses: Sequence[RepoStatus | tuple[str, CtxError]], server: Sequence[str], *, logout: bool
+) -> str:
+    """Every index: freshness, commit, size, vectors, what is degraded (or why its status
+    could not be read)."""
     rows = [
-        (
+        _unreadable_row(*s)
+        if isinstance(s, tuple)
+        else (
             f'<a href="/ui/repos/{qs(s.name)}">{esc(s.name)}</a>',
             f"<code>{esc(s.root)}</code>",
             f"<code>{esc((s.commit or '')[:12] or 'no git')}</code> {esc(s.branch or '')}",
@@ -58,6 +64,11 @@ def indexes_page(statuses: Sequence[RepoStatus], server: Sequence[str], *, logou
     return page("Indexes", degraded(server) + listing, logout=logout)
 
 
+def _unreadable_row(name: str, exc: CtxError) -> tuple[str, ...]:
+    why = f'<span class="bad">{esc(exc.code)}: {esc(exc.message)}</span>'
+    return (f'<a href="/ui/repos/{qs(name)}">{esc(name)}</a>', why, *([""] * 8))
+
+
 def _freshness(s: RepoStatus) -> str:
     stale = len(s.changed) + len(s.added) + len(s.deleted)
     return (
@@ -69,7 +80,8 @@ def _freshness(s: RepoStatus) -> str:
 
 def repo_page(
     status: RepoStatus,
-    files: Mapping[str, FileRecord],
+    files: Mapping[str, FileRecord] | None,
+    unread: CtxError | None,
     query: Query,
     pack: ContextPack | None,
     failure: CtxError | None,
@@ -97,36 +109,16 @@ def repo_page(
         ],
         cls="facts",
     )
-    skipped = sorted((r for r in files.values() if r.status == "skipped"), key=lambda r: r.path)
-    broken = sorted((r for r in files.values() if r.syntax_errors), key=lambda r: r.path)
-    lossy = sorted(r.path for r in files.values() if r.lossy)
     parts = [
         degraded(s.degraded),
         facts,
-        _playground(s.name, query, pack, failure, _whole(files)),
-        f"<h2>Skipped files ({len(skipped):,})</h2>",
-        table(
-            ("Path", "Reason", "Detail"),
-            (
-                (f"<code>{esc(r.path)}</code>", esc(r.reason), esc(r.detail))
-                for r in skipped[:LISTED]
-            ),
-            cls="skipped",
-        )
-        if skipped
-        else '<p class="quiet">none</p>',
-        f"<h2>Files with syntax errors ({len(broken):,})</h2>",
-        '<p class="quiet">Indexed from the partial tree tree-sitter recovered.</p>'
-        if broken
-        else "",
-        table(
-            ("Path", "Error nodes"),
-            ((f"<code>{esc(r.path)}</code>", str(r.syntax_errors)) for r in broken[:LISTED]),
-        )
-        if broken
-        else '<p class="quiet">none</p>',
-        f"<h2>Files decoded with replacement characters ({len(lossy):,})</h2>",
-        bullets(lossy),
+        _playground(s.name, query, pack, failure, None if files is None else _whole(files)),
+        _file_lists(files)
+        if files is not None
+        else (
+            f'<div class="error">The index\'s files could not be read: <code>{esc(unread and unread.code)}'
+            f"</code>: {esc(unread and unread.message)}</div>"
+        ),
         f"<h2>Changed on disk since the index ({len(s.changed) + len(s.added) + len(s.deleted):,})</h2>",
         bullets(
             [f"changed {p}" for p in s.changed]
@@ -152,17 +144,38 @@ def repo_page(
     return page(s.name, "".join(parts), logout=logout)
 
 
+def _file_lists(files: Mapping[str, FileRecord]) -> str:
+    """The files the index skipped (with why), parsed with syntax errors, or decoded lossily."""
+    skipped = sorted((r for r in files.values() if r.status == "skipped"), key=lambda r: r.path)
+    broken = sorted((r for r in files.values() if r.syntax_errors), key=lambda r: r.path)
+    lossy = sorted(r.path for r in files.values() if r.lossy)
+    none = '<p class="quiet">none</p>'
+    rows = ((f"<code>{esc(r.path)}</code>", esc(r.reason), esc(r.detail)) for r in skipped[:LISTED])
+    errors = ((f"<code>{esc(r.path)}</code>", str(r.syntax_errors)) for r in broken[:LISTED])
+    more = len(skipped) - LISTED
+    return "".join((
+        f"<h2>Skipped files ({len(skipped):,})</h2>",
+        table(("Path", "Reason", "Detail"), rows, cls="skipped") if skipped else none,
+        f'<p class="quiet">and {more:,} more</p>' if more > 0 else "",
+        f"<h2>Files with syntax errors ({len(broken):,})</h2>",
+        '<p class="quiet">Indexed from the partial tree tree-sitter recovered.</p>' if broken else "",
+        table(("Path", "Error nodes"), errors, cls="broken") if broken else none,
+        f"<h2>Files decoded with replacement characters ({len(lossy):,})</h2>",
+        bullets(lossy),
+    ))  # fmt: skip
+
+
 def _whole(files: Mapping[str, FileRecord]) -> int:
     """The tokens of every indexed file: what injecting the whole repository costs."""
     return sum(r.tokens for r in files.values() if r.status == "indexed")
 
 
 def _playground(
-    name: str, query: Query, pack: ContextPack | None, failure: CtxError | None, whole: int
+    name: str, query: Query, pack: ContextPack | None, failure: CtxError | None, whole: int | None
 ) -> str:
     details = "".join(
         f'<option value="{d}"{" selected" if d == query.detail else ""}>{d}</option>'
-        for d in ("snippets", "skeleton", "files")
+        for d in DETAILS
     )
     form = (
         f'<h2>Query playground</h2><form method="get" action="/ui/repos/{qs(name)}" '
@@ -184,16 +197,22 @@ def _playground(
     return form + (pack_section(pack, whole) if pack is not None else "")
 
 
-def pack_section(pack: ContextPack, whole: int) -> str:
-    """What an agent receives for the question: its blocks and signals, and what was left out."""
-    if pack.tokens_used and whole >= pack.tokens_used:
-        saving = f"{whole / pack.tokens_used:,.1f}&times; fewer tokens than the whole repository"
+def pack_section(pack: ContextPack, whole: int | None) -> str:
+    """What an agent receives for the question: its blocks and signals, what was left out,
+    and the saving against the whole repository (``whole`` tokens; None: unknown)."""
+    if whole is None:
+        saving = ""
+    elif pack.tokens_used and whole >= pack.tokens_used:
+        saving = (
+            f" · {whole / pack.tokens_used:,.1f}&times; fewer tokens than the whole repository "
+            f"({whole:,} tokens in its indexed files)"
+        )
     else:  # a small repository: its files cost less than the answer's framing
-        saving = "the whole repository is"
+        saving = f" · the whole repository is smaller ({whole:,} tokens in its indexed files)"
     summary = (
         f'<p class="answer-summary"><strong>{pack.tokens_used:,}</strong> of '
         f"{pack.budget_tokens:,} tokens ({esc(pack.encoding)}), {len(pack.items)} blocks, "
-        f"{len(pack.omitted)} left out · {saving} ({whole:,} tokens)</p>"
+        f"{len(pack.omitted)} left out{saving}</p>"
     )
     blocks = "".join(
         '<section class="block">'

@@ -9,12 +9,15 @@ from itertools import groupby
 from ctxsvc.errors import CtxError
 from ctxsvc.http.markup import bullets, degraded, esc, page, qs, table
 from ctxsvc.models import WorkspaceEvent
-from ctxsvc.records import Checkpoint, Delivery, Resume, Session, SessionSummary
+from ctxsvc.records import Checkpoint, Delivery, Resume, Session
+from ctxsvc.stores.ledger import DELIVERIES_SHOWN
 
 
 def sessions_page(
-    sessions: Sequence[Session], received: Mapping[str, SessionSummary], *, logout: bool
+    sessions: Sequence[Session], received: Mapping[str, tuple[int, int]], *, logout: bool
 ) -> str:
+    """The sessions started last; ``received``: (spans, tokens) each was sent, over every
+    repository."""
     rows = [
         (
             f'<a href="/ui/sessions/{qs(s.id)}"><code>{esc(s.id)}</code></a>',
@@ -25,7 +28,7 @@ def sessions_page(
             if s.workspace
             else "",
             esc(s.created_at),
-            f"{received[s.id].tokens:,} in {received[s.id].spans:,} spans"
+            f"{received[s.id][1]:,} tokens in {received[s.id][0]:,} spans"
             if s.id in received
             else "",
         )
@@ -86,6 +89,11 @@ def session_page(
         events.append((cp.created_at, 2, _checkpoint(cp)))
     timeline = "".join(text for _, _, text in sorted(events, key=lambda e: (e[0], e[1])))
     note = '<p class="quiet">A span sent again is shown once, at the time it was last sent.</p>'
+    if len(deliveries) >= DELIVERIES_SHOWN:
+        note += (
+            f'<p class="warn">Only the {DELIVERIES_SHOWN:,} spans sent last are shown; the '
+            "earlier ones are left out of the timeline.</p>"
+        )
     form = (
         f'<form method="get" action="/ui/sessions/{qs(session.id)}" class="resume">'
         '<input type="hidden" name="resume" value="1">'
@@ -144,7 +152,10 @@ def _resume(resume: Resume | CtxError | None) -> str:
     )
 
 
-def workspace_page(name: str, events: Sequence[WorkspaceEvent], *, logout: bool) -> str:
+def workspace_page(
+    name: str, events: Sequence[WorkspaceEvent], after: int, limit: int, *, logout: bool
+) -> str:
+    """A workspace's log after event ``after``, ``limit`` events a page, oldest first."""
     rows = [
         (
             str(e.seq),
@@ -167,4 +178,10 @@ def workspace_page(name: str, events: Sequence[WorkspaceEvent], *, logout: bool)
         if rows
         else '<p class="quiet">No event yet.</p>'
     )
-    return page(f"Workspace {name}", body, logout=logout)
+    links = []
+    if after:
+        links.append(f'<a href="/ui/workspaces/{qs(name)}">from the first event</a>')
+    if len(events) >= limit:
+        links.append(f'<a href="/ui/workspaces/{qs(name)}?after={events[-1].seq}">later events</a>')
+    paging = f'<p class="paging">{" · ".join(links)}</p>' if links else ""
+    return page(f"Workspace {name}", body + paging, logout=logout)

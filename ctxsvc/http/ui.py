@@ -13,22 +13,25 @@ package (``ctxsvc/data/ui``).
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.requests import Request
 from starlette.staticfiles import StaticFiles
 
+from ctxsvc.candidates import DETAILS
 from ctxsvc.errors import CtxError
 from ctxsvc.http import markup, pages, timeline
-from ctxsvc.http.edge import UI_COOKIE, ui_cookie
+from ctxsvc.http.edge import UI_LOGIN_SECONDS, server_port, ui_cookie, ui_cookie_name
 from ctxsvc.http.params import IndexName, SessionPath, WorkspacePath
 from ctxsvc.http.workers import Workers
 from ctxsvc.limits import MAX_BUDGET, MAX_QUERY_CHARS
+from ctxsvc.models import RepoStatus
 from ctxsvc.records import Resume
 from ctxsvc.service import ContextService
 
@@ -39,6 +42,8 @@ POLICY = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 JOBS_SHOWN = 50
+EVENTS_SHOWN = 200  # of a workspace's log per page, then a link to the next
+MAX_SEQ = 2**63 - 1
 
 
 def _html(text: str, status: int = 200) -> HTMLResponse:
@@ -69,8 +74,13 @@ def ui_routes(
     @r.get("")
     async def indexes() -> HTMLResponse:
         def build() -> str:
-            statuses = [service.status(m.name) for m in service.repos()]
-            return pages.indexes_page(statuses, readiness(), logout=logout)
+            listed: list[RepoStatus | tuple[str, CtxError]] = []
+            for meta in service.repos():
+                try:  # the cached walk: a list of many indexes walks none of them
+                    listed.append(service.status(meta.name, full=False))
+                except CtxError as exc:  # dropped meanwhile, a store error: in its row
+                    listed.append((meta.name, exc))
+            return pages.indexes_page(listed, readiness(), logout=logout)
 
         return await render(build)
 
@@ -79,27 +89,34 @@ def ui_routes(
         name: IndexName,
         q: Annotated[str, Query(max_length=MAX_QUERY_CHARS)] = "",
         budget: Annotated[int, Query(ge=0, le=MAX_BUDGET)] = 2000,
-        detail: Annotated[str, Query(pattern="^(snippets|skeleton|files)$")] = "snippets",
+        detail: Annotated[str, Query(pattern=f"^({'|'.join(DETAILS)})$")] = "snippets",
     ) -> HTMLResponse:
         query = pages.Query(q, budget, detail)
 
         def build() -> str:
             status = service.status(name)
-            files = service.view(service.resolve(status.name)).files
+            files, unread = None, None
+            try:
+                files = service.view(service.resolve(status.name)).files
+            except CtxError as exc:  # damaged or outdated: the status says so, and the page too
+                unread = exc
             pack, failure = None, None
             if q.strip():
                 try:  # no session: the playground records nothing an agent holds
                     pack = service.context(status.name, q, budget, detail=detail)
                 except CtxError as exc:
                     failure = exc
-            return pages.repo_page(status, files, query, pack, failure, logout=logout)
+            return pages.repo_page(status, files, unread, query, pack, failure, logout=logout)
 
         return await render(build)
 
     @r.get("/sessions")
     async def sessions() -> HTMLResponse:
         def build() -> str:
-            received = {s.session_id: s for s in service.sessions()}
+            received: dict[str, tuple[int, int]] = {}
+            for s in service.sessions():  # one row per (session, repository)
+                spans, tokens = received.get(s.session_id, (0, 0))
+                received[s.session_id] = (spans + s.spans, tokens + s.tokens)
             return timeline.sessions_page(service.recent_sessions(), received, logout=logout)
 
         return await render(build)
@@ -127,10 +144,11 @@ def ui_routes(
 
     @r.get("/workspaces/{name}")
     async def workspace(
-        name: WorkspacePath, after: Annotated[int, Query(ge=0)] = 0
+        name: WorkspacePath, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0
     ) -> HTMLResponse:
         return await render(lambda: timeline.workspace_page(
-            name, service.workspace_events(name, after=after), logout=logout
+            name, service.workspace_events(name, after=after, limit=EVENTS_SHOWN), after,
+            EVENTS_SHOWN, logout=logout,
         ))  # fmt: skip
 
     @r.get("/jobs")
@@ -163,17 +181,19 @@ def ui_routes(
         if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
                                    token.encode("utf-8", "surrogateescape")):  # fmt: skip
             return _html(markup.login_page(to, failed=True), 401)
+        port = server_port(request.scope)
         out = RedirectResponse(to, 303)
         out.set_cookie(
-            UI_COOKIE, ui_cookie(token), httponly=True, samesite="strict", path="/",
+            ui_cookie_name(port), ui_cookie(token, port, int(time.time())),
+            max_age=UI_LOGIN_SECONDS, httponly=True, samesite="strict", path="/",
             secure=request.url.scheme == "https",
         )  # fmt: skip
         return out
 
     @r.get("/logout")
-    async def logout_route() -> Response:
+    async def logout_route(request: Request) -> Response:
         out = RedirectResponse("/ui/login" if token else "/ui", 303)
-        out.delete_cookie(UI_COOKIE, path="/")
+        out.delete_cookie(ui_cookie_name(server_port(request.scope)), path="/")
         return out
 
     return r
@@ -191,6 +211,12 @@ def mount_ui(
     app.mount("/ui/static", StaticFiles(directory=ASSETS), name="ui-static")
 
 
-def _safe(path: str) -> str:
-    """Where to go after logging in: a page of the inspector, never another site."""
-    return path if path == "/ui" or (path.startswith("/ui/") and "//" not in path) else "/ui"
+def _safe(target: str) -> str:
+    """Where to go after logging in: a page of the inspector (with its query), never another
+    site."""
+    parts = urlsplit(target)
+    path = parts.path
+    inside = path == "/ui" or (path.startswith("/ui/") and "//" not in path and "\\" not in path)
+    if parts.scheme or parts.netloc or not inside:
+        return "/ui"
+    return urlunsplit(("", "", path, parts.query, ""))

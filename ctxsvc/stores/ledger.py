@@ -23,6 +23,7 @@ from ctxsvc.stores.sqlite import BUSY_TIMEOUT_MS, now
 __all__ = ["BUSY_TIMEOUT_MS", "SCHEMA_VERSION", "SessionLedger"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DELIVERIES_SHOWN = 5000  # the spans of a session listed at most (the newest)
 
 
 class SessionLedger(StateTable):
@@ -76,7 +77,7 @@ class SessionLedger(StateTable):
             )
             return [DeliveredSpan(*row) for row in rows]
 
-    def deliveries(self, session_id: str, limit: int = 5000) -> list[Delivery]:
+    def deliveries(self, session_id: str, limit: int = DELIVERIES_SHOWN) -> list[Delivery]:
         """What ``session_id`` received from every repository, oldest first: at most the
         ``limit`` most recent spans."""
         validate_session_id(session_id)
