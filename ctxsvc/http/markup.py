@@ -24,6 +24,16 @@ def esc(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+def when(stamp: object) -> str:
+    """An ISO-8601 time as ``<time>``: to the second, in UTC as stored, the whole stamp in
+    its ``datetime`` attribute (``""`` for none)."""
+    if not stamp:
+        return ""
+    text = str(stamp)
+    shown = text[:19].replace("T", " ") + (" UTC" if text.endswith(("+00:00", "Z")) else "")
+    return f'<time datetime="{esc(text)}">{esc(shown)}</time>'
+
+
 def qs(value: str) -> str:
     """``value`` as one segment of a URL's path."""
     return quote(value, safe="")

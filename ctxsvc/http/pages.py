@@ -9,7 +9,7 @@ from typing import Any
 
 from ctxsvc.candidates import DETAILS
 from ctxsvc.errors import CtxError
-from ctxsvc.http.markup import LISTED, bullets, degraded, esc, page, qs, table
+from ctxsvc.http.markup import LISTED, bullets, degraded, esc, page, qs, table, when
 from ctxsvc.models import ContextPack, FileRecord, RepoStatus
 
 
@@ -34,7 +34,7 @@ def indexes_page(
             f'<a href="/ui/repos/{qs(s.name)}">{esc(s.name)}</a>',
             f"<code>{esc(s.root)}</code>",
             f"<code>{esc((s.commit or '')[:12] or 'no git')}</code> {esc(s.branch or '')}",
-            esc(s.indexed_at),
+            when(s.indexed_at),
             f"{s.files:,}",
             f"{s.chunks:,}",
             f"{sum(s.skipped.values()):,}",
@@ -95,7 +95,7 @@ def repo_page(
         [
             ("Root", f"<code>{esc(s.root)}</code>"),
             ("Commit", f"<code>{esc(s.commit or 'no git')}</code> {esc(s.branch or '')}"),
-            ("Indexed at", esc(s.indexed_at) + f" (version {s.version})"),
+            ("Indexed at", when(s.indexed_at) + f" (version {s.version})"),
             ("Files, chunks, symbols", f"{s.files:,}, {s.chunks:,}, {s.symbols:,}"),
             (
                 "Vectors",
@@ -135,7 +135,7 @@ def repo_page(
                     (
                         esc(b.branch or "(detached)"),
                         f"<code>{esc((b.commit or '')[:12])}</code>",
-                        esc(b.indexed_at),
+                        when(b.indexed_at),
                     )
                     for b in s.snapshots
                 ),
@@ -269,8 +269,8 @@ def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> str:
             f'<a href="/ui/repos/{qs(j["repo"])}">{esc(j["repo"])}</a>',
             f'<span class="state {esc(j["state"])}">{esc(j["state"])}</span>',
             _progress(j.get("progress") or {}),
-            esc(j.get("created_at")),
-            esc(j.get("finished_at") or ""),
+            when(j.get("created_at")),
+            when(j.get("finished_at")),
             esc(_error_message(j.get("error"))),
         )
         for j in jobs

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from itertools import groupby
 
 from ctxsvc.errors import CtxError
-from ctxsvc.http.markup import bullets, degraded, esc, page, qs, table
+from ctxsvc.http.markup import bullets, degraded, esc, page, qs, table, when
 from ctxsvc.models import WorkspaceEvent
 from ctxsvc.records import Checkpoint, Delivery, Resume, Session
 from ctxsvc.stores.ledger import DELIVERIES_SHOWN
@@ -27,7 +27,7 @@ def sessions_page(
             f'<a href="/ui/workspaces/{qs(s.workspace)}">{esc(s.workspace)}</a>'
             if s.workspace
             else "",
-            esc(s.created_at),
+            when(s.created_at),
             f"{received[s.id][1]:,} tokens in {received[s.id][0]:,} spans"
             if s.id in received
             else "",
@@ -64,7 +64,7 @@ def session_page(
     head = (
         f'<p><code>{esc(session.id)}</code> on <a href="/ui/repos/{qs(session.repo)}">'
         f"{esc(session.repo)}</a>{ws} · agent {esc(session.agent or '-')} · started "
-        f"{esc(session.created_at)}</p><p class=task>{esc(session.task)}</p>"
+        f"{when(session.created_at)}</p><p class=task>{esc(session.task)}</p>"
     )
     events: list[tuple[str, int, str]] = [(session.created_at, 0, '<li class="start">started</li>')]
     # One transaction records what one answer sent: its spans share their time.
@@ -80,7 +80,7 @@ def session_page(
                 at,
                 1,
                 (
-                    f'<li class="sent"><time>{esc(at)}</time> sent {len(spans)} spans, {total:,} tokens '
+                    f'<li class="sent">{when(at)} sent {len(spans)} spans, {total:,} tokens '
                     f"({esc(spans[0].repo)})<details><summary>spans</summary><ul>{items}</ul></details></li>"
                 ),
             )
@@ -121,7 +121,7 @@ def _checkpoint(cp: Checkpoint) -> str:
         else ""
     )
     return (
-        f'<li class="checkpoint"><time>{esc(cp.created_at)}</time> <strong>checkpoint '
+        f'<li class="checkpoint">{when(cp.created_at)} <strong>checkpoint '
         f"{cp.number}</strong>: {s.tokens:,} tokens from a {cp.transcript_tokens:,}-token "
         f"transcript{ratio}{esc(dropped)} · {esc(s.summarizer)}"
         f"<pre>{esc(s.rendered)}</pre></li>"
@@ -159,7 +159,7 @@ def workspace_page(
     rows = [
         (
             str(e.seq),
-            esc(e.created_at),
+            when(e.created_at),
             esc(e.source),
             esc(e.kind),
             f'<a href="/ui/sessions/{qs(e.session_id)}"><code>{esc(e.session_id)}</code></a>'
