@@ -4,7 +4,10 @@ The offline summarizer is rule-based and extractive. It reads OpenAI-style chat
 messages (roles system/user/assistant/tool, ``tool_calls`` with a function name
 and JSON arguments, tool results) and explicit fields, and extracts:
 
-- the goal (explicit, else the previous checkpoint's, else the session task);
+- the goal (explicit, else the previous checkpoint's, else the session task), and the
+  user's constraints: sentences of user messages that require or forbid ("must",
+  "don't", "keep the ...", "without changing ..."), only a harness's task tag's
+  (``<pr_description>``) when there is one, carried into every later checkpoint;
 - files touched: paths in tool-call arguments (``path``, ``file``, ...), files
   of unified diffs (``+++ b/...``, also in the output of ``git diff``), files a
   shell command writes (``sed -i``, ``ed``, redirections, ``tee``, Python
@@ -12,12 +15,14 @@ and JSON arguments, tool results) and explicit fields, and extracts:
   dropped), traceback frames, and paths named in the conversation that the
   index holds; each anchored to the file's content hash in the index now, and
   to the symbols of that file named in the edit or enclosing the lines it
-  addresses;
+  addresses; a file only named (prose, a traceback) is kept with ``read=False``;
 - decisions (sentences with "decided", "chose", "instead of", "I'll ... because",
-  ...; not questions), steps done, open tasks and the next step (TODO / next /
-  remaining lines); edited files of the index rank before files the session made;
+  ...; not questions), steps done, open tasks ("TODO", "Still to do: ...", "I still
+  need to ...", the items under a "Still to do:" line) and the next step ("Next I'll
+  ...", "Then we need to ...", else what the last message says it will do: "Let me
+  ..."); edited files of the index rank before files the session made;
 - errors: tool results with a traceback, a non-zero exit (``<returncode>1`` too),
-  "FAILED", "error:";
+  "FAILED", "error:", each with the lines that say why (``transcripts.failure``);
   an error whose command later ran clean is kept as fixed, at low priority;
 - key facts: commands run, ports, versions, environment variable names.
 
@@ -53,7 +58,7 @@ from ctxsvc.transcripts import (
     without_code,
 )
 
-FIELDS = ("goal", "done", "decisions", "open_tasks", "next_step", "notes")
+FIELDS = ("goal", "constraints", "done", "decisions", "open_tasks", "next_step", "notes")
 MAX_STATE_ITEMS = 200  # per list: older items go first
 
 # A choice, not every explanation: a bare "because" mostly explains what code does.
@@ -72,6 +77,42 @@ _TASK = re.compile(
     re.I,
 )
 _NEXT = re.compile(r"^\s*(?:[-*]\s*)?(?:next(?: step)?\s*[:,-]|next,? i(?:'ll| will))\s*(.+)", re.I)
+# Said in a sentence anywhere in an agent's prose: "Next I'll add ...", "Then we need to ...".
+_WILL = r"(?:i|we)(?:'ll| will| need to| should| am going to|'m going to| have to)"
+_NEXT_SENTENCE = re.compile(
+    rf"^(?:next(?: step)?\s*[:-]\s*|(?:next|then|after that|afterwards),?\s+{_WILL}\s+|"
+    rf"my next step (?:is|will be) (?:to )?|the next step (?:is|will be) (?:to )?)(.+)",
+    re.I,
+)
+# What remains, in a sentence: "Still to do: ...", "I still need to ...".
+_TASK_SENTENCE = re.compile(
+    r"^(?:(?:still|left) to do|to-?do|remaining(?: work| tasks?)?|what remains(?: is)?|"
+    r"(?:i|we) still (?:need|have) to|still needs? to|(?:it )?remains to)\s*[:,-]?\s+(.+)",
+    re.I,
+)
+# A line that opens a list of what remains; its items follow it.
+_TASKS_HEAD = re.compile(
+    r"^\s*(?:(?:still|left) to do|to-?do|remaining(?: work| tasks?)?|open tasks|next steps)\s*:\s*$",
+    re.I,
+)
+_ITEM = re.compile(r"^\s*(?:[-*]|\d+[.)])\s+(?:\[ \]\s*)?(.+)")
+# What the agent says it is about to do ("Let me run the tests"): the next step when the
+# transcript names none, from its last message.
+_INTENT = re.compile(
+    r"^(?:THOUGHT:\s*)?(?:now,?\s+|so,?\s+|first,?\s+)?(?:let me|let's|i'll|i will|i need to|"
+    r"i'm going to|i am going to|we need to)\s+(.+)",
+    re.I,
+)
+_OBSERVATION = re.compile(r"<returncode>|<output>")
+_TASK_TAG = re.compile(r"<(pr_description|issue|task|problem_statement)>(.*?)</\1>", re.S | re.I)
+# The user's requirements and prohibitions.
+_CONSTRAINT = re.compile(
+    r"\b(?:must(?:n't| not)?|do not|don't|never|should(?:n't| not)|make sure|ensure|"
+    r"keep(?:ing)? (?:the|it|its|this|that|them|all|existing|backward|compatib)|"
+    r"without (?:chang|break|touch|modify)|only (?:change|touch|modify|edit)|"
+    r"no (?:new )?(?:dependenc|breaking|changes? to)|is required|are required)",
+    re.I,
+)
 _BLOCKED = re.compile(r"\b(blocked|blocker|cannot proceed|stuck on)\b", re.I)
 _FRAME = re.compile(r'File "([^"]+)", line \d+, in (\w+)')
 _MENTION = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.[A-Za-z]\w{0,5})(?![\w/-])")
@@ -118,6 +159,7 @@ class IndexFacts:
 @dataclass
 class _Touch:
     edited: bool = False
+    opened: bool = False  # read by a tool call or a command, or edited
     idents: set[str] = field(default_factory=set)
     symbols: set[str] = field(default_factory=set)  # qualnames seen directly (frames)
     lines: set[int] = field(default_factory=set)  # lines an edit addressed
@@ -146,9 +188,17 @@ def extract(
     facts: list[str] = []
     calls_by_id: dict[str, str | None] = {}
     last_command: str | None = None
+    constraints: list[str] = []
+    last_intents: list[str] = []  # what the last assistant message says it will do
 
     def touch(
-        raw: str, *, edited: bool, text: str = "", mention: bool = False, lines: Iterable[int] = ()
+        raw: str,
+        *,
+        edited: bool,
+        text: str = "",
+        mention: bool = False,
+        opened: bool = True,
+        lines: Iterable[int] = (),
     ) -> None:
         path = index.resolve(raw)
         if path is None:
@@ -159,6 +209,7 @@ def extract(
             path = raw
         t = touched.setdefault(path, _Touch())
         t.edited |= edited
+        t.opened |= opened or edited
         t.idents.update(_IDENT.findall(text))
         t.lines.update(lines)
 
@@ -181,7 +232,7 @@ def extract(
             command = calls_by_id.get(str(m.get("tool_call_id", "")), last_command)
             for frame_path, func in _FRAME.findall(text):
                 path = index.resolve(frame_path)
-                if path is not None:
+                if path is not None:  # seen in a traceback: named, not opened
                     touched.setdefault(path, _Touch()).symbols.add(func)
             if command and _GIT_DIFF.search(command):
                 for path, changed in diff_files(text).items():
@@ -214,13 +265,21 @@ def extract(
         for path, changed in diff_files(text).items():
             touch(path, edited=True, text=changed)
         prose = without_code(text)
-        for raw in _MENTION.findall(prose):
-            touch(raw, edited=False, mention=True)
+        for raw in _MENTION.findall(prose):  # named, not opened: not a file read
+            touch(raw, edited=False, mention=True, opened=False)
+        listing = False  # under a "Still to do:" line, its items
         for line in prose.splitlines():
+            if listing and (item := _ITEM.match(line)):
+                tasks.append(clip(item.group(1), 120))
+                continue
+            listing = bool(_TASKS_HEAD.match(line))
             if mt := _TASK.match(line):
                 tasks.append(clip(mt.group(1), 120))
             elif mn := _NEXT.match(line):
                 nexts.append(clip(mn.group(1), 120))
+        if role == "user":
+            constraints.extend(_constraints(prose))
+        intents: list[str] = []
         for s in sentences(prose):
             if _DECISION.search(s) and not s.endswith("?"):
                 decisions.append(clip(s, 160))
@@ -228,6 +287,16 @@ def extract(
                 done.append(clip(s, 100))
             if _BLOCKED.search(s):
                 errors[clip(s, 140)] = True
+            if role != "assistant":
+                continue
+            if (ms := _NEXT_SENTENCE.match(s)) and not _TASK_SENTENCE.match(s):
+                nexts.append(clip(ms.group(1), 160))
+            elif mt := _TASK_SENTENCE.match(s):
+                tasks.append(clip(mt.group(1), 120))
+            elif mi := _INTENT.match(s):
+                intents.append(clip(mi.group(1), 160))
+        if role == "assistant":
+            last_intents = intents
         facts.extend(_facts(prose))
 
     anchors = _anchors(touched, index)
@@ -235,10 +304,13 @@ def extract(
     done_all = [*prev.done, *(fields.get("done") or ()), *done]
     open_all = [*prev.open_tasks, *(fields.get("open_tasks") or ()), *tasks]
     open_all = [t for t in open_all if not _finished(t, done_all)]
-    next_step = str(fields.get("next_step") or (nexts[-1] if nexts else "") or prev.next_step)
+    # An explicit "next" statement, else what the last message says it will do.
+    said = nexts[-1] if nexts else (last_intents[-1] if last_intents else "")
+    next_step = str(fields.get("next_step") or said or prev.next_step)
     old_errors = [e for e in prev.errors if e not in errors]
     return Summary(
         goal=clip(str(fields.get("goal") or prev.goal or task), 300),
+        constraints=_recent([*prev.constraints, *(fields.get("constraints") or ()), *constraints]),
         done=_recent(done_all),
         decisions=_recent([*prev.decisions, *(fields.get("decisions") or ()), *decisions]),
         files=_merge_anchors(prev.files, anchors),
@@ -272,6 +344,22 @@ def _check_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def _constraints(text: str) -> list[str]:
+    """The user's requirements in a user message: its sentences that require or forbid.
+    An agent harness's message holding a task in a tag (mini-SWE-agent's
+    ``<pr_description>``) gives only the task's, not the harness's own rules of format; a
+    command's output sent as a user message (``<returncode>``) gives none."""
+    if _OBSERVATION.search(text):
+        return []
+    if tagged := _TASK_TAG.findall(text):
+        text = "\n".join(body for _, body in tagged)
+    return [
+        clip(s, 200)
+        for s in sentences(text)
+        if _CONSTRAINT.search(s) and not s.endswith("?") and len(s) <= 300
+    ]
+
+
 def _facts(text: str) -> list[str]:
     out = [f"port {p}" for p in _PORT.findall(text)]
     out += [f"{name} {version}" for name, version in _VERSION.findall(text)]
@@ -300,7 +388,7 @@ def _anchors(touched: Mapping[str, _Touch], index: IndexFacts) -> list[Anchor]:
     out: list[Anchor] = []
     for path, t in touched.items():
         sha = index.files.get(path, "")
-        out.append(Anchor(path=path, sha256=sha, edited=t.edited))
+        out.append(Anchor(path=path, sha256=sha, edited=t.edited, read=t.opened))
         symbols = index.symbols.get(path, ())
         # The innermost definition around each addressed line.
         around = {
@@ -310,7 +398,11 @@ def _anchors(touched: Mapping[str, _Touch], index: IndexFacts) -> list[Anchor]:
         }
         for s in symbols:
             if s.name in t.idents or s.name in t.symbols or s.qualname in (t.symbols | around):
-                out.append(Anchor(path, s.qualname, sha, edited=t.edited, signature=s.signature))
+                out.append(
+                    Anchor(
+                        path, s.qualname, sha, edited=t.edited, signature=s.signature, read=t.opened
+                    )
+                )
     return out
 
 
@@ -321,5 +413,9 @@ def _merge_anchors(old: Sequence[Anchor], new: Sequence[Anchor]) -> tuple[Anchor
         merged[(a.path, a.symbol)] = a
     for a in new:
         before = merged.pop((a.path, a.symbol), None)
-        merged[(a.path, a.symbol)] = replace(a, edited=a.edited or bool(before and before.edited))
+        merged[(a.path, a.symbol)] = replace(
+            a,
+            edited=a.edited or bool(before and before.edited),
+            read=a.read or bool(before and before.read),
+        )
     return tuple(merged.values())

@@ -55,7 +55,9 @@ class Anchor:
     the path was not indexed, e.g. a file the agent created). ``signature`` is the
     symbol's header then, which lets a resume recognise it under a new name;
     ``body_sha256`` the hash of its lines then (``span_hash``), which tells a
-    modified symbol from the untouched ones of a modified file.
+    modified symbol from the untouched ones of a modified file. ``read`` is False for
+    a file the session only saw named (in the conversation, a traceback), never opened
+    nor edited: resume still looks at it, a summary does not list it as read.
     """
 
     path: str
@@ -64,6 +66,7 @@ class Anchor:
     edited: bool = False
     signature: str = ""
     body_sha256: str = ""
+    read: bool = True
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class Summary:
     """
 
     goal: str
+    # The user's requirements and prohibitions ("must", "don't", "keep ..."), kept in every
+    # summary until the session ends.
+    constraints: tuple[str, ...] = ()
     done: tuple[str, ...] = ()
     decisions: tuple[str, ...] = ()
     files: tuple[Anchor, ...] = ()

@@ -287,6 +287,12 @@ class CheckpointFields(Request):
         description="The overall goal, if it changed.",
         examples=["partial refunds round to the cent, as the provider does"],
     )
+    constraints: Items | None = Field(
+        None,
+        description="Requirements the work must keep (what must or must not change); carried "
+        "in every later summary.",
+        examples=[["don't change the public API of Refund"]],
+    )
     done: Items | None = Field(
         None, description="Steps done.", examples=[["found the rounding in Refund.amount"]]
     )

@@ -20,6 +20,10 @@ from ctxsvc.tokens import TokenCounter
 from ctxsvc.transcripts import clip
 
 MIN_BUDGET = 20
+SYMBOLS_FIRST = 1  # symbols of an edited file kept with it before the decisions
+ERRORS_FIRST = 3  # failures still open kept before the decisions, the newest
+DECISIONS_FIRST = 2  # the newest decisions, kept right after those failures
+_LATER = 8  # the priority of the rest of those: after the decisions and steps done
 
 # -- fitting a budget ----------------------------------------------------------------
 
@@ -35,34 +39,55 @@ class _Item:
 
 
 # Sections in the order they are rendered, with the priority of their items.
+# What a resumed agent needs most comes first: the user's constraints, the next step,
+# what is left, the files edited (with their symbols), what fails and why, the decisions.
 _PRIORITY = {
-    "next": 1, "edited": 2, "decisions": 3, "open_tasks": 4, "errors": 5, "edited_symbols": 6,
-    "done": 7, "notes": 7, "facts": 9, "read": 10, "read_symbols": 11, "fixed_errors": 12,
+    "constraints": 0, "next": 1, "open_tasks": 2, "edited": 3, "edited_symbols": 4,
+    "errors": 5, "decisions": 6, "done": 7, "notes": 7, "facts": 9, "read": 10,
+    "read_symbols": 11, "fixed_errors": 12,
 }  # fmt: skip
 _TITLES = {
-    "decisions": "Decisions", "open_tasks": "Open tasks", "errors": "Errors and blockers",
-    "done": "Done", "notes": "Notes",
+    "constraints": "Constraints", "decisions": "Decisions", "open_tasks": "Open tasks",
+    "errors": "Errors and blockers", "done": "Done", "notes": "Notes",
 }  # fmt: skip
 
 
 def _items(state: Summary) -> list[_Item]:
     items: list[_Item] = []
+    per_file: dict[str, int] = {}
     if state.next_step:
         items.append(_Item(1, 0, "next", state.next_step))
     for i, a in enumerate(state.files):
+        if not (a.read or a.edited):  # only named: resume looks at it, the summary does not
+            continue
         if a.symbol is None:
             section = "edited" if a.edited else "read"
         else:
             section = "edited_symbols" if a.edited else "read_symbols"
         # An edit to an indexed file before a file made in the session (often scratch).
         tier = int(section == "edited" and not a.sha256)
-        items.append(_Item(_PRIORITY[section], i, section, a.symbol or a.path, a, tier))
-    for section in ("decisions", "open_tasks", "done", "notes", "facts"):
-        for i, text in enumerate(getattr(state, section)):
-            items.append(_Item(_PRIORITY[section], i, section, text))
+        priority = _PRIORITY[section]
+        if section == "edited_symbols":
+            per_file[a.path] = per_file.get(a.path, 0) + 1
+            if per_file[a.path] > SYMBOLS_FIRST:  # a file's first symbols; the rest after decisions
+                priority = _LATER
+        items.append(_Item(priority, i, section, a.symbol or a.path, a, tier))
+    for section in ("constraints", "decisions", "open_tasks", "done", "notes", "facts"):
+        values = getattr(state, section)
+        for i, text in enumerate(values):
+            if section == "decisions" and i >= len(values) - DECISIONS_FIRST:
+                # The newest decisions right after the newest failures, lest many edits and
+                # failures leave no room for why the work went the way it did.
+                items.append(_Item(_PRIORITY["errors"], i, section, text, tier=1))
+            else:
+                items.append(_Item(_PRIORITY[section], i, section, text))
+    live = [i for i, text in enumerate(state.errors) if not text.endswith("(fixed later)")]
+    recent = set(live[-ERRORS_FIRST:])
     for i, text in enumerate(state.errors):
         section = "fixed_errors" if text.endswith("(fixed later)") else "errors"
-        items.append(_Item(_PRIORITY[section], i, section, text))
+        # The newest failures before the decisions; older ones after them.
+        priority = _PRIORITY[section] if section != "errors" or i in recent else _LATER
+        items.append(_Item(priority, i, section, text))
     # Stable: within a priority the most recent first; decisions and files keep their order.
     return sorted(items, key=lambda it: (it.priority, it.tier, -it.order))
 
@@ -74,6 +99,9 @@ def _render(goal: str, kept: Sequence[_Item], dropped: Mapping[str, int]) -> str
     for group in by.values():
         group.sort(key=lambda it: it.order)
     lines = [f"Goal: {goal}"]
+    if "constraints" in by:
+        lines.append("Constraints:")
+        lines.extend(f"- {it.text}" for it in by["constraints"])
     if "next" in by:
         lines.append(f"Next: {by['next'][0].text}")
     for section, title in (("edited", "Edited"), ("read", "Read")):
@@ -87,7 +115,7 @@ def _render(goal: str, kept: Sequence[_Item], dropped: Mapping[str, int]) -> str
         ]
         if files:
             lines.append(f"{title}: " + "; ".join(files))
-    for section in ("decisions", "open_tasks", "errors", "done", "notes"):
+    for section in ("open_tasks", "errors", "decisions", "done", "notes"):
         group = by.get(section, []) + (by.get("fixed_errors", []) if section == "errors" else [])
         if group:
             lines.append(f"{_TITLES[section]}:")
@@ -105,9 +133,10 @@ def _render(goal: str, kept: Sequence[_Item], dropped: Mapping[str, int]) -> str
 def fit(state: Summary, budget_tokens: int, counter: TokenCounter) -> Summary:
     """``state`` cut to ``budget_tokens``: lowest-priority items dropped first, counted.
 
-    Priority, highest first: goal, next step, edited files, decisions, open
-    tasks, errors, symbols of edited files, steps done, notes, facts, files only
-    read, their symbols, errors fixed later. Within a kind, the newest first.
+    Priority, highest first: goal, the user's constraints, next step, open tasks,
+    edited files and their symbols, errors (with why they fail), decisions, steps
+    done, notes, facts, files only read, their symbols, errors fixed later. Within a
+    kind, the newest first. Files only named, never opened, are left out.
     """
     if budget_tokens < MIN_BUDGET:
         raise InvalidRequest(f"a summary needs a budget of at least {MIN_BUDGET} tokens")
@@ -157,6 +186,9 @@ def fit(state: Summary, budget_tokens: int, counter: TokenCounter) -> Summary:
         goal=goal,
         next_step=sections["next"][0].text if sections["next"] else "",
         files=tuple(it.anchor for it in sorted(kept, key=lambda it: it.order) if it.anchor),
+        constraints=tuple(
+            it.text for it in sorted(sections["constraints"], key=lambda it: it.order)
+        ),
         decisions=tuple(it.text for it in sorted(sections["decisions"], key=lambda it: it.order)),
         open_tasks=tuple(it.text for it in sorted(sections["open_tasks"], key=lambda it: it.order)),
         errors=tuple(

@@ -29,7 +29,7 @@ from ctxsvc.errors import SummarizerFailed
 from ctxsvc.records import Summary
 from ctxsvc.transcripts import text_of
 
-SECTIONS = ("done", "decisions", "open_tasks", "errors", "facts", "notes")
+SECTIONS = ("constraints", "done", "decisions", "open_tasks", "errors", "facts", "notes")
 MAX_ITEM_CHARS = 400
 MAX_ITEMS = 40
 TAIL_CHARS = 24_000  # the end of the transcript the model reads (about 6K tokens)
@@ -38,11 +38,12 @@ _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.M)
 PROMPT = """You write the checkpoint of a coding agent's session: what a fresh agent \
 must know to continue after its context is lost. You get the state extracted so far \
 (JSON) and the end of the transcript. Answer with one JSON object only, no prose, with \
-these keys: "goal" (string), "done" (list of steps done), "decisions" (list: each \
+these keys: "goal" (string), "constraints" (list: the user's requirements, what must or \
+must not change, word for word), "done" (list of steps done), "decisions" (list: each \
 decision with its reason), "open_tasks" (list), "next_step" (string), "errors" (list: \
 failing commands and errors still open), "facts" (list: commands, ports, versions, \
 names to remember), "notes" (list). Items are short (under 25 words), concrete, and name \
-files and symbols exactly. Keep every explicit decision and open task of the state."""
+files and symbols exactly. Keep every constraint, explicit decision and open task of the state."""
 
 
 class Summarizer(Protocol):

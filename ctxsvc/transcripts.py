@@ -40,6 +40,15 @@ _ERROR_LINE = re.compile(
     re.M,
 )
 _CODE_BLOCK = re.compile(r"```.*?```", re.S)
+# A line that says why a test or command failed.
+_REASON = re.compile(
+    r"\b(?:expected|actual|got|want(?:ed)?|but was|to equal|to be|not equal|!=|==)\b.*|"
+    r"\bassert(?:ion)?(?:Error)?\b|^\s*E\s+\S|\bpanic:|^--- FAIL\b|"
+    r"\b\w+(?:Error|Exception)\b:",
+    re.I,
+)
+REASON_LINES = 3  # of a failure's output kept in its error line
+FAILURE_CHARS = 320
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -161,14 +170,35 @@ def clip(text: str, limit: int) -> str:
 
 
 def failure(text: str, command: str | None) -> str | None:
-    """One line saying how a tool result failed, or None when it did not."""
+    """One line saying how a tool result failed and why, or None when it did not: the
+    command, then the lines that say why (expected against actual, the exception, where),
+    at most ``REASON_LINES`` of them, ``FAILURE_CHARS`` in all."""
     if not (_FAILURE.search(text) or _EXIT.search(text)):
         return None
     lines = [ln.strip() for ln in _ERROR_LINE.findall(text) if ln.strip()]
     # The last error line ends a traceback; a FAILED or exception line says more than counts.
     telling = [ln for ln in lines if not re.search(r"\b\d+ (?:failed|passed)\b", ln)]
     lines = telling or lines
-    detail = (
-        lines[-1] if lines else (f"exit {m.group(1)}" if (m := _EXIT.search(text)) else "failed")
-    )
-    return clip(f"`{clip(command, 60)}`: {detail}" if command else detail, 160)
+    why = _reasons(text)
+    last = lines[-1] if lines else ""
+    parts = [*why, *([last] if last and not any(last in w or w in last for w in why) else [])]
+    if not parts:
+        parts = [f"exit {m.group(1)}" if (m := _EXIT.search(text)) else "failed"]
+    detail = " | ".join(clip(p, 140) for p in parts[-REASON_LINES:])
+    return clip(f"`{clip(command, 60)}`: {detail}" if command else detail, FAILURE_CHARS)
+
+
+def _reasons(text: str) -> list[str]:
+    """The lines of a failure's output that say why: an expected value against the actual
+    one, a failed assertion, an exception, a panic; with their location when the line has
+    one (``file.go:12:``, ``file.py:12:``). Distinct, in order."""
+    out: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or not _REASON.search(line) or len(out) >= 2 * REASON_LINES:
+            continue
+        line = line.removeprefix("E").strip() if line.startswith("E ") else line
+        if any(line in seen for seen in out):
+            continue
+        out = [seen for seen in out if seen not in line] + [line]  # the longer says more
+    return out

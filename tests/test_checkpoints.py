@@ -68,7 +68,9 @@ def test_summary_extracts_and_anchors(indexed: ContextService) -> None:
     edited = {(a.path, a.symbol) for a in sm.files if a.edited}
     assert edited == {("app/store.py", None), ("app/store.py", "Store.put")}
     assert all(a.sha256 == view.files[a.path].sha256 for a in sm.files)
-    assert any(a.path == "app/server.py" and not a.edited for a in sm.files)
+    # Named in prose, never opened: kept for resume in the state, not listed as read.
+    assert any(a.path == "app/server.py" and not a.read for a in cp.state.files)
+    assert all(a.path != "app/server.py" for a in sm.files)
     assert cp.transcript == tuple(MESSAGES)
 
 
@@ -140,7 +142,13 @@ def test_large_transcript_fits_budget_and_keeps_edits_and_decisions(
     assert cp.transcript_tokens >= 55_000 and cp.summary.tokens <= 300
     assert cp.transcript_tokens / cp.summary.tokens >= 100
     kept = score(cp.summary.rendered, facts_of(truth))
-    assert kept["edited_files"] == 1.0 and kept["decisions"] == 1.0
+    assert kept["edited_files"] == 1.0
+    # Decisions rank below the edited files and the newest failures: those the budget
+    # leaves out are counted, and every one is in the state.
+    assert score("\n".join(cp.state.decisions), facts_of(truth))["decisions"] == 1.0
+    assert len(cp.summary.decisions) + cp.summary.dropped.get("decisions", 0) == len(
+        cp.state.decisions
+    )
     assert cp.summary.dropped and "Dropped for the budget" in cp.summary.rendered
 
 

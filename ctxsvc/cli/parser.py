@@ -327,6 +327,9 @@ def _checkpoint_parsers(sub: Any) -> None:
     w.add_argument("--goal")
     w.add_argument("--done", action="append", help="a step done (repeatable)")
     w.add_argument("--decision", action="append", help="a decision and its reason (repeatable)")
+    w.add_argument(
+        "--constraint", action="append", help="a requirement the work must keep (repeatable)"
+    )
     w.add_argument("--todo", action="append", help="an open task (repeatable)")
     w.add_argument("--next", dest="next_step", help="the next step")
     w.add_argument("--note", action="append", help="a note (repeatable)")

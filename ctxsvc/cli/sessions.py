@@ -22,7 +22,8 @@ from ctxsvc.settings import Settings
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # a messages file; 20,000 long messages fit
 # The options of `checkpoint write`, by the fields of the HTTP request they fill.
 OPTIONS = {
-    "messages": "--messages", "goal": "--goal", "done": "--done", "decisions": "--decision",
+    "messages": "--messages", "goal": "--goal", "constraints": "--constraint", "done": "--done",
+    "decisions": "--decision",
     "open_tasks": "--todo", "next_step": "--next", "notes": "--note", "budget_tokens": "--budget",
 }  # fmt: skip
 
@@ -62,7 +63,8 @@ def checkpoint(args: argparse.Namespace, settings: Settings) -> int:
         fields = {
             k: v
             for k, v in {
-                "goal": args.goal, "done": args.done, "decisions": args.decision,
+                "goal": args.goal, "constraints": args.constraint, "done": args.done,
+                "decisions": args.decision,
                 "open_tasks": args.todo, "next_step": args.next_step, "notes": args.note,
             }.items()
             if v

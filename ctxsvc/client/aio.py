@@ -235,6 +235,7 @@ class AsyncClient(BaseClient):
         messages: Messages = (),
         *,
         goal: str | None = None,
+        constraints: Sequence[str] | None = None,
         done: Sequence[str] | None = None,
         decisions: Sequence[str] | None = None,
         open_tasks: Sequence[str] | None = None,
@@ -245,7 +246,8 @@ class AsyncClient(BaseClient):
     ) -> Checkpoint:
         """Summarize ``messages`` into the session's next checkpoint (one per call)."""
         fields = {
-            "goal": goal, "done": done, "decisions": decisions, "open_tasks": open_tasks,
+            "goal": goal, "constraints": constraints, "done": done, "decisions": decisions,
+            "open_tasks": open_tasks,
             "next_step": next_step, "notes": notes,
         }  # fmt: skip
         return await self._send(

@@ -241,6 +241,7 @@ class Client(BaseClient):
         messages: Messages = (),
         *,
         goal: str | None = None,
+        constraints: Sequence[str] | None = None,
         done: Sequence[str] | None = None,
         decisions: Sequence[str] | None = None,
         open_tasks: Sequence[str] | None = None,
@@ -255,7 +256,8 @@ class Client(BaseClient):
         one made for this call), so a retried write stores one checkpoint.
         """
         fields = {
-            "goal": goal, "done": done, "decisions": decisions, "open_tasks": open_tasks,
+            "goal": goal, "constraints": constraints, "done": done, "decisions": decisions,
+            "open_tasks": open_tasks,
             "next_step": next_step, "notes": notes,
         }  # fmt: skip
         return self._send(

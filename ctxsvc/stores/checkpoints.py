@@ -201,7 +201,7 @@ def _checkpoint(row: tuple[Any, ...], path: Path | str) -> Checkpoint:
 
 def summary_from_dict(d: dict[str, Any]) -> Summary:
     """A ``Summary`` from its ``asdict`` form (lists back to tuples)."""
-    tuples = ("done", "decisions", "open_tasks", "errors", "facts", "notes")
+    tuples = ("constraints", "done", "decisions", "open_tasks", "errors", "facts", "notes")
     values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in d.items()}
     values["files"] = tuple(Anchor(**a) for a in d.get("files", ()))
     return Summary(**values)

@@ -1,0 +1,202 @@
+"""What a checkpoint keeps of an agent's intent, one defect at a time: the next step and
+the open tasks said in prose, the user's constraints, files named but never opened, and a
+failing test kept with why it fails; and the order in which the 300-token budget keeps
+them (``ctxsvc.checkpoints.extract``, ``ctxsvc.summaries.fit``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from ctxsvc.checkpoints import IndexFacts, extract
+from ctxsvc.records import Summary
+from ctxsvc.summaries import fit
+from ctxsvc.tokens import TiktokenCounter
+
+INDEX = IndexFacts(
+    files={p: "0" * 64 for p in ("context.go", "context_test.go", "docs/doc.md", "gin.go")},
+    symbols={},
+)
+TASK = "Redirect should keep the X-Forwarded-Prefix header"
+GO_TEST_OUTPUT = """--- FAIL: TestContextRedirectWithPrefix (0.00s)
+    context_test.go:1187: expected "/api/v1/login", got "/login"
+FAIL
+FAIL\tgithub.com/gin-gonic/gin\t0.412s
+FAIL
+<returncode>1</returncode>"""
+
+
+def call(n: int, command: str) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"id": f"c{n}", "type": "function", "function": {
+            "name": "bash", "arguments": json.dumps({"command": command})}}],
+    }  # fmt: skip
+
+
+def result(n: int, text: str) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": f"c{n}", "content": text}
+
+
+# A realistic session of about 900 tokens, the one the issue reports.
+SESSION: list[dict[str, Any]] = [
+    {"role": "system", "content": "You are a coding agent. Use the bash tool."},
+    {"role": "user", "content": (
+        "In gin, c.Redirect drops the X-Forwarded-Prefix header set by a proxy, so users end "
+        "up at /login instead of /api/v1/login. Please make Redirect honour it. Don't change "
+        "the default behaviour when the header is absent. The public API must stay as it is."
+    )},
+    call(1, "grep -n 'func (c \\*Context) Redirect' context.go"),
+    result(1, "1032:func (c *Context) Redirect(code int, location string) {"),
+    call(2, "sed -n 1025,1045p context.go"),
+    result(2, "func (c *Context) Redirect(code int, location string) {\n"
+              "\tc.Render(-1, render.Redirect{Code: code, Location: location, Request: c.Request})\n}"),
+    {"role": "assistant", "content": (
+        "The redirect renders the location as given. I decided to prefix it in Redirect "
+        "itself instead of in render.Redirect, because render has no access to the headers."
+    )},
+    call(3, "sed -i 's|Location: location,|Location: prefixed(c, location),|' context.go"),
+    result(3, "<returncode>0</returncode>"),
+    call(4, "go test -run TestContextRedirectWithPrefix ./..."),
+    result(4, GO_TEST_OUTPUT),
+    {"role": "assistant", "content": (
+        "The prefix is applied, but the test fails because it never sets the header on its "
+        "request. Next I'll add c.Request.Header.Set(\"X-Forwarded-Prefix\", \"/api/v1\") to "
+        "the test before the redirect. Still to do: document X-Forwarded-Prefix in docs/doc.md."
+    )},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def state() -> Summary:
+    return extract(SESSION, None, INDEX, task=TASK)
+
+
+@pytest.fixture(scope="module")
+def summary(state: Summary) -> Summary:
+    return fit(state, 300, TiktokenCounter("cl100k_base"))
+
+
+def test_the_next_step_said_in_a_sentence_is_kept(state: Summary, summary: Summary) -> None:
+    assert state.next_step.startswith('add c.Request.Header.Set("X-Forwarded-Prefix"')
+    assert "Next: add c.Request.Header.Set" in summary.rendered
+
+
+def test_what_is_still_to_do_is_an_open_task(state: Summary, summary: Summary) -> None:
+    assert state.open_tasks == ("document X-Forwarded-Prefix in docs/doc.md.",)
+    assert "- document X-Forwarded-Prefix in docs/doc.md." in summary.rendered
+
+
+def test_a_file_only_named_is_not_listed_as_read(state: Summary, summary: Summary) -> None:
+    files = {a.path: a for a in state.files if a.symbol is None}
+    assert files["docs/doc.md"].read is False and not files["docs/doc.md"].edited
+    assert files["context.go"].edited
+    read = next((ln for ln in summary.rendered.splitlines() if ln.startswith("Read:")), "")
+    assert "docs/doc.md" not in read
+    assert "docs/doc.md" in {a.path for a in state.files}  # resume still looks at it
+
+
+def test_the_users_constraints_are_kept_word_for_word(state: Summary, summary: Summary) -> None:
+    assert state.constraints == (
+        "Don't change the default behaviour when the header is absent.",
+        "The public API must stay as it is.",
+    )
+    lines = summary.rendered.splitlines()
+    assert lines[1] == "Constraints:" and lines[2].startswith("- Don't change the default")
+
+
+def test_a_failing_test_is_kept_with_why_it_fails(state: Summary, summary: Summary) -> None:
+    (error,) = state.errors
+    assert error.startswith("`go test -run TestContextRedirectWithPrefix ./...`:")
+    assert 'context_test.go:1187: expected "/api/v1/login", got "/login"' in error
+    assert "--- FAIL: TestContextRedirectWithPrefix" in error
+    assert 'expected "/api/v1/login", got "/login"' in summary.rendered
+
+
+def test_the_decision_is_kept_too(summary: Summary) -> None:
+    assert any("instead of in render.Redirect" in d for d in summary.decisions)
+
+
+def test_constraints_are_carried_to_every_later_checkpoint(state: Summary) -> None:
+    later = extract(
+        [{"role": "assistant", "content": "I added the header to the test; it passes now."}],
+        None, INDEX, task=TASK, previous=state,
+    )  # fmt: skip
+    assert later.constraints == state.constraints
+    assert (
+        "Don't change the default behaviour"
+        in fit(later, 300, TiktokenCounter("cl100k_base")).rendered
+    )
+
+
+def test_the_budget_keeps_constraints_next_step_and_tasks_before_the_rest() -> None:
+    many = [f"chose option {i} over option {i + 1} because of benchmark {i}" for i in range(40)]
+    state = extract(SESSION, {"decisions": many}, INDEX, task=TASK)
+    small = fit(state, 120, TiktokenCounter("cl100k_base"))
+    assert small.tokens <= 120
+    assert small.constraints == state.constraints and small.next_step == state.next_step
+    assert small.open_tasks == state.open_tasks
+    assert small.dropped.get("decisions", 0) > 30  # counted, and kept in the state
+    assert "Dropped for the budget:" in small.rendered
+
+
+@pytest.mark.parametrize(
+    "said, expected",
+    [
+        ("Then I need to update the changelog.", "update the changelog."),
+        ("My next step is to run the whole suite.", "run the whole suite."),
+        ("Next step: rerun go vet.", "rerun go vet."),
+        ("Let me run the tests again.", "run the tests again."),  # the last message's intent
+    ],
+)
+def test_the_ways_an_agent_says_its_next_step(said: str, expected: str) -> None:
+    messages = [{"role": "user", "content": TASK}, {"role": "assistant", "content": said}]
+    assert extract(messages, None, INDEX, task=TASK).next_step == expected
+
+
+def test_an_explicit_next_step_beats_an_intent_of_a_later_message() -> None:
+    messages = [
+        {"role": "assistant", "content": "Next, I'll rename the helper."},
+        {"role": "assistant", "content": "Let me look at gin.go first."},
+    ]
+    assert extract(messages, None, INDEX, task=TASK).next_step == "rename the helper."
+
+
+def test_a_list_under_still_to_do_gives_one_task_per_item() -> None:
+    text = "Done with the code.\n\nStill to do:\n- a test for an empty prefix\n- the changelog\n"
+    state = extract([{"role": "assistant", "content": text}], None, INDEX, task=TASK)
+    assert state.open_tasks == ("a test for an empty prefix", "the changelog")
+
+
+def test_a_python_failure_keeps_its_assertion() -> None:
+    out = (
+        "============ FAILURES ============\n"
+        "___ test_round ___\n"
+        "    def test_round():\n"
+        ">       assert refund(0.005) == 0.01\n"
+        "E       assert 0.0 == 0.01\n"
+        "E        +  where 0.0 = refund(0.005)\n"
+        "tests/test_refund.py:12: AssertionError\n"
+        "FAILED tests/test_refund.py::test_round - assert 0.0 == 0.01\n"
+        "1 failed in 0.03s\n<returncode>1</returncode>"
+    )
+    messages = [call(1, "pytest tests/test_refund.py"), result(1, out)]
+    (error,) = extract(messages, None, INDEX, task=TASK).errors
+    assert "assert 0.0 == 0.01" in error and error.startswith("`pytest tests/test_refund.py`:")
+
+
+def test_constraints_come_from_the_task_not_the_harness_rules_or_command_output() -> None:
+    harness = (
+        "<pr_description>\nSorting must be stable. Don't touch the CLI flags.\n"
+        "</pr_description>\n\nYour response must contain exactly ONE bash code block. "
+        "Do not use interactive commands."
+    )
+    output = "<returncode>0</returncode>\n<output>\nvalue must be positive\n</output>"
+    messages = [{"role": "user", "content": harness}, {"role": "user", "content": output}]
+    assert extract(messages, None, INDEX, task=TASK).constraints == (
+        "Sorting must be stable.",
+        "Don't touch the CLI flags.",
+    )
