@@ -103,7 +103,15 @@ _INTENT = re.compile(
     r"i'm going to|i am going to|we need to)\s+(.+)",
     re.I,
 )
-_OBSERVATION = re.compile(r"<returncode>|<output>")
+_OBSERVATION = re.compile(r"<returncode>|<output>|^OBSERVATION:", re.M)
+_TASK_SECTION = re.compile(r"^ISSUE:\s*$(.*?)^(?:INSTRUCTIONS|IMPORTANT TIPS):\s*$", re.S | re.M)
+# How to drive the harness, not what the task requires.
+_HARNESS = re.compile(
+    r"\b(?:code blocks?|bash|shell|terminal|scroll\w*|indentation|interactive|your response|"
+    r"your reply|thought|tool calls?|the environment|working directory|currently open|"
+    r"open file|submit\w*)\b",
+    re.I,
+)
 _TASK_TAG = re.compile(r"<(pr_description|issue|task|problem_statement)>(.*?)</\1>", re.S | re.I)
 # The user's requirements and prohibitions.
 _CONSTRAINT = re.compile(
@@ -353,10 +361,15 @@ def _constraints(text: str) -> list[str]:
         return []
     if tagged := _TASK_TAG.findall(text):
         text = "\n".join(body for _, body in tagged)
+    elif section := _TASK_SECTION.search(text):  # SWE-agent's "ISSUE: ... INSTRUCTIONS:"
+        text = section.group(1)
     return [
         clip(s, 200)
         for s in sentences(text)
-        if _CONSTRAINT.search(s) and not s.endswith("?") and len(s) <= 300
+        if _CONSTRAINT.search(s)
+        and not _HARNESS.search(s)
+        and not s.endswith("?")
+        and len(s) <= 300
     ]
 
 

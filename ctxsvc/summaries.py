@@ -23,6 +23,7 @@ MIN_BUDGET = 20
 SYMBOLS_FIRST = 1  # symbols of an edited file kept with it before the decisions
 ERRORS_FIRST = 3  # failures still open kept before the decisions, the newest
 DECISIONS_FIRST = 2  # the newest decisions, kept right after those failures
+CONSTRAINTS_FIRST = 4  # constraints kept first, in the order they were stated
 _LATER = 8  # the priority of the rest of those: after the decisions and steps done
 
 # -- fitting a budget ----------------------------------------------------------------
@@ -75,7 +76,11 @@ def _items(state: Summary) -> list[_Item]:
     for section in ("constraints", "decisions", "open_tasks", "done", "notes", "facts"):
         values = getattr(state, section)
         for i, text in enumerate(values):
-            if section == "decisions" and i >= len(values) - DECISIONS_FIRST:
+            if section == "constraints":
+                # The first ones stated (the task's own) first; a long list's rest later.
+                later = i >= CONSTRAINTS_FIRST
+                items.append(_Item(_LATER if later else 0, i, section, text, tier=i))
+            elif section == "decisions" and i >= len(values) - DECISIONS_FIRST:
                 # The newest decisions right after the newest failures, lest many edits and
                 # failures leave no room for why the work went the way it did.
                 items.append(_Item(_PRIORITY["errors"], i, section, text, tier=1))

@@ -200,3 +200,21 @@ def test_constraints_come_from_the_task_not_the_harness_rules_or_command_output(
         "Sorting must be stable.",
         "Don't touch the CLI flags.",
     )
+
+
+def test_an_issue_under_a_harness_template_gives_only_its_own_constraints() -> None:
+    template = (
+        "We're currently solving the following issue within our repository. "
+        "Here's the issue text:\nISSUE:\nThe parser must accept a trailing comma.\n\n"
+        "INSTRUCTIONS:\nAlways make sure to look at the currently open file. When editing a "
+        "file, make sure to insert appropriate indentation before each line!\n"
+    )
+    state = extract([{"role": "user", "content": template}], None, INDEX, task=TASK)
+    assert state.constraints == ("The parser must accept a trailing comma.",)
+
+
+def test_the_first_constraints_stated_are_kept_first() -> None:
+    said = " ".join(f"Rule {i} must hold." for i in range(8))
+    state = extract([{"role": "user", "content": said}], None, INDEX, task=TASK)
+    small = fit(state, 60, TiktokenCounter("cl100k_base"))
+    assert small.constraints and small.constraints == state.constraints[: len(small.constraints)]
