@@ -216,7 +216,9 @@ def recalled(item: Sequence[str] | str, text: str) -> bool:
     )
 
 
-def measure(labels: Sequence[Mapping[str, Any]], directory: Path, budget: int) -> dict[str, Any]:
+def measure(
+    labels: Sequence[Mapping[str, Any]], directory: Path, budget: int, show: bool = False
+) -> dict[str, Any]:
     from ctxsvc.tokens import TiktokenCounter
 
     counter = TiktokenCounter()
@@ -237,6 +239,8 @@ def measure(labels: Sequence[Mapping[str, Any]], directory: Path, budget: int) -
             whole = service.start_session("repo", traj["task"])
             full = service.write_checkpoint(whole.id, traj["messages"], budget_tokens=budget)
         text = cp.summary.rendered
+        if show:
+            print(f"\n#### {label['name']}\n{text}")
         row: dict[str, Any] = {
             "name": label["name"], "summary_tokens": cp.summary.tokens,
             "transcript_tokens": full.transcript_tokens,
@@ -249,6 +253,9 @@ def measure(labels: Sequence[Mapping[str, Any]], directory: Path, budget: int) -
             if field == "failing_tests":
                 items = [[*t["command"], *t["reason"]] for t in items]
             row[field] = [recalled(it, text) for it in items]
+            if show:
+                missed = [it for it, hit in zip(items, row[field], strict=True) if not hit]
+                print(f"  missed {field}: {missed}" if missed else f"  kept all {field}")
         rows.append(row)
     return {"budget": budget, "rows": rows}
 
@@ -294,8 +301,13 @@ def main() -> None:
     sc.add_argument("--trajectories", type=Path, default=TRAJECTORIES)
     sc.add_argument("--labels", type=Path, default=LABELS)
     sc.add_argument("--budget", type=int, default=300)
+    sc.add_argument(
+        "--split", choices=("test", "dev", "all"), default="test",
+        help="test: the held-out trajectories; dev: the ones the extraction was looked at on",
+    )  # fmt: skip
     sc.add_argument("--before", type=Path, help="another checkout of ctxsvc, measured beside")
     sc.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)  # one side, as JSON
+    sc.add_argument("--show", action="store_true", help="print each summary and what it missed")
     args = ap.parse_args()
     if args.command == "sheets":
         args.out.mkdir(parents=True, exist_ok=True)
@@ -305,31 +317,38 @@ def main() -> None:
             (args.out / f"{key.replace('/', '__')}.md").write_text(sheet(traj, key))
             print(f"{key}: cut {cut_at(traj['messages'])} of {len(traj['messages'])}")
         return
-    labels = json.loads(args.labels.read_text())
+    labels = [
+        x for x in json.loads(args.labels.read_text()) if args.split in ("all", x.get("split"))
+    ]
     if args.raw:
         print(json.dumps(measure(labels, args.trajectories, args.budget)))
         return
-    sides = {"now": measure(labels, args.trajectories, args.budget)}
+    sides = {"now": measure(labels, args.trajectories, args.budget, args.show)}
     if args.before:
         env = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
         got = subprocess.run(
             [sys.executable, str(HERE / "checkpoint_labels.py"), "score", "--raw",
              "--trajectories", str(args.trajectories), "--labels", str(args.labels),
-             "--budget", str(args.budget)],
+             "--budget", str(args.budget), "--split", args.split],
             env=env, capture_output=True, text=True, check=True,
         )  # fmt: skip
         sides = {"before": json.loads(got.stdout.strip().splitlines()[-1]), **sides}
     table = {side: summarize(r) for side, r in sides.items()}
-    print(f"{len(labels)} labelled trajectories, summary budget {args.budget} tokens: recall")
+    print(
+        f"{len(labels)} labelled trajectories ({args.split}), summary budget {args.budget} tokens: recall"
+    )
     print(f"{'field':<16}" + "".join(f"{s:>10}" for s in table) + f"{'target':>9}{'items':>7}")
     for field in FIELDS:
         cells = "".join(f"{_f(t[field]):>10}" for t in table.values())
         print(f"{field:<16}{cells}{TARGETS[field]:>9.2f}{table['now'][f'{field}_items']:>7}")
     for key in ("compression_median", "compression_over_50k_median"):
         print(f"{key:<16}" + "".join(f"{_f(t[key]):>10}" for t in table.values()))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"summary": table, "sides": sides}, indent=1) + "\n")
-    print(f"wrote {RESULTS}")
+    out = RESULTS.with_name(f"checkpoint_labels-{args.split}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps({"split": args.split, "summary": table, "sides": sides}, indent=1) + "\n"
+    )
+    print(f"wrote {out}")
 
 
 def _f(v: object) -> str:

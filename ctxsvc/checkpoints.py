@@ -118,7 +118,9 @@ _CONSTRAINT = re.compile(
     r"\b(?:must(?:n't| not)?|do not|don't|never|should(?:n't| not)|make sure|ensure|"
     r"keep(?:ing)? (?:the|it|its|this|that|them|all|existing|backward|compatib)|"
     r"without (?:chang|break|touch|modify)|only (?:change|touch|modify|edit)|"
-    r"no (?:new )?(?:dependenc|breaking|changes? to)|is required|are required)",
+    r"no (?:new )?(?:dependenc|breaking|changes? to)|is required|are required|"
+    # what the task expects of the result: "X should return Y", "expected: ..."
+    r"should|expected|i(?:'d| would) expect)",
     re.I,
 )
 _BLOCKED = re.compile(r"\b(blocked|blocker|cannot proceed|stuck on)\b", re.I)

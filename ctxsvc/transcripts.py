@@ -32,11 +32,12 @@ _EXIT = re.compile(
 )  # "exit code 1", "returncode: 2", mini-SWE-agent's "<returncode>1</returncode>"
 _FAILURE = re.compile(
     r"Traceback \(most recent call last\)|^FAILED\b|^ERROR\b|\b[1-9]\d* (?:failed|errors?)\b|"
-    r"^(?:\w+(?:Error|Exception)|error|fatal)(?::|\b)",
+    r"^(?:\w+(?:Error|Exception)|error|fatal)(?::|\b)|: command not found$",
     re.M,
 )
 _ERROR_LINE = re.compile(
-    r"^(?:FAILED .*|E\s+\S.*|\w+(?:Error|Exception)\b.*|error[:\[].*|fatal: .*|.*\b[1-9]\d* failed\b.*)$",
+    r"^(?:FAILED .*|E\s+\S.*|\w+(?:Error|Exception)\b.*|error[:\[].*|fatal: .*|.*\b[1-9]\d* failed\b.*|"
+    r".*: command not found)$",
     re.M,
 )
 _CODE_BLOCK = re.compile(r"```.*?```", re.S)

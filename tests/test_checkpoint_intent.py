@@ -218,3 +218,15 @@ def test_the_first_constraints_stated_are_kept_first() -> None:
     state = extract([{"role": "user", "content": said}], None, INDEX, task=TASK)
     small = fit(state, 60, TiktokenCounter("cl100k_base"))
     assert small.constraints and small.constraints == state.constraints[: len(small.constraints)]
+
+
+def test_what_the_task_expects_is_a_constraint_and_a_missing_command_a_failure() -> None:
+    messages = [
+        {"role": "user", "content": "<pr_description>\nxr.where drops attributes. The result "
+                                    "should keep the attributes of cond.\n</pr_description>"},
+        call(1, "javac Repro.java"),
+        result(1, "bash: javac: command not found\n<returncode>127</returncode>"),
+    ]  # fmt: skip
+    state = extract(messages, None, INDEX, task=TASK)
+    assert state.constraints == ("The result should keep the attributes of cond.",)
+    assert state.errors == ("`javac Repro.java`: bash: javac: command not found",)
