@@ -78,7 +78,7 @@ _TASK = re.compile(
 )
 _NEXT = re.compile(r"^\s*(?:[-*]\s*)?(?:next(?: step)?\s*[:,-]|next,? i(?:'ll| will))\s*(.+)", re.I)
 # Said in a sentence anywhere in an agent's prose: "Next I'll add ...", "Then we need to ...".
-_WILL = r"(?:i|we)(?:'ll| will| need to| should| am going to|'m going to| have to)"
+_WILL = r"(?:i|we)(?:'ll| will| need to| am going to|'m going to| have to)"
 _NEXT_SENTENCE = re.compile(
     rf"^(?:next(?: step)?\s*[:-]\s*|(?:next|then|after that|afterwards),?\s+{_WILL}\s+|"
     rf"my next step (?:is|will be) (?:to )?|the next step (?:is|will be) (?:to )?)(.+)",
@@ -99,28 +99,24 @@ _ITEM = re.compile(r"^\s*(?:[-*]|\d+[.)])\s+(?:\[ \]\s*)?(.+)")
 # What the agent says it is about to do ("Let me run the tests"): the next step when the
 # transcript names none, from its last message.
 _INTENT = re.compile(
-    r"^(?:THOUGHT:\s*)?(?:now,?\s+|so,?\s+|first,?\s+)?(?:let me|let's|i'll|i will|i need to|"
+    r"^(?:THOUGHT:\s*)?(?:now,?\s+|so,?\s+|first,?\s+)?(?:let me(?! know)|let's|i'll|i will|i need to|"
     r"i'm going to|i am going to|we need to)\s+(.+)",
     re.I,
 )
 _OBSERVATION = re.compile(r"<returncode>|<output>|^OBSERVATION:", re.M)
-_TASK_SECTION = re.compile(r"^ISSUE:\s*$(.*?)^(?:INSTRUCTIONS|IMPORTANT TIPS):\s*$", re.S | re.M)
-# How to drive the harness, not what the task requires.
-_HARNESS = re.compile(
-    r"\b(?:code blocks?|bash|shell|terminal|scroll\w*|indentation|interactive|your response|"
-    r"your reply|thought|tool calls?|the environment|working directory|currently open|"
-    r"open file|submit\w*)\b",
-    re.I,
-)
+_TASK_OPEN = re.compile(r"<(pr_description|issue|task|problem_statement)>")
+_ISSUE_HEAD = re.compile(r"^ISSUE:[ \t]*$", re.M)
+_ISSUE_END = re.compile(r"^(?:INSTRUCTIONS|IMPORTANT TIPS):[ \t]*$", re.M)
+# What a task says its result should do (counted inside a harness's task only: in a chat,
+# "that should work" is no requirement).
+_EXPECT = re.compile(r"\b(?:should|expected|i(?:'d| would) expect)\b", re.I)
 _TASK_TAG = re.compile(r"<(pr_description|issue|task|problem_statement)>(.*?)</\1>", re.S | re.I)
 # The user's requirements and prohibitions.
 _CONSTRAINT = re.compile(
     r"\b(?:must(?:n't| not)?|do not|don't|never|should(?:n't| not)|make sure|ensure|"
-    r"keep(?:ing)? (?:the|it|its|this|that|them|all|existing|backward|compatib)|"
+    r"keep(?:ing)? (?:the|its|this|that|them|all|existing|backward|compatib)|"
     r"without (?:chang|break|touch|modify)|only (?:change|touch|modify|edit)|"
-    r"no (?:new )?(?:dependenc|breaking|changes? to)|is required|are required|"
-    # what the task expects of the result: "X should return Y", "expected: ..."
-    r"should|expected|i(?:'d| would) expect)",
+    r"no (?:new )?(?:dependenc|breaking|changes? to)|is required|are required)",
     re.I,
 )
 _BLOCKED = re.compile(r"\b(blocked|blocker|cannot proceed|stuck on)\b", re.I)
@@ -192,14 +188,16 @@ def extract(
     decisions: list[str] = []
     done: list[str] = []
     tasks: list[str] = []
-    nexts: list[str] = []
+    nexts: list[tuple[int, str]] = []  # (message position, the step)
     errors: dict[str, bool] = {}  # error line -> still failing
     failing: dict[str, str] = {}  # command -> its error line
     facts: list[str] = []
     calls_by_id: dict[str, str | None] = {}
     last_command: str | None = None
     constraints: list[str] = []
-    last_intents: list[str] = []  # what the last assistant message says it will do
+    # What an agent said it will do, by message: an intent whose tool calls all have their
+    # results was done already, not next.
+    pending_intents: list[tuple[int, list[str], str]] = []
 
     def touch(
         raw: str,
@@ -236,9 +234,13 @@ def extract(
                 # count for a file the index holds, not for a backup copy.
                 touch(path or e.path, edited=True, text=e.text, lines=e.lines)
 
-    for m in messages:
-        role, text = m.get("role"), text_of(m)
+    answered: set[str] = set()  # the tool calls whose results came
+    last_calls: list[str] = []
+    for position, m in enumerate(messages):
+        role, text = m.get("role"), text_of(m).replace("\u2019", "'")
         if role == "tool" or role == "function":
+            given = str(m.get("tool_call_id") or "")
+            answered.update([given] if given else last_calls)  # no id: the last calls' result
             command = calls_by_id.get(str(m.get("tool_call_id", "")), last_command)
             for frame_path, func in _FRAME.findall(text):
                 path = index.resolve(frame_path)
@@ -249,12 +251,16 @@ def extract(
                     touch(path, edited=True, text=changed)
             failed = failure(text, command)
             if failed is not None:
+                if command and command in failing:  # the same command again: its newest says it
+                    errors.pop(failing[command], None)
                 errors[failed] = True
                 if command:
                     failing[command] = failed
             elif command and command in failing:
                 errors[failing.pop(command)] = False  # the same command now runs clean
             continue
+        own_calls = [call_id for call_id, _, _ in tool_calls(m)]
+        last_calls = own_calls or last_calls
         for call_id, name, args in tool_calls(m):
             command = command_of(name, args)
             calls_by_id[call_id] = command
@@ -279,14 +285,21 @@ def extract(
             touch(raw, edited=False, mention=True, opened=False)
         listing = False  # under a "Still to do:" line, its items
         for line in prose.splitlines():
-            if listing and (item := _ITEM.match(line)):
-                tasks.append(clip(item.group(1), 120))
+            bare = line.strip().strip("*_").strip()  # "**Still to do:**" too
+            if listing:
+                if not bare:  # a blank line between the head and its items
+                    continue
+                if item := _ITEM.match(line):
+                    tasks.append(clip(item.group(1), 120))
+                    continue
+                listing = False
+            if _TASKS_HEAD.match(bare):
+                listing = True
                 continue
-            listing = bool(_TASKS_HEAD.match(line))
             if mt := _TASK.match(line):
                 tasks.append(clip(mt.group(1), 120))
             elif mn := _NEXT.match(line):
-                nexts.append(clip(mn.group(1), 120))
+                nexts.append((position, clip(mn.group(1), 120)))
         if role == "user":
             constraints.extend(_constraints(prose))
         intents: list[str] = []
@@ -300,13 +313,13 @@ def extract(
             if role != "assistant":
                 continue
             if (ms := _NEXT_SENTENCE.match(s)) and not _TASK_SENTENCE.match(s):
-                nexts.append(clip(ms.group(1), 160))
+                nexts.append((position, clip(ms.group(1), 160)))
             elif mt := _TASK_SENTENCE.match(s):
                 tasks.append(clip(mt.group(1), 120))
             elif mi := _INTENT.match(s):
                 intents.append(clip(mi.group(1), 160))
-        if role == "assistant":
-            last_intents = intents
+        if role == "assistant" and intents:
+            pending_intents.append((position, own_calls, intents[-1]))
         facts.extend(_facts(prose))
 
     anchors = _anchors(touched, index)
@@ -314,13 +327,17 @@ def extract(
     done_all = [*prev.done, *(fields.get("done") or ()), *done]
     open_all = [*prev.open_tasks, *(fields.get("open_tasks") or ()), *tasks]
     open_all = [t for t in open_all if not _finished(t, done_all)]
-    # An explicit "next" statement, else what the last message says it will do.
-    said = nexts[-1] if nexts else (last_intents[-1] if last_intents else "")
+    # The newest of the explicit "next" statements and the intents not yet carried out.
+    undone = [
+        (pos, text) for pos, calls, text in pending_intents if not calls or set(calls) - answered
+    ]
+    candidates = sorted([*((pos, 0, t) for pos, t in undone), *((pos, 1, t) for pos, t in nexts)])
+    said = candidates[-1][2] if candidates else ""
     next_step = str(fields.get("next_step") or said or prev.next_step)
     old_errors = [e for e in prev.errors if e not in errors]
     return Summary(
         goal=clip(str(fields.get("goal") or prev.goal or task), 300),
-        constraints=_recent([*prev.constraints, *(fields.get("constraints") or ()), *constraints]),
+        constraints=_first([*prev.constraints, *(fields.get("constraints") or ()), *constraints]),
         done=_recent(done_all),
         decisions=_recent([*prev.decisions, *(fields.get("decisions") or ()), *decisions]),
         files=_merge_anchors(prev.files, anchors),
@@ -355,24 +372,33 @@ def _check_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _constraints(text: str) -> list[str]:
-    """The user's requirements in a user message: its sentences that require or forbid.
-    An agent harness's message holding a task in a tag (mini-SWE-agent's
-    ``<pr_description>``) gives only the task's, not the harness's own rules of format; a
-    command's output sent as a user message (``<returncode>``) gives none."""
+    """The user's requirements in a user message: its sentences that require or forbid;
+    within a task an agent harness wraps (mini-SWE-agent's ``<pr_description>``,
+    SWE-agent's ``ISSUE:`` section) only the task's, and there also what it says the
+    result should do ("should", "expected"). A command's output sent as a user message
+    (``<returncode>``) gives none."""
     if _OBSERVATION.search(text):
         return []
-    if tagged := _TASK_TAG.findall(text):
-        text = "\n".join(body for _, body in tagged)
-    elif section := _TASK_SECTION.search(text):  # SWE-agent's "ISSUE: ... INSTRUCTIONS:"
-        text = section.group(1)
+    task = _task_text(text)
     return [
         clip(s, 200)
-        for s in sentences(text)
-        if _CONSTRAINT.search(s)
-        and not _HARNESS.search(s)
+        for s in sentences(text if task is None else task)
+        if (_CONSTRAINT.search(s) or (task is not None and _EXPECT.search(s)))
         and not s.endswith("?")
         and len(s) <= 300
     ]
+
+
+def _task_text(text: str) -> str | None:
+    """The task inside a harness's message (a tag's body, an ``ISSUE:`` section), or None.
+    Each search runs once, forward: an unclosed tag costs one scan, not one per tag."""
+    if opened := _TASK_OPEN.search(text):
+        close = text.find(f"</{opened.group(1)}>", opened.end())
+        return text[opened.end() : close if close != -1 else len(text)]
+    if head := _ISSUE_HEAD.search(text):
+        end = _ISSUE_END.search(text, head.end())
+        return text[head.end() : end.start() if end else len(text)]
+    return None
 
 
 def _facts(text: str) -> list[str]:
@@ -387,6 +413,15 @@ def _finished(task: str, done: Iterable[str]) -> bool:
     if not words:
         return False
     return any(len(words & set(re.findall(r"\w{3,}", d.lower()))) >= 0.7 * len(words) for d in done)
+
+
+def _first(items: Iterable[str]) -> tuple[str, ...]:
+    """Unique items in the order first stated (a repeat keeps its place), the first
+    MAX_STATE_ITEMS: constraints, whose first statements are the task's own."""
+    seen: dict[str, str] = {}
+    for item in items:
+        seen.setdefault(item.casefold(), item)
+    return tuple(seen.values())[:MAX_STATE_ITEMS]
 
 
 def _recent(items: Iterable[str]) -> tuple[str, ...]:

@@ -244,8 +244,12 @@ class Memory:
         changed = render_changes(changes) + _render_refreshed(refreshed) + _render_log(logged)
         summary = cp.summary.rendered
         room = budget_tokens - count(title) - count(changed) - 4
-        if count(summary) > room:
-            summary = fit(cp.state, max(MIN_BUDGET, room), self.tokens).rendered
+        # A resume's budget is mostly the fresh context's; with room to spare, the summary
+        # is fitted again from the full state, so what the checkpoint's budget left out
+        # (decisions, symbols, older failures) comes back.
+        wider = min(room, max(cp.summary.budget_tokens, room * 3 // 10))
+        if count(summary) > room or (cp.summary.dropped and wider > cp.summary.budget_tokens):
+            summary = fit(cp.state, max(MIN_BUDGET, min(room, wider)), self.tokens).rendered
         header = fit_lines(f"{title}\n\n{summary}\n\n{changed}", budget_tokens, count)
         heading = "\n\n## Fresh context\n"
         room = budget_tokens - count(header) - count(heading) - 2

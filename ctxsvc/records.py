@@ -79,9 +79,6 @@ class Summary:
     """
 
     goal: str
-    # The user's requirements and prohibitions ("must", "don't", "keep ..."), kept in every
-    # summary until the session ends.
-    constraints: tuple[str, ...] = ()
     done: tuple[str, ...] = ()
     decisions: tuple[str, ...] = ()
     files: tuple[Anchor, ...] = ()
@@ -96,6 +93,9 @@ class Summary:
     budget_tokens: int = 0
     summarizer: str = "offline"  # or "llm:<model>"
     summarizer_note: str = ""  # why the offline summarizer answered instead of the LLM one
+    # The user's requirements and prohibitions ("must", "don't", "keep ..."), in the order
+    # stated, carried into every later checkpoint.
+    constraints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

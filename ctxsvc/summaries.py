@@ -77,6 +77,8 @@ def _items(state: Summary) -> list[_Item]:
         values = getattr(state, section)
         for i, text in enumerate(values):
             if section == "constraints":
+                if text in state.goal:  # the goal says it already
+                    continue
                 # The first ones stated (the task's own) first; a long list's rest later.
                 later = i >= CONSTRAINTS_FIRST
                 items.append(_Item(_LATER if later else 0, i, section, text, tier=i))
@@ -138,10 +140,13 @@ def _render(goal: str, kept: Sequence[_Item], dropped: Mapping[str, int]) -> str
 def fit(state: Summary, budget_tokens: int, counter: TokenCounter) -> Summary:
     """``state`` cut to ``budget_tokens``: lowest-priority items dropped first, counted.
 
-    Priority, highest first: goal, the user's constraints, next step, open tasks,
-    edited files and their symbols, errors (with why they fail), decisions, steps
-    done, notes, facts, files only read, their symbols, errors fixed later. Within a
-    kind, the newest first. Files only named, never opened, are left out.
+    Priority, highest first: goal, the first ``CONSTRAINTS_FIRST`` constraints (in the
+    order stated; one the goal holds is not repeated), next step, open tasks, edited
+    files with their first ``SYMBOLS_FIRST`` symbols, the newest ``ERRORS_FIRST`` open
+    errors (with why they fail) then the newest ``DECISIONS_FIRST`` decisions, the other
+    decisions, steps done and notes, then the rest of the constraints, symbols and open
+    errors, facts, files only read, their symbols, errors fixed later. Within a kind, the
+    newest first. Files only named, never opened, are left out.
     """
     if budget_tokens < MIN_BUDGET:
         raise InvalidRequest(f"a summary needs a budget of at least {MIN_BUDGET} tokens")

@@ -43,11 +43,12 @@ _ERROR_LINE = re.compile(
 _CODE_BLOCK = re.compile(r"```.*?```", re.S)
 # A line that says why a test or command failed.
 _REASON = re.compile(
-    r"\b(?:expected|actual|got|want(?:ed)?|but was|to equal|to be|not equal|!=|==)\b.*|"
-    r"\bassert(?:ion)?(?:Error)?\b|^\s*E\s+\S|\bpanic:|^--- FAIL\b|"
-    r"\b\w+(?:Error|Exception)\b:",
-    re.I,
+    r"(?i:\b(?:expected|actual|got|want(?:ed)?|but was|to equal|not equal)\b)|"
+    r"(?i:\bassert(?:ion)?\b)|^\s*E\s+\S|\bpanic:|^--- FAIL\b|\s(?:!=|==)\s|"
+    r"\b\w+(?:Error|Exception)\b:|^\S+\.\w+:\d+:",  # the last: where (file.py:12:)
 )
+_WARNING = re.compile(r"^(?:\S+ )?(?:WARN(?:ING)?|warning)\b")  # "npm WARN ...": not why it failed
+REASON_SCAN = 400  # lines of a result's end read for reasons
 REASON_LINES = 3  # of a failure's output kept in its error line
 FAILURE_CHARS = 320
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -194,12 +195,12 @@ def _reasons(text: str) -> list[str]:
     one, a failed assertion, an exception, a panic; with their location when the line has
     one (``file.go:12:``, ``file.py:12:``). Distinct, in order."""
     out: list[str] = []
-    for raw in text.splitlines():
+    for raw in text.splitlines()[-REASON_SCAN:]:  # a failure's summary ends its output
         line = raw.strip()
-        if not line or not _REASON.search(line) or len(out) >= 2 * REASON_LINES:
+        if not line or _WARNING.match(line) or not _REASON.search(line):
             continue
         line = line.removeprefix("E").strip() if line.startswith("E ") else line
         if any(line in seen for seen in out):
             continue
         out = [seen for seen in out if seen not in line] + [line]  # the longer says more
-    return out
+    return out[-REASON_LINES:]

@@ -157,12 +157,19 @@ def test_the_ways_an_agent_says_its_next_step(said: str, expected: str) -> None:
     assert extract(messages, None, INDEX, task=TASK).next_step == expected
 
 
-def test_an_explicit_next_step_beats_an_intent_of_a_later_message() -> None:
+def test_the_newest_step_not_yet_done_is_the_next_one() -> None:
     messages = [
         {"role": "assistant", "content": "Next, I'll rename the helper."},
         {"role": "assistant", "content": "Let me look at gin.go first."},
     ]
-    assert extract(messages, None, INDEX, task=TASK).next_step == "rename the helper."
+    assert extract(messages, None, INDEX, task=TASK).next_step == "look at gin.go first."
+    # An intent whose command ran is done, not next: the last statement still open wins.
+    ran = {**call(7, "go test ./..."), "content": "Let me run the tests."}
+    done = [messages[0], ran, result(7, "ok\n<returncode>0</returncode>")]
+    assert extract(done, None, INDEX, task=TASK).next_step == "rename the helper."
+    # Nor is a closing courtesy a step.
+    bye = [{"role": "assistant", "content": "Let me know if you need anything else."}]
+    assert extract(bye, None, INDEX, task=TASK).next_step == ""
 
 
 def test_a_list_under_still_to_do_gives_one_task_per_item() -> None:
@@ -185,7 +192,10 @@ def test_a_python_failure_keeps_its_assertion() -> None:
     )
     messages = [call(1, "pytest tests/test_refund.py"), result(1, out)]
     (error,) = extract(messages, None, INDEX, task=TASK).errors
-    assert "assert 0.0 == 0.01" in error and error.startswith("`pytest tests/test_refund.py`:")
+    assert error.startswith("`pytest tests/test_refund.py`:") and "assert 0.0 == 0.01" in error
+    # Where it failed and the value that was wrong, besides the assertion.
+    assert "tests/test_refund.py:12: AssertionError" in error
+    assert "where 0.0 = refund(0.005)" in error
 
 
 def test_constraints_come_from_the_task_not_the_harness_rules_or_command_output() -> None:
@@ -230,3 +240,58 @@ def test_what_the_task_expects_is_a_constraint_and_a_missing_command_a_failure()
     state = extract(messages, None, INDEX, task=TASK)
     assert state.constraints == ("The result should keep the attributes of cond.",)
     assert state.errors == ("`javac Repro.java`: bash: javac: command not found",)
+
+
+def test_the_same_command_failing_again_is_one_error_and_fixed_when_it_passes() -> None:
+    messages = [
+        call(1, "go test ./..."), result(1, GO_TEST_OUTPUT),
+        call(2, "go test ./..."), result(2, GO_TEST_OUTPUT.replace("0.00s", "0.02s")),
+    ]  # fmt: skip
+    (error,) = extract(messages, None, INDEX, task=TASK).errors
+    assert "0.02s" in error  # the newest run's words
+    passed = [*messages, call(3, "go test ./..."), result(3, "ok\n<returncode>0</returncode>")]
+    (fixed,) = extract(passed, None, INDEX, task=TASK).errors
+    assert fixed.endswith("(fixed later)")
+
+
+def test_in_a_chat_only_requirements_are_constraints() -> None:
+    chat = (
+        "That should work. Thanks! Keep it up! Keep the indentation style of the file. "
+        "Please don't break the open file API. Don\u2019t change the public API."
+    )
+    state = extract([{"role": "user", "content": chat}], None, INDEX, task=TASK)
+    assert state.constraints == (
+        "Keep the indentation style of the file.",
+        "Please don't break the open file API.",
+        "Don't change the public API.",
+    )
+
+
+def test_an_unclosed_task_tag_is_read_once() -> None:
+    # 200 KB of tags never closed: a scan from each to the end would take minutes.
+    text = "<issue>The result must be sorted. " + "<issue> x " * 20_000
+    state = extract([{"role": "user", "content": text}], None, INDEX, task=TASK)
+    assert state.constraints == ("The result must be sorted.",)  # the task: after the first
+
+
+def test_a_list_under_a_bold_head_after_a_blank_line() -> None:
+    text = "**Still to do:**\n\n1. the changelog\n2. a test for the empty prefix\n\nThat is all."
+    state = extract([{"role": "assistant", "content": text}], None, INDEX, task=TASK)
+    assert state.open_tasks == ("the changelog", "a test for the empty prefix")
+
+
+def test_checkpoints_written_by_another_version_load() -> None:
+    from dataclasses import asdict
+
+    from ctxsvc.stores.checkpoints import summary_from_dict
+
+    newer = asdict(extract(SESSION, None, INDEX, task=TASK))
+    newer["a_field_of_a_later_version"] = 1
+    newer["files"][0]["another"] = True
+    assert summary_from_dict(newer).constraints  # read, the unknown left out
+    older = {k: v for k, v in asdict(extract(SESSION, None, INDEX, task=TASK)).items()
+             if k != "constraints"}  # fmt: skip
+    for a in older["files"]:
+        a.pop("read")
+    loaded = summary_from_dict(older)
+    assert loaded.constraints == () and all(a.read for a in loaded.files)

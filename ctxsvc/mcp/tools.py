@@ -427,8 +427,10 @@ TOOLS: tuple[Tool, ...] = (
         "record_decision", "Record a decision",
         "Record one decision and its reason in the session's state so that it survives context "
         "resets: writes a new checkpoint that carries the previous state forward and adds "
-        "'decision (reason: ...)' to its Decisions list (no transcript needed). It appears in "
-        "every later checkpoint summary and in resume_session; when the session was started in a "
+        "'decision (reason: ...)' to its Decisions list (no transcript needed). It is kept in "
+        "every later checkpoint's state, in their summaries as their budget allows (the newest "
+        "first), and in resume_session, which fits the summary again from the state; when the "
+        "session was started in a "
         "workspace, it is also logged there as a decision that parallel sessions see. Use it for "
         "choices that must not be undone or silently revisited (an interface, a library, an "
         "approach rejected and why).",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,12 @@ def _checkpoint(row: tuple[Any, ...], path: Path | str) -> Checkpoint:
 def summary_from_dict(d: dict[str, Any]) -> Summary:
     """A ``Summary`` from its ``asdict`` form (lists back to tuples)."""
     tuples = ("constraints", "done", "decisions", "open_tasks", "errors", "facts", "notes")
-    values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in d.items()}
-    values["files"] = tuple(Anchor(**a) for a in d.get("files", ()))
+    # Fields a newer ctxsvc wrote are left out, so that an older replica (or a rollback)
+    # still reads its checkpoints; fields an older one lacks take their defaults.
+    known = {f.name for f in fields(Summary)}
+    values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in d.items() if k in known}
+    anchor_fields = {f.name for f in fields(Anchor)}
+    values["files"] = tuple(
+        Anchor(**{k: v for k, v in a.items() if k in anchor_fields}) for a in d.get("files", ())
+    )
     return Summary(**values)
