@@ -96,8 +96,8 @@ _TASKS_HEAD = re.compile(
     re.I,
 )
 _ITEM = re.compile(r"^\s*(?:[-*]|\d+[.)])\s+(?:\[ \]\s*)?(.+)")
-# What the agent says it is about to do ("Let me run the tests"): the next step when the
-# transcript names none, from its last message.
+# What the agent says it is about to do ("Let me run the tests"): a next step while the
+# command of its message has no result yet.
 _INTENT = re.compile(
     r"^(?:THOUGHT:\s*)?(?:now,?\s+|so,?\s+|first,?\s+)?(?:let me(?! know)|let's|i'll|i will|i need to|"
     r"i'm going to|i am going to|we need to)\s+(.+)",
@@ -110,7 +110,6 @@ _ISSUE_END = re.compile(r"^(?:INSTRUCTIONS|IMPORTANT TIPS):[ \t]*$", re.M)
 # What a task says its result should do (counted inside a harness's task only: in a chat,
 # "that should work" is no requirement).
 _EXPECT = re.compile(r"\b(?:should|expected|i(?:'d| would) expect)\b", re.I)
-_TASK_TAG = re.compile(r"<(pr_description|issue|task|problem_statement)>(.*?)</\1>", re.S | re.I)
 # The user's requirements and prohibitions.
 _CONSTRAINT = re.compile(
     r"\b(?:must(?:n't| not)?|do not|don't|never|should(?:n't| not)|make sure|ensure|"
