@@ -240,7 +240,7 @@ def extract(
         if role == "tool" or role == "function":
             given = str(m.get("tool_call_id") or "")
             answered.update([given] if given else last_calls)  # no id: the last calls' result
-            command = calls_by_id.get(str(m.get("tool_call_id", "")), last_command)
+            command = calls_by_id.get(given, last_command)
             for frame_path, func in _FRAME.findall(text):
                 path = index.resolve(frame_path)
                 if path is not None:  # seen in a traceback: named, not opened
