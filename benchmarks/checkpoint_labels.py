@@ -16,14 +16,29 @@ state for the item to count as kept:
   cut, each with the terms that say why (an expected value, the exception).
 
     python -m benchmarks.checkpoint_labels sheets --out DIR     # one labelling sheet each
-    python -m benchmarks.checkpoint_labels score [--before CHECKOUT] [--budget 300]
+    python -m benchmarks.checkpoint_labels score [--split test|dev|all] [--before CHECKOUT]
+    python -m benchmarks.checkpoint_labels compress --trajectories DIR [--before CHECKOUT]
+    python -m benchmarks.checkpoint_labels follow --trajectories DIR [--before CHECKOUT]
+    python -m benchmarks.checkpoint_labels fetch [--sources FILE] [--out DIR]
 
-``score`` checkpoints each labelled trajectory's messages up to its cut, at the budget,
-and prints per field the share of labelled items whose terms all appear in the summary
-(recall), with compression of the whole transcript; ``--before`` runs the same in a
+``score`` checkpoints each labelled trajectory's messages up to its cut, at the budget
+(300 tokens), and prints per field the share of labelled items whose terms all appear in
+the summary (recall), the same in the whole kept state (``state``) and in the transcript
+itself (``in text``: about the most any summary taken from it could keep), the share of
+the summary's open failures that name a labelled failing command (a lower bound on their
+precision), and compression of the whole transcript. ``--before`` runs the same in a
 subprocess on another checkout of ctxsvc (a ``git worktree`` of an older commit) and
-prints both side by side. Writes ``benchmarks/results/checkpoint_labels.json``. The
-labels are never changed to suit a result.
+prints both side by side. Writes ``benchmarks/results/checkpoint_labels-<split>.json``.
+The labels are never changed to suit a result.
+
+``fetch`` brings the trajectories back from their public repositories (the labelled set:
+``benchmarks/checkpoint_trajectories.json`` into ``../trajectories``; the unlabelled ones:
+``checkpoint_long_trajectories.json`` and ``checkpoint_follow_trajectories.json``, with
+``--out``). Two measures need no labels, so they run on any set of trajectories: ``compress``
+checkpoints each whole trajectory (compression, above all of those over 50K tokens;
+``checkpoint_compress.json``), and ``follow`` cuts each before its tool calls at 30%, 50%
+and 70% and asks whether the summary names a file the next call touches
+(``checkpoint_follow.json``).
 """
 
 from __future__ import annotations
@@ -36,7 +51,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +67,7 @@ RESULTS = HERE / "results" / "checkpoint_labels.json"
 FIELDS = ("next_step", "open_tasks", "constraints", "edited_files", "failing_tests")
 TARGETS = {"edited_files": 0.95, "next_step": 0.85, "open_tasks": 0.80, "constraints": 0.90,
            "failing_tests": 0.80}  # fmt: skip
+UNBOUNDED = 100_000  # a summary budget that drops nothing: the whole kept state
 OBSERVATION_CHARS = 1500  # of each tool result shown on a labelling sheet
 _FENCED = re.compile(r"```[\w-]*\s*\n(.*?)\n```", re.S)
 
@@ -89,7 +106,9 @@ def task_of(text: str) -> str:
     session's task."""
     if found := re.search(r"<pr_description>(.*?)</pr_description>", text, re.S):
         text = found.group(1).replace("Consider the following PR description:", "")
-    elif found := re.search(r"^ISSUE:\s*$(.*?)^INSTRUCTIONS:", text, re.S | re.M):
+    elif found := re.search(
+        r"^ISSUE:\s*$(.*?)(?:^INSTRUCTIONS:|^IMPORTANT TIPS:|\Z)", text, re.S | re.M
+    ):
         text = found.group(1)
     return " ".join(text.split())[:300] or "the task"
 
@@ -229,16 +248,15 @@ def measure(
             raise SystemExit(f"{label['name']}: not found under {directory}")
         traj = load(path)
         messages = traj["messages"][: label["cut"]]
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp) / "repo"
-            _placeholders(root, label, traj)
-            service = make_service(Path(tmp) / "home", counter)
-            service.index(root, vectors=False)
+        with _indexed(traj, counter, label) as service:
             session = service.start_session("repo", traj["task"])
             cp = service.write_checkpoint(session.id, messages, budget_tokens=budget)
+            kept = service.start_session("repo", traj["task"])
+            state = service.write_checkpoint(kept.id, messages, budget_tokens=UNBOUNDED)
             whole = service.start_session("repo", traj["task"])
             full = service.write_checkpoint(whole.id, traj["messages"], budget_tokens=budget)
         text = cp.summary.rendered
+        seen = transcript_text(messages)
         if show:
             print(f"\n#### {label['name']}\n{text}")
         row: dict[str, Any] = {
@@ -253,20 +271,144 @@ def measure(
             if field == "failing_tests":
                 items = [[*t["command"], *t["reason"]] for t in items]
             row[field] = [recalled(it, text) for it in items]
+            row[f"{field}_state"] = [recalled(it, state.summary.rendered) for it in items]
+            # In the transcript as written, or kept (a path the summary resolved).
+            row[f"{field}_reachable"] = [
+                hit or recalled(it, seen) for it, hit in zip(items, row[field], strict=True)
+            ]
             if show:
                 missed = [it for it, hit in zip(items, row[field], strict=True) if not hit]
                 print(f"  missed {field}: {missed}" if missed else f"  kept all {field}")
+        # Precision of what the summary calls failing: its open error lines that name the
+        # command of a labelled failing test (labels list only the failures still open at
+        # the cut, so this is a lower bound).
+        live = [e for e in cp.summary.errors if not e.endswith("(fixed later)")]
+        commands = [t["command"] for t in label.get("failing_tests") or ()]
+        row["errors_open"] = len(live)
+        row["errors_labelled"] = sum(any(recalled(c, e) for c in commands) for e in live)
         rows.append(row)
     return {"budget": budget, "rows": rows}
 
 
+def transcript_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    """Everything a summary could take its words from: the messages' text and their tool
+    calls' arguments."""
+    parts = []
+    for m in messages:
+        parts.append(str(m.get("content") or ""))
+        for call in m.get("tool_calls") or ():
+            try:
+                args = json.loads(call["function"]["arguments"])
+            except ValueError:
+                args = call["function"]["arguments"]
+            parts.extend(map(str, args.values()) if isinstance(args, dict) else [str(args)])
+    return "\n".join(parts)
+
+
+def compress(directory: Path, budget: int) -> dict[str, Any]:
+    """Every trajectory under ``directory`` (no labels needed) checkpointed whole at the
+    budget: its transcript tokens, the summary's and their ratio."""
+    from ctxsvc.tokens import TiktokenCounter
+
+    counter = TiktokenCounter()
+    rows = []
+    for path in sorted(directory.rglob("*.traj*")):
+        traj = load(path)
+        if not traj["messages"]:  # a run that never started: nothing to checkpoint
+            continue
+        with _indexed(traj, counter, {}) as service:
+            session = service.start_session("repo", traj["task"])
+            cp = service.write_checkpoint(session.id, traj["messages"], budget_tokens=budget)
+        rows.append({
+            "name": ident(path, directory), "messages": len(traj["messages"]),
+            "transcript_tokens": cp.transcript_tokens, "summary_tokens": cp.summary.tokens,
+            "compression": round(cp.transcript_tokens / max(1, cp.summary.tokens), 1),
+        })  # fmt: skip
+    return {"budget": budget, "rows": rows}
+
+
+_NAMED_FILE = re.compile(r"(?<![\w/.-])(?:[\w.-]+/)*([\w-]+\.[A-Za-z]\w{0,5})(?![\w/-])")
+CUTS = (0.3, 0.5, 0.7)  # where ``follow`` checkpoints: after these shares of the tool calls
+
+
+def follow(directory: Path, budget: int) -> dict[str, Any]:
+    """Whether a checkpoint names the file the agent's next action touches, on unlabelled
+    trajectories (the next action is in the trajectory itself): each trajectory with six
+    tool calls or more is cut before its calls at ``CUTS``, and a cut counts when a file
+    the next call names (by its path arguments or its command) appears in the summary."""
+    from ctxsvc.tokens import TiktokenCounter
+    from ctxsvc.transcripts import call_paths, command_of, tool_calls
+
+    counter = TiktokenCounter()
+    rows = []
+    for path in sorted(directory.rglob("*.traj*")):
+        traj = load(path)
+        messages = traj["messages"]
+        calls = [i for i, m in enumerate(messages) if m.get("tool_calls")]
+        if len(calls) < 6:
+            continue
+        with _indexed(traj, counter, {}) as service:
+            for share in CUTS:
+                cut = calls[int(len(calls) * share)]
+                named = set()
+                for _, name, args in tool_calls(messages[cut]):
+                    text = " ".join([*call_paths(args), command_of(name, args) or ""])
+                    named |= set(_NAMED_FILE.findall(text))
+                if not named:
+                    continue
+                session = service.start_session("repo", traj["task"])
+                cp = service.write_checkpoint(session.id, messages[:cut], budget_tokens=budget)
+                text = cp.summary.rendered
+                hit = any(re.search(rf"(?<![\w.-]){re.escape(f)}(?![\w-])", text) for f in named)
+                rows.append({"name": ident(path, directory), "cut": cut, "files": sorted(named),
+                             "hit": hit, "summary_tokens": cp.summary.tokens})  # fmt: skip
+    return {"budget": budget, "rows": rows}
+
+
+def _compression_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    long = [r for r in rows if r["transcript_tokens"] > 50_000]
+    ratios = [r["compression"] for r in long]
+    return {
+        "trajectories": len(rows), "over_50k": len(long),
+        "transcript_tokens_median": statistics.median(r["transcript_tokens"] for r in long) if long else None,
+        "summary_tokens_max": max((r["summary_tokens"] for r in rows), default=None),
+        "compression_over_50k_median": statistics.median(ratios) if ratios else None,
+        "compression_over_50k_min": min(ratios) if ratios else None,
+    }  # fmt: skip
+
+
+def _follow_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "trajectories": len({r["name"] for r in rows}), "cuts": len(rows),
+        "next_file_named": round(sum(r["hit"] for r in rows) / len(rows), 3) if rows else None,
+        "summary_tokens_median": statistics.median(r["summary_tokens"] for r in rows) if rows else None,
+    }  # fmt: skip
+
+
+@contextmanager
+def _indexed(traj: Mapping[str, Any], counter: Any, label: Mapping[str, Any]) -> Iterator[Any]:
+    """A service over a repository of the trajectory's placeholders, indexed, in a
+    temporary directory for the block's time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "repo"
+        _placeholders(root, label, traj)
+        service = make_service(Path(tmp) / "home", counter)
+        service.index(root, vectors=False)
+        yield service
+
+
 def _placeholders(root: Path, label: Mapping[str, Any], traj: Mapping[str, Any]) -> None:
     """A repository holding a placeholder at every path the trajectory names, so that
-    paths resolve as in the real one (no symbols)."""
+    paths resolve as in the real one (no symbols); a bare name only when no longer path
+    ends in it."""
     root.mkdir(parents=True)
     text = json.dumps(traj["messages"]) + traj["submission"]
     paths = set(re.findall(r"(?<![\w/.-])(?:/testbed/)?((?:[\w.-]+/)*[\w-]+\.(?:py|pyi|js|ts|go|rs|java|c|h|cpp|rb|md|rst|txt|cfg|toml|ini|json|yaml|yml))\b", text))  # fmt: skip
     paths |= set(label.get("edited_files") or ())
+    # A bare name that is the tail of a longer path named it ("open Foo.java" after
+    # "find_file" found src/.../Foo.java): no second file at the top.
+    tails = {p.rsplit("/", 1)[-1] for p in paths if "/" in p}
+    paths = {p for p in paths if "/" in p or p not in tails}
     for p in sorted(paths):
         if p.startswith(("/", "..")) or len(p) > 200:
             continue
@@ -281,9 +423,14 @@ def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
     rows = result["rows"]
     out: dict[str, Any] = {"trajectories": len(rows)}
     for field in FIELDS:
-        hits = [h for r in rows for h in r[field]]
-        out[field] = round(sum(hits) / len(hits), 3) if hits else None
-        out[f"{field}_items"] = len(hits)
+        for key in (field, f"{field}_state", f"{field}_reachable"):
+            hits = [h for r in rows for h in r.get(key, ())]
+            out[key] = round(sum(hits) / len(hits), 3) if hits else None
+        out[f"{field}_items"] = sum(len(r[field]) for r in rows)
+    shown = sum(r.get("errors_open", 0) for r in rows)
+    out["failing_tests_precision"] = (
+        round(sum(r.get("errors_labelled", 0) for r in rows) / shown, 3) if shown else None
+    )
     long = [r["compression"] for r in rows if r["transcript_tokens"] > 50_000]
     out["compression_median"] = statistics.median(r["compression"] for r in rows) if rows else None
     out["compression_over_50k_median"] = statistics.median(long) if long else None
@@ -308,7 +455,28 @@ def main() -> None:
     sc.add_argument("--before", type=Path, help="another checkout of ctxsvc, measured beside")
     sc.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)  # one side, as JSON
     sc.add_argument("--show", action="store_true", help="print each summary and what it missed")
+    co = sub.add_parser("compress", help="compression of whole trajectories, no labels needed")
+    co.add_argument("--trajectories", type=Path, required=True)
+    co.add_argument("--budget", type=int, default=300)
+    co.add_argument("--before", type=Path, help="another checkout of ctxsvc, measured beside")
+    co.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
+    fo = sub.add_parser("follow", help="does a checkpoint name the next action's file")
+    fo.add_argument("--trajectories", type=Path, required=True)
+    fo.add_argument("--budget", type=int, default=300)
+    fo.add_argument("--before", type=Path, help="another checkout of ctxsvc, measured beside")
+    fo.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
+    fe = sub.add_parser("fetch", help="bring the trajectories a sources file names")
+    fe.add_argument("--sources", type=Path, default=HERE / "checkpoint_trajectories.json")
+    fe.add_argument("--out", type=Path, default=TRAJECTORIES)
+    fe.add_argument("--remote", default="https://github.com/{repo}.git", help="a URL template")
+    fe.add_argument("--cache", type=Path, default=TRAJECTORIES.parent / ".trajectory-clones")
     args = ap.parse_args()
+    if args.command == "fetch":
+        print(f"wrote {fetch(args.sources, args.out, args.remote, args.cache)} trajectories")
+        return
+    if args.command in ("compress", "follow"):
+        _unlabelled_main(args)
+        return
     if args.command == "sheets":
         args.out.mkdir(parents=True, exist_ok=True)
         for path in sorted(args.trajectories.rglob("*.traj*")):
@@ -337,17 +505,87 @@ def main() -> None:
     print(
         f"{len(labels)} labelled trajectories ({args.split}), summary budget {args.budget} tokens: recall"
     )
-    print(f"{'field':<16}" + "".join(f"{s:>10}" for s in table) + f"{'target':>9}{'items':>7}")
+    head = "".join(f"{s:>10}" for s in table)
+    print(f"{'field':<16}{head}{'target':>9}{'items':>7}{'state':>8}{'in text':>9}")
     for field in FIELDS:
         cells = "".join(f"{_f(t[field]):>10}" for t in table.values())
-        print(f"{field:<16}{cells}{TARGETS[field]:>9.2f}{table['now'][f'{field}_items']:>7}")
-    for key in ("compression_median", "compression_over_50k_median"):
+        now = table["now"]
+        print(
+            f"{field:<16}{cells}{TARGETS[field]:>9.2f}{now[f'{field}_items']:>7}"
+            f"{_f(now[f'{field}_state']):>8}{_f(now[f'{field}_reachable']):>9}"
+        )
+    print(
+        "state: the same items in the whole kept state (no budget); in text: items whose"
+        " terms all appear in the transcript up to the cut (or in the summary, which"
+        " resolves paths): about the most a summary taken from it could keep;"
+        " failing_tests_precision: the open failures the summary lists that name a"
+        " labelled failing command (a lower bound)"
+    )
+    for key in ("failing_tests_precision", "compression_median", "compression_over_50k_median"):
         print(f"{key:<16}" + "".join(f"{_f(t[key]):>10}" for t in table.values()))
     out = RESULTS.with_name(f"checkpoint_labels-{args.split}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps({"split": args.split, "summary": table, "sides": sides}, indent=1) + "\n"
     )
+    print(f"wrote {out}")
+
+
+def fetch(sources: Path, out: Path, remote: str, cache: Path) -> int:
+    """Each trajectory a sources file names (``repository``, ``blob_sha1``, ``file``)
+    written under ``out`` byte for byte from a blobless clone of its repository (kept in
+    ``cache``), its ``sha256`` checked when the file gives one; returns how many."""
+    import hashlib
+
+    written = 0
+    for src in json.loads(sources.read_text()):
+        repo = src["repository"]
+        clone = cache / repo.replace("/", "+")
+        if not clone.exists():
+            url = remote.format(repo=repo)
+            subprocess.run(
+                ["git", "clone", "--quiet", "--bare", "--filter=blob:none", url, str(clone)],
+                check=True,
+            )  # fmt: skip
+        data = subprocess.run(
+            ["git", "--git-dir", str(clone), "cat-file", "blob", src["blob_sha1"]],
+            capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        if src.get("sha256") and hashlib.sha256(data).hexdigest() != src["sha256"]:
+            raise SystemExit(f"{src['file']}: its content is not the one recorded")
+        target = out / src["file"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        written += 1
+    return written
+
+
+def _unlabelled_main(args: argparse.Namespace) -> None:
+    run = compress if args.command == "compress" else follow
+    if args.raw:
+        print(json.dumps(run(args.trajectories, args.budget)))
+        return
+    sides = {"now": run(args.trajectories, args.budget)}
+    if args.before:
+        env = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
+        got = subprocess.run(
+            [sys.executable, str(HERE / "checkpoint_labels.py"), args.command, "--raw",
+             "--trajectories", str(args.trajectories), "--budget", str(args.budget)],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        sides = {"before": json.loads(got.stdout.strip().splitlines()[-1]), **sides}
+    if args.command == "follow":
+        table = {side: _follow_table(r["rows"]) for side, r in sides.items()}
+        print(f"checkpoints at {args.budget} tokens naming the next action's file")
+    else:
+        table = {side: _compression_table(r["rows"]) for side, r in sides.items()}
+        print(f"whole trajectories checkpointed at {args.budget} tokens")
+    print(f"{'':<28}" + "".join(f"{s:>10}" for s in table))
+    for key in table["now"]:
+        print(f"{key:<28}" + "".join(f"{_f(t[key]):>10}" for t in table.values()))
+    out = RESULTS.with_name(f"checkpoint_{args.command}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": table, "sides": sides}, indent=1) + "\n")
     print(f"wrote {out}")
 
 

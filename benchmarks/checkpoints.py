@@ -12,12 +12,15 @@ default budget. Measured per transcript:
   commands (the command), decisions (the distinctive choice named in them).
 
     python benchmarks/checkpoints.py [--tokens 50000 100000] [--seeds 5] [--budget 300]
+    python benchmarks/checkpoints.py --labels [--split test] [--before CHECKOUT]
 
 prints a table and writes benchmarks/results/checkpoints.json. With
 ``--trajectories DIR`` it runs ``checkpoints_real.py`` instead, which measures
 real mini-SWE-agent trajectories, indexing each task's repository at its base
 commit when ``--repos DIR`` holds a git mirror of it, and writes
-benchmarks/results/checkpoints_real.json.
+benchmarks/results/checkpoints_real.json. With ``--labels`` it runs
+``checkpoint_labels.py score``: recall per field on the hand-labelled trajectories and
+compression, before and after side by side with ``--before``.
 """
 
 from __future__ import annotations
@@ -232,8 +235,20 @@ def main() -> None:
     ap.add_argument("--trajectories", type=Path, help="a directory of *.traj.json files")
     ap.add_argument("--repos", type=Path, help="git mirrors of their repositories")
     ap.add_argument("--out", help="the JSON file to write")
+    ap.add_argument(
+        "--labels", action="store_true",
+        help="recall per field on the hand-labelled trajectories (checkpoint_labels.py score)",
+    )  # fmt: skip
+    ap.add_argument("--split", choices=("test", "dev", "all"), default="test")
+    ap.add_argument("--before", type=Path, help="with --labels: another checkout, measured beside")
     args = ap.parse_args()
     results = ROOT / "benchmarks" / "results"
+    if args.labels:  # per field, before and after side by side
+        labelled = [sys.executable, str(Path(__file__).with_name("checkpoint_labels.py")), "score"]
+        labelled += ["--split", args.split, "--budget", str(args.budget)]
+        labelled += ["--trajectories", str(args.trajectories)] if args.trajectories else []
+        labelled += ["--before", str(args.before)] if args.before else []
+        raise SystemExit(subprocess.run(labelled, check=False).returncode)
     if args.trajectories:  # a script of its own
         out = Path(args.out or results / "checkpoints_real.json")
         real = [sys.executable, str(Path(__file__).with_name("checkpoints_real.py"))]

@@ -64,7 +64,7 @@ class Code:
         self.pythonpath = pythonpath
         self.extra = extra  # --env: settings for every run (CTXSVC_MODEL=static, say)
         # `python -m` puts the working directory first on sys.path: run from a scratch
-        # directory so that neither /work/main nor an editable install shadows PYTHONPATH.
+        # directory so that neither this checkout nor an editable install shadows PYTHONPATH.
         self.cwd = tempfile.mkdtemp(prefix="ctxsvc-perf-cwd-")
 
     def env(self, home: Path, **extra: str) -> dict[str, str]:

@@ -35,6 +35,7 @@ commands, diffs, failures) is :mod:`ctxsvc.transcripts`.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,7 @@ from typing import Any
 from ctxsvc.errors import InvalidRequest
 from ctxsvc.models import Symbol
 from ctxsvc.records import Anchor, Summary
+from ctxsvc.requirements import requirements, task_text, without_comments
 from ctxsvc.shell_edits import effects
 from ctxsvc.transcripts import (
     call_paths,
@@ -52,6 +54,7 @@ from ctxsvc.transcripts import (
     diff_files,
     failure,
     is_edit,
+    is_view,
     sentences,
     text_of,
     tool_calls,
@@ -103,21 +106,8 @@ _INTENT = re.compile(
     r"i'm going to|i am going to|we need to)\s+(.+)",
     re.I,
 )
-_OBSERVATION = re.compile(r"<returncode>|<output>|^OBSERVATION:", re.M)
-_TASK_OPEN = re.compile(r"<(pr_description|issue|task|problem_statement)>")
-_ISSUE_HEAD = re.compile(r"^ISSUE:[ \t]*$", re.M)
-_ISSUE_END = re.compile(r"^(?:INSTRUCTIONS|IMPORTANT TIPS):[ \t]*$", re.M)
-# What a task says its result should do (counted inside a harness's task only: in a chat,
-# "that should work" is no requirement).
-_EXPECT = re.compile(r"\b(?:should|expected|i(?:'d| would) expect)\b", re.I)
-# The user's requirements and prohibitions.
-_CONSTRAINT = re.compile(
-    r"\b(?:must(?:n't| not)?|do not|don't|never|should(?:n't| not)|make sure|ensure|"
-    r"keep(?:ing)? (?:the|its|this|that|them|all|existing|backward|compatib)|"
-    r"without (?:chang|break|touch|modify)|only (?:change|touch|modify|edit)|"
-    r"no (?:new )?(?:dependenc|breaking|changes? to)|is required|are required)",
-    re.I,
-)
+# A command that only changes directory ("cd src/main", "cd ..", "cd").
+_CD = re.compile(r"\s*cd(?:\s+([^\s;&|<>]+))?\s*(?:;\s*)?")
 _BLOCKED = re.compile(r"\b(blocked|blocker|cannot proceed|stuck on)\b", re.I)
 _FRAME = re.compile(r'File "([^"]+)", line \d+, in (\w+)')
 _MENTION = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.[A-Za-z]\w{0,5})(?![\w/-])")
@@ -192,11 +182,35 @@ def extract(
     failing: dict[str, str] = {}  # command -> its error line
     facts: list[str] = []
     calls_by_id: dict[str, str | None] = {}
+    viewers: set[str] = set()  # the calls of tools that only show things (an editor's view)
     last_command: str | None = None
     constraints: list[str] = []
     # What an agent said it will do, by message: an intent whose tool calls all have their
     # results was done already, not next.
     pending_intents: list[tuple[int, list[str], str]] = []
+
+    cwd = ""  # where a lone `cd` left a shell that keeps it (SWE-agent's, Claude Code's)
+    pending_cd: dict[str, str] = {}  # a `cd` call's target, until its result comes
+    subshells = False  # each command runs in a fresh shell: a `cd` moves nothing
+
+    def find(raw: str) -> str | None:
+        """The indexed path ``raw`` names, from the shell's directory first."""
+        bare = raw.strip().strip("'\"`")
+        if cwd and bare and not bare.startswith(("/", "~")):
+            inside = index.resolve(posixpath.join(cwd, bare))
+            if inside is not None:
+                return inside
+        return index.resolve(raw)
+
+    def new(raw: str) -> str | None:
+        """Where a path outside the index is, from the top: made where the shell is."""
+        raw = raw.strip()
+        if raw.startswith("/"):
+            return raw
+        if cwd and not cwd.startswith("/"):
+            raw = posixpath.join(cwd, raw)
+        raw = posixpath.normpath(raw)
+        return None if raw.startswith("..") or raw == "." else raw
 
     def touch(
         raw: str,
@@ -207,13 +221,15 @@ def extract(
         opened: bool = True,
         lines: Iterable[int] = (),
     ) -> None:
-        path = index.resolve(raw)
+        path = find(raw)
         if path is None:
-            raw = raw.strip().lstrip("./") if not raw.startswith("/") else raw
+            made = new(raw)
             # Paths outside the index count only when edited (new files), never as mentions.
-            if mention or not edited or not re.fullmatch(r"[\w./-]+", raw) or len(raw) > 300:
+            if mention or not edited or made is None or len(made) > 300:
                 return
-            path = raw
+            if not re.fullmatch(r"[\w./-]+", made):
+                return
+            path = made
         t = touched.setdefault(path, _Touch())
         t.edited |= edited
         t.opened |= opened or edited
@@ -222,18 +238,24 @@ def extract(
 
     def shell(command: str) -> None:
         for e in effects(command):
-            path = index.resolve(e.path)
+            path = find(e.path)
             if e.kind == "remove":
                 if path is None:  # a file made in the session and removed again
-                    touched.pop(e.path.strip().lstrip("./"), None)
+                    touched.pop(new(e.path) or "", None)
                 else:
                     touch(path, edited=True)
+            elif e.kind == "create":  # touch: a new file is made, an existing one unchanged
+                if path is None and not e.path.startswith("/"):
+                    touch(e.path, edited=True)
             elif path is not None or (e.kind == "write" and not e.path.startswith("/")):
                 # A write outside the working tree (/tmp/...) is scratch; cp/mv only
                 # count for a file the index holds, not for a backup copy.
                 touch(path or e.path, edited=True, text=e.text, lines=e.lines)
 
     answered: set[str] = set()  # the tool calls whose results came
+    prev = previous or Summary(goal="")
+    harness = prev.harness  # a harness's task message was seen, here or before
+    users = 0 if previous is None else 1  # user messages seen in the session
     last_calls: list[str] = []
     for position, m in enumerate(messages):
         role, text = m.get("role"), text_of(m).replace("\u2019", "'")
@@ -241,6 +263,12 @@ def extract(
             given = str(m.get("tool_call_id") or "")
             answered.update([given] if given else last_calls)  # no id: the last calls' result
             command = calls_by_id.get(given, last_command)
+            # A harness that runs each command in a subshell of its own (<returncode>) keeps
+            # no directory; a `cd` moves the shell once it comes back clean.
+            subshells |= "<returncode>" in text
+            target = pending_cd.pop(given, None)
+            if target is not None and not subshells and failure(text, command) is None:
+                cwd = _moved(cwd, target)
             for frame_path, func in _FRAME.findall(text):
                 path = index.resolve(frame_path)
                 if path is not None:  # seen in a traceback: named, not opened
@@ -248,7 +276,7 @@ def extract(
             if command and _GIT_DIFF.search(command):
                 for path, changed in diff_files(text).items():
                     touch(path, edited=True, text=changed)
-            failed = failure(text, command)
+            failed = failure(text, command, views=given in viewers)
             if failed is not None:
                 if command and command in failing:  # the same command again: its newest says it
                     errors.pop(failing[command], None)
@@ -263,9 +291,13 @@ def extract(
         for call_id, name, args in tool_calls(m):
             command = command_of(name, args)
             calls_by_id[call_id] = command
+            if command is None and is_view(name, args):
+                viewers.add(call_id)
             if command is not None:
                 last_command = command
                 facts.append(f"ran `{clip(command, 80)}`")
+                if moved := _CD.fullmatch(command):
+                    pending_cd[call_id] = moved.group(1) or ""
             edit, body = is_edit(name, args), call_text(args)
             for raw in call_paths(args):
                 touch(raw, edited=edit, text=body)
@@ -299,10 +331,22 @@ def extract(
                 tasks.append(clip(mt.group(1), 120))
             elif mn := _NEXT.match(line):
                 nexts.append((position, clip(mn.group(1), 120)))
+        # A harness's task message, and its later messages, are not the user's choices: an
+        # issue says what goes wrong ("returns int64 instead of int8"), not what was decided.
+        told = False
         if role == "user":
-            constraints.extend(_constraints(prose))
+            # A harness wraps the session's first message; a tag a person pastes later
+            # ("here is the bug: <issue>...") makes no harness of the chat.
+            wrapped = not users and task_text(text) is not None
+            users += 1
+            # After a harness's task message, its other messages are the harness talking
+            # ("Every response MUST include a tool call"), not the user.
+            if wrapped or not harness:
+                constraints.extend(requirements(text))
+            harness |= wrapped
+            told = harness
         intents: list[str] = []
-        for s in sentences(prose):
+        for s in [] if told else sentences(prose):
             if _DECISION.search(s) and not s.endswith("?"):
                 decisions.append(clip(s, 160))
             elif role == "assistant" and _DONE.match(s):
@@ -322,7 +366,6 @@ def extract(
         facts.extend(_facts(prose))
 
     anchors = _anchors(touched, index)
-    prev = previous or Summary(goal="")
     done_all = [*prev.done, *(fields.get("done") or ()), *done]
     open_all = [*prev.open_tasks, *(fields.get("open_tasks") or ()), *tasks]
     open_all = [t for t in open_all if not _finished(t, done_all)]
@@ -335,7 +378,8 @@ def extract(
     next_step = str(fields.get("next_step") or said or prev.next_step)
     old_errors = [e for e in prev.errors if e not in errors]
     return Summary(
-        goal=clip(str(fields.get("goal") or prev.goal or task), 300),
+        # As the task reads rendered: an issue template's HTML comments are no part of it.
+        goal=clip(without_comments(str(fields.get("goal") or prev.goal or task)), 300),
         constraints=_first([*prev.constraints, *(fields.get("constraints") or ()), *constraints]),
         done=_recent(done_all),
         decisions=_recent([*prev.decisions, *(fields.get("decisions") or ()), *decisions]),
@@ -347,7 +391,17 @@ def extract(
         ),
         facts=_recent([*prev.facts, *facts]),
         notes=_recent([*prev.notes, *(fields.get("notes") or ())]),
+        harness=harness,
     )
+
+
+def _moved(cwd: str, target: str) -> str:
+    """The directory after ``cd target`` from ``cwd`` ("" is the repository's top)."""
+    target = target.strip("'\"")
+    if target in ("", "~", "-") or target.startswith("~"):
+        return ""
+    moved = posixpath.normpath(target if target.startswith("/") else posixpath.join(cwd, target))
+    return "" if moved in (".", "") or moved.startswith("..") else moved
 
 
 def _check_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -368,36 +422,6 @@ def _check_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
                 raise InvalidRequest(f"{key} must be a list of strings")
             out[key] = [clip(v, 300) for v in value or ()]
     return out
-
-
-def _constraints(text: str) -> list[str]:
-    """The user's requirements in a user message: its sentences that require or forbid;
-    within a task an agent harness wraps (mini-SWE-agent's ``<pr_description>``,
-    SWE-agent's ``ISSUE:`` section) only the task's, and there also what it says the
-    result should do ("should", "expected"). A command's output sent as a user message
-    (``<returncode>``) gives none."""
-    if _OBSERVATION.search(text):
-        return []
-    task = _task_text(text)
-    return [
-        clip(s, 200)
-        for s in sentences(text if task is None else task)
-        if (_CONSTRAINT.search(s) or (task is not None and _EXPECT.search(s)))
-        and not s.endswith("?")
-        and len(s) <= 300
-    ]
-
-
-def _task_text(text: str) -> str | None:
-    """The task inside a harness's message (a tag's body, an ``ISSUE:`` section), or None.
-    Each search runs once, forward: an unclosed tag costs one scan, not one per tag."""
-    if opened := _TASK_OPEN.search(text):
-        close = text.find(f"</{opened.group(1)}>", opened.end())
-        return text[opened.end() : close if close != -1 else len(text)]
-    if head := _ISSUE_HEAD.search(text):
-        end = _ISSUE_END.search(text, head.end())
-        return text[head.end() : end.start() if end else len(text)]
-    return None
 
 
 def _facts(text: str) -> list[str]:

@@ -96,6 +96,9 @@ class Summary:
     # The user's requirements and prohibitions ("must", "don't", "keep ..."), in the order
     # stated, carried into every later checkpoint.
     constraints: tuple[str, ...] = ()
+    # The session's task came wrapped by an agent harness (``<pr_description>``, ``ISSUE:``):
+    # its later user messages are the harness's, not the user's requirements.
+    harness: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""What a shell command does to files: the paths it writes or removes.
+"""What a shell command does to files: the paths it writes or removes; and the simple
+commands it is made of.
 
 Agents that only have a shell (mini-SWE-agent and the like) edit with
 ``sed -i``, ``ed``, heredocs and redirections, ``tee``, ``cp``/``mv``, small
@@ -25,12 +26,14 @@ _PY_WRITE = re.compile(
 _ADDRESS = re.compile(r"(?:^|[;\n{])\s*(\d+)(?:\s*,\s*(\d+))?\s*[acdisy]", re.M)
 _PYTHON = re.compile(r"python[\d.]*$")
 _SHELLS = frozenset({"sh", "bash", "zsh", "dash"})
+_WRAPPERS = frozenset({"sudo", "command", "env", "timeout", "nice", "time", "nohup", "!", "exec"})
 
 
 @dataclass(frozen=True)
 class FileEffect:
-    """One file a command writes (``kind`` "write", or "copy" when only an existing
-    file should count, e.g. the destination of ``cp``) or removes ("remove")."""
+    """One file a command writes (``kind`` "write"; "copy" when only an existing file
+    should count, e.g. the destination of ``cp``; "create" when only a new one should,
+    e.g. what ``touch`` makes) or removes ("remove")."""
 
     path: str
     kind: str = "write"
@@ -41,8 +44,10 @@ class FileEffect:
 def effects(command: str) -> list[FileEffect]:
     """The files ``command`` writes or removes, in order; [] when it cannot be parsed."""
     shell, bodies = _split_heredocs(command)
+    shell = _plain(shell)
     try:
         lexer = shlex.shlex(shell, posix=True, punctuation_chars=";&|()<>\n")
+        lexer.commenters = ""  # dropped by _plain, which knows what is quoted
         lexer.whitespace = " \t\r"
         lexer.whitespace_split = True
         tokens = list(lexer)
@@ -98,6 +103,70 @@ def _split_heredocs(command: str) -> tuple[str, list[str]]:
     return "\n".join(shell), bodies
 
 
+def simple_commands(command: str) -> list[list[str]]:
+    """The words of each simple command of ``command`` (split at ``|``, ``&&``, ``;``,
+    newlines, ...), quotes read as the shell does, wrappers that run the next word
+    (``sudo``, ``env``, ``timeout 5``, ``nice``, ``time``, ``VAR=1``) left out; by
+    whitespace when the quotes do not balance."""
+    try:
+        lexer = shlex.shlex(_plain(command), posix=True, punctuation_chars=";&|()<>\n")
+        lexer.commenters = ""
+        lexer.whitespace = " \t\r"
+        lexer.whitespace_split = True
+        tokens = list(lexer)
+    except ValueError:
+        tokens = re.split(r"\s+|(?=[;&|\n])|(?<=[;&|\n])", command)
+    out: list[list[str]] = []
+    words: list[str] = []
+    tokens.append(";")
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        i += 1
+        if tok and set(tok) <= _SEPARATORS | {"<", ">"} and ("<" in tok or ">" in tok):
+            if words and words[-1].isdigit():
+                words.pop()  # the fd of "2>&1"
+            i += 1  # and the redirect's target
+        elif tok and set(tok) <= _SEPARATORS:
+            while words and (words[0] in _WRAPPERS or re.match(r"\w+=", words[0])):
+                words = words[2:] if words[0] == "timeout" else words[1:]
+            if words:
+                out.append(words)
+            words = []
+        elif tok:
+            words.append(tok)
+    return out
+
+
+def _plain(shell: str) -> str:
+    """``shell`` as the shell reads it before splitting words: line continuations (a
+    backslash ending a line, outside single quotes) joined, comments (a ``#`` opening a
+    word, outside quotes) dropped to the end of their line. One pass."""
+    if "\\\n" not in shell and "#" not in shell:
+        return shell
+    out: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(shell):
+        ch = shell[i]
+        if ch == "\\" and quote != "'":
+            if shell[i + 1 : i + 2] == "\n":
+                i += 2  # a continuation: the shell drops both
+                continue
+            out.append(shell[i : i + 2])  # an escaped character, kept as it is
+            i += 2
+            continue
+        if ch == "#" and not quote and (not out or out[-1] in " \t\n;&|()"):
+            end = shell.find("\n", i)
+            i = len(shell) if end == -1 else end  # the newline ends the command
+            continue
+        if ch in "'\"" and quote in ("", ch):
+            quote = "" if quote else ch
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 def _simple(words: list[str], targets: list[str], body: str) -> list[FileEffect]:
     """What one simple command (its words, redirect targets and heredoc) writes."""
     out = [FileEffect(t, text=body) for t in targets]
@@ -120,6 +189,13 @@ def _simple(words: list[str], targets: list[str], body: str) -> list[FileEffect]
         out.append(FileEffect(paths[-1], kind="copy"))
     elif prog == "rm":
         out += [FileEffect(a, kind="remove") for a in _operands(args)]
+    elif prog == "touch" and not any(re.fullmatch(r"-\w*c\w*|--no-create", a) for a in args):
+        it = iter(args)  # (-c: touch no file that is not there)
+        for a in it:
+            if a in ("-d", "-r", "-t", "--date", "--reference"):
+                next(it, "")  # the option's value
+            elif not a.startswith("-"):
+                out.append(FileEffect(a, kind="create"))
     elif _PYTHON.match(prog) and "-c" in args[:-1]:
         out += _python_writes(args[args.index("-c") + 1])
     elif prog in _SHELLS and "-c" in args[:-1]:

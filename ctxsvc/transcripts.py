@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ctxsvc.errors import InvalidRequest
+from ctxsvc.shell_edits import simple_commands
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "function", "developer"})
 MAX_MESSAGES = 20_000
@@ -23,13 +24,22 @@ _PATH_KEYS = (
     "path", "file", "filename", "file_path", "filepath", "target_file", "paths", "files",
 )  # fmt: skip
 _EDIT_TOOL = re.compile(r"edit|write|patch|replace|create|insert|apply|modify|append|rename|move")
-_EDIT_COMMANDS = frozenset({"create", "str_replace", "insert"})
-_TEXT_KEYS = ("old_str", "new_str", "content", "patch", "diff", "text", "code", "file_text")
+_EDIT_COMMANDS = frozenset({"create", "str_replace", "insert", "undo_edit"})
+_EDITOR_COMMANDS = READ_COMMANDS | _EDIT_COMMANDS  # an editor's own, no shell's
+_VIEW_TOOLS = frozenset({
+    "read", "view", "open", "goto", "scroll_down", "scroll_up", "search_file", "search_dir",
+    "find_file", "grep", "glob", "ls", "read_file", "view_file", "list_dir", "list_files",
+})  # fmt: skip
+_TEXT_KEYS = (
+    "old_str", "new_str", "old_string", "new_string", "content", "patch", "diff", "text", "code",
+    "file_text",
+)  # fmt: skip
 _DIFF_FILE = re.compile(r"^\+\+\+ (?:b/)?(\S+)", re.M)
+# A line saying only the exit status: "Exit code: 1", "(exit status 2)", "returncode=1".
 _EXIT = re.compile(
-    r"(?:exit(?:ed)?(?: with)?(?: code| status)?|return ?code|returncode)(?:[\s:=]+|>\s*)([1-9]\d*)",
-    re.I,
-)  # "exit code 1", "returncode: 2", mini-SWE-agent's "<returncode>1</returncode>"
+    r"\W*(?:exit(?:ed)?(?: with)? (?:code|status)|return ?code)[ \t:=]*(-?\d+)\W*", re.I
+)
+_RETURNCODE = re.compile(r"<returncode>\s*(-?\d+)\s*</returncode>")  # mini-SWE-agent's
 _FAILURE = re.compile(
     r"Traceback \(most recent call last\)|^FAILED\b|^ERROR\b|\b[1-9]\d* (?:failed|errors?)\b|"
     r"^(?:\w+(?:Error|Exception)|error|fatal)(?::|\b)|: command not found$",
@@ -47,11 +57,39 @@ _REASON = re.compile(
     r"(?i:\bassert(?:ion)?\b)|^\s*E\s+\S|\bpanic:|^--- FAIL\b|\s(?:!=|==)\s|"
     r"\b\w+(?:Error|Exception)\b:|^\S+\.\w+:\d+:",  # the last: where (file.py:12:)
 )
-_WARNING = re.compile(r"^(?:\S+ )?(?:WARN(?:ING)?|warning)\b")  # "npm WARN ...": not why it failed
+# A script's own words that it reproduced the bug or caught the error ("Issue reproduced:
+# ...", "Caught expected TypeError: ...", "FAIL: ..."), not that it no longer does; matched
+# against one short line at a time.
+_REPRODUCED = re.compile(
+    r"\W*(?:(?:the )?(?:issue|bug|error|problem)s? (?:is |was |still |has been |been )?"
+    r"reproduced\b(?!\W*(?:no|not|false)\b)|(?:bug|fail(?:ed|ure)?)\b\s*[:!](?!\s*(?:0|none|no|false)\b))",
+    re.I,
+)
+# A line of code or of a listing, not a script's output: `print(...)`, "12:" or "12\t"
+# (cat -n, an editor's view), "path:12:" (grep -n), a quoted string.
+_CODE_LINE = re.compile(
+    r"^\s*(?:\d+[\t:]|\S+:\d+:|[\"'])|\b(?:print|console\.log|println|printf)\("
+)
+# Commands that only show or find things: a result of theirs reproduces nothing.
+_VIEWERS = frozenset({
+    "cat", "head", "tail", "less", "more", "nl", "awk", "grep", "egrep", "fgrep", "rg", "ag",
+    "ack", "find", "ls", "echo", "printf", "wc", "sort", "uniq", "cut", "cd", "tree", "file",
+    "stat", "true", "pwd", "git show", "git log", "git diff", "git status", "git grep",
+    "git blame",
+    # SWE-agent's viewer
+    "open", "goto", "scroll_down", "scroll_up", "search_file", "search_dir", "find_file",
+})  # fmt: skip
+# Searches whose exit 1 means "none found" (``xargs grep`` exits 123: not one of them).
+_FINDERS = frozenset({"grep", "egrep", "fgrep", "rg", "ag", "ack", "test", "[", "[[", "git grep"})
+_TAGS = re.compile(r"</?\w+>")
+# "npm WARN ...", "x.py:207: FutureWarning: ...": not why it failed.
+_WARNING = re.compile(r"^(?:\S+ )?(?:WARN(?:ING)?|warning)\b|^\S+:\d+: \w*Warning:")
 REASON_SCAN = 400  # lines of a result's end read for reasons
 REASON_LINES = 3  # of a failure's output kept in its error line
 FAILURE_CHARS = 320
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+COMMAND_CHARS = 80  # of a failing command in its error line
+# A sentence ends at . ! ? before a space (not after "e.g.", "i.e.", "vs.", "cf.") or a line.
+_SENTENCE = re.compile(r"(?<=[.!?])(?<![Ee]\.g\.)(?<![Ii]\.e\.)(?<! vs\.)(?<! cf\.)\s+|\n+")
 
 
 def check_messages(messages: object) -> list[dict[str, Any]]:
@@ -73,7 +111,9 @@ def text_of(message: Mapping[str, Any]) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in content)
+        return "\n".join(
+            str(p.get("text") or "") if isinstance(p, dict) else str(p) for p in content
+        )
     return ""
 
 
@@ -105,7 +145,8 @@ def command_of(name: str, args: Mapping[str, Any]) -> str | None:
         value = args.get(key)
         if isinstance(value, list):
             value = " ".join(map(str, value))
-        if isinstance(value, str) and (key != "command" or value not in READ_COMMANDS):
+        # An editor's own command ("view", "str_replace") runs no shell.
+        if isinstance(value, str) and (key != "command" or value not in _EDITOR_COMMANDS):
             return value.strip()
     if re.search(r"bash|shell|terminal|exec|run", name) and isinstance(args.get("input"), str):
         return str(args["input"]).strip()
@@ -117,6 +158,15 @@ def is_edit(name: str, args: Mapping[str, Any]) -> bool:
     sub = str(args.get("command", "")).lower()
     return (bool(_EDIT_TOOL.search(name.lower())) and sub not in READ_COMMANDS) or (
         sub in _EDIT_COMMANDS
+    )
+
+
+def is_view(name: str, args: Mapping[str, Any]) -> bool:
+    """Whether a tool call only shows or finds things without a shell: an editor's
+    ``view``, Claude Code's ``Read``/``Grep``/``Glob``, SWE-agent's ``open``/``goto``/
+    ``search_file``, ..."""
+    return not is_edit(name, args) and (
+        name.lower() in _VIEW_TOOLS or str(args.get("command", "")).lower() in READ_COMMANDS
     )
 
 
@@ -171,23 +221,118 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def failure(text: str, command: str | None) -> str | None:
+def _shown(command: str) -> str:
+    """A failing command as its error line shows it: without a leading ``cd DIR &&`` when it
+    is long, then cut in the middle to ``COMMAND_CHARS``."""
+    if len(command) > COMMAND_CHARS:
+        command = re.sub(r"^\s*cd\s+\S+\s*&&\s*", "", command)
+    return clip_middle(command, COMMAND_CHARS)
+
+
+def clip_middle(text: str, limit: int) -> str:
+    """``text`` on one line, cut in the middle to ``limit`` characters: a command's end (the
+    test it runs, ``pytest a.py::test_x``) says as much as its start."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) * 2 // 5
+    return text[:head].rstrip() + "…" + text[len(text) - (limit - 1 - head) :].lstrip()
+
+
+def failure(text: str, command: str | None, *, views: bool = False) -> str | None:
     """One line saying how a tool result failed and why, or None when it did not: the
     command, then the lines that say why (expected against actual, the exception, where),
-    at most ``REASON_LINES`` of them, ``FAILURE_CHARS`` in all."""
-    if not (_FAILURE.search(text) or _EXIT.search(text)):
-        return None
-    lines = [ln.strip() for ln in _ERROR_LINE.findall(text) if ln.strip()]
-    # The last error line ends a traceback; a FAILED or exception line says more than counts.
-    telling = [ln for ln in lines if not re.search(r"\b\d+ (?:failed|passed)\b", ln)]
-    lines = telling or lines
-    why = _reasons(text)
+    at most ``REASON_LINES`` of them, ``FAILURE_CHARS`` in all.
+
+    The exit status is the one the harness wraps the result in (``<returncode>1``, a first
+    or last line "Exit code: 1"), never a number the output happens to hold. A search that
+    finds nothing (``grep`` exiting 1 and saying nothing else) did not fail; a script that
+    exits 0 saying it reproduced the bug did, with those lines as why. What a viewer shows
+    (``cat``, ``sed -n``, ``git show``, an editor's view: ``views``) is no failure of it, a
+    traceback in a log no more than "FAILED" in a test's source: only its exit status and
+    its own complaint ("cat: x: No such file or directory") are."""
+    simple = simple_commands(command or "")
+    viewing = views or (bool(simple) and all(_views(words) for words in simple))
+    status = exit_status(text)
+    failed = None if viewing else _FAILURE.search(text)
+    if status == "1" and not failed and _found_nothing(text, simple):
+        status = None
+    if not (failed or status):
+        said = [] if viewing else _reproduced(text, command)
+        if not said:
+            return None
+        detail = " | ".join(clip(p, 140) for p in said[-REASON_LINES:])
+        return clip(f"`{_shown(command)}`: {detail}" if command else detail, FAILURE_CHARS)
+    if viewing:  # its own complaint says why, not what it shows
+        own = (*(f"{w[0].rsplit('/', 1)[-1]}: " for w in simple), "fatal: ")
+        lines, why = [ln.strip() for ln in text.splitlines() if ln.startswith(own)], []
+    else:
+        lines = [ln.strip() for ln in _ERROR_LINE.findall(text) if ln.strip()]
+        # The last error line ends a traceback; a FAILED or exception line says more.
+        lines = [ln for ln in lines if not re.search(r"\b\d+ (?:failed|passed)\b", ln)] or lines
+        why = _reasons(text)
     last = lines[-1] if lines else ""
     parts = [*why, *([last] if last and not any(last in w or w in last for w in why) else [])]
     if not parts:
-        parts = [f"exit {m.group(1)}" if (m := _EXIT.search(text)) else "failed"]
+        parts = [f"exit {status}" if status else "failed"]
     detail = " | ".join(clip(p, 140) for p in parts[-REASON_LINES:])
-    return clip(f"`{clip(command, 60)}`: {detail}" if command else detail, FAILURE_CHARS)
+    return clip(f"`{_shown(command)}`: {detail}" if command else detail, FAILURE_CHARS)
+
+
+def exit_status(text: str) -> str | None:
+    """A tool result's non-zero exit status, as its harness wraps it: mini-SWE-agent's
+    ``<returncode>1</returncode>``, or a first or last line that says only that ("Exit
+    code: 1", "[exit status 2]"); None for 0 or when none is said."""
+    if (tagged := _RETURNCODE.search(text)) is not None:
+        return None if tagged.group(1) == "0" else tagged.group(1)
+    lines = [ln for ln in (text.strip().splitlines() or [""]) if ln.strip()]
+    for line in {lines[0], lines[-1]} if lines else ():
+        if (said := _EXIT.fullmatch(line.strip())) is not None:
+            return None if said.group(1) == "0" else said.group(1)
+    return None
+
+
+def _found_nothing(text: str, simple: list[list[str]]) -> bool:
+    """Whether a result is a search finding nothing: it says nothing but its exit status,
+    and its command ends in ``grep``, ``rg``, ``test``, ... (the last command of a pipeline
+    sets the status) or has one before an ``&&`` (``grep -q x f && echo found``)."""
+    said = _EXIT.sub("", _TAGS.sub(" ", _RETURNCODE.sub(" ", text)))
+    if not simple or said.strip():
+        return False
+    return any(_program(words) in _FINDERS for words in simple)
+
+
+def _program(words: list[str]) -> str:
+    """A simple command's program: git's own command after its options (``git -C d grep``)."""
+    prog = words[0].rsplit("/", 1)[-1] if words else ""
+    if prog == "git":
+        rest = iter(words[1:])
+        sub = [w for w in rest if not (w in ("-C", "-c") and next(rest, "")) and w[:1] != "-"]
+        return f"git {sub[0]}" if sub else "git"
+    return prog
+
+
+def _views(words: list[str]) -> bool:
+    """Whether a simple command only shows or finds things: ``cat``, ``grep``, ``sed -n``
+    (not ``sed -i``), ``git show``/``log``/``diff``/``status``, SWE-agent's ``open``, ..."""
+    prog = _program(words)
+    if prog == "sed":
+        return not any(re.fullmatch(r"-[nEersuz]*i\S*|--in-place(=\S*)?", w) for w in words[1:])
+    return prog in _VIEWERS
+
+
+def _reproduced(text: str, command: str | None) -> list[str]:
+    """The short lines of a command's output that say, from their start, it reproduced the
+    bug ("Issue reproduced: ...", "BUG: ...", "FAIL: ..."); none for a result without a
+    command (an editor's view of the script is no run of it), nor for lines of code or of
+    a listing."""
+    if not command:
+        return []
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if len(line) <= 200 and not _CODE_LINE.search(line) and _REPRODUCED.match(line.strip())
+    ]
 
 
 def _reasons(text: str) -> list[str]:
@@ -197,7 +342,7 @@ def _reasons(text: str) -> list[str]:
     out: list[str] = []
     for raw in text.splitlines()[-REASON_SCAN:]:  # a failure's summary ends its output
         line = raw.strip()
-        if not line or _WARNING.match(line) or not _REASON.search(line):
+        if not line or _WARNING.search(line) or not _REASON.search(line):
             continue
         line = line.removeprefix("E").strip() if line.startswith("E ") else line
         if any(line in seen for seen in out):

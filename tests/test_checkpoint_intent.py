@@ -37,6 +37,13 @@ def call(n: int, command: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def tool(call_id: str, name: str, **args: str) -> dict[str, Any]:
+    """An assistant message calling a tool other than the shell."""
+    fn = {"name": name, "arguments": json.dumps(args)}
+    return {"role": "assistant", "content": "",
+            "tool_calls": [{"id": call_id, "type": "function", "function": fn}]}  # fmt: skip
+
+
 def result(n: int, text: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": f"c{n}", "content": text}
 
@@ -295,3 +302,378 @@ def test_checkpoints_written_by_another_version_load() -> None:
         a.pop("read")
     loaded = summary_from_dict(older)
     assert loaded.constraints == () and all(a.read for a in loaded.files)
+
+
+ISSUE_FORM = """<pr_description>
+hist() no longer respects range=... when density=True
+<!--To help us understand and resolve your issue, please fill out the form.
+Please make sure to minimize the number of dependencies required.-->
+
+**Code for reproduction**
+
+```python
+_, bins, _ = plt.hist(np.random.rand(10), "auto", range=(0, 1), density=True)
+```
+
+**Expected outcome**
+
+Some array where the first value is 0 and the last one is 1.
+
+#### Expected Output
+
+```
+{'foo': 'bar'}
+```
+
+### What you expected to happen
+Attributes should be preserved (e.g. pass `keep_attrs=True` to `apply_ufunc`).
+I don't think this is a numpy problem.
+</pr_description>"""
+
+
+def test_an_issue_forms_expectations_are_constraints_under_their_heading() -> None:
+    state = extract([{"role": "user", "content": ISSUE_FORM}], None, INDEX, task=TASK)
+    assert state.constraints == (
+        "Expected outcome: Some array where the first value is 0 and the last one is 1.",
+        "Expected Output: {'foo': 'bar'}",  # the first line of the code under the heading
+        "What you expected to happen: Attributes should be preserved (e.g. pass "
+        "`keep_attrs=True` to `apply_ufunc`).",  # "e.g." ends no sentence
+    )  # no template comment ("Please make sure ..."), no bare heading, no "I don't think"
+
+
+def test_the_goal_reads_as_the_task_renders_without_template_comments() -> None:
+    task = "hist() ignores range <!--A short 1-2 sentences that describe the bug--> with density"
+    state = extract([], None, INDEX, task=task)
+    assert state.goal == "hist() ignores range with density"
+    # A task cut inside its comment: the rest would not render either.
+    assert extract([], None, INDEX, task="xr.where drops attrs <!-- Please include").goal == (
+        "xr.where drops attrs"
+    )
+
+
+def test_the_harness_talking_after_its_task_gives_no_constraints() -> None:
+    messages = [
+        {"role": "user", "content": "<pr_description>\nThe cache must be cleared on reload.\n"
+                                    "</pr_description>"},
+        {"role": "user", "content": "No tool calls found. Every response MUST include at "
+                                    "least one tool call."},
+    ]  # fmt: skip
+    state = extract(messages, None, INDEX, task=TASK)
+    assert state.constraints == ("The cache must be cleared on reload.",)
+    # Without a harness, a person's later message still counts.
+    chat = [{"role": "user", "content": "Fix the cache."}, messages[1]]
+    assert extract(chat, None, INDEX, task=TASK).constraints == (
+        "Every response MUST include at least one tool call.",
+    )
+
+
+def test_a_search_finding_nothing_is_no_failure_but_a_failing_command_is() -> None:
+    empty = "<returncode>1</returncode>\n<output>\n</output>"
+    messages = [
+        call(1, "grep -rn 'def where' xarray/ | grep ops"), result(1, empty),
+        call(2, "cd /testbed && git grep -n keep_attrs"), result(2, empty),
+        call(3, "python -m pytest -q"), result(3, empty),
+        call(4, "grep -rn where missing_dir/"),
+        result(4, "grep: missing_dir/: No such file or directory\n<returncode>2</returncode>"),
+    ]  # fmt: skip
+    errors = extract(messages, None, INDEX, task=TASK).errors
+    assert errors == (
+        "`python -m pytest -q`: exit 1",
+        "`grep -rn where missing_dir/`: grep: missing_dir/: No such file or directory",
+    )
+
+
+def test_a_script_that_exits_0_saying_it_reproduced_the_bug_is_a_failure() -> None:
+    messages = [
+        call(1, "python reproduce_issue.py"),
+        result(1, "<returncode>0</returncode>\n<output>\nResult attributes: {}\n"
+                  "Issue reproduced: Attributes are lost.\n</output>"),
+        call(2, "python repro_dtype.py"),
+        result(2, "<returncode>0</returncode>\n<output>\nBUG: dtype isn't kept (int64)\n</output>"),
+        call(3, "python edge_cases.py"),  # an edge case caught as it should be: no failure
+        result(3, "<returncode>0</returncode>\n<output>\nCaught expected ValueError: bad\n"
+                  "Issue not reproduced.\nFailed: 0\nThe issue has been reproduced: no\n</output>"),
+        call(4, "plan"),  # a report in prose
+        result(4, "<returncode>0</returncode>\nThe Reproducer says how the issue is reproduced."),
+    ]  # fmt: skip
+    assert extract(messages, None, INDEX, task=TASK).errors == (
+        "`python reproduce_issue.py`: Issue reproduced: Attributes are lost.",
+        "`python repro_dtype.py`: BUG: dtype isn't kept (int64)",
+    )
+    # Once the script no longer says so, the failure is fixed.
+    fixed = [*messages, call(5, "python reproduce_issue.py"),
+             result(5, "<returncode>0</returncode>\n<output>\nResult attributes: {'a': 1}\n</output>")]  # fmt: skip
+    assert (
+        "`python reproduce_issue.py`: Issue reproduced: Attributes are lost. (fixed later)"
+        in extract(fixed, None, INDEX, task=TASK).errors
+    )
+
+
+def test_a_warning_with_its_location_is_not_why_it_failed() -> None:
+    output = (
+        "/testbed/xarray/core/groupby.py:207: FutureWarning: is_monotonic is deprecated\n"
+        "  return index.is_monotonic\n"
+        "ValueError: The truth value of an array with more than one element is ambiguous\n"
+        "<returncode>1</returncode>"
+    )
+    (error,) = extract([call(1, "python t.py"), result(1, output)], None, INDEX, task=TASK).errors
+    assert error == (
+        "`python t.py`: ValueError: The truth value of an array with more than one element is "
+        "ambiguous"
+    )
+
+
+def test_a_harness_task_describing_the_bug_gives_no_decisions() -> None:
+    issue = (
+        "<pr_description>\nxr.where returns int64 instead of int8. The dtype should be kept.\n"
+        "</pr_description>\nYou should create a small edit tool instead of using sed."
+    )
+    messages = [
+        {"role": "user", "content": issue},
+        {"role": "assistant", "content": "I'll use np.result_type instead of casting, because "
+                                         "it follows numpy's promotion rules."},
+    ]  # fmt: skip
+    state = extract(messages, None, INDEX, task=TASK)
+    assert state.decisions == (
+        "I'll use np.result_type instead of casting, because it follows numpy's promotion rules.",
+    )
+    chat = [{"role": "user", "content": "We decided to keep SQLite instead of Postgres."}]
+    assert extract(chat, None, INDEX, task=TASK).decisions == (
+        "We decided to keep SQLite instead of Postgres.",
+    )
+
+
+def test_an_editors_own_commands_are_no_shell_commands_run() -> None:
+    edit = tool("e1", "str_replace_editor", command="str_replace", path="/testbed/gin.go",
+                old_str="a", new_str="b")  # fmt: skip
+    messages = [edit, result(0, "The file /testbed/gin.go has been edited."), call(1, "go vet")]
+    state = extract(messages, None, INDEX, task=TASK)
+    assert state.facts == ("ran `go vet`",)
+    assert [a.path for a in state.files if a.edited] == ["gin.go"]
+
+
+def test_a_file_touch_makes_is_edited_but_touching_an_indexed_one_changes_nothing() -> None:
+    messages = [call(1, "touch gin.go app/__init__.py"), result(1, "<returncode>0</returncode>")]
+    state = extract(messages, None, INDEX, task=TASK)
+    assert [a.path for a in state.files if a.edited] == ["app/__init__.py"]
+    assert "gin.go" in [a.path for a in state.files]  # named by the command, not edited
+
+
+def test_paths_after_a_lone_cd_are_read_from_that_directory() -> None:
+    index = IndexFacts(
+        files={p: "0" * 64 for p in ("src/enums/EnumTest.java", "src/json/EnumTest.java")},
+        symbols={},
+    )
+    messages = [
+        call(1, "cd src/enums"), result(1, ""),
+        call(2, "sed -i 's/a/b/' EnumTest.java && touch Extra.java"), result(2, ""),
+        call(3, "cd ../.. && ls"), result(3, ""),  # a cd with more: this command's own
+    ]  # fmt: skip
+    state = extract(messages, None, index, task=TASK)
+    assert [a.path for a in state.files if a.edited] == [
+        "src/enums/EnumTest.java",
+        "src/enums/Extra.java",
+    ]
+
+
+def test_hostile_headings_comments_fences_and_long_lines_take_one_pass() -> None:
+    # Each would take minutes to seconds with a backtracking pattern.
+    for text in (
+        "# a" + " " * 200_000 + "b",
+        "**a" + " " * 200_000,
+        "<!--" * 50_000,
+        "```\n" * 50_000,
+    ):
+        extract([{"role": "user", "content": f"<issue>{text}</issue>"}], None, INDEX, task=TASK)
+    long_line = "x error " * 25_000 + "\n<returncode>0</returncode>"
+    assert (
+        extract([call(1, "python t.py"), result(1, long_line)], None, INDEX, task=TASK).errors == ()
+    )
+
+
+def test_a_scripts_source_or_a_log_saying_caught_is_no_failure() -> None:
+    source = 'try:\n    f()\nexcept TypeError as e:\n    print(f"Caught expected TypeError: {e}")\n'
+    view = tool("v1", "str_replace_editor", command="view", path="/testbed/repro.py")
+    messages = [
+        call(1, "cat repro.py"), result(1, source + "<returncode>0</returncode>"),
+        view, result(0, '     4\t    print("Issue reproduced: Attributes are lost.")'),
+        call(2, "grep -rn reproduced ."), result(2, "repro.py:4: Issue reproduced: lost\n"),
+        call(3, "python server.py"),
+        result(3, "INFO Caught exception in request handler, retrying\nFailed: 0\n"
+                  "Error wasn't reproduced\n<returncode>0</returncode>"),
+    ]  # fmt: skip
+    assert extract(messages, None, INDEX, task=TASK).errors == ()
+
+
+def test_the_harness_is_remembered_by_the_next_checkpoint() -> None:
+    first = extract(
+        [{"role": "user", "content": "<pr_description>\nThe cache must be cleared.\n</pr_description>"}],
+        None, INDEX, task=TASK,
+    )  # fmt: skip
+    later = [{"role": "user", "content": "Every response MUST include at least one tool call. "
+                                         "We decided nothing instead of something."}]  # fmt: skip
+    second = extract(later, None, INDEX, task=TASK, previous=first)
+    assert first.harness and second.harness
+    assert second.constraints == ("The cache must be cleared.",) and second.decisions == ()
+
+
+def test_constraints_said_in_bold_or_beside_inline_code_are_kept() -> None:
+    chat = (
+        "**Do not modify the tests.**\n"
+        "```foo()``` is slow.\nYou must not change bar.\n"
+        "```python\nx = 1\n"  # a fence never closed: prose after all
+        "Never push to main.\n"
+    )
+    assert extract([{"role": "user", "content": chat}], None, INDEX, task=TASK).constraints == (
+        "Do not modify the tests.",
+        "You must not change bar.",
+        "Never push to main.",
+    )
+    pasted = "Here is the log:\n```\n<output>\nfailed\n</output>\n```\nKeep the log format."
+    assert extract([{"role": "user", "content": pasted}], None, INDEX, task=TASK).constraints == (
+        "Keep the log format.",
+    )
+
+
+def test_an_unclosed_comment_and_an_unfilled_form_lose_nothing_and_add_nothing() -> None:
+    goal = "Parser crashes on `<!--` without closing; it must handle it"
+    assert extract([], None, INDEX, task=goal).goal == goal
+    form = (
+        "<issue>\n### Expected behavior\n\n_No response_\n\n### Expected output\n\n"
+        "Shouldn't it return 1?\n\n### Proposal\n\nPlease add a `strict` flag. The fix is to "
+        "escape the prefix with re.escape(). This can be fixed in Field.__lt__ by comparing "
+        "the model too. We don't have to keep the old API.\n</issue>"
+    )
+    assert extract([{"role": "user", "content": form}], None, INDEX, task=TASK).constraints == (
+        "Please add a `strict` flag.",
+        "The fix is to escape the prefix with re.escape().",
+        "This can be fixed in Field.__lt__ by comparing the model too.",
+    )
+
+
+def test_a_search_is_no_failure_only_when_it_says_nothing_else() -> None:
+    empty = "<returncode>1</returncode>\n<output>\n</output>"
+    messages = [
+        call(1, "grep -E 'a|b' x.py\n"), result(1, empty),  # a quoted pipe, a trailing newline
+        call(2, "timeout 5 grep \"a\\|b\" x.py;"), result(2, empty),
+        call(3, "python repro.py && grep -n foo x.py"),
+        result(3, "AssertionError: 1 != 2\n<returncode>1</returncode>"),
+        call(4, "python t.py | diff - expected.txt"),
+        result(4, "1c1\n< 3\n---\n> 2\n<returncode>1</returncode>"),
+    ]  # fmt: skip
+    errors = extract(messages, None, INDEX, task=TASK).errors
+    assert [e.split("`: ")[0] for e in errors] == [
+        "`python repro.py && grep -n foo x.py",
+        "`python t.py | diff - expected.txt",
+    ]
+
+
+def test_a_warning_that_is_the_error_is_kept_as_why() -> None:
+    output = "E   DeprecationWarning: pkg_resources is deprecated\nFAILED t.py::test_a\n"
+    (error,) = extract(
+        [call(1, "pytest -W error"), result(1, output)], None, INDEX, task=TASK
+    ).errors
+    assert "DeprecationWarning: pkg_resources is deprecated" in error
+
+
+def test_what_a_viewer_shows_is_no_failure_but_its_own_complaint_is() -> None:
+    log = 'Traceback (most recent call last):\n  File "a.py", line 1\nValueError: bad\nFAILED t::x'
+    messages = [
+        call(1, "sed -n '1,40p' ci.log | head -20"), result(1, log + "\n<returncode>0</returncode>"),
+        call(2, "git show HEAD:tests/test_x.py"), result(2, "FAILED = 1\nerror = None"),
+        call(3, "cat missing.py"),
+        result(3, "cat: missing.py: No such file or directory\n<returncode>1</returncode>"),
+    ]  # fmt: skip
+    assert extract(messages, None, INDEX, task=TASK).errors == (
+        "`cat missing.py`: cat: missing.py: No such file or directory",
+    )
+
+
+def test_a_long_failing_command_keeps_the_test_it_runs() -> None:
+    command = "cd /testbed && python -m pytest -q -p no:cacheprovider tests/test_views.py::test_redirect_keeps_prefix"
+    (error,) = extract([call(1, command), result(1, GO_TEST_OUTPUT)], None, INDEX, task=TASK).errors
+    # Cut in the middle, without the `cd` to the repository that opens it.
+    assert error.startswith("`python -m pytest -q") and "test_redirect_keeps_prefix`:" in error
+
+
+def test_exit_status_is_the_harnesss_not_a_number_in_the_output() -> None:
+    messages = [
+        call(1, "nl -ba main.py | grep -C 5 collect"),
+        result(1, "<returncode>0</returncode>\n<output>\n17 import exit\n18    exit 18\n</output>"),
+        call(2, "cat run.sh"), result(2, "#!/bin/sh\nfatal: not a repo\nexit 1\n"),
+        call(3, "python run.py"), result(3, "started\nExit code: 3"),
+        call(5, "python ok.py"), result(5, "done\nexit code 0"),
+        call(4, "git -C /testbed show HEAD:ci.log"),
+        result(4, "error: build failed\nTraceback (most recent call last):\nValueError: x"),
+    ]  # fmt: skip
+    assert extract(messages, None, INDEX, task=TASK).errors == ("`python run.py`: exit 3",)
+
+
+def test_a_viewing_tool_shows_a_log_without_failing() -> None:
+    log = "Traceback (most recent call last):\nValueError: bad\n1 failed"
+    read = tool("r1", "Read", file_path="/w/ci.log")
+    answer = {"role": "tool", "tool_call_id": "r1", "content": log}
+    assert extract([read, answer], None, INDEX, task=TASK).errors == ()
+
+
+def test_a_failed_cd_moves_nothing_and_subshells_keep_no_directory() -> None:
+    index = IndexFacts(files={p: "0" * 64 for p in ("src/a.py", "a.py")}, symbols={})
+    failed_cd = [
+        call(1, "cd src"), result(1, "bash: cd: src: No such file or directory\nExit code: 1"),
+        call(2, "sed -i 's/x/y/' a.py"), result(2, ""),
+        call(3, "touch ../new.py"), result(3, ""),  # above the top: no file of the repository
+    ]  # fmt: skip
+    state = extract(failed_cd, None, index, task=TASK)
+    assert [a.path for a in state.files if a.edited] == ["a.py"]
+    subshell = [
+        call(1, "cd src"), result(1, "<returncode>0</returncode>"),
+        call(2, "sed -i 's/x/y/' a.py"), result(2, "<returncode>0</returncode>"),
+    ]  # fmt: skip
+    assert [a.path for a in extract(subshell, None, index, task=TASK).files if a.edited] == ["a.py"]
+
+
+def test_a_tag_pasted_later_in_a_chat_makes_no_harness() -> None:
+    messages = [
+        {"role": "user", "content": "The export is broken."},
+        {"role": "user", "content": "Here is the bug: <issue>Export drops rows.</issue> "
+                                    "Don't touch the tests."},
+        {"role": "user", "content": "Never push to main."},
+    ]  # fmt: skip
+    state = extract(messages, None, INDEX, task=TASK)
+    assert not state.harness and state.constraints[-1] == "Never push to main."
+
+
+def test_proposals_count_but_requests_for_detail_and_steps_do_not() -> None:
+    issue = (
+        "<issue>\nPlease describe. Please consider the following trivial Java code:\n"
+        "Please add a `strict` flag.\n\n### Steps to reproduce\n\nRemove the cache directory "
+        "and it works again. Change the order of fields in the JSON:\n\n"
+        "### Traceback\n\nValueError: size must be positive\n</issue>"
+    )
+    assert extract([{"role": "user", "content": issue}], None, INDEX, task=TASK).constraints == (
+        "Please add a `strict` flag.",
+    )
+
+
+def test_the_harness_flag_survives_storage() -> None:
+    from dataclasses import asdict
+
+    from ctxsvc.stores.checkpoints import summary_from_dict
+
+    state = extract([{"role": "user", "content": "<issue>It must sort.</issue>"}], None, INDEX,
+                    task=TASK)  # fmt: skip
+    assert summary_from_dict(json.loads(json.dumps(asdict(state)))).harness is True
+    old = {k: v for k, v in asdict(state).items() if k != "harness"}  # written before the field
+    assert summary_from_dict(old).harness is False
+
+
+def test_a_viewers_own_complaint_says_why_and_printed_code_is_no_verdict() -> None:
+    messages = [
+        call(1, "git -C /testbed show HEAD~9:gin.go"),
+        result(1, "fatal: invalid object name 'HEAD~9'.\n<returncode>128</returncode>"),
+        call(2, "python show_source.py"),
+        result(2, '<returncode>0</returncode>\n<output>\n    print("Issue reproduced: lost")\n</output>'),
+    ]  # fmt: skip
+    assert extract(messages, None, INDEX, task=TASK).errors == (
+        "`git -C /testbed show HEAD~9:gin.go`: fatal: invalid object name 'HEAD~9'.",
+    )

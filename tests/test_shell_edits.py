@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ctxsvc.shell_edits import effects
+from ctxsvc.shell_edits import effects, simple_commands
 
 CASES = [
     ("cd /testbed && sed -i '889s/a = 1/a = 2/' ./pkg/mod.py 2>/dev/null", [("./pkg/mod.py", "write", (889,))]),
@@ -27,6 +27,10 @@ CASES = [
     ('echo "unbalanced', []),
     ("bash -c 'echo x > pkg/a.py'", [("pkg/a.py", "write", ())]),
     ("cat <<'EOF' > run.sh\nmkdir -p d\necho 'assert 0' > d/__init__.py\nEOF\n./run.sh", [("run.sh", "write", ()), ("d/__init__.py", "write", ())]),
+    # A continuation with the next command at the start of its line.
+    ("sed -i '/def f/a\\    print(1)' pkg/a.py && \\\nsed -i '/def g/d' pkg/b.py", [("pkg/a.py", "write", ()), ("pkg/b.py", "write", ())]),
+    ("mkdir -p app && touch app/__init__.py app/models.py && touch -d yesterday stamp", [("app/__init__.py", "create", ()), ("app/models.py", "create", ()), ("stamp", "create", ())]),
+    ("sed -i '3a\\\nnew line' pkg/a.py", [("pkg/a.py", "write", (3,))]),  # quoted: no continuation
 ]  # fmt: skip
 
 
@@ -38,3 +42,24 @@ def test_effects(command: str, expected: list[tuple[str, str, tuple[int, ...]]])
 def test_heredoc_body_is_the_written_text() -> None:
     (e,) = effects("cat > pkg/new.py <<EOF\ndef helper():\n    return 1\nEOF")
     assert e.path == "pkg/new.py" and "def helper" in e.text
+
+
+SIMPLE = [
+    ("cd /t && timeout 5 grep -n 'a|b' x.py; echo done", [["cd", "/t"], ["grep", "-n", "a|b", "x.py"], ["echo", "done"]]),
+    ("python r.py 2>&1 | tail -5", [["python", "r.py"], ["tail", "-5"]]),
+    ("FOO=1 sudo sed -i s/a/b/ f", [["sed", "-i", "s/a/b/", "f"]]),
+    ("cat x.py  # look at it\npython t.py", [["cat", "x.py"], ["python", "t.py"]]),
+    ("grep '#include' x.c", [["grep", "#include", "x.c"]]),  # quoted: no comment
+    ("make && \\\n  make test", [["make"], ["make", "test"]]),
+    ('echo "unbalanced', [["echo", '"unbalanced']]),  # by whitespace, as it stands
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "expected"), SIMPLE, ids=[c[0][:30] for c in SIMPLE])
+def test_simple_commands(command: str, expected: list[list[str]]) -> None:
+    assert simple_commands(command) == expected
+
+
+def test_a_comment_hides_no_edit_on_the_next_line_and_touch_c_creates_nothing() -> None:
+    edits = effects("ls  # what is there\nsed -i 's/#.*//' pkg/a.py\ntouch -c pkg/b.py")
+    assert [(e.path, e.kind) for e in edits] == [("pkg/a.py", "write")]
