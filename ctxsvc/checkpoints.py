@@ -189,7 +189,9 @@ def extract(
     # results was done already, not next.
     pending_intents: list[tuple[int, list[str], str]] = []
 
-    cwd = ""  # where a lone `cd` left a shell that keeps it (SWE-agent's, Claude Code's)
+    prev = previous or Summary(goal="")
+    cwd = prev.cwd  # where a lone `cd` left a shell that keeps it (SWE-agent's, Claude Code's)
+    removed: set[str] = set()  # files made in the session, then removed
     pending_cd: dict[str, str] = {}  # a `cd` call's target, until its result comes
     subshells = False  # each command runs in a fresh shell: a `cd` moves nothing
 
@@ -241,7 +243,9 @@ def extract(
             path = find(e.path)
             if e.kind == "remove":
                 if path is None:  # a file made in the session and removed again
-                    touched.pop(new(e.path) or "", None)
+                    gone = new(e.path) or ""
+                    touched.pop(gone, None)
+                    removed.add(gone)  # also when an earlier checkpoint holds it
                 else:
                     touch(path, edited=True)
             elif e.kind == "create":  # touch: a new file is made, an existing one unchanged
@@ -253,7 +257,6 @@ def extract(
                 touch(path or e.path, edited=True, text=e.text, lines=e.lines)
 
     answered: set[str] = set()  # the tool calls whose results came
-    prev = previous or Summary(goal="")
     harness = prev.harness  # a harness's task message was seen, here or before
     users = 0 if previous is None else 1  # user messages seen in the session
     last_calls: list[str] = []
@@ -383,7 +386,7 @@ def extract(
         constraints=_first([*prev.constraints, *(fields.get("constraints") or ()), *constraints]),
         done=_recent(done_all),
         decisions=_recent([*prev.decisions, *(fields.get("decisions") or ()), *decisions]),
-        files=_merge_anchors(prev.files, anchors),
+        files=_merge_anchors([a for a in prev.files if a.sha256 or a.path not in removed], anchors),
         open_tasks=_recent(open_all),
         next_step=clip(next_step, 200),
         errors=_recent(
@@ -392,6 +395,7 @@ def extract(
         facts=_recent([*prev.facts, *facts]),
         notes=_recent([*prev.notes, *(fields.get("notes") or ())]),
         harness=harness,
+        cwd=cwd,
     )
 
 

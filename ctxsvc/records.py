@@ -99,6 +99,8 @@ class Summary:
     # The session's task came wrapped by an agent harness (``<pr_description>``, ``ISSUE:``):
     # its later user messages are the harness's, not the user's requirements.
     harness: bool = False
+    # Where a lone `cd` left a shell that keeps its directory ("" is the repository's top).
+    cwd: str = ""
 
 
 @dataclass(frozen=True)

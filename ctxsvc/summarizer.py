@@ -73,7 +73,7 @@ class ChatSummarizer:
         return f"llm:{self.model}"
 
     def summarize(self, state: Summary, messages: Sequence[Mapping[str, Any]]) -> Summary:
-        internal = ("rendered", "dropped", "harness")  # not the model's to write
+        internal = ("rendered", "dropped", "harness", "cwd")  # not the model's to write
         known = {k: v for k, v in asdict(state).items() if k not in internal}
         tail = "\n".join(f"{m.get('role')}: {text_of(m)}" for m in messages)[-TAIL_CHARS:]
         body = {

@@ -677,3 +677,18 @@ def test_a_viewers_own_complaint_says_why_and_printed_code_is_no_verdict() -> No
     assert extract(messages, None, INDEX, task=TASK).errors == (
         "`git -C /testbed show HEAD~9:gin.go`: fatal: invalid object name 'HEAD~9'.",
     )
+
+
+def test_the_next_checkpoint_keeps_the_shells_directory_and_forgets_a_removed_scratch_file() -> (
+    None
+):
+    index = IndexFacts(files={"src/enums/EnumTest.java": "0" * 64}, symbols={})
+    first = extract(
+        [call(1, "cd src/enums"), result(1, ""), call(2, "touch Repro.java"), result(2, "")],
+        None, index, task=TASK,
+    )  # fmt: skip
+    assert first.cwd == "src/enums"
+    assert [a.path for a in first.files if a.edited] == ["src/enums/Repro.java"]
+    later = [call(3, "sed -i 's/a/b/' EnumTest.java && rm Repro.java"), result(3, "")]
+    second = extract(later, None, index, task=TASK, previous=first)
+    assert [a.path for a in second.files if a.edited] == ["src/enums/EnumTest.java"]
