@@ -258,7 +258,7 @@ def extract(
 
     answered: set[str] = set()  # the tool calls whose results came
     harness = prev.harness  # a harness's task message was seen, here or before
-    users = 0 if previous is None else 1  # user messages seen in the session
+    first_user = previous is None  # the session's first user message is still to come
     last_calls: list[str] = []
     for position, m in enumerate(messages):
         role, text = m.get("role"), text_of(m).replace("\u2019", "'")
@@ -340,8 +340,8 @@ def extract(
         if role == "user":
             # A harness wraps the session's first message; a tag a person pastes later
             # ("here is the bug: <issue>...") makes no harness of the chat.
-            wrapped = not users and task_text(text) is not None
-            users += 1
+            wrapped = first_user and task_text(text) is not None
+            first_user = False
             # After a harness's task message, its other messages are the harness talking
             # ("Every response MUST include a tool call"), not the user.
             if wrapped or not harness:

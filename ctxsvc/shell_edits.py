@@ -209,10 +209,15 @@ def _operands(args: list[str]) -> list[str]:
     return [a for a in args if not a.startswith("-")]
 
 
+def in_place(prog: str, args: list[str]) -> bool:
+    """Whether ``sed`` or ``perl`` edits its files in place (``-i``, ``-pi``, ``--in-place``)."""
+    flag = r"-[a-zA-Z]*i\S*" if prog == "perl" else r"-[nEersuz]*i\S*"
+    return any(re.fullmatch(flag, a) or re.fullmatch(r"--in-place(=\S*)?", a) for a in args)
+
+
 def _in_place(prog: str, args: list[str]) -> list[FileEffect]:
     """Files edited in place by ``sed -i`` or ``perl -i``, with the script and its lines."""
-    flag = r"-[a-zA-Z]*i\S*" if prog == "perl" else r"-[nEersuz]*i\S*"
-    if not any(re.fullmatch(flag, a) or re.fullmatch(r"--in-place(=\S*)?", a) for a in args):
+    if not in_place(prog, args):
         return []
     scripts: list[str] = []
     operands: list[str] = []

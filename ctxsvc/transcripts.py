@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ctxsvc.errors import InvalidRequest
-from ctxsvc.shell_edits import simple_commands
+from ctxsvc.shell_edits import in_place, simple_commands
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "function", "developer"})
 MAX_MESSAGES = 20_000
@@ -57,9 +57,9 @@ _REASON = re.compile(
     r"(?i:\bassert(?:ion)?\b)|^\s*E\s+\S|\bpanic:|^--- FAIL\b|\s(?:!=|==)\s|"
     r"\b\w+(?:Error|Exception)\b:|^\S+\.\w+:\d+:",  # the last: where (file.py:12:)
 )
-# A script's own words that it reproduced the bug or caught the error ("Issue reproduced:
-# ...", "Caught expected TypeError: ...", "FAIL: ..."), not that it no longer does; matched
-# against one short line at a time.
+# A script's own words, from the start of a line, that it reproduced the bug ("Issue
+# reproduced: ...", "BUG: ...", "FAIL: ..."), not that it did not; matched against one
+# short line at a time.
 _REPRODUCED = re.compile(
     r"\W*(?:(?:the )?(?:issue|bug|error|problem)s? (?:is |was |still |has been |been )?"
     r"reproduced\b(?!\W*(?:no|not|false)\b)|(?:bug|fail(?:ed|ure)?)\b\s*[:!](?!\s*(?:0|none|no|false)\b))",
@@ -285,7 +285,7 @@ def exit_status(text: str) -> str | None:
     code: 1", "[exit status 2]"); None for 0 or when none is said."""
     if (tagged := _RETURNCODE.search(text)) is not None:
         return None if tagged.group(1) == "0" else tagged.group(1)
-    lines = [ln for ln in (text.strip().splitlines() or [""]) if ln.strip()]
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     for line in {lines[0], lines[-1]} if lines else ():
         if (said := _EXIT.fullmatch(line.strip())) is not None:
             return None if said.group(1) == "0" else said.group(1)
@@ -317,7 +317,7 @@ def _views(words: list[str]) -> bool:
     (not ``sed -i``), ``git show``/``log``/``diff``/``status``, SWE-agent's ``open``, ..."""
     prog = _program(words)
     if prog == "sed":
-        return not any(re.fullmatch(r"-[nEersuz]*i\S*|--in-place(=\S*)?", w) for w in words[1:])
+        return not in_place(prog, words[1:])
     return prog in _VIEWERS
 
 
