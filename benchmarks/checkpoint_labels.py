@@ -61,6 +61,8 @@ sys.path.insert(0, str(HERE))  # the sibling scripts (checkpoint_metrics, checkp
 
 from checkpoint_metrics import make_service, present  # noqa: E402
 
+from ctxsvc.limits import MAX_QUERY_CHARS  # noqa: E402
+
 TRAJECTORIES = HERE.parent.parent / "trajectories"
 LABELS = HERE / "checkpoint_labels.json"
 RESULTS = HERE / "results" / "checkpoint_labels.json"
@@ -102,15 +104,15 @@ def load(path: Path) -> dict[str, Any]:
 
 def task_of(text: str) -> str:
     """The task a harness's first message states: inside ``<pr_description>`` (mini-SWE-agent)
-    or under ``ISSUE:`` (SWE-agent), else the message; its first 300 characters, the
-    session's task."""
+    or under ``ISSUE:`` (SWE-agent), else the message; as written (the issue a client
+    starts its session with), up to the API's limit on a task."""
     if found := re.search(r"<pr_description>(.*?)</pr_description>", text, re.S):
         text = found.group(1).replace("Consider the following PR description:", "")
     elif found := re.search(
         r"^ISSUE:\s*$(.*?)(?:^INSTRUCTIONS:|^IMPORTANT TIPS:|\Z)", text, re.S | re.M
     ):
         text = found.group(1)
-    return " ".join(text.split())[:300] or "the task"
+    return text.strip()[:MAX_QUERY_CHARS] or "the task"
 
 
 def _steps(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@ The offline summarizer is rule-based and extractive. It reads OpenAI-style chat
 messages (roles system/user/assistant/tool, ``tool_calls`` with a function name
 and JSON arguments, tool results) and explicit fields, and extracts:
 
-- the goal (explicit, else the previous checkpoint's, else the session task), and the
+- the goal (explicit, else the previous checkpoint's, else the session task; as it reads,
+  without an issue form's checklists, comments and pasted logs: ``requirements.gist``), and the
   user's constraints: sentences of user messages that require or forbid ("must",
   "don't", "keep the ...", "without changing ..."), only a harness's task tag's
   (``<pr_description>``) when there is one, carried into every later checkpoint;
@@ -20,9 +21,11 @@ and JSON arguments, tool results) and explicit fields, and extracts:
   ...; not questions), steps done, open tasks ("TODO", "Still to do: ...", "I still
   need to ...", the items under a "Still to do:" line) and the next step ("Next I'll
   ...", "Then we need to ...", else what the last message says it will do: "Let me
-  ..."); edited files of the index rank before files the session made;
+  ...", else "continue: " what its last two turns set out to do and did); edited files of
+  the index rank before files the session made;
 - errors: tool results with a traceback, a non-zero exit (``<returncode>1`` too),
-  "FAILED", "error:", each with the lines that say why (``transcripts.failure``);
+  "FAILED", "error:", a script's own verdict ("Issue reproduced: ..."), each with the
+  lines that say why (``failures.failure``);
   an error whose command later ran clean is kept as fixed, at low priority;
 - key facts: commands run, ports, versions, environment variable names.
 
@@ -42,9 +45,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ctxsvc.errors import InvalidRequest
+from ctxsvc.failures import failure
 from ctxsvc.models import Symbol
 from ctxsvc.records import Anchor, Summary
-from ctxsvc.requirements import requirements, task_text, without_comments
+from ctxsvc.requirements import gist, requirements, task_text
 from ctxsvc.shell_edits import effects
 from ctxsvc.transcripts import (
     call_paths,
@@ -52,7 +56,6 @@ from ctxsvc.transcripts import (
     clip,
     command_of,
     diff_files,
-    failure,
     is_edit,
     is_view,
     sentences,
@@ -63,6 +66,8 @@ from ctxsvc.transcripts import (
 
 FIELDS = ("goal", "constraints", "done", "decisions", "open_tasks", "next_step", "notes")
 MAX_STATE_ITEMS = 200  # per list: older items go first
+GOAL_CHARS = 300
+CONTINUE = "continue: "  # a next step that goes on with what the agent was doing
 
 # A choice, not every explanation: a bare "because" mostly explains what code does.
 _DECISION = re.compile(
@@ -108,6 +113,7 @@ _INTENT = re.compile(
 )
 # A command that only changes directory ("cd src/main", "cd ..", "cd").
 _CD = re.compile(r"\s*cd(?:\s+([^\s;&|<>]+))?\s*(?:;\s*)?")
+_SUBMIT = re.compile(r"\bsubmit", re.I)
 _BLOCKED = re.compile(r"\b(blocked|blocker|cannot proceed|stuck on)\b", re.I)
 _FRAME = re.compile(r'File "([^"]+)", line \d+, in (\w+)')
 _MENTION = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.[A-Za-z]\w{0,5})(?![\w/-])")
@@ -378,11 +384,21 @@ def extract(
     ]
     candidates = sorted([*((pos, 0, t) for pos, t in undone), *((pos, 1, t) for pos, t in nexts)])
     said = candidates[-1][2] if candidates else ""
-    next_step = str(fields.get("next_step") or said or prev.next_step)
+    # Else what the agent set out to do in its last two turns, done but not yet followed up:
+    # a resumed agent goes on from there ("continue: look at the `_LocIndexer` class"); not
+    # once its last turn calls no tool (it wrapped up), nor after it submitted.
+    turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"][-2:]
+    working = bool(turns) and bool(tool_calls(messages[turns[-1]]))
+    last = pending_intents[-1] if pending_intents else None
+    if not said and working and last and last[0] >= turns[0] and not _SUBMIT.search(last[2]):
+        said = f"{CONTINUE}{last[2].rstrip(':').rstrip()}"
+    # A step under way at the last checkpoint is no longer the one once the agent went on.
+    carried = "" if turns and prev.next_step.startswith(CONTINUE) else prev.next_step
+    next_step = str(fields.get("next_step") or said or carried)
     old_errors = [e for e in prev.errors if e not in errors]
     return Summary(
-        # As the task reads rendered: an issue template's HTML comments are no part of it.
-        goal=clip(without_comments(str(fields.get("goal") or prev.goal or task)), 300),
+        # As the task reads: no template comments, checklists or pasted logs.
+        goal=gist(str(fields.get("goal") or prev.goal or task), GOAL_CHARS),
         constraints=_first([*prev.constraints, *(fields.get("constraints") or ()), *constraints]),
         done=_recent(done_all),
         decisions=_recent([*prev.decisions, *(fields.get("decisions") or ()), *decisions]),

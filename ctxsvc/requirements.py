@@ -52,6 +52,16 @@ _PLACEHOLDER = re.compile(r"^[\W_]*(?:no response|n/?a|tbd|-+)[\W_]*$", re.I)
 _STEPS_HEAD = re.compile(
     r"\b(?:reproduc\w*|steps|example|traceback|output|logs?|environment)\b", re.I
 )
+# A section that only lists what the reporter ran or has: no words of the task's.
+_LISTING_HEAD = re.compile(
+    r"\b(?:environment|versions?|system|platform|installation|logs?|output|traceback|"
+    r"checks|(?:additional|other) (?:context|info\w*))\b",
+    re.I,
+)
+_IMPORT = re.compile(r"\s*(?:import\s|from\s+\S+\s+import\s|#include\b|package\s|using\s)")
+# A line that introduces what follows it: "Consider the following PR description:".
+_INTRO = re.compile(r".*\b(?:following|below|here is|here's)\b.*:", re.I)
+_CHECKLIST = re.compile(r"[-*+] \[[ xX]\]")  # "- [x] I have checked ..."
 # "I don't think ...", "I do not know ...": a view, not a prohibition.
 _NOT_A_RULE = re.compile(
     r"\b(?:i|we)\s+(?:do not|don't|dont)\s+(?:think|know|see|believe|understand|recall|"
@@ -107,6 +117,48 @@ def requirements(text: str) -> list[str]:
                 out.append(clip(s, 200))
         heading = None
     return out
+
+
+def gist(task: str, limit: int) -> str:
+    """A task as it reads, on one line of at most ``limit`` characters: an issue's words
+    without what rendering hides or a form adds (HTML comments, headings but a title
+    before any words, checklists ("- [x] I have checked ..."), unfilled fields, a one-word
+    field label such as "Description", a line introducing the task ("Consider the following
+    PR description:")), and without the sections that only list what the reporter ran or has
+    (environment, versions, logs, output, a traceback); fenced code on one line without its
+    imports, as it is the issue's own example."""
+    words: list[str] = []
+    skip = False  # under a heading of a listing section
+    for kind, block in blocks(without_comments(task)):
+        if kind == "heading":
+            if not words:  # a title
+                words.append(block)
+                continue
+            skip = (
+                len(block.split()) <= 4
+                and bool(_LISTING_HEAD.search(block))
+                and not _EXPECT_HEAD.search(block)
+                and not re.search(r"\bactual\b", block, re.I)
+            )
+            continue
+        if skip:
+            continue
+        if kind == "code":  # its example, without the imports every example starts with
+            block = " ".join(ln for ln in block.splitlines() if not _IMPORT.match(ln))
+        lines = block.splitlines() if kind == "prose" else [" ".join(block.split())]
+        for i, line in enumerate(lines):
+            bare = line.strip()
+            if kind == "prose" and (
+                _CHECKLIST.match(bare)
+                or _PLACEHOLDER.match(bare)
+                or (words and len(bare.split()) == 1 and bare.rstrip(":").isalpha())
+                or (not words and i == 0 and len(lines) > 1 and _INTRO.fullmatch(bare))
+            ):
+                continue
+            words.append(bare)
+        if len(" ".join(words)) > limit:
+            break
+    return clip(" ".join(words), limit) or clip(without_comments(task), limit)
 
 
 def task_text(text: str) -> str | None:

@@ -179,6 +179,26 @@ def test_the_newest_step_not_yet_done_is_the_next_one() -> None:
     assert extract(bye, None, INDEX, task=TASK).next_step == ""
 
 
+def test_with_no_step_ahead_the_agent_goes_on_with_what_it_did_last() -> None:
+    look = {**call(1, "grep -n 'class _LocIndexer' pandas/core/indexing.py"),
+            "content": "Let's look at the `_LocIndexer` class:"}  # fmt: skip
+    messages = [look, result(1, "1120:class _LocIndexer(_LocationIndexer):")]
+    assert extract(messages, None, INDEX, task=TASK).next_step == (
+        "continue: look at the `_LocIndexer` class"
+    )
+    # An intent older than the last two turns is no longer what it was doing.
+    later = [*messages, call(2, "ls"), result(2, "a.py"), call(3, "pwd"), result(3, "/w")]
+    assert extract(later, None, INDEX, task=TASK).next_step == ""
+    # Nor is it once the next checkpoint's turns went on.
+    first = extract(messages, None, INDEX, task=TASK)
+    assert extract(later[2:], None, INDEX, task=TASK, previous=first).next_step == ""
+    # Nor once the agent wrapped up (its last turn calls no tool), nor after it submitted.
+    wrapped = [*messages, {"role": "assistant", "content": "The fix is complete."}]
+    assert extract(wrapped, None, INDEX, task=TASK).next_step == ""
+    submit = {**call(9, "submit"), "content": "Let's submit the fix."}
+    assert extract([submit, result(9, "ok")], None, INDEX, task=TASK).next_step == ""
+
+
 def test_a_list_under_still_to_do_gives_one_task_per_item() -> None:
     text = "Done with the code.\n\nStill to do:\n- a test for an empty prefix\n- the changelog\n"
     state = extract([{"role": "assistant", "content": text}], None, INDEX, task=TASK)
@@ -351,6 +371,34 @@ def test_the_goal_reads_as_the_task_renders_without_template_comments() -> None:
     )
 
 
+def test_the_goal_is_the_issues_words_not_its_form() -> None:
+    task = (
+        "Consider the following PR description:\n"
+        "BUG: [pyarrow] 'Index' object has no attribute 'freq'\n\n"
+        "### Pandas version checks\n\n- [X] I have checked that this issue has not already been "
+        "reported.\n\n### Reproducible Example\n\n```python\nimport numpy as np\n"
+        "from pandas import read_parquet\ndf2 = read_parquet('f.parquet', dtype_backend='pyarrow')"
+        "\n```\n\n### Issue Description\n\nDescription\n\nThe `loc` lookup reads `key.freq`.\n\n"
+        "### Installed Versions\n\npandas 2.1.0\nnumpy 1.25\n\n### Expected Behavior\n\n"
+        "_No response_\n"
+    )
+    assert extract([], None, INDEX, task=task).goal == (
+        "BUG: [pyarrow] 'Index' object has no attribute 'freq' df2 = read_parquet('f.parquet', "
+        "dtype_backend='pyarrow') The `loc` lookup reads `key.freq`."
+    )
+    # A heading before any words is the title; a goal read again is itself.
+    titled = extract([], None, INDEX, task="# Fix the parser\n\nIt reads `x` twice.").goal
+    assert titled == "Fix the parser It reads `x` twice."
+    assert extract([], None, INDEX, task=titled).goal == titled
+    # All of it form: the task as written, without its comments, rather than nothing.
+    form = "- [x] I have checked <!-- tick it -->\n- [ ] I have read"
+    assert extract([], None, INDEX, task=form).goal == "- [x] I have checked - [ ] I have read"
+    # However long the issue, the goal is as long as before: what is left is the task's.
+    long = "Crash in `f`\n\n" + "The parser reads `x` twice. " * 40
+    goal = extract([], None, INDEX, task=long).goal
+    assert goal.startswith("Crash in `f` The parser reads `x` twice.") and len(goal) == 300
+
+
 def test_the_harness_talking_after_its_task_gives_no_constraints() -> None:
     messages = [
         {"role": "user", "content": "<pr_description>\nThe cache must be cleared on reload.\n"
@@ -397,15 +445,96 @@ def test_a_script_that_exits_0_saying_it_reproduced_the_bug_is_a_failure() -> No
         result(4, "<returncode>0</returncode>\nThe Reproducer says how the issue is reproduced."),
     ]  # fmt: skip
     assert extract(messages, None, INDEX, task=TASK).errors == (
-        "`python reproduce_issue.py`: Issue reproduced: Attributes are lost.",
+        # with the value it printed right before saying so: the evidence
+        "`python reproduce_issue.py`: Result attributes: {} | Issue reproduced: Attributes are lost.",
         "`python repro_dtype.py`: BUG: dtype isn't kept (int64)",
     )
     # Once the script no longer says so, the failure is fixed.
     fixed = [*messages, call(5, "python reproduce_issue.py"),
              result(5, "<returncode>0</returncode>\n<output>\nResult attributes: {'a': 1}\n</output>")]  # fmt: skip
     assert (
-        "`python reproduce_issue.py`: Issue reproduced: Attributes are lost. (fixed later)"
-        in extract(fixed, None, INDEX, task=TASK).errors
+        "`python reproduce_issue.py`: Result attributes: {} | Issue reproduced: Attributes are "
+        "lost. (fixed later)" in extract(fixed, None, INDEX, task=TASK).errors
+    )
+
+
+def test_a_scripts_own_catch_all_saying_it_failed_is_a_failure() -> None:
+    messages = [
+        call(1, "python reproduce.py"),
+        result(1, "Applying...\nAn error occurred during setup: UNIQUE constraint failed: "
+                  "auth_user.username\n"),
+        call(2, "python3 reproduce_issue.py"),
+        result(2, "<returncode>0</returncode>\n<output>\nAttempting to remove...\n\nFailed to "
+                  "remove index_together: Found wrong number (2) of constraints\n</output>"),
+        call(3, "python check.py"),  # a count, a heading, what did not or should fail: none
+        result(3, "<returncode>0</returncode>\n<output>\nFailed: 0\nFailed: 0 of 10\n"
+                  "Failed to parse:\nExpected failure: bad input\nNo bug: fine\nNot a bug: ok\n"
+                  "Fixed bug: x\nThis should fail: True\nFailed to reproduce: it is fixed\n"
+                  "No error occurred: result = 3\nError: bad input, as it should be\n</output>"),
+        call(4, "python debug_apps.py"),
+        result(4, "<returncode>0</returncode>\n<output>\ncontenttypes: <Config>\n"
+                  "Contenttypes failed: No installed app with label 'Contenttypes'.\n</output>"),
+        call(5, "python repro.py"), result(5, "T\nNo RuntimeError caught, issue reproduced.\n"),
+        call(6, "./mvnw test"), result(6, "Error: JAVA_HOME is not defined correctly.\n"),
+        call(7, "create repro.py"),  # an editor's listing says nothing of why
+        result(7, "Error: File 'repro.py' already exists.\n13: print(f'Caught as expected: {e}')"
+                  "\n36:import org.junit.Assert;"),
+    ]  # fmt: skip
+    assert extract(messages, None, INDEX, task=TASK).errors == (
+        "`python reproduce.py`: An error occurred during setup: UNIQUE constraint failed: "
+        "auth_user.username",
+        "`python3 reproduce_issue.py`: Failed to remove index_together: Found wrong number (2) of "
+        "constraints",
+        "`python debug_apps.py`: contenttypes: <Config> | Contenttypes failed: No installed app "
+        "with label 'Contenttypes'.",
+        "`python repro.py`: No RuntimeError caught, issue reproduced.",
+        "`./mvnw test`: Error: JAVA_HOME is not defined correctly.",
+        "`create repro.py`: Error: File 'repro.py' already exists.",
+    )
+
+
+@pytest.mark.parametrize(
+    "chained",
+    [
+        "During handling of the above exception, another exception occurred:",
+        "The above exception was the direct cause of the following exception:",
+    ],
+)
+def test_a_chained_exception_keeps_its_cause(chained: str) -> None:
+    output = (
+        'Traceback (most recent call last):\n  File "reproduce.py", line 9, in f\n'
+        f"    re.compile(pattern)\nre.error: bad escape \\p at position 1\n\n{chained}\n\n"
+        'Traceback (most recent call last):\n  File "reproduce.py", line 11, in f\n'
+        '    raise RuntimeError(f"Simulated: {exc}")\nRuntimeError: Simulated: bad escape\n'
+    )
+    (error,) = extract([call(1, "python reproduce.py"), result(1, output)], None, INDEX,
+                       task=TASK).errors  # fmt: skip
+    assert error == (
+        "`python reproduce.py`: re.error: bad escape \\p at position 1 | RuntimeError: Simulated: "
+        "bad escape"
+    )
+
+
+def test_a_viewers_complaint_fails_it_where_the_harness_states_no_status() -> None:
+    messages = [
+        call(1, "cd fastjson/"),
+        result(1, "/bin/bash: line 17871: cd: fastjson/: No such file or directory"),
+        call(2, "cat notes.txt"),  # what it shows is no complaint of its own
+        result(2, "cat: see below\nfatal: not a repo\nls: x: No such file or directory"),
+        call(3, "ls missing || true"),  # said exit 0: it did not fail
+        result(3, "ls: missing: No such file or directory\nExit code: 0"),
+        call(4, "find / -name x.py"),  # what a search skips is no failure of it
+        result(4, "/w/x.py\nfind: '/proc/1/task': Permission denied"),
+        call(5, "cd src"), result(5, "sh: 1: cd: can't cd to src"),  # dash says it so
+    ]  # fmt: skip
+    assert extract(messages, None, INDEX, task=TASK).errors == (
+        "`cd fastjson/`: cd: fastjson/: No such file or directory",
+        "`cd src`: cd: can't cd to src",
+    )
+    # With a status stated, the status says it, and the complaint why.
+    stated = [call(1, "cat gone.txt"), result(1, "cat: gone.txt: No such file\nExit code: 1")]
+    assert extract(stated, None, INDEX, task=TASK).errors == (
+        "`cat gone.txt`: cat: gone.txt: No such file",
     )
 
 
