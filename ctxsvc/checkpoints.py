@@ -113,7 +113,7 @@ _INTENT = re.compile(
 )
 # A command that only changes directory ("cd src/main", "cd ..", "cd").
 _CD = re.compile(r"\s*cd(?:\s+([^\s;&|<>]+))?\s*(?:;\s*)?")
-_SUBMIT = re.compile(r"\bsubmit", re.I)
+_SUBMIT = re.compile(r"submit", re.I)  # "submit", COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT
 _BLOCKED = re.compile(r"\b(blocked|blocker|cannot proceed|stuck on)\b", re.I)
 _FRAME = re.compile(r'File "([^"]+)", line \d+, in (\w+)')
 _MENTION = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.[A-Za-z]\w{0,5})(?![\w/-])")
@@ -389,8 +389,13 @@ def extract(
     # once its last turn calls no tool (it wrapped up), nor after it submitted.
     turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"][-2:]
     working = bool(turns) and bool(tool_calls(messages[turns[-1]]))
+    submitted = any(
+        _SUBMIT.search(f"{name} {command_of(name, args) or ''}")
+        for i in turns
+        for _, name, args in tool_calls(messages[i])
+    )
     last = pending_intents[-1] if pending_intents else None
-    if not said and working and last and last[0] >= turns[0] and not _SUBMIT.search(last[2]):
+    if not said and working and not submitted and last and last[0] >= turns[0]:
         said = f"{CONTINUE}{last[2].rstrip(':').rstrip()}"
     # A step under way at the last checkpoint is no longer the one once the agent went on.
     carried = "" if turns and prev.next_step.startswith(CONTINUE) else prev.next_step

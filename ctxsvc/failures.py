@@ -39,14 +39,15 @@ _REASON = re.compile(
 # ("Issue reproduced: ...", "BUG: ...", "FAIL: ...", "Contenttypes failed: ...", its own
 # catch-all "An error occurred: ...", "Failed to remove index_together: ..."), not that it
 # did not ("Failed: 0", "No bug: ...", "Failed to reproduce: ...", "This should fail: ...",
-# "No error occurred: ..."); matched against one short line at a time.
+# "No error occurred: ...", "Expected error occurred: ..."); matched against one short line
+# at a time.
 _NOT_SAID = r"(?:expected|no|not|fixed|should|will|would|must|can|may|to)\b"
 _REPRODUCED = re.compile(
     r"\W*+(?:(?:the )?(?:issue|bug|error|problem)s? (?:is |was |still |has been |been )?"
     r"reproduced\b(?!\W*(?:no|not|false)\b)|"
     rf"(?:(?!{_NOT_SAID})\w[\w.-]* ){{0,2}}(?:bug|fail(?:ed|ure)?)\b\s*[:!]"
     r"(?!\s*(?:0\b|(?:none|no|false)\W*$))|"
-    r"(?:an? )?(?:(?!no\b|not\b)\w+ )?error occurred\b[^:]{0,60}:\s*\S|"
+    r"(?:an? )?(?:(?!no\b|not\b|expected\b)\w+ )?error occurred\b(?:(?!as expected)[^:]){0,60}:\s*\S|"
     r"failed to (?!reproduce\b|trigger\b)\w[^:]{0,60}:\s*\S)",
     re.I,
 )
@@ -89,7 +90,8 @@ _VIEWERS = frozenset({
 # Searches whose exit 1 means "none found" (``xargs grep`` exits 123: not one of them).
 _FINDERS = frozenset({"grep", "egrep", "fgrep", "rg", "ag", "ack", "test", "[", "[[", "git grep"})
 _TAGS = re.compile(r"</?\w+>")
-_LISTED = re.compile(r"\d+[\t:]")  # a numbered line of a listing (an editor's, cat -n)
+# A numbered line of a listing (an editor's, cat -n), not a time ("12:00:01 ERROR ...").
+_LISTED = re.compile(r"\d+(?:\t|:(?!\d))")
 # "npm WARN ...", "x.py:207: FutureWarning: ...": not why it failed.
 _WARNING = re.compile(r"^(?:\S+ )?(?:WARN(?:ING)?|warning)\b|^\S+:\d+: \w*Warning:")
 REASON_SCAN = 400  # lines of a result's end read for reasons
@@ -190,16 +192,10 @@ def _roots(text: str) -> list[str]:
     ]
 
 
-def exit_status(text: str) -> str | None:
-    """A tool result's non-zero exit status, as its harness wraps it: mini-SWE-agent's
-    ``<returncode>1</returncode>``, or a first or last line that says only that ("Exit
-    code: 1", "[exit status 2]"); None for 0 or when none is said."""
-    said = _stated_status(text)
-    return None if said in (None, "0") else said
-
-
 def _stated_status(text: str) -> str | None:
-    """The exit status the harness states, ``"0"`` included; None when it states none."""
+    """The exit status a tool result's harness states, ``"0"`` included: mini-SWE-agent's
+    ``<returncode>1</returncode>``, or a first or last line that says only that ("Exit code:
+    1", "[exit status 2]"); None when it states none."""
     if (tagged := _RETURNCODE.search(text)) is not None:
         return tagged.group(1)
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -213,9 +209,13 @@ def _found_nothing(text: str, simple: list[list[str]]) -> bool:
     """Whether a result is a search finding nothing: it says nothing but its exit status,
     and its command ends in ``grep``, ``rg``, ``test``, ... (the last command of a pipeline
     sets the status) or has one before an ``&&`` (``grep -q x f && echo found``)."""
-    said = _EXIT.sub("", _TAGS.sub(" ", _RETURNCODE.sub(" ", text)))
-    if not simple or said.strip():
+    if not simple:
         return False
+    # Line by line, each matched whole: an unanchored search would rescan a long run of
+    # punctuation from each of its characters.
+    for line in _TAGS.sub(" ", _RETURNCODE.sub(" ", text)).splitlines():
+        if line.strip() and _EXIT.fullmatch(line.strip()) is None:
+            return False
     return any(_program(words) in _FINDERS for words in simple)
 
 

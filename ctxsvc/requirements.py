@@ -131,15 +131,14 @@ def gist(task: str, limit: int) -> str:
     skip = False  # under a heading of a listing section
     for kind, block in blocks(without_comments(task)):
         if kind == "heading":
-            if not words:  # a title
-                words.append(block)
-                continue
             skip = (
                 len(block.split()) <= 4
                 and bool(_LISTING_HEAD.search(block))
                 and not _EXPECT_HEAD.search(block)
                 and not re.search(r"\bactual\b", block, re.I)
             )
+            if not words and not skip:  # a title
+                words.append(block)
             continue
         if skip:
             continue
@@ -152,7 +151,7 @@ def gist(task: str, limit: int) -> str:
                 _CHECKLIST.match(bare)
                 or _PLACEHOLDER.match(bare)
                 or (words and len(bare.split()) == 1 and bare.rstrip(":").isalpha())
-                or (not words and i == 0 and len(lines) > 1 and _INTRO.fullmatch(bare))
+                or (not words and i == 0 and _INTRO.fullmatch(bare))
             ):
                 continue
             words.append(bare)

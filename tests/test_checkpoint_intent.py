@@ -197,6 +197,10 @@ def test_with_no_step_ahead_the_agent_goes_on_with_what_it_did_last() -> None:
     assert extract(wrapped, None, INDEX, task=TASK).next_step == ""
     submit = {**call(9, "submit"), "content": "Let's submit the fix."}
     assert extract([submit, result(9, "ok")], None, INDEX, task=TASK).next_step == ""
+    tidy = {**call(8, "rm reproduce.py"), "content": "Now let me remove the reproduction script:"}
+    done = [tidy, result(8, ""), {**call(9, "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"),
+                                  "content": "Let me finish the task."}, result(9, "")]  # fmt: skip
+    assert extract(done, None, INDEX, task=TASK).next_step == ""
 
 
 def test_a_list_under_still_to_do_gives_one_task_per_item() -> None:
@@ -390,6 +394,11 @@ def test_the_goal_is_the_issues_words_not_its_form() -> None:
     titled = extract([], None, INDEX, task="# Fix the parser\n\nIt reads `x` twice.").goal
     assert titled == "Fix the parser It reads `x` twice."
     assert extract([], None, INDEX, task=titled).goal == titled
+    # An introduction before the title, a listing section first: neither is the title.
+    intro = "Consider the following PR description:\n\n## Fix the parser\n\nIt reads `x` twice."
+    assert extract([], None, INDEX, task=intro).goal == "Fix the parser It reads `x` twice."
+    versions = "### Pandas version checks\n\n- [X] checked\n\n### Issue\n\n`pd.f()` crashes."
+    assert extract([], None, INDEX, task=versions).goal == "Issue `pd.f()` crashes."
     # All of it form: the task as written, without its comments, rather than nothing.
     form = "- [x] I have checked <!-- tick it -->\n- [ ] I have read"
     assert extract([], None, INDEX, task=form).goal == "- [x] I have checked - [ ] I have read"
@@ -470,7 +479,8 @@ def test_a_scripts_own_catch_all_saying_it_failed_is_a_failure() -> None:
         result(3, "<returncode>0</returncode>\n<output>\nFailed: 0\nFailed: 0 of 10\n"
                   "Failed to parse:\nExpected failure: bad input\nNo bug: fine\nNot a bug: ok\n"
                   "Fixed bug: x\nThis should fail: True\nFailed to reproduce: it is fixed\n"
-                  "No error occurred: result = 3\nError: bad input, as it should be\n</output>"),
+                  "No error occurred: result = 3\nError: bad input, as it should be\n"
+                  "Expected error occurred: ValueError\nError occurred as expected: x: y\n</output>"),
         call(4, "python debug_apps.py"),
         result(4, "<returncode>0</returncode>\n<output>\ncontenttypes: <Config>\n"
                   "Contenttypes failed: No installed app with label 'Contenttypes'.\n</output>"),
@@ -536,6 +546,12 @@ def test_a_viewers_complaint_fails_it_where_the_harness_states_no_status() -> No
     assert extract(stated, None, INDEX, task=TASK).errors == (
         "`cat gone.txt`: cat: gone.txt: No such file",
     )
+
+
+def test_a_log_line_that_starts_with_a_time_still_says_why() -> None:
+    out = "12:00:01 ERROR ValueError: bad config\nExit code: 1"
+    (error,) = extract([call(1, "python app.py"), result(1, out)], None, INDEX, task=TASK).errors
+    assert error == "`python app.py`: 12:00:01 ERROR ValueError: bad config"
 
 
 def test_a_warning_with_its_location_is_not_why_it_failed() -> None:
