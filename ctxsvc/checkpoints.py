@@ -275,8 +275,9 @@ def extract(
             # A harness that runs each command in a subshell of its own (<returncode>) keeps
             # no directory; a `cd` moves the shell once it comes back clean.
             subshells |= "<returncode>" in text
+            failed = failure(text, command, views=given in viewers)
             target = pending_cd.pop(given, None)
-            if target is not None and not subshells and failure(text, command) is None:
+            if target is not None and not subshells and failed is None:
                 cwd = _moved(cwd, target)
             for frame_path, func in _FRAME.findall(text):
                 path = index.resolve(frame_path)
@@ -285,7 +286,6 @@ def extract(
             if command and _GIT_DIFF.search(command):
                 for path, changed in diff_files(text).items():
                     touch(path, edited=True, text=changed)
-            failed = failure(text, command, views=given in viewers)
             if failed is not None:
                 if command and command in failing:  # the same command again: its newest says it
                     errors.pop(failing[command], None)

@@ -258,9 +258,12 @@ def _reproduced(text: str, command: str | None) -> list[str]:
         return []
     values: list[str] = []  # the values printed right before the verdicts kept
     for line in reversed(lines[: said[0]]):
-        if len(values) == 2 or len(line) > 140 or _CODE_LINE.search(line):
-            break
-        if not _VALUE.fullmatch(line):
+        if (
+            len(values) == 2
+            or len(line) > 140
+            or _CODE_LINE.search(line)
+            or not _VALUE.fullmatch(line)
+        ):
             break
         values.insert(0, line.strip())
     return [*values, *(lines[i].strip() for i in said)]

@@ -44,13 +44,8 @@ class FileEffect:
 def effects(command: str) -> list[FileEffect]:
     """The files ``command`` writes or removes, in order; [] when it cannot be parsed."""
     shell, bodies = _split_heredocs(command)
-    shell = _plain(shell)
     try:
-        lexer = shlex.shlex(shell, posix=True, punctuation_chars=";&|()<>\n")
-        lexer.commenters = ""  # dropped by _plain, which knows what is quoted
-        lexer.whitespace = " \t\r"
-        lexer.whitespace_split = True
-        tokens = list(lexer)
+        tokens = _tokens(shell)
     except ValueError:  # unbalanced quotes: not a command we can read
         return []
     out: list[FileEffect] = []
@@ -109,11 +104,7 @@ def simple_commands(command: str) -> list[list[str]]:
     (``sudo``, ``env``, ``timeout 5``, ``nice``, ``time``, ``VAR=1``) left out; by
     whitespace when the quotes do not balance."""
     try:
-        lexer = shlex.shlex(_plain(command), posix=True, punctuation_chars=";&|()<>\n")
-        lexer.commenters = ""
-        lexer.whitespace = " \t\r"
-        lexer.whitespace_split = True
-        tokens = list(lexer)
+        tokens = _tokens(command)
     except ValueError:
         tokens = re.split(r"\s+|(?=[;&|\n])|(?<=[;&|\n])", command)
     out: list[list[str]] = []
@@ -136,6 +127,16 @@ def simple_commands(command: str) -> list[list[str]]:
         elif tok:
             words.append(tok)
     return out
+
+
+def _tokens(shell: str) -> list[str]:
+    """``shell``'s words and operators as the shell splits them (``ValueError`` when its
+    quotes do not balance); newlines kept, as they end commands."""
+    lexer = shlex.shlex(_plain(shell), posix=True, punctuation_chars=";&|()<>\n")
+    lexer.commenters = ""  # dropped by _plain, which knows what is quoted
+    lexer.whitespace = " \t\r"
+    lexer.whitespace_split = True
+    return list(lexer)
 
 
 def _plain(shell: str) -> str:
